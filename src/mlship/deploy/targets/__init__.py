@@ -1,0 +1,1 @@
+"""mlship.deploy.targets."""

@@ -1,0 +1,252 @@
+"""One frozen, validated settings object, read from `[tool.mlship]` or a `--config` TOML file.
+
+Nothing else in mlship reads configuration: every stage gets this object passed explicitly.
+Relative paths are resolved against the directory of the file they were read from, so a
+pipeline behaves the same whatever the current directory is.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlship.errors import ConfigError
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss")
+"""Every metric mlship computes for a binary classifier (log_loss is lower-is-better)."""
+
+DEFAULT_CATEGORICAL = ["merchant_category", "country", "device_type"]
+DEFAULT_NUMERIC = ["amount", "hour", "account_age_days", "num_tx_24h"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GateSettings(_Section):
+    """`[tool.mlship.gates]`: what a candidate must satisfy before it may ship."""
+
+    metric_floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.80, "pr_auc": 0.40})
+    primary_metric: str = "roc_auc"
+    max_regression: float = Field(default=0.01, ge=0)
+    bootstrap_samples: int = Field(default=1000, ge=100)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    max_demographic_parity_difference: float = Field(default=0.10, ge=0, le=1)
+    max_equalized_odds_difference: float = Field(default=0.15, ge=0, le=1)
+    min_group_size: int = Field(default=100, ge=1)
+    insufficient_group_fails: bool = True
+    latency_p99_ms: float = Field(default=50.0, gt=0)
+    latency_rows: int = Field(default=200, ge=10)
+    max_model_size_mb: float = Field(default=50.0, gt=0)
+    robustness_noise: float = Field(default=0.01, ge=0)
+    max_flip_rate: float = Field(default=0.02, ge=0, le=1)
+    reproducibility: bool = False
+
+    @field_validator("metric_floors")
+    @classmethod
+    def _known_floor_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        allowed = [m for m in METRICS if m != "log_loss"]
+        for name in v:
+            if name not in allowed:
+                raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(allowed)}")
+        return v
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _known_primary(cls, v: str) -> str:
+        allowed = [m for m in METRICS if m != "log_loss"]
+        if v not in allowed:
+            raise ValueError(f"unknown metric {v!r}; allowed: {', '.join(allowed)}")
+        return v
+
+
+class ServeSettings(_Section):
+    """`[tool.mlship.serve]`: the model server's limits and micro-batching."""
+
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_batch_size: int = Field(default=64, ge=1)
+    max_batch_wait_ms: float = Field(default=2.0, ge=0)
+    prediction_log_sample: float = Field(default=0.1, ge=0, le=1)
+
+
+class DeploySettings(_Section):
+    """`[tool.mlship.deploy]`: blue-green timings and the checks that guard a switch."""
+
+    app: str = "mlship-model"
+    port: int = Field(default=8000, ge=1, le=65535)
+    namespace: str = "default"
+    ready_timeout_s: float = Field(default=60.0, gt=0)
+    smoke_latency_ms: float = Field(default=250.0, gt=0)
+    verify_window_s: float = Field(default=10.0, ge=0)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p99_ms: float = Field(default=250.0, gt=0)
+    rollback_window_s: float = Field(default=600.0, ge=0)
+    history: int = Field(default=10, ge=5)
+
+
+class DriftSettings(_Section):
+    """`[tool.mlship.drift]`: effect-size thresholds (p-values vanish at large n)."""
+
+    psi_warn: float = Field(default=0.10, ge=0)
+    psi_fail: float = Field(default=0.25, ge=0)
+    wasserstein_threshold: float = Field(default=0.10, ge=0)
+    jensen_shannon_threshold: float = Field(default=0.10, ge=0, le=1)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+
+
+class Settings(_Section):
+    """`[tool.mlship]`: the whole configuration of one project."""
+
+    model_name: str = "card-fraud"
+    target: str = "is_fraud"
+    id_column: str | None = "transaction_id"
+    sensitive_feature: str | None = "customer_segment"
+    categorical_features: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORICAL))
+    numeric_features: list[str] = Field(default_factory=lambda: list(DEFAULT_NUMERIC))
+    task: Literal["binary_classification"] = "binary_classification"
+    data: Path = Path("data/transactions.parquet")
+    eval_data: Path | None = None
+    suite: Path = Path("data/expectations/transactions.json")
+    estimator: str = "mlship.model.estimators:gradient_boosting"
+    seed: int = 42
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    synth_rows: int = Field(default=20_000, ge=100)
+    state_dir: Path = Path(".mlship")
+    report_dir: Path | None = None
+    tracking_uri: str | None = None
+    experiment: str = "mlship"
+    gates: GateSettings = Field(default_factory=GateSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    root: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator_ref(cls, v: str) -> str:
+        module, _, func = v.partition(":")
+        if not module or not func:
+            raise ValueError(f"{v!r} is not of the form 'package.module:function'")
+        return v
+
+    @model_validator(mode="after")
+    def _features_consistent(self) -> Settings:
+        features = self.categorical_features + self.numeric_features
+        if not features:
+            raise ValueError("no features: set categorical_features and/or numeric_features")
+        dupes = sorted({f for f in features if features.count(f) > 1})
+        if dupes:
+            raise ValueError(f"features listed twice: {', '.join(dupes)}")
+        if self.target in features:
+            raise ValueError(f"the target {self.target!r} is also listed as a feature")
+        return self
+
+    # Paths resolved against the project root -------------------------------------------------
+
+    def path(self, p: Path | str) -> Path:
+        """Resolve a configured path against the project root (absolute paths pass through)."""
+        p = Path(p)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def features(self) -> list[str]:
+        """Model inputs, in a stable order: categorical first, then numeric."""
+        return [*self.categorical_features, *self.numeric_features]
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data)
+
+    @property
+    def suite_path(self) -> Path:
+        return self.path(self.suite)
+
+    @property
+    def state_path(self) -> Path:
+        return self.path(self.state_dir)
+
+    @property
+    def reports_path(self) -> Path:
+        return self.path(self.report_dir) if self.report_dir else self.state_path / "reports"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """`MLFLOW_TRACKING_URI` wins, then the configured URI, then the embedded sqlite file."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.state_path / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.state_path / "artifacts").resolve()
+
+
+ALLOWED_KEYS = tuple(k for k in Settings.model_fields if k != "root")
+
+
+def load_settings(config: Path | None = None, *, cwd: Path | None = None) -> Settings:
+    """Read settings from `config` (top-level keys) or from `[tool.mlship]` of ./pyproject.toml.
+
+    No file, or a pyproject without `[tool.mlship]`, gives the defaults rooted at `cwd`.
+    Raises ConfigError (exit 2) naming the offending key and what is allowed.
+    """
+    cwd = cwd or Path.cwd()
+    if config is not None:
+        source = config if config.is_absolute() else cwd / config
+        if not source.is_file():
+            raise ConfigError(f"config file {config} does not exist", hint="pass an existing TOML file to --config")
+        raw = _read_toml(source)
+        root = source.parent
+    else:
+        source = cwd / "pyproject.toml"
+        raw = _read_toml(source).get("tool", {}).get("mlship", {}) if source.is_file() else {}
+        root = cwd
+    return settings_from_mapping(raw, root=root, source=str(source))
+
+
+def settings_from_mapping(raw: dict[str, Any], *, root: Path, source: str = "settings") -> Settings:
+    """Validate a mapping of settings; the single place that turns bad keys into one clear line."""
+    if "root" in raw:
+        raise ConfigError(f"{source}: unknown key 'root'", hint=f"allowed keys: {', '.join(ALLOWED_KEYS)}")
+    try:
+        return Settings(**raw, root=root.resolve())
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "settings"
+    if err["type"] == "extra_forbidden":
+        section = _section_for(err["loc"])
+        allowed = [k for k in section.model_fields if k != "root"]
+        return f"{source}: unknown key '{key}'; allowed: {', '.join(allowed)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{source}: invalid value for '{key}': {msg}"
+
+
+def _section_for(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+    return model
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the syntax error it names") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
