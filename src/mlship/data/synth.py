@@ -128,7 +128,11 @@ def corrupt(df: pd.DataFrame, kind: Corruption | str, seed: int = 42) -> pd.Data
     out = df.copy()
     n = len(out)
     rng = np.random.default_rng(seed + 7)
-    some = np.unique(np.concatenate([[0], rng.choice(n, size=max(1, n // 20), replace=False)])) if n else []
+    some = (
+        np.unique(np.concatenate([[0], rng.choice(n, size=max(1, n // 20), replace=False)]))
+        if n
+        else np.zeros(0, dtype=np.int64)
+    )
     if kind is Corruption.nulls:
         out["amount"] = out["amount"].astype("float64")
         out.loc[out.index[some], "amount"] = np.nan
