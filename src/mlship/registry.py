@@ -9,6 +9,7 @@ resolved once to an immutable version before anything is deployed or compared.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import warnings
@@ -77,6 +78,8 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     for category in (DeprecationWarning, FutureWarning, UserWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category, module=r"mlflow(\.|$)")
         warnings.filterwarnings("ignore", category=category, module=r"sqlalchemy(\.|$)")
@@ -256,9 +259,9 @@ class Registry:
         with _infra("register the model"):
             if uri.startswith("runs:/"):
                 self.run_metrics(uri.split("/")[1])  # a clear error for an unknown run id
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
-                mv = mlflow.register_model(uri, name, tags=dict(tags or {}))
+                mv = mlflow.register_model(uri, name, tags=dict(tags or {}))  # prints its progress otherwise
             if alias:
                 self.set_alias(name, alias, str(mv.version))
             return self.resolve(f"models:/{name}/{mv.version}")

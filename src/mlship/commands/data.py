@@ -10,6 +10,8 @@ import typer
 from mlship import cli
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from mlship.settings import Settings
 
 CORRUPTIONS = [
@@ -60,5 +62,91 @@ def synth(
     cli.run(ctx, action)
 
 
+def validate(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option("--data", help="CSV or Parquet file (default: `data` setting).")] = None,
+    suite: Annotated[
+        Path | None, typer.Option("--suite", help="Expectation suite JSON (default: `suite` setting).")
+    ] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report-dir", help="Where validate.json/.md go (default: .mlship/reports).")
+    ] = None,
+    init: Annotated[
+        bool, typer.Option("--init", help="Write a suite for the configured schema (profiled from --data) and exit.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="With --init: overwrite an existing suite.")] = False,
+) -> None:
+    """Validate a dataset against its expectation suite (exit 0 valid, 1 invalid, 2 unreadable)."""
+
+    def action(settings: Settings) -> int:
+        from mlship.data import validation
+
+        data_path = data or settings.data_path
+        suite_path = suite or settings.suite_path
+        out = console()
+        if init:
+            from mlship.errors import ConfigError
+
+            if suite_path.exists() and not force:
+                raise ConfigError(f"suite {suite_path} already exists", hint="pass --force to overwrite it")
+            from mlship.data.io import read_table
+
+            sample = read_table(data_path) if data_path.exists() else None
+            validation.write_suite(validation.init_suite(settings, sample), suite_path)
+            source = f"profiled from {data_path}" if sample is not None else "schema only (no data to profile)"
+            out.print(f"wrote expectation suite {suite_path} ({source})")
+            return 0
+        report = validation.validate_file(data_path, suite_path)
+        reports = report_dir or settings.reports_path
+        _, md = validation.write_report(report, reports)
+        print_validation(report)
+        out.print(f"report: {md}")
+        return 0 if report.valid else 1
+
+    cli.run(ctx, action)
+
+
+def print_validation(report: object) -> None:
+    """A rich table of failures and warnings, and the verdict line."""
+    from rich.table import Table
+
+    from mlship.data.validation import ValidationReport, describe_observed
+
+    assert isinstance(report, ValidationReport)
+    out = console()
+    bad = report.failures + report.warnings
+    if bad:
+        table = Table(title="Failed expectations", show_lines=False)
+        for col in ("severity", "expectation", "column", "expected", "observed", "sample"):
+            table.add_column(col, overflow="fold")
+        for o in bad:
+            table.add_row(
+                o.severity,
+                o.expectation.removeprefix("expect_"),
+                o.column or "—",
+                _brief(o.expected),
+                describe_observed(o),
+                _brief(o.sample) if o.sample else "—",
+            )
+        out.print(table)
+    verdict = "VALID" if report.valid else "INVALID"
+    out.print(
+        f"{verdict}: {report.data}: {report.rows:,} rows, {len(report.outcomes)} expectations, "
+        f"{len(report.failures)} failed, {len(report.warnings)} warnings"
+    )
+
+
+def _brief(value: object, limit: int = 60) -> str:
+    import json
+
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def console() -> Console:
+    return cli.console()
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
+    app.command("validate")(validate)

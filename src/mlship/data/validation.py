@@ -1,0 +1,346 @@
+"""Data contracts: validate a table against a Great Expectations 1.x suite kept as JSON.
+
+GX treats every failed expectation as a failure; mlship honours each expectation's
+`severity` itself: `critical` failures make the data invalid, `warning`/`info` ones are
+reported but let the pipeline go on. A column the suite needs but the data lacks is
+reported as such, not as an obscure metric error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlship.errors import ConfigError
+from mlship.fsutil import write_json, write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlship.settings import Settings
+
+SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """One expectation's verdict, in words a data engineer acts on."""
+
+    expectation: str
+    column: str | None
+    severity: str
+    success: bool
+    expected: dict[str, Any]
+    observed: Any = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    sample: list[Any] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """The result of `mlship validate`: valid unless a critical expectation failed."""
+
+    data: str
+    suite: str
+    rows: int
+    columns: int
+    outcomes: list[ExpectationOutcome]
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == "critical"]
+
+    @property
+    def warnings(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity != "critical"]
+
+    @property
+    def valid(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "data": self.data,
+            "suite": self.suite,
+            "rows": self.rows,
+            "columns": self.columns,
+            "evaluated": len(self.outcomes),
+            "failed": len(self.failures),
+            "warnings": len(self.warnings),
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
+
+
+def validate_file(data_path: Path, suite_path: Path) -> ValidationReport:
+    """Read `data_path` (exit 2 if unreadable) and validate it against the suite at `suite_path`."""
+    from mlship.data.io import read_table
+
+    suite = load_suite(suite_path)
+    df = read_table(data_path)
+    return validate_frame(df, suite, data=str(data_path), suite_name=str(suite_path))
+
+
+def load_suite(path: Path) -> dict[str, Any]:
+    """The suite as its JSON dict; a missing or malformed suite is a configuration error."""
+    if not path.is_file():
+        raise ConfigError(f"expectation suite {path} does not exist", hint="create one with `mlship validate --init`")
+    try:
+        suite = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"expectation suite {path} is not valid JSON: {exc}") from None
+    if not isinstance(suite, dict) or not isinstance(suite.get("expectations"), list):
+        raise ConfigError(
+            f"expectation suite {path} has no 'expectations' list", hint="regenerate it with `mlship validate --init`"
+        )
+    return suite
+
+
+def validate_frame(df: pd.DataFrame, suite: dict[str, Any], *, data: str, suite_name: str) -> ValidationReport:
+    """Run every expectation of `suite` on `df` in one GX batch."""
+    gx, ExpectationSuite = _gx()
+    try:
+        gx_suite = ExpectationSuite(
+            **{k: v for k, v in suite.items() if k in ("name", "expectations", "meta", "notes")}
+        )
+    except Exception as exc:  # noqa: BLE001 — GX raises many types for a bad expectation entry
+        raise ConfigError(f"expectation suite {suite_name} is invalid: {str(exc).splitlines()[0]}") from None
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in CI logs
+    batch_def = (
+        context.data_sources.add_pandas(name="mlship")
+        .add_dataframe_asset(name="table")
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = batch_def.get_batch(batch_parameters={"dataframe": df}).validate(gx_suite, result_format="SUMMARY")
+    order = {json.dumps(e, sort_keys=True, default=str): i for i, e in enumerate(suite["expectations"])}
+    outcomes = sorted((_outcome(r, df) for r in result.results), key=lambda o: _position(o, order))
+    return ValidationReport(data=data, suite=suite_name, rows=len(df), columns=df.shape[1], outcomes=outcomes)
+
+
+def _outcome(r: Any, df: pd.DataFrame) -> ExpectationOutcome:
+    config = r.expectation_config
+    kwargs = {k: v for k, v in dict(config.kwargs).items() if k not in ("batch_id", "result_format")}
+    column = kwargs.get("column")
+    severity = getattr(config.severity, "value", str(config.severity or "critical")).lower()
+    error = _exception(r.exception_info)
+    if error and column and column not in df.columns:
+        error = f"column {column!r} is missing from the data"
+    res = dict(r.result or {})
+    sample = [_plain(v) for v in (res.get("partial_unexpected_list") or [])[:SAMPLE]]
+    percent = res.get("unexpected_percent")
+    return ExpectationOutcome(
+        expectation=str(config.type),
+        column=column,
+        severity=severity,
+        success=bool(r.success),
+        expected={k: _plain(v) for k, v in kwargs.items() if k != "column"},
+        observed=_plain(res.get("observed_value")),
+        unexpected_count=res.get("unexpected_count"),
+        unexpected_percent=None if percent is None else round(float(percent), 4),
+        sample=sample,
+        error=error,
+    )
+
+
+def _position(o: ExpectationOutcome, order: dict[str, int]) -> tuple[int, str]:
+    for key, pos in order.items():
+        entry = json.loads(key)
+        if entry.get("type") == o.expectation and entry.get("kwargs", {}).get("column") == o.column:
+            return pos, o.expectation
+    return len(order), o.expectation
+
+
+def _exception(info: Any) -> str | None:
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return str(info.get("exception_message") or "expectation raised an error").splitlines()[0]
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return str(value.get("exception_message") or "metric raised an error").splitlines()[0]
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly scalars (numpy → python, NaN → None)."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _gx() -> tuple[Any, Any]:
+    """Import GX quietly (no progress bars, no analytics, no deprecation noise)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import great_expectations as gx
+        from great_expectations.core.expectation_suite import ExpectationSuite
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    return gx, ExpectationSuite
+
+
+# Suite authoring ------------------------------------------------------------------------------
+
+
+def init_suite(settings: Settings, df: pd.DataFrame | None = None) -> dict[str, Any]:
+    """A suite for the configured schema; with a sample frame, value sets and ranges come from it.
+
+    Critical: the exact column set, at least one row, unique non-null ids, a 0/1 target,
+    non-null features, numeric dtypes, categorical value sets, non-negative numerics where
+    the sample has no negatives. Warning: class balance and numeric means near the sample's.
+    """
+    exps: list[dict[str, Any]] = []
+
+    def add(kind: str, severity: str = "critical", **kwargs: Any) -> None:
+        exps.append({"type": kind, "kwargs": kwargs, "meta": {}, "severity": severity})
+
+    columns = [c for c in [settings.id_column, *settings.features, settings.sensitive_feature, settings.target] if c]
+    columns = list(dict.fromkeys(columns))
+    add("expect_table_columns_to_match_set", column_set=columns, exact_match=True)
+    add("expect_table_row_count_to_be_between", min_value=1)
+    if settings.id_column:
+        add("expect_column_values_to_not_be_null", column=settings.id_column)
+        add("expect_column_values_to_be_unique", column=settings.id_column)
+    add("expect_column_values_to_not_be_null", column=settings.target)
+    add("expect_column_values_to_be_in_set", column=settings.target, value_set=[0, 1])
+    for col in settings.numeric_features:
+        add("expect_column_values_to_not_be_null", column=col)
+        add(
+            "expect_column_values_to_be_in_type_list",
+            column=col,
+            type_list=["int", "int32", "int64", "Int64", "float", "float32", "float64", "Float64"],
+        )
+        if df is not None and col in df:
+            lo, hi, mean, std = (
+                float(df[col].min()),
+                float(df[col].max()),
+                float(df[col].mean()),
+                float(df[col].std()),
+            )
+            if lo >= 0:
+                add("expect_column_values_to_be_between", column=col, min_value=0)
+            if bool(df[col].round().eq(df[col]).all()) and hi - lo <= 100:
+                # A small integer range seen in the sample (an hour, a rating): worth a warning;
+                # promote it to critical in the suite when it is a true domain bound.
+                add("expect_column_values_to_be_between", "warning", column=col, min_value=int(lo), max_value=int(hi))
+            spread = max(std, abs(mean) * 0.05, 1e-9)
+            add(
+                "expect_column_mean_to_be_between",
+                "warning",
+                column=col,
+                min_value=round(mean - spread, 4),
+                max_value=round(mean + spread, 4),
+            )
+    for col in [*settings.categorical_features, *([settings.sensitive_feature] if settings.sensitive_feature else [])]:
+        add("expect_column_values_to_not_be_null", column=col)
+        if df is not None and col in df:
+            add("expect_column_values_to_be_in_set", column=col, value_set=sorted(map(str, df[col].dropna().unique())))
+    if df is not None and settings.target in df and len(df):
+        rate = float(df[settings.target].mean())
+        add(
+            "expect_column_mean_to_be_between",
+            "warning",
+            column=settings.target,
+            min_value=round(max(0.0, rate / 2), 4),
+            max_value=round(min(1.0, rate * 2), 4),
+        )
+    return {
+        "name": f"{settings.model_name}-data",
+        "expectations": exps,
+        "meta": {"generated_by": "mlship validate --init"},
+        "notes": None,
+    }
+
+
+def write_suite(suite: dict[str, Any], path: Path) -> Path:
+    return write_text(path, json.dumps(suite, indent=2) + "\n")
+
+
+# Reports --------------------------------------------------------------------------------------
+
+
+def write_report(report: ValidationReport, report_dir: Path) -> tuple[Path, Path]:
+    """validate.json (machine) and validate.md (human), both atomic."""
+    js = write_json(report_dir / "validate.json", report.to_dict())
+    md = write_text(report_dir / "validate.md", render_markdown(report))
+    return js, md
+
+
+def render_markdown(report: ValidationReport) -> str:
+    verdict = "✅ **Data valid**" if report.valid else "❌ **Data invalid**"
+    lines = [
+        f"# Data validation: {verdict}",
+        "",
+        f"`{report.data}` ({report.rows:,} rows × {report.columns} columns) against `{report.suite}`: "
+        f"{len(report.outcomes)} expectations, {len(report.failures)} failed, {len(report.warnings)} warnings.",
+        "",
+    ]
+    for title, rows in (("Failed (critical)", report.failures), ("Warnings", report.warnings)):
+        if not rows:
+            continue
+        lines += [
+            f"## {title}",
+            "",
+            "| expectation | column | expected | observed | offending sample |",
+            "|---|---|---|---|---|",
+        ]
+        for o in rows:
+            lines.append(
+                f"| {o.expectation} | {o.column or '—'} | {_short(o.expected)} | {describe_observed(o)} | "
+                f"{_short(o.sample) if o.sample else '—'} |"
+            )
+        lines.append("")
+    passed = [o for o in report.outcomes if o.success]
+    if passed:
+        lines += ["<details><summary>Passed expectations</summary>", ""]
+        lines += [f"- {o.expectation} ({o.column or 'table'})" for o in passed]
+        lines += ["", "</details>", ""]
+    return "\n".join(lines)
+
+
+def describe_observed(o: ExpectationOutcome) -> str:
+    if o.error:
+        return o.error
+    if o.expectation == "expect_table_columns_to_match_set" and isinstance(o.observed, list):
+        expected = [str(c) for c in o.expected.get("column_set") or []]
+        missing = [c for c in expected if c not in o.observed]
+        extra = [c for c in o.observed if c not in expected]
+        return "; ".join(
+            part
+            for part in (
+                f"missing: {', '.join(missing)}" if missing else "",
+                f"unexpected: {', '.join(extra)}" if extra else "",
+            )
+            if part
+        ) or _short(o.observed)
+    if o.unexpected_count:
+        pct = f" ({o.unexpected_percent:.2f}%)" if o.unexpected_percent is not None else ""
+        return f"{o.unexpected_count:,} unexpected{pct}"
+    return _short(o.observed) if o.observed is not None else "—"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    text = text.replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

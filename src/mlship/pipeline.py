@@ -1,0 +1,144 @@
+"""`mlship run`: the local composition of the ML stages, with timings and a summary.
+
+synth (only if the data file is missing) → validate → train → register as `challenger`.
+Each stage is the same library function its own `mlship <stage>` command calls; a stage
+that says *no* stops the run with exit 1 and nothing after it happens (nothing registered).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlship.errors import PipelineRejected
+from mlship.fsutil import write_json, write_text
+
+if TYPE_CHECKING:
+    from mlship.settings import Settings
+
+
+@dataclass
+class StageTiming:
+    name: str
+    seconds: float
+    status: str
+    detail: str = ""
+
+
+@dataclass
+class RunSummary:
+    """What one `mlship run` did: per-stage timings and the resulting model."""
+
+    data: str
+    stages: list[StageTiming] = field(default_factory=list)
+    run_id: str | None = None
+    model_uri: str | None = None
+    model_version: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reports: str = ""
+    success: bool = False
+    failure: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "failure": self.failure,
+            "data": self.data,
+            "run_id": self.run_id,
+            "model_uri": self.model_uri,
+            "model_version": self.model_version,
+            "metrics": self.metrics,
+            "reports": self.reports,
+            "stages": [vars(s) for s in self.stages],
+            "total_seconds": round(sum(s.seconds for s in self.stages), 3),
+        }
+
+
+Progress = Callable[[str], None]
+
+
+def run(
+    settings: Settings,
+    *,
+    data_path: Path | None = None,
+    rows: int | None = None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """Run the pipeline; raises PipelineRejected (exit 1) when a stage says no, after writing run.json."""
+    from mlship.data import validation
+    from mlship.data.synth import write_synthetic
+    from mlship.model.train import train
+    from mlship.registry import Registry
+
+    say = progress or (lambda _msg: None)
+    path = data_path or settings.data_path
+    reports = settings.reports_path
+    summary = RunSummary(data=str(path), reports=str(reports))
+
+    def stage(name: str, fn: Callable[[], str]) -> None:
+        say(f"{name}…")
+        started = time.perf_counter()
+        try:
+            detail = fn()
+        except PipelineRejected as exc:
+            summary.stages.append(StageTiming(name, time.perf_counter() - started, "failed", str(exc)))
+            summary.failure = f"{name}: {exc}"
+            _write(summary, reports)
+            raise
+        summary.stages.append(StageTiming(name, time.perf_counter() - started, "ok", detail))
+        say(f"{name}: {detail} ({summary.stages[-1].seconds:.1f}s)")
+
+    if not path.exists():
+        stage("synth", lambda: write_synthetic(path, rows=rows or settings.synth_rows, seed=settings.seed))
+
+    def do_validate() -> str:
+        report = validation.validate_file(path, settings.suite_path)
+        validation.write_report(report, reports)
+        if not report.valid:
+            names = ", ".join(f"{o.expectation}({o.column or 'table'})" for o in report.failures[:3])
+            raise PipelineRejected(
+                f"data invalid: {len(report.failures)} expectation(s) failed: {names}",
+                hint=f"see {reports / 'validate.md'}",
+            )
+        return f"{len(report.outcomes)} expectations passed on {report.rows:,} rows ({len(report.warnings)} warnings)"
+
+    stage("validate", do_validate)
+
+    def do_train() -> str:
+        result = train(settings, path)
+        write_json(reports / "train.json", result.to_dict())
+        summary.run_id, summary.model_uri, summary.metrics = result.run_id, result.run_model_uri, result.metrics
+        return f"run {result.run_id[:12]}, roc_auc {result.metrics['roc_auc']:.4f}"
+
+    stage("train", do_train)
+
+    def do_register() -> str:
+        assert summary.run_id is not None
+        resolved = Registry.from_settings(settings).register(summary.run_id, settings.model_name, alias="challenger")
+        summary.model_version = resolved.version
+        return f"{resolved.label} is @challenger"
+
+    stage("register", do_register)
+    summary.success = True
+    _write(summary, reports)
+    return summary
+
+
+def _write(summary: RunSummary, reports: Path) -> None:
+    write_json(reports / "run.json", summary.to_dict())
+    write_text(reports / "run.md", render_markdown(summary))
+
+
+def render_markdown(summary: RunSummary) -> str:
+    verdict = "✅ **Pipeline passed**" if summary.success else f"❌ **Pipeline stopped**: {summary.failure}"
+    lines = [f"# mlship run: {verdict}", "", "| stage | status | seconds | detail |", "|---|---|---:|---|"]
+    lines += [f"| {s.name} | {s.status} | {s.seconds:.2f} | {s.detail} |" for s in summary.stages]
+    if summary.metrics:
+        lines += ["", "| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in summary.metrics.items()]
+    if summary.model_version:
+        lines += ["", f"Model: version {summary.model_version} (`{summary.model_uri}`), alias `challenger`."]
+    return "\n".join(lines) + "\n"
