@@ -20,3 +20,42 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty project directory as the working directory (state goes to ./.mlship)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO / "data" / "expectations" / "transactions.json"
+
+
+def make_project(root: Path, rows: int = 3000, seed: int = 42, **settings: object) -> Path:
+    """A project directory with synthetic data, the repo's suite and a pyproject with [tool.mlship]."""
+    from mlship.data.synth import write_synthetic
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data" / "expectations").mkdir(parents=True, exist_ok=True)
+    (root / "data" / "expectations" / "transactions.json").write_text(SUITE.read_text())
+    write_synthetic(root / "data" / "transactions.parquet", rows=rows, seed=seed)
+    import json
+
+    values = {"model_name": "card-fraud", **settings}
+    body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    (root / "pyproject.toml").write_text(f"[tool.mlship]\n{body}")
+    return root
+
+
+@pytest.fixture
+def fraud_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ready project (3,000 synthetic rows, the repo's suite) as the working directory."""
+    root = make_project(tmp_path / "proj")
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """One trained model shared by read-only tests: (project root, TrainResult)."""
+    from mlship.model.train import train
+    from mlship.settings import load_settings
+
+    root = make_project(tmp_path_factory.mktemp("trained") / "proj")
+    settings = load_settings(cwd=root)
+    return root, train(settings)

@@ -149,8 +149,16 @@ class Registry:
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         elif tracking_uri.startswith(("http://", "https://")):
             _check_server(tracking_uri)
+        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that, or the next
+        # Settings in this process would mistake our own choice for the user's override.
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         self._client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._experiment_id: str | None = None
 
@@ -396,7 +404,7 @@ def model_input_schema(model_dir: Path) -> list[tuple[str, str]]:
     meta = Model.load(str(model_dir))
     if meta.signature is None:
         return []
-    return [(str(spec.name), str(spec.type)) for spec in meta.signature.inputs.inputs]
+    return [(str(spec.name), getattr(spec.type, "name", str(spec.type))) for spec in meta.signature.inputs.inputs]
 
 
 def model_input_example(model_dir: Path) -> pd.DataFrame | None:

@@ -107,12 +107,21 @@ def load_suite(path: Path) -> dict[str, Any]:
 def validate_frame(df: pd.DataFrame, suite: dict[str, Any], *, data: str, suite_name: str) -> ValidationReport:
     """Run every expectation of `suite` on `df` in one GX batch."""
     gx, ExpectationSuite = _gx()
+    entries = suite["expectations"]
     try:
         gx_suite = ExpectationSuite(
             **{k: v for k, v in suite.items() if k in ("name", "expectations", "meta", "notes")}
         )
     except Exception as exc:  # noqa: BLE001 — GX raises many types for a bad expectation entry
         raise ConfigError(f"expectation suite {suite_name} is invalid: {str(exc).splitlines()[0]}") from None
+    if len(gx_suite.expectations) != len(entries):
+        # GX logs and drops an entry it cannot build; a silently shorter contract is worse than none.
+        built = [e.expectation_type for e in gx_suite.expectations]
+        bad = next((e.get("type") for e in entries if e.get("type") not in built), "an entry")
+        raise ConfigError(
+            f"expectation suite {suite_name} is invalid: {bad!r} is not a known expectation or has bad arguments",
+            hint="fix or remove that entry",
+        )
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

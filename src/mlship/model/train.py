@@ -104,9 +104,14 @@ def load_estimator_factory(ref: str) -> EstimatorFactory:
 
 
 def build_estimator(settings: Settings) -> Any:
-    estimator = load_estimator_factory(settings.estimator)(
-        list(settings.categorical_features), list(settings.numeric_features), settings.seed
-    )
+    factory = load_estimator_factory(settings.estimator)
+    try:
+        estimator = factory(list(settings.categorical_features), list(settings.numeric_features), settings.seed)
+    except Exception as exc:  # noqa: BLE001 — user code: any failure is a configuration problem
+        raise ConfigError(
+            f"estimator {settings.estimator!r} failed: {type(exc).__name__}: {exc}",
+            hint="a factory takes (categorical, numeric, seed) and returns an unfitted classifier",
+        ) from None
     if not (hasattr(estimator, "fit") and hasattr(estimator, "predict_proba")):
         raise ConfigError(f"estimator {settings.estimator!r} did not return a classifier with fit/predict_proba")
     return estimator
