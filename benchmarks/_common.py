@@ -1,0 +1,28 @@
+"""Helpers shared by the benchmark scripts: where results go and how they are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    """Write results/<name>.json atomically, stamped with the time and the machine."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    tmp = out.with_suffix(".json.tmp")
+    body = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
+    tmp.write_text(json.dumps(body | payload, indent=2) + "\n")
+    tmp.replace(out)
+    print(json.dumps(payload, indent=2))
+    return out
