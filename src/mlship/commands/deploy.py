@@ -1,0 +1,209 @@
+"""`mlship deploy | rollback | status | down`: blue-green releases with automatic rollback."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mlship import cli
+
+if TYPE_CHECKING:
+    from mlship.deploy.bluegreen import Controller
+    from mlship.settings import Settings
+
+TARGET_HELP = "Where colors run: local (processes behind a loopback router) or kubernetes (kubectl)."
+ENV_HELP = "Environment: staging or production (production needs --approve)."
+NS_HELP = "Kubernetes namespace (default: [tool.mlship.deploy] namespace)."
+
+
+def controller(settings: Settings, target: str, env: str, namespace: str | None = None) -> Controller:
+    """The controller for one environment on one target, built from the settings."""
+    from mlship.deploy.bluegreen import ENVS, Controller
+    from mlship.errors import ConfigError
+
+    if env not in ENVS:
+        raise ConfigError(f"unknown environment {env!r}", hint=f"use one of: {', '.join(ENVS)}")
+    if target == "local":
+        from mlship.deploy.targets.local import LocalTarget, ProcessRunner
+
+        env_vars = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri}
+        runner = ProcessRunner(env=env_vars, cwd=settings.root)
+        state_dir = settings.state_path / "deploy" / env
+        return Controller(settings, LocalTarget(state_dir, port=settings.deploy.port, runner=runner), env)
+    if target == "kubernetes":
+        from mlship.deploy.targets.kubernetes import KubernetesTarget
+
+        manifests = settings.path("deployment/k8s")
+        k8s = KubernetesTarget(
+            manifests,
+            env=env,
+            app=settings.deploy.app,
+            namespace=namespace or settings.deploy.namespace,
+            timeout_s=settings.deploy.ready_timeout_s,
+        )
+        return Controller(settings, k8s, env)
+    raise ConfigError(f"unknown target {target!r}", hint="use local or kubernetes")
+
+
+def _print_result(result: Any) -> None:
+    out = cli.console()
+    r = result.release
+    out.print(f"{result.action}: {r.label} is live on {result.live} ({result.target}/{result.env})")
+    if result.weights and len(result.weights) > 1:
+        out.print("traffic split: " + ", ".join(f"{c} {w}%" for c, w in result.weights.items()))
+    if result.verify:
+        out.print(f"verified: {result.verify.reason}")
+    out.print(f"live URL: {result.live_url}")
+
+
+def deploy(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model to deploy: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model."),
+    ] = None,
+    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
+    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
+    approve: Annotated[bool, typer.Option("--approve", help="Approve a production deploy.")] = False,
+    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="bluegreen (switch all traffic) or canary (send --weight % to it).")
+    ] = "bluegreen",
+    weight: Annotated[int, typer.Option("--weight", help="Canary share of live traffic, in percent.")] = 10,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Serving image (required for --target kubernetes), pinned by digest.")
+    ] = None,
+    promote_canary: Annotated[
+        bool, typer.Option("--promote-canary", help="Send all traffic to the running canary, verify, make it live.")
+    ] = False,
+) -> None:
+    """Blue-green deploy: start the idle color, smoke-test it, switch, verify; roll back on any failure."""
+
+    def action(settings: Settings) -> int:
+        from mlship.deploy.bluegreen import require_approval
+        from mlship.errors import ConfigError
+
+        require_approval(env, approve)
+        ctl = controller(settings, target, env, namespace)
+        try:
+            if promote_canary:
+                result = ctl.promote_canary()
+            else:
+                if not model:
+                    raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
+                if image and target == "local":
+                    raise ConfigError(
+                        "--image needs a container runner", hint="the local target runs colors as processes"
+                    )
+                release = ctl.resolve(model, image=image)
+                cli.err_console().print(f"deploying {release.label} ({release.uri}) to {target}/{env}…")
+                result = ctl.deploy(release, strategy=strategy, weight=weight)
+        finally:
+            ctl.target.close()
+        _print_result(result)
+        return 0
+
+    cli.run(ctx, action)
+
+
+def rollback(
+    ctx: typer.Context,
+    to: Annotated[
+        str | None, typer.Option("--to", help="A version from the deploy history (default: the previous release).")
+    ] = None,
+    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
+    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
+    approve: Annotated[bool, typer.Option("--approve", help="Approve a production rollback.")] = False,
+    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+) -> None:
+    """Go back: to the previous color in one switch, or to an older release with a full blue-green deploy."""
+
+    def action(settings: Settings) -> int:
+        from mlship.deploy.bluegreen import require_approval
+
+        require_approval(env, approve)
+        ctl = controller(settings, target, env, namespace)
+        try:
+            result = ctl.rollback(to)
+        finally:
+            ctl.target.close()
+        _print_result(result)
+        switch = result.timings_s.get("switch")
+        if switch is not None:
+            cli.console().print(f"switch took {switch * 1000:.1f} ms")
+        return 0
+
+    cli.run(ctx, action)
+
+
+def status(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
+    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
+    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Live URL, live color, what runs on each color, and the release history."""
+
+    def action(settings: Settings) -> int:
+        ctl = controller(settings, target, env, namespace)
+        try:
+            info = ctl.status()
+        finally:
+            ctl.target.close()
+        if as_json:
+            print(json.dumps(info, indent=2, sort_keys=True))
+            return 0
+        from rich.table import Table
+
+        out = cli.console()
+        out.print(f"{info['target']}/{info['env']}: live {info['live'] or '-'} at {info['live_url'] or '-'}")
+        colors = Table(title="colors")
+        for col in ("color", "running", "release", "outcome"):
+            colors.add_column(col)
+        for color, c in info["colors"].items():
+            rel = c["release"] or {}
+            label = f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else rel.get("uri", "-")
+            colors.add_row(color, "yes" if c["running"] else "no", label, rel.get("outcome", "-"))
+        out.print(colors)
+        history = Table(title="history (newest first)")
+        for col in ("when", "version", "color", "outcome", "detail"):
+            history.add_column(col)
+        import datetime as dt
+
+        for r in info["history"]:
+            when = dt.datetime.fromtimestamp(r["deployed_at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            history.add_row(when, r.get("version") or r["uri"], r["color"], r["outcome"], r["detail"][:80])
+        out.print(history)
+        return 0
+
+    cli.run(ctx, action)
+
+
+def down(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
+    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
+    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+) -> None:
+    """Stop everything a deploy started in this environment (only its own processes); history stays."""
+
+    def action(settings: Settings) -> int:
+        ctl = controller(settings, target, env, namespace)
+        try:
+            stopped = ctl.down()
+        finally:
+            ctl.target.close()
+        cli.console().print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+
+    cli.run(ctx, action)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy)
+    app.command("rollback")(rollback)
+    app.command("status")(status)
+    app.command("down")(down)

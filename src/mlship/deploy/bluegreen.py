@@ -1,0 +1,440 @@
+"""The blue-green controller: one code path for every target (design.md, "Blue-green, precisely").
+
+resolve once → lock → start idle → wait ready → smoke idle → switch (or canary split) →
+verify live → keep the previous color warm for the rollback window → record. Any failure
+after the switch switches back and raises PipelineRejected (exit 1); the live color only
+ever moves to a color that passed its smoke test.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlship.deploy.lock import deploy_lock
+from mlship.deploy.release import COLORS, DeployState, Release, StateStore, find_release, other
+from mlship.deploy.smoke import Golden, SmokeResult, smoke
+from mlship.deploy.targets.base import ColorFailed, Target
+from mlship.deploy.verify import VerifyResult, verify
+from mlship.errors import ConfigError, InfraError, PipelineRejected
+from mlship.fsutil import write_json, write_text
+
+if TYPE_CHECKING:
+    from mlship.registry import Registry
+    from mlship.settings import Settings
+
+ENVS = ("staging", "production")
+APPROVAL_VARS = ("MLSHIP_APPROVE",)
+GoldenSource = Callable[[Release], Golden]
+
+
+@dataclass
+class DeployResult:
+    """What one deploy / rollback did: the outcome users and CI scripts read."""
+
+    action: str
+    env: str
+    target: str
+    release: Release
+    live_url: str
+    live: str | None
+    previous: Release | None = None
+    smoke: SmokeResult | None = None
+    verify: VerifyResult | None = None
+    weights: dict[str, int] | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "env": self.env,
+            "target": self.target,
+            "release": self.release.to_dict(),
+            "live_url": self.live_url,
+            "live": self.live,
+            "previous": self.previous.to_dict() if self.previous else None,
+            "smoke": self.smoke.to_dict() if self.smoke else None,
+            "verify": self.verify.to_dict() if self.verify else None,
+            "weights": self.weights,
+            "timings_s": self.timings_s,
+        }
+
+
+def require_approval(env: str, approve: bool) -> None:
+    """Production needs an explicit yes: `--approve` or MLSHIP_APPROVE=1 (set by a CI approval gate)."""
+    if env not in ENVS:
+        raise ConfigError(f"unknown environment {env!r}", hint=f"use one of: {', '.join(ENVS)}")
+    if env == "production" and not approve:
+        if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in APPROVAL_VARS):
+            return
+        raise ConfigError(
+            "a production deploy needs approval",
+            hint="pass --approve, or set MLSHIP_APPROVE=1 in an approved CI environment",
+        )
+
+
+def golden_from_registry(registry: Registry) -> GoldenSource:
+    """Golden rows = the model's logged input example; expected = what the model itself predicts."""
+
+    def source(release: Release) -> Golden:
+        from mlship.registry import load_model_dir, model_input_example
+
+        with tempfile.TemporaryDirectory(prefix="mlship-golden-") as tmp:
+            model_dir = registry.download(release.uri, Path(tmp) / "model")
+            example = model_input_example(model_dir)
+            if example is None or example.empty:
+                return Golden(records=[])
+            model = load_model_dir(model_dir)
+            proba = [float(p) for p in model.predict_proba(example)[:, 1]]
+            records = [{str(k): _plain(v) for k, v in row.items()} for row in example.to_dict(orient="records")]
+        return Golden(records=records, probabilities=proba)
+
+    return source
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+class Controller:
+    """Blue-green over one target for one environment."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        target: Target,
+        env: str = "staging",
+        *,
+        registry: Registry | None = None,
+        golden: GoldenSource | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.deploy
+        self.target = target
+        self.env = env
+        self._registry = registry
+        self._golden = golden
+        self.store = StateStore(settings.state_path, env, keep=self.cfg.history)
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            from mlship.registry import Registry
+
+            self._registry = Registry.from_settings(self.settings)
+        return self._registry
+
+    def golden(self, release: Release) -> Golden:
+        source = self._golden or golden_from_registry(self.registry)
+        return source(release)
+
+    # Release resolution --------------------------------------------------------------------
+
+    def resolve(self, model_ref: str, image: str | None = None) -> Release:
+        """Pin the reference once: an alias becomes the version it names right now."""
+        from mlship.provenance import git_sha
+
+        resolved = self.registry.resolve(model_ref)
+        return Release(
+            ref=model_ref,
+            uri=resolved.uri,
+            name=resolved.name,
+            version=resolved.version,
+            run_id=resolved.run_id,
+            image=image,
+            git_sha=git_sha(self.settings.root),
+            env=self.env,
+            target=self.target.name,
+        )
+
+    # Commands ------------------------------------------------------------------------------
+
+    def deploy(self, release: Release, *, strategy: str = "bluegreen", weight: int = 10) -> DeployResult:
+        """Blue-green (or canary) deploy of a pinned release; PipelineRejected if it was rolled back."""
+        if strategy not in ("bluegreen", "canary"):
+            raise ConfigError(f"unknown strategy {strategy!r}", hint="use bluegreen or canary")
+        if strategy == "canary" and not 1 <= weight <= 99:
+            raise ConfigError(f"canary weight {weight} is out of range", hint="use --weight between 1 and 99")
+        with deploy_lock(self.store.dir):
+            state = self.store.load()
+            self._reap(state)
+            return self._deploy(state, release, strategy=strategy, weight=weight)
+
+    def _deploy(self, state: DeployState, release: Release, *, strategy: str, weight: int) -> DeployResult:
+        timings: dict[str, float] = {}
+        clock = time.monotonic()
+        live = state.live if state.live and self.target.running(state.live) else None
+        if strategy == "canary" and live is None:
+            raise ConfigError("a canary needs a live color to split traffic with", hint="deploy with bluegreen first")
+        idle = other(live) if live else (state.live and other(state.live)) or "blue"
+        release = release.with_(color=idle, env=self.env, target=self.target.name, deployed_at=time.time())
+        previous = state.colors.get(live) if live else None
+        golden = self.golden(release)
+        self.target.prepare()
+
+        def reject(reason: str, *, switched: bool) -> PipelineRejected:
+            if switched:
+                self.target.set_weights({live: 100} if live else {})
+            self.target.stop(idle)
+            state.colors.pop(idle, None)
+            state.live = live
+            self.store.save(state)
+            self.store.record(release.with_(outcome="rolled back" if switched else "rejected", detail=reason))
+            where = f"{previous.label} on {live} is still live" if previous and live else "nothing is live"
+            return PipelineRejected(f"deploy of {release.label} rolled back: {reason}", hint=where)
+
+        try:
+            self.target.start(idle, release)
+            self.target.wait_ready(idle, self.cfg.ready_timeout_s)
+        except ColorFailed as exc:
+            raise reject(str(exc), switched=False) from None
+        timings["ready"] = round(time.monotonic() - clock, 3)
+        result = smoke(
+            self.target.preview_url(idle),
+            golden,
+            latency_budget_ms=self.cfg.smoke_latency_ms,
+            expected_version=release.version,
+        )
+        timings["smoke"] = round(time.monotonic() - clock, 3)
+        if not result.ok:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in result.failures)
+            raise reject(f"smoke test failed ({failed})", switched=False)
+        weights = {idle: 100} if strategy == "bluegreen" else {live or "blue": 100 - weight, idle: weight}
+        switch_start = time.monotonic()
+        try:
+            self.target.set_weights(weights)
+        except ColorFailed as exc:
+            raise reject(str(exc), switched=True) from None
+        timings["switch"] = round(time.monotonic() - switch_start, 4)
+        state.colors[idle] = release.with_(outcome="live" if strategy == "bluegreen" else "canary")
+        self.store.save(state)  # a crash from here on still knows what runs where
+        checked = verify(
+            self.target,
+            idle,
+            golden,
+            window_s=self.cfg.verify_window_s,
+            max_error_rate=self.cfg.max_error_rate,
+            max_p99_ms=self.cfg.max_p99_ms,
+        )
+        timings["verify"] = checked.window_s
+        if not checked.ok:
+            raise reject(f"verification failed: {checked.reason}", switched=True)
+        if strategy == "bluegreen":
+            state.live = idle
+            state.previous_until = time.time() + self.cfg.rollback_window_s if live else None
+            self._reap(state)
+        self.store.save(state)
+        outcome = "live" if strategy == "bluegreen" else "canary"
+        self.store.record(release.with_(outcome=outcome, detail=checked.reason))
+        if strategy == "bluegreen" and self.env == "production" and release.name and release.version:
+            self.registry.set_alias(release.name, "champion", release.version)
+        timings["total"] = round(time.monotonic() - clock, 3)
+        deployed = DeployResult(
+            action="deploy" if strategy == "bluegreen" else "canary",
+            env=self.env,
+            target=self.target.name,
+            release=release.with_(outcome=outcome),
+            live_url=self.target.live_url(),
+            live=state.live,
+            previous=previous,
+            smoke=result,
+            verify=checked,
+            weights=weights,
+            timings_s=timings,
+        )
+        self._report(deployed)
+        return deployed
+
+    def promote_canary(self) -> DeployResult:
+        """Send all traffic to the canary color, verify it, and make it live."""
+        with deploy_lock(self.store.dir):
+            state = self.store.load()
+            canary = self._canary(state)
+            if canary is None:
+                raise ConfigError("no canary is running", hint="start one with `mlship deploy --strategy canary`")
+            release = state.colors[canary]
+            live = state.live
+            self.target.set_weights({canary: 100})
+            checked = verify(
+                self.target,
+                canary,
+                self.golden(release),
+                window_s=self.cfg.verify_window_s,
+                max_error_rate=self.cfg.max_error_rate,
+                max_p99_ms=self.cfg.max_p99_ms,
+            )
+            if not checked.ok:
+                if live:
+                    self.target.set_weights({live: 100})
+                self.target.stop(canary)
+                state.colors.pop(canary, None)
+                self.store.save(state)
+                self.store.record(release.with_(outcome="rolled back", detail=checked.reason))
+                raise PipelineRejected(f"canary {release.label} rolled back: {checked.reason}")
+            previous = state.colors.get(live) if live else None
+            state.live = canary
+            state.colors[canary] = release.with_(outcome="live")
+            state.previous_until = time.time() + self.cfg.rollback_window_s
+            self._reap(state)
+            self.store.save(state)
+            self.store.record(release.with_(outcome="live", detail=f"canary promoted: {checked.reason}"))
+            if self.env == "production" and release.name and release.version:
+                self.registry.set_alias(release.name, "champion", release.version)
+            done = DeployResult(
+                "promote-canary",
+                self.env,
+                self.target.name,
+                release.with_(outcome="live"),
+                self.target.live_url(),
+                canary,
+                previous=previous,
+                verify=checked,
+                weights={canary: 100},
+            )
+            self._report(done)
+            return done
+
+    def rollback(self, to: str | None = None) -> DeployResult:
+        """Back to the previous color in one switch; `to` an older release: a full blue-green deploy."""
+        with deploy_lock(self.store.dir):
+            state = self.store.load()
+            self._reap(state)
+            live = state.live
+            canary = self._canary(state)
+            if canary is not None and live and to is None:
+                return self._switch_back(state, live, from_color=canary, action="abort-canary")
+            prev = other(live) if live else None
+            warm = prev is not None and prev in state.colors and self.target.running(prev)
+            if to is None:
+                if warm and prev is not None:
+                    return self._switch_back(state, prev, from_color=live, action="rollback")
+                target_release = self._previous_release(state)
+            else:
+                if warm and prev is not None and to in (state.colors[prev].version, state.colors[prev].uri):
+                    return self._switch_back(state, prev, from_color=live, action="rollback")
+                target_release = find_release(state.history, to)
+            return self._deploy(
+                state, target_release.with_(outcome="pending", detail=""), strategy="bluegreen", weight=0
+            )
+
+    def _previous_release(self, state: DeployState) -> Release:
+        current = state.colors.get(state.live) if state.live else None
+        for release in reversed(state.history):
+            if release.outcome == "live" and current is not None and release.uri != current.uri:
+                return release
+        raise ConfigError("there is no previous release to roll back to", hint="see `mlship status` for the history")
+
+    def _switch_back(self, state: DeployState, color: str, *, from_color: str | None, action: str) -> DeployResult:
+        release = state.colors[color]
+        start = time.monotonic()
+        try:
+            self.target.set_weights({color: 100})
+        except ColorFailed as exc:
+            raise InfraError(f"rollback to {color} failed: {exc}") from None
+        switch_s = time.monotonic() - start
+        previous = state.colors.get(from_color) if from_color else None
+        state.live = color
+        if action == "abort-canary" and from_color:
+            self.target.stop(from_color)
+            state.colors.pop(from_color, None)
+            state.previous_until = None
+        else:
+            state.previous_until = time.time() + self.cfg.rollback_window_s
+        self.store.save(state)
+        detail = f"{action} from {from_color}" if from_color else action
+        self.store.record(release.with_(outcome="live", detail=detail, deployed_at=time.time()))
+        done = DeployResult(
+            action,
+            self.env,
+            self.target.name,
+            release,
+            self.target.live_url(),
+            color,
+            previous=previous,
+            weights={color: 100},
+            timings_s={"switch": round(switch_s, 4)},
+        )
+        self._report(done)
+        return done
+
+    def status(self) -> dict[str, Any]:
+        """Live URL, live color, what runs on each color, the history: for humans and scripts."""
+        state = self.store.load()
+        colors: dict[str, Any] = {}
+        for color in COLORS:
+            release = state.colors.get(color)
+            colors[color] = {
+                "running": self.target.running(color),
+                "release": release.to_dict() if release else None,
+            }
+        return {
+            "env": self.env,
+            "target": self.target.name,
+            "live": state.live,
+            "live_url": self.target.live_url() if state.live else None,
+            "weights": self.target.weights() if state.live else None,
+            "colors": colors,
+            "rollback_until": state.previous_until,
+            "history": [r.to_dict() for r in reversed(state.history)],
+        }
+
+    def down(self) -> list[str]:
+        """Stop everything this environment started; the history stays."""
+        with deploy_lock(self.store.dir):
+            stopped = self.target.down()
+            state = self.store.load()
+            state.live = None
+            state.colors = {}
+            state.previous_until = None
+            self.store.save(state)
+            return stopped
+
+    # Helpers -------------------------------------------------------------------------------
+
+    def _canary(self, state: DeployState) -> str | None:
+        for color, release in state.colors.items():
+            if release.outcome == "canary" and color != state.live:
+                return color
+        return None
+
+    def _reap(self, state: DeployState) -> None:
+        """Past the rollback window, stop the previous color (rollback then means a full deploy)."""
+        if state.live is None or state.previous_until is None or time.time() < state.previous_until:
+            return
+        if self._canary(state) is not None:
+            return
+        idle = other(state.live)
+        self.target.stop(idle)
+        state.colors.pop(idle, None)
+        state.previous_until = None
+        self.store.save(state)
+
+    def _report(self, result: DeployResult) -> None:
+        reports = self.settings.reports_path
+        write_json(reports / "deploy.json", result.to_dict())
+        write_text(reports / "deploy.md", render_markdown(result))
+
+
+def render_markdown(result: DeployResult) -> str:
+    r = result.release
+    lines = [
+        f"# {result.action}: {r.label} on {result.target}/{result.env}",
+        "",
+        f"- live URL: {result.live_url}",
+        f"- live color: {result.live}; weights: {result.weights}",
+        f"- model: `{r.uri}` (run {r.run_id or '-'}), image {r.image or '-'}, git {r.git_sha}",
+        f"- previous: {result.previous.label if result.previous else '-'}",
+    ]
+    if result.smoke:
+        lines += ["", "## Smoke test", "", "| check | ok | detail |", "|---|---|---|"]
+        lines += [f"| {c.name} | {'yes' if c.ok else 'NO'} | {c.detail} |" for c in result.smoke.checks]
+    if result.verify:
+        lines += ["", "## Verification", "", f"{result.verify.reason} over {result.verify.window_s} s"]
+    if result.timings_s:
+        lines += ["", "## Timings (s)", "", ", ".join(f"{k} {v}" for k, v in result.timings_s.items())]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,137 @@
+"""What was deployed where and when: the release record and the per-environment history.
+
+A release is pinned once (alias → version) and never re-resolved; the history keeps the
+last releases so `mlship rollback --to VERSION` can redeploy any of them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mlship.errors import ConfigError
+from mlship.fsutil import write_json
+
+COLORS = ("blue", "green")
+
+
+def other(color: str) -> str:
+    """The opposite color: where the next release goes."""
+    return "green" if color == "blue" else "blue"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One model version bound for (or running on) one color."""
+
+    ref: str
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    image: str | None = None
+    git_sha: str = "unknown"
+    color: str = ""
+    env: str = "staging"
+    target: str = "local"
+    deployed_at: float = 0.0
+    outcome: str = "pending"
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}" if self.name and self.version else self.uri
+
+    def with_(self, **changes: Any) -> Release:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Release:
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class DeployState:
+    """The persisted picture of one environment: which color is live, what runs on each."""
+
+    env: str
+    target: str = "local"
+    live: str | None = None
+    colors: dict[str, Release] = field(default_factory=dict)
+    previous_until: float | None = None
+    history: list[Release] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "target": self.target,
+            "live": self.live,
+            "colors": {c: r.to_dict() for c, r in self.colors.items()},
+            "previous_until": self.previous_until,
+        }
+
+
+class StateStore:
+    """`.mlship/deploy/<env>/`: state.json (live color, colors) and history.json (releases)."""
+
+    def __init__(self, root: Path, env: str, *, keep: int = 10) -> None:
+        self.dir = root / "deploy" / env
+        self.env = env
+        self.keep = keep
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def history_file(self) -> Path:
+        return self.dir / "history.json"
+
+    def load(self) -> DeployState:
+        raw = _read(self.state_file) or {}
+        state = DeployState(
+            env=self.env,
+            target=str(raw.get("target", "local")),
+            live=raw.get("live"),
+            colors={c: Release.from_dict(r) for c, r in (raw.get("colors") or {}).items()},
+            previous_until=raw.get("previous_until"),
+        )
+        state.history = [Release.from_dict(r) for r in (_read(self.history_file) or [])]
+        return state
+
+    def save(self, state: DeployState) -> None:
+        write_json(self.state_file, state.to_dict())
+
+    def record(self, release: Release) -> None:
+        """Append a release to the history (newest last), keeping the last `keep` entries."""
+        history = [Release.from_dict(r) for r in (_read(self.history_file) or [])]
+        history.append(release.with_(deployed_at=release.deployed_at or time.time()))
+        write_json(self.history_file, [r.to_dict() for r in history[-self.keep :]])
+
+
+def find_release(history: list[Release], version: str) -> Release:
+    """The newest successfully deployed release of `version` (a version number or a URI)."""
+    for release in reversed(history):
+        if release.outcome == "live" and version in (release.version, release.uri, release.ref):
+            return release
+    known = sorted({r.version or r.uri for r in history if r.outcome == "live"})
+    raise ConfigError(
+        f"version {version!r} is not in the deploy history",
+        hint=f"redeployable: {', '.join(known) or 'none yet'}; or deploy it with `mlship deploy --model`",
+    )
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is unreadable: {exc}", hint="fix or delete the file") from None

@@ -1,0 +1,321 @@
+"""The `kubernetes` target: Deployments `<app>-blue`/`<app>-green`, a live and a preview Service.
+
+Everything goes through kubectl (`KUBECONFIG`, `--namespace`) and the kustomize manifests in
+`deployment/k8s/overlays/<env>`: the objects are rendered there, and Python only fills in
+the fields a release decides (image, model URI, which color each Service selects). The
+switch is one patch of the live Service's selector; a canary drops the color from the
+selector and sets the replica ratio. Smoke tests and metrics go through `kubectl
+port-forward`, so the controller needs no network path into the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlship.deploy.release import COLORS, Release
+from mlship.deploy.targets.base import ColorFailed, Signal
+from mlship.errors import ConfigError, InfraError
+
+COLOR_LABEL = "mlship.dev/color"
+WEIGHTS_ANNOTATION = "mlship.dev/weights"
+RELEASE_ANNOTATION = "mlship.dev/release"
+_FORWARDING = re.compile(rb"Forwarding from 127\.0\.0\.1:(\d+)")
+
+
+class KubernetesTarget:
+    """Blue-green on a cluster, driven by kubectl."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        manifests: Path,
+        *,
+        env: str = "staging",
+        app: str = "mlship-model",
+        namespace: str = "default",
+        kubectl: str = "kubectl",
+        timeout_s: float = 60.0,
+    ) -> None:
+        self.overlay = manifests / "overlays" / env
+        self.app = app
+        self.namespace = namespace
+        self.kubectl = kubectl
+        self.timeout_s = timeout_s
+        self._forwards: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+
+    # kubectl -------------------------------------------------------------------------------
+
+    def _run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        exe = shutil.which(self.kubectl)
+        if exe is None:
+            raise InfraError(f"{self.kubectl} is not installed", hint="install kubectl and set KUBECONFIG")
+        try:
+            done = subprocess.run(
+                [exe, "--namespace", self.namespace, *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s + 30,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise InfraError(f"kubectl {args[0]} timed out", hint="check the cluster and KUBECONFIG") from None
+        if check and done.returncode != 0:
+            raise InfraError(f"kubectl {' '.join(args[:2])} failed: {_first_line(done.stderr)}")
+        return done
+
+    def _get(self, kind: str, name: str) -> dict[str, Any] | None:
+        done = self._run("get", kind, name, "-o", "json", check=False)
+        if done.returncode != 0:
+            if "NotFound" in done.stderr or "not found" in done.stderr:
+                return None
+            raise InfraError(f"kubectl get {kind} {name} failed: {_first_line(done.stderr)}")
+        return dict(json.loads(done.stdout))
+
+    def _apply(self, objects: list[dict[str, Any]]) -> None:
+        payload = {"apiVersion": "v1", "kind": "List", "items": objects}
+        self._run("apply", "-f", "-", stdin=json.dumps(payload))
+
+    def render(self) -> list[dict[str, Any]]:
+        """The overlay's objects, as kustomize renders them."""
+        import yaml
+
+        if not (self.overlay / "kustomization.yaml").is_file():
+            raise ConfigError(f"no kustomize overlay at {self.overlay}", hint="see deployment/k8s/overlays")
+        done = self._run("kustomize", str(self.overlay))
+        return [dict(doc) for doc in yaml.safe_load_all(done.stdout) if doc]
+
+    def _object(self, objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+        for obj in objects:
+            if obj.get("kind") == kind and obj.get("metadata", {}).get("name") == name:
+                return obj
+        raise ConfigError(f"{self.overlay} renders no {kind} {name}", hint="deploy.app must match the manifests")
+
+    def _deployment(self, color: str) -> str:
+        return f"{self.app}-{color}"
+
+    # Target --------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Fail early (exit 3) when kubectl is missing; the manifests render on start()."""
+        if shutil.which(self.kubectl) is None:
+            raise InfraError(f"{self.kubectl} is not installed", hint="install kubectl and set KUBECONFIG")
+
+    def start(self, color: str, release: Release) -> None:
+        if not release.image:
+            raise ConfigError("the kubernetes target needs an image", hint="pass --image REGISTRY/NAME@sha256:…")
+        objects = self.render()
+        deployment = self._object(objects, "Deployment", self._deployment(color))
+        meta = deployment.setdefault("metadata", {})
+        meta.setdefault("annotations", {})[RELEASE_ANNOTATION] = json.dumps(
+            {"uri": release.uri, "version": release.version, "git_sha": release.git_sha}
+        )
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        container["image"] = release.image
+        env = [e for e in container.get("env", []) if e.get("name") not in ("MLSHIP_MODEL_URI", "MLSHIP_GIT_SHA")]
+        env += [
+            {"name": "MLSHIP_MODEL_URI", "value": release.uri},
+            {"name": "MLSHIP_GIT_SHA", "value": release.git_sha},
+        ]
+        container["env"] = env
+        preview = self._object(objects, "Service", f"{self.app}-preview")
+        preview["spec"]["selector"][COLOR_LABEL] = color
+        shared = [o for o in objects if o.get("kind") in ("PodDisruptionBudget", "HorizontalPodAutoscaler")]
+        self._drop_forwards()
+        self._apply([deployment, preview, *shared])
+
+    def wait_ready(self, color: str, timeout_s: float) -> None:
+        name = self._deployment(color)
+        done = self._run("rollout", "status", f"deployment/{name}", f"--timeout={int(timeout_s)}s", check=False)
+        if done.returncode != 0:
+            raise ColorFailed(f"{name} did not become ready: {_first_line(done.stderr or done.stdout)}")
+
+    def running(self, color: str) -> bool:
+        obj = self._get("deployment", self._deployment(color))
+        if obj is None:
+            return False
+        wanted = int(obj.get("spec", {}).get("replicas", 0) or 0)
+        available = int(obj.get("status", {}).get("availableReplicas", 0) or 0)
+        return wanted > 0 and available > 0
+
+    def preview_url(self, color: str) -> str:
+        service = self._get("service", f"{self.app}-preview")
+        if service is not None and service["spec"].get("selector", {}).get(COLOR_LABEL) == color:
+            return self._forward(f"service/{self.app}-preview")
+        return self._forward(f"deployment/{self._deployment(color)}")
+
+    def live_url(self) -> str:
+        return f"http://{self.app}.{self.namespace}.svc.cluster.local"
+
+    def traffic_url(self, color: str) -> str:
+        """Where the controller's verification probes go: straight to the color's pods."""
+        return self._forward(f"deployment/{self._deployment(color)}")
+
+    def set_weights(self, weights: dict[str, int]) -> None:
+        serving = {c: w for c, w in weights.items() if w > 0}
+        service = self._get("service", self.app)
+        if len(serving) == 1:
+            (color,) = serving
+            selector_patch: dict[str, Any] = {COLOR_LABEL: color}
+        elif len(serving) == 2:
+            self._set_ratio(serving)
+            selector_patch = {COLOR_LABEL: None}
+        else:
+            selector_patch = {COLOR_LABEL: "none"}
+        annotation = json.dumps(serving, sort_keys=True)
+        if service is None:
+            live = self._object(self.render(), "Service", self.app)
+            selector = {k: v for k, v in {**live["spec"]["selector"], **selector_patch}.items() if v is not None}
+            live["spec"]["selector"] = selector
+            live.setdefault("metadata", {}).setdefault("annotations", {})[WEIGHTS_ANNOTATION] = annotation
+            self._apply([live])
+        else:
+            patch = {
+                "metadata": {"annotations": {WEIGHTS_ANNOTATION: annotation}},
+                "spec": {"selector": selector_patch},
+            }
+            self._run("patch", "service", self.app, "--type", "merge", "-p", json.dumps(patch))
+        self._drop_forwards()
+
+    def _set_ratio(self, weights: dict[str, int]) -> None:
+        """Canary as a replica ratio: the smaller share gets max(1, round(R·w/(100-w))) pods."""
+        live, canary = sorted(weights, key=lambda c: -weights[c])
+        obj = self._get("deployment", self._deployment(live))
+        replicas = max(1, int((obj or {}).get("spec", {}).get("replicas", 1) or 1))
+        share = weights[canary]
+        wanted = max(1, round(replicas * share / max(1, 100 - share)))
+        self._run("scale", f"deployment/{self._deployment(canary)}", f"--replicas={wanted}")
+
+    def weights(self) -> dict[str, int] | None:
+        service = self._get("service", self.app)
+        if service is None:
+            return None
+        raw = service.get("metadata", {}).get("annotations", {}).get(WEIGHTS_ANNOTATION)
+        if raw:
+            with contextlib.suppress(ValueError):
+                return {str(k): int(v) for k, v in json.loads(raw).items()}
+        color = service["spec"].get("selector", {}).get(COLOR_LABEL)
+        return {color: 100} if color in COLORS else None
+
+    def signal(self, color: str) -> Signal | None:
+        """The color's request counters from its /metrics (Prometheus text); None if unreadable."""
+        try:
+            url = self._forward(f"deployment/{self._deployment(color)}")
+            response = httpx.get(f"{url}/metrics", timeout=5.0)
+        except (ColorFailed, httpx.HTTPError):
+            return None
+        if response.status_code != 200:
+            return None
+        return parse_metrics(response.text)
+
+    def stop(self, color: str) -> None:
+        self._drop_forwards()
+        if self._get("deployment", self._deployment(color)) is not None:
+            self._run("scale", f"deployment/{self._deployment(color)}", "--replicas=0")
+
+    def down(self) -> list[str]:
+        stopped = []
+        for color in COLORS:
+            if self.running(color):
+                stopped.append(self._deployment(color))
+            self.stop(color)
+        return stopped
+
+    def close(self) -> None:
+        self._drop_forwards()
+
+    # port-forward --------------------------------------------------------------------------
+
+    def _forward(self, resource: str) -> str:
+        cached = self._forwards.get(resource)
+        if cached is not None and cached[0].poll() is None:
+            return cached[1]
+        exe = shutil.which(self.kubectl) or self.kubectl
+        proc = subprocess.Popen(
+            [exe, "--namespace", self.namespace, "port-forward", resource, ":8080", "--address", "127.0.0.1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 15.0
+        os.set_blocking(proc.stdout.fileno(), False)
+        buffer = b""
+        while time.monotonic() < deadline:
+            chunk = proc.stdout.read() or b""
+            buffer += chunk
+            match = _FORWARDING.search(buffer)
+            if match:
+                url = f"http://127.0.0.1:{int(match.group(1))}"
+                self._forwards[resource] = (proc, url)
+                return url
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise ColorFailed(f"port-forward to {resource} failed: {_first_line(err)}")
+            time.sleep(0.05)
+        proc.kill()
+        raise ColorFailed(f"port-forward to {resource} did not start")
+
+    def _drop_forwards(self) -> None:
+        for proc, _ in self._forwards.values():
+            if proc.poll() is None:
+                proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        self._forwards.clear()
+
+
+def parse_metrics(text: str) -> Signal | None:
+    """Requests, 5xx and latency from a model server's Prometheus text.
+
+    Reads a counter whose name contains "request" with a `status` (or `code`) label and a
+    histogram whose name contains "latency" or "duration" (seconds); None if either is absent.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    requests = errors = 0
+    found_counter = False
+    buckets: dict[float, float] = {}
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        return None
+    for family in families:
+        if family.type == "counter" and "request" in family.name:
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                status = sample.labels.get("status") or sample.labels.get("code") or sample.labels.get("status_code")
+                if status is None:
+                    continue
+                found_counter = True
+                requests += int(sample.value)
+                if str(status).startswith("5"):
+                    errors += int(sample.value)
+        elif family.type == "histogram" and ("latency" in family.name or "duration" in family.name):
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    le = float(sample.labels["le"])
+                    buckets[le] = buckets.get(le, 0.0) + sample.value
+    if not found_counter or not buckets:
+        return None
+    bounds = sorted(b for b in buckets if b != float("inf"))
+    cumulative = [buckets[b] for b in bounds] + [buckets.get(float("inf"), buckets[bounds[-1]] if bounds else 0.0)]
+    counts = [int(cumulative[0])] + [int(cumulative[i] - cumulative[i - 1]) for i in range(1, len(cumulative))]
+    return Signal(requests, errors, tuple(counts), tuple(b * 1000.0 for b in bounds))
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[0] if lines else "no output"
