@@ -36,10 +36,12 @@ def fake_probability(record: dict[str, Any]) -> float:
 
 
 def parse_model(uri: str) -> tuple[str, str, str, int]:
-    """fake://name/version?fault=kind:n → (name, version, fault kind, n)."""
+    """fake://name/version?fault=kind:n (or models:/name/version) → (name, version, fault kind, n)."""
     parsed = urlparse(uri)
-    name = parsed.netloc or "fake"
-    version = parsed.path.strip("/") or "1"
+    if parsed.netloc:
+        name, version = parsed.netloc, parsed.path.strip("/") or "1"
+    else:
+        name, _, version = parsed.path.strip("/").rpartition("/")
     fault = parse_qs(parsed.query).get("fault", [""])[0]
     kind, _, n = fault.partition(":")
     return name, version, kind, int(n or 0)
@@ -54,6 +56,18 @@ class State:
         self.by_status: dict[int, int] = {}
         self.buckets = [0] * (len(BOUNDS_S) + 1)
         self.total_s = 0.0
+        self.model: Any = None
+        if uri.startswith(("models:/", "runs:/")):
+            from mlship.registry import Registry
+
+            self.model = Registry(os.environ["MLFLOW_TRACKING_URI"]).load_model(uri.split("?")[0])
+
+    def probabilities(self, records: list[dict[str, Any]]) -> list[float]:
+        if self.model is None:
+            return [fake_probability(r) for r in records]
+        import pandas as pd
+
+        return [float(p) for p in self.model.predict_proba(pd.DataFrame.from_records(records))[:, 1]]
 
     def observe(self, status: int, seconds: float) -> None:
         with self.lock:
@@ -127,7 +141,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             else:
                 records = json.loads(body or b"{}").get("records", [])
                 shift = 0.5 if state.fault == "wrong" else 0.0
-                probs = [min(1.0, fake_probability(r) + shift) for r in records]
+                probs = [min(1.0, p + shift) for p in state.probabilities(records)]
                 status = 200
                 payload = {
                     "predictions": [int(p >= 0.5) for p in probs],

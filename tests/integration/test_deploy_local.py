@@ -1,0 +1,248 @@
+"""Blue-green on the local target, for real: router and color processes on loopback.
+
+Every fault scenario ends the same way a user would check it: the previous version is
+live and answering on the live port, and the deploy said no (PipelineRejected, exit 1).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlship.deploy.bluegreen import Controller, require_approval
+from mlship.deploy.lock import deploy_lock
+from mlship.deploy.targets.local import LocalTarget
+from mlship.errors import ConfigError, InfraError, PipelineRejected
+from tests.deploy_doubles.harness import fake_release, local_controller, served_version
+
+
+@pytest.fixture
+def ctl(tmp_path: Path) -> Iterator[Controller]:
+    controller = local_controller(tmp_path)
+    yield controller
+    controller.target.down()
+
+
+def live_version(ctl: Controller) -> str | None:
+    return served_version(ctl.target.live_url())
+
+
+def test_first_deploy_then_switch_serves_the_new_version_and_keeps_the_old_one_warm(ctl: Controller) -> None:
+    first = ctl.deploy(fake_release("1"))
+    assert first.live == "blue" and live_version(ctl) == "1"
+    second = ctl.deploy(fake_release("2"))
+    assert second.live == "green" and live_version(ctl) == "2"
+    assert ctl.target.running("blue"), "the previous color must stay up for the rollback window"
+    status = ctl.status()
+    assert status["live"] == "green" and status["live_url"] == ctl.target.live_url()
+    assert [r["version"] for r in status["history"]] == ["2", "1"]
+    report = ctl.settings.reports_path / "deploy.json"
+    assert report.is_file() and '"version": "2"' in report.read_text()
+    assert "live URL" in (ctl.settings.reports_path / "deploy.md").read_text()
+
+
+def test_rollback_is_one_switch_to_the_warm_previous_color(ctl: Controller) -> None:
+    ctl.deploy(fake_release("1"))
+    ctl.deploy(fake_release("2"))
+    blue_pid = ctl.target._handle("blue")["pid"]  # type: ignore[attr-defined]
+    result = ctl.rollback()
+    assert result.action == "rollback" and result.live == "blue"
+    assert live_version(ctl) == "1"
+    assert ctl.target._handle("blue")["pid"] == blue_pid, "rollback must not cold-start the color"  # type: ignore[attr-defined]
+    assert ctl.status()["history"][0]["detail"].startswith("rollback")
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("exit", "exited before it was ready"),
+        ("never_ready", "was not ready within"),
+        ("wrong", r"smoke test failed \(golden"),
+        ("errors_after:25", "error rate"),
+        ("die_after:25", "stopped running"),
+    ],
+    ids=["fails-to-start", "never-ready", "fails-smoke", "errors-after-switch", "dies-during-verification"],
+)
+def test_a_bad_release_is_rolled_back_and_the_previous_version_keeps_serving(
+    tmp_path: Path, fault: str, reason: str
+) -> None:
+    ctl = local_controller(tmp_path, ready_timeout_s=3.0)
+    try:
+        ctl.deploy(fake_release("1"))
+        with pytest.raises(PipelineRejected, match=reason) as info:
+            ctl.deploy(fake_release("2", fault))
+        assert info.value.exit_code == 1
+        assert "card-fraud v1 on blue is still live" in str(info.value)
+        assert live_version(ctl) == "1"
+        assert not ctl.target.running("green")
+        state = ctl.status()
+        assert state["live"] == "blue"
+        assert state["history"][0]["outcome"] in ("rejected", "rolled back")
+        assert state["history"][0]["version"] == "2"
+    finally:
+        ctl.target.down()
+
+
+class RouterDiesDuringVerification(LocalTarget):
+    """Kills the router right when verification starts sending traffic."""
+
+    def traffic_url(self, color: str) -> str:
+        pid = self.router_pid()
+        if pid is not None and color == "green":
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+        return super().traffic_url(color)
+
+
+def test_router_dying_during_verification_is_a_missing_signal_and_is_restarted(tmp_path: Path) -> None:
+    ctl = local_controller(tmp_path, target_cls=RouterDiesDuringVerification)
+    try:
+        ctl.deploy(fake_release("1"))
+        old_router = ctl.target.router_pid()  # type: ignore[attr-defined]
+        with pytest.raises(PipelineRejected, match="missing signal"):
+            ctl.deploy(fake_release("2"))
+        new_router = ctl.target.router_pid()  # type: ignore[attr-defined]
+        assert new_router is not None and new_router != old_router
+        assert live_version(ctl) == "1"
+    finally:
+        ctl.target.down()
+
+
+def test_a_restarted_router_serves_the_color_it_served_before(ctl: Controller) -> None:
+    ctl.deploy(fake_release("1"))
+    ctl.deploy(fake_release("2"))
+    os.kill(ctl.target.router_pid(), signal.SIGKILL)  # type: ignore[attr-defined, arg-type]
+    time.sleep(0.2)
+    assert live_version(ctl) is None
+    ctl.target.prepare()
+    assert live_version(ctl) == "2"
+
+
+def test_rollback_to_an_older_version_is_a_full_bluegreen_deploy(tmp_path: Path) -> None:
+    ctl = local_controller(tmp_path, rollback_window_s=0)
+    try:
+        for version in ("1", "2", "3"):
+            ctl.deploy(fake_release(version))
+        assert not ctl.target.running("blue" if ctl.status()["live"] == "green" else "green")
+        result = ctl.rollback(to="1")
+        assert result.action == "deploy" and result.smoke is not None and result.smoke.ok
+        assert live_version(ctl) == "1"
+        with pytest.raises(ConfigError, match="not in the deploy history"):
+            ctl.rollback(to="42")
+    finally:
+        ctl.target.down()
+
+
+def test_rollback_after_the_window_redeploys_the_previous_release(tmp_path: Path) -> None:
+    ctl = local_controller(tmp_path, rollback_window_s=0)
+    try:
+        with pytest.raises(ConfigError, match="no previous release"):
+            ctl.rollback()
+        ctl.deploy(fake_release("1"))
+        ctl.deploy(fake_release("2"))
+        result = ctl.rollback()
+        assert result.action == "deploy" and live_version(ctl) == "1"
+    finally:
+        ctl.target.down()
+
+
+def test_canary_splits_traffic_then_promotes_or_aborts(ctl: Controller) -> None:
+    ctl.deploy(fake_release("1"))
+    canary = ctl.deploy(fake_release("2"), strategy="canary", weight=50)
+    assert canary.weights == {"blue": 50, "green": 50} and canary.live == "blue"
+    seen = {live_version(ctl) for _ in range(60)}
+    assert seen == {"1", "2"}
+    assert ctl.target.weights() == {"blue": 50, "green": 50}
+    aborted = ctl.rollback()
+    assert aborted.action == "abort-canary" and live_version(ctl) == "1"
+    assert not ctl.target.running("green")
+    ctl.deploy(fake_release("3"), strategy="canary", weight=20)
+    promoted = ctl.promote_canary()
+    assert promoted.live == "green" and live_version(ctl) == "3"
+    with pytest.raises(ConfigError, match="no canary"):
+        ctl.promote_canary()
+
+
+def test_canary_needs_a_live_color_and_a_sane_weight(ctl: Controller) -> None:
+    with pytest.raises(ConfigError, match="needs a live color"):
+        ctl.deploy(fake_release("1"), strategy="canary", weight=10)
+    with pytest.raises(ConfigError, match="out of range"):
+        ctl.deploy(fake_release("1"), strategy="canary", weight=100)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        ctl.deploy(fake_release("1"), strategy="rolling")
+
+
+def test_a_bad_canary_is_rejected_and_traffic_returns_to_the_live_color(ctl: Controller) -> None:
+    ctl.deploy(fake_release("1"))
+    with pytest.raises(PipelineRejected, match="error rate"):
+        ctl.deploy(fake_release("2", "errors_after:21"), strategy="canary", weight=50)
+    assert ctl.target.weights() == {"blue": 100}
+    assert live_version(ctl) == "1"
+
+
+def test_first_deploy_that_fails_verification_leaves_nothing_live(ctl: Controller) -> None:
+    with pytest.raises(PipelineRejected, match="nothing is live"):
+        ctl.deploy(fake_release("1", "errors_after:21"))
+    response = httpx.post(f"{ctl.target.live_url()}/predict", json={"records": []}, timeout=5)
+    assert response.status_code == 503
+
+
+def test_production_deploy_needs_approval_and_moves_champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLSHIP_APPROVE", raising=False)
+    with pytest.raises(ConfigError, match="needs approval"):
+        require_approval("production", approve=False)
+    require_approval("staging", approve=False)
+    with pytest.raises(ConfigError, match="unknown environment"):
+        require_approval("qa", approve=True)
+    monkeypatch.setenv("MLSHIP_APPROVE", "1")
+    require_approval("production", approve=False)
+    ctl = local_controller(tmp_path, env="production")
+    try:
+        ctl.deploy(fake_release("7"))
+        assert ctl.registry.aliases == {("card-fraud", "champion"): "7"}  # type: ignore[attr-defined]
+        assert (tmp_path / ".mlship" / "deploy" / "production" / "history.json").is_file()
+    finally:
+        ctl.target.down()
+
+
+def test_a_second_deploy_waits_for_the_lock_but_a_stale_lock_is_taken_over(ctl: Controller) -> None:
+    with deploy_lock(ctl.store.dir), pytest.raises(InfraError, match="holds"):
+        ctl.deploy(fake_release("1"))
+    (ctl.store.dir / "deploy.lock").write_text("999999")
+    ctl.deploy(fake_release("1"))
+    assert not (ctl.store.dir / "deploy.lock").exists()
+
+
+def test_down_stops_only_what_the_deploy_started(ctl: Controller) -> None:
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        ctl.deploy(fake_release("1"))
+        router = ctl.target.router_pid()  # type: ignore[attr-defined]
+        stopped = ctl.down()
+        assert any(s.startswith("blue") for s in stopped) and any(s.startswith("router") for s in stopped)
+        assert live_version(ctl) is None and ctl.status()["live"] is None
+        assert bystander.poll() is None, "down must not touch processes it did not start"
+        with pytest.raises(ProcessLookupError):
+            os.kill(router, 0)  # type: ignore[arg-type]
+        assert ctl.down() == []
+    finally:
+        bystander.kill()
+
+
+def test_the_router_refuses_a_busy_live_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ctl = local_controller(tmp_path, port=busy.getsockname()[1])
+        with pytest.raises(InfraError, match="is busy"):
+            ctl.deploy(fake_release("1"))
