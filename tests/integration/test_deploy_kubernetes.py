@@ -1,0 +1,187 @@
+"""The kubernetes target against a stateful kubectl double, and the manifests for real.
+
+The double keeps objects in a JSON file, runs each scaled-up Deployment as a fake model
+server and answers port-forward with its port; `kubectl kustomize` is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlship.deploy.bluegreen import Controller
+from mlship.deploy.targets.kubernetes import KubernetesTarget, parse_metrics
+from mlship.errors import ConfigError, InfraError, PipelineRejected
+from tests.deploy_doubles.harness import (
+    REPO,
+    FakeRegistry,
+    double_objects,
+    fake_golden,
+    fake_release,
+    install_kubectl_double,
+    kill_double_servers,
+    make_settings,
+    served_version,
+)
+
+MANIFESTS = REPO / "deployment" / "k8s"
+KUBECTL = Path(sys.executable).parent / "kubectl"
+IMAGE = "registry.invalid/mlship-model@sha256:" + "0" * 64
+
+
+def render(env: str) -> list[dict[str, Any]]:
+    out = subprocess.run([str(KUBECTL), "kustomize", str(MANIFESTS / "overlays" / env)], capture_output=True,
+                         text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_manifests_render_and_validate_strictly(env: str, tmp_path: Path) -> None:
+    out = subprocess.run([str(KUBECTL), "kustomize", str(MANIFESTS / "overlays" / env)], capture_output=True,
+                         text=True, check=True).stdout
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(out)
+    check = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "-k", "1.32.0", "--strict",
+                            str(rendered)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count("passed") == 8
+
+
+def test_manifests_have_what_a_blue_green_model_server_needs() -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render("production")}
+    for color in ("blue", "green"):
+        dep = objects[("Deployment", f"mlship-model-{color}")]
+        assert dep["spec"]["replicas"] == 2
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        c = pod["containers"][0]
+        assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert c["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+        assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert dep["spec"]["template"]["metadata"]["labels"]["mlship.dev/color"] == color
+        assert objects[("PodDisruptionBudget", f"mlship-model-{color}")]["spec"]["minAvailable"] == 1
+        assert objects[("HorizontalPodAutoscaler", f"mlship-model-{color}")]["spec"]["minReplicas"] == 2
+    assert "mlship.dev/color" in objects[("Service", "mlship-model")]["spec"]["selector"]
+    assert "mlship.dev/color" in objects[("Service", "mlship-model-preview")]["spec"]["selector"]
+
+
+@pytest.fixture
+def k8s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Controller, Path]]:
+    state = install_kubectl_double(tmp_path, monkeypatch)
+    settings = make_settings(tmp_path, ready_timeout_s=5.0)
+    target = KubernetesTarget(MANIFESTS, env="staging", namespace="ml", timeout_s=5.0)
+    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    yield ctl, state
+    target.close()
+    kill_double_servers(state)
+
+
+def live_selector(state: Path) -> dict[str, str]:
+    return dict(double_objects(state)["Service/ml/mlship-model"]["spec"]["selector"])
+
+
+def served(ctl: Controller, color: str) -> str | None:
+    return served_version(ctl.target.traffic_url(color))  # type: ignore[attr-defined]
+
+
+def test_kubernetes_deploy_switches_the_live_service_and_rolls_back_in_one_patch(
+    k8s: tuple[Controller, Path],
+) -> None:
+    ctl, state = k8s
+    first = ctl.deploy(fake_release("1").with_(image=IMAGE))
+    assert first.live == "blue" and live_selector(state)["mlship.dev/color"] == "blue"
+    assert first.live_url == "http://mlship-model.ml.svc.cluster.local"
+    ctl.deploy(fake_release("2").with_(image=IMAGE))
+    objects = double_objects(state)
+    assert live_selector(state)["mlship.dev/color"] == "green"
+    green = objects["Deployment/ml/mlship-model-green"]["spec"]["template"]["spec"]["containers"][0]
+    assert green["image"] == IMAGE
+    assert {"name": "MLSHIP_MODEL_URI", "value": "fake://card-fraud/2"} in green["env"]
+    assert objects["Service/ml/mlship-model-preview"]["spec"]["selector"]["mlship.dev/color"] == "green"
+    assert ctl.target.running("blue") and served(ctl, "green") == "2"
+    back = ctl.rollback()
+    assert back.live == "blue" and live_selector(state)["mlship.dev/color"] == "blue"
+    assert ctl.target.weights() == {"blue": 100}
+    assert ctl.down() == ["mlship-model-blue", "mlship-model-green"]
+    assert double_objects(state)["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("exit", "did not become ready"),
+        ("never_ready", "did not become ready"),
+        ("wrong", "golden"),
+        ("errors_after:25", "error rate"),
+        ("die_after:25", "stopped running"),
+    ],
+    ids=["fails-to-start", "never-ready", "fails-smoke", "errors-after-switch", "dies-during-verification"],
+)
+def test_kubernetes_bad_release_leaves_the_previous_color_live(
+    k8s: tuple[Controller, Path], fault: str, reason: str
+) -> None:
+    ctl, state = k8s
+    ctl.deploy(fake_release("1").with_(image=IMAGE))
+    with pytest.raises(PipelineRejected, match=reason):
+        ctl.deploy(fake_release("2", fault).with_(image=IMAGE))
+    assert live_selector(state)["mlship.dev/color"] == "blue"
+    assert served(ctl, "blue") == "1"
+    assert double_objects(state)["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 0
+    assert ctl.status()["live"] == "blue"
+
+
+def test_kubernetes_canary_is_a_replica_ratio_with_a_colorless_selector(k8s: tuple[Controller, Path]) -> None:
+    ctl, state = k8s
+    ctl.deploy(fake_release("1").with_(image=IMAGE))
+    result = ctl.deploy(fake_release("2").with_(image=IMAGE), strategy="canary", weight=50)
+    assert result.weights == {"blue": 50, "green": 50}
+    assert "mlship.dev/color" not in live_selector(state)
+    objects = double_objects(state)
+    assert objects["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 1
+    assert ctl.target.weights() == {"blue": 50, "green": 50}
+    ctl.promote_canary()
+    assert live_selector(state)["mlship.dev/color"] == "green"
+
+
+def test_kubernetes_target_needs_an_image_and_kubectl(
+    k8s: tuple[Controller, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctl, _ = k8s
+    with pytest.raises(ConfigError, match="needs an image"):
+        ctl.deploy(fake_release("1"))
+    assert ctl.status()["live"] is None
+    missing = KubernetesTarget(MANIFESTS, kubectl="kubectl-that-does-not-exist")
+    with pytest.raises(InfraError, match="not installed"):
+        missing.prepare()
+    with pytest.raises(ConfigError, match="no kustomize overlay"):
+        KubernetesTarget(MANIFESTS, env="qa").render()
+
+
+def test_parse_metrics_reads_requests_errors_and_latency() -> None:
+    text = "\n".join([
+        "# TYPE mlship_requests_total counter",
+        'mlship_requests_total{status="200"} 90',
+        'mlship_requests_total{status="500"} 10',
+        "# TYPE mlship_request_latency_seconds histogram",
+        'mlship_request_latency_seconds_bucket{le="0.01"} 50',
+        'mlship_request_latency_seconds_bucket{le="0.1"} 99',
+        'mlship_request_latency_seconds_bucket{le="+Inf"} 100',
+        "mlship_request_latency_seconds_count 100",
+        "mlship_request_latency_seconds_sum 3.0",
+    ]) + "\n"
+    sig = parse_metrics(text)
+    assert sig is not None
+    assert (sig.requests, sig.errors) == (100, 10)
+    assert sig.quantile_ms(0.5) == 10.0 and sig.quantile_ms(0.99) == 100.0 and sig.quantile_ms(1.0) == float("inf")
+    assert parse_metrics("# TYPE other_total counter\nother_total 3\n") is None
+    assert parse_metrics("not prometheus {{{") is None
+    assert json.dumps(sig.bounds_ms) == "[10.0, 100.0]"
