@@ -60,7 +60,7 @@ class State:
         if uri.startswith(("models:/", "runs:/")):
             from mlship.registry import Registry
 
-            self.model = Registry(os.environ["MLFLOW_TRACKING_URI"]).load_model(uri.split("?")[0])
+            self.model = Registry(os.environ["MLFLOW_TRACKING_URI"]).load_model(uri.split("?", maxsplit=1)[0])
 
     def probabilities(self, records: list[dict[str, Any]]) -> list[float]:
         if self.model is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,10 +25,24 @@ KUBECTL_DOUBLE = HERE / "kubectl.py"
 REPO = HERE.parents[1]
 
 RECORDS = [
-    {"merchant_category": "grocery", "country": "US", "device_type": "mobile", "amount": 12.5, "hour": 9,
-     "account_age_days": 400, "num_tx_24h": 2},
-    {"merchant_category": "electronics", "country": "NG", "device_type": "web", "amount": 980.0, "hour": 3,
-     "account_age_days": 2, "num_tx_24h": 14},
+    {
+        "merchant_category": "grocery",
+        "country": "US",
+        "device_type": "mobile",
+        "amount": 12.5,
+        "hour": 9,
+        "account_age_days": 400,
+        "num_tx_24h": 2,
+    },
+    {
+        "merchant_category": "electronics",
+        "country": "NG",
+        "device_type": "web",
+        "amount": 980.0,
+        "hour": 3,
+        "account_age_days": 2,
+        "num_tx_24h": 14,
+    },
 ]
 
 
@@ -55,8 +70,9 @@ def make_settings(root: Path, **deploy: Any) -> Settings:
     return settings_from_mapping({"deploy": values}, root=root)
 
 
-def local_controller(root: Path, env: str = "staging", target_cls: type[LocalTarget] = LocalTarget,
-                     **deploy: Any) -> Controller:
+def local_controller(
+    root: Path, env: str = "staging", target_cls: type[LocalTarget] = LocalTarget, **deploy: Any
+) -> Controller:
     settings = make_settings(root, **deploy)
     runner = ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)])
     target = target_cls(settings.state_path / "deploy" / env, port=settings.deploy.port, runner=runner)
@@ -92,10 +108,8 @@ def kill_double_servers(state_file: Path) -> None:
     if not state_file.is_file():
         return
     for server in json.loads(state_file.read_text()).get("servers", {}).values():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(server["pid"]), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def double_objects(state_file: Path) -> dict[str, Any]:

@@ -193,9 +193,21 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int:
         log = state_path().with_name(f"{name}.log").open("ab")
         color = obj["metadata"].get("labels", {}).get("mlship.dev/color", "blue")
         proc = subprocess.Popen(
-            [sys.executable, str(FAKE_SERVER), "--model", model_uri(obj), "--port", "0", "--color", color,
-             "--announce", "PORT {port}"],
-            stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+            [
+                sys.executable,
+                str(FAKE_SERVER),
+                "--model",
+                model_uri(obj),
+                "--port",
+                "0",
+                "--color",
+                color,
+                "--announce",
+                "PORT {port}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
         )
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()
@@ -208,11 +220,11 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int:
     while time.monotonic() < deadline:
         if not alive(server["pid"]):
             return fail(f'error: deployment "{name}" exceeded its progress deadline (CrashLoopBackOff)')
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{server['port']}/ready", timeout=1) as r:
-                if r.status == 200:
-                    print(f'deployment "{name}" successfully rolled out')
-                    return 0
+        url = f"http://127.0.0.1:{server['port']}/ready"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                print(f'deployment "{name}" successfully rolled out')
+                return 0
         time.sleep(0.1)
     return fail(f"error: timed out waiting for the condition on deployments/{name}")
 

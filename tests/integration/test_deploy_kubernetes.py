@@ -37,19 +37,25 @@ IMAGE = "registry.invalid/mlship-model@sha256:" + "0" * 64
 
 
 def render(env: str) -> list[dict[str, Any]]:
-    out = subprocess.run([str(KUBECTL), "kustomize", str(MANIFESTS / "overlays" / env)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [str(KUBECTL), "kustomize", str(MANIFESTS / "overlays" / env)], capture_output=True, text=True, check=True
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])
 def test_manifests_render_and_validate_strictly(env: str, tmp_path: Path) -> None:
-    out = subprocess.run([str(KUBECTL), "kustomize", str(MANIFESTS / "overlays" / env)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [str(KUBECTL), "kustomize", str(MANIFESTS / "overlays" / env)], capture_output=True, text=True, check=True
+    ).stdout
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(out)
-    check = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "-k", "1.32.0", "--strict",
-                            str(rendered)], capture_output=True, text=True)
+    check = subprocess.run(
+        [str(Path(sys.executable).parent / "kubernetes-validate"), "-k", "1.32.0", "--strict", str(rendered)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count("passed") == 8
 
@@ -167,17 +173,22 @@ def test_kubernetes_target_needs_an_image_and_kubectl(
 
 
 def test_parse_metrics_reads_requests_errors_and_latency() -> None:
-    text = "\n".join([
-        "# TYPE mlship_requests_total counter",
-        'mlship_requests_total{status="200"} 90',
-        'mlship_requests_total{status="500"} 10',
-        "# TYPE mlship_request_latency_seconds histogram",
-        'mlship_request_latency_seconds_bucket{le="0.01"} 50',
-        'mlship_request_latency_seconds_bucket{le="0.1"} 99',
-        'mlship_request_latency_seconds_bucket{le="+Inf"} 100',
-        "mlship_request_latency_seconds_count 100",
-        "mlship_request_latency_seconds_sum 3.0",
-    ]) + "\n"
+    text = (
+        "\n".join(
+            [
+                "# TYPE mlship_requests_total counter",
+                'mlship_requests_total{status="200"} 90',
+                'mlship_requests_total{status="500"} 10',
+                "# TYPE mlship_request_latency_seconds histogram",
+                'mlship_request_latency_seconds_bucket{le="0.01"} 50',
+                'mlship_request_latency_seconds_bucket{le="0.1"} 99',
+                'mlship_request_latency_seconds_bucket{le="+Inf"} 100',
+                "mlship_request_latency_seconds_count 100",
+                "mlship_request_latency_seconds_sum 3.0",
+            ]
+        )
+        + "\n"
+    )
     sig = parse_metrics(text)
     assert sig is not None
     assert (sig.requests, sig.errors) == (100, 10)
