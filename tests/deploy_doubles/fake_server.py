@@ -105,11 +105,8 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, body: Any, ctype: str = "application/json") -> None:
             data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("content-type", ctype)
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            head = f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {len(data)}\r\n\r\n"
+            self.wfile.write(head.encode() + data)  # one write: no Nagle/delayed-ACK stall
 
         def do_GET(self) -> None:
             if self.path == "/health":
