@@ -30,14 +30,23 @@ from _common import save
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MLSHIP = str(Path(sys.executable).with_name("mlship"))
-RECORD = {"merchant_category": "grocery", "country": "US", "device_type": "mobile", "amount": 12.5, "hour": 9,
-          "account_age_days": 400, "num_tx_24h": 2}
+RECORD = {
+    "merchant_category": "grocery",
+    "country": "US",
+    "device_type": "mobile",
+    "amount": 12.5,
+    "hour": 9,
+    "account_age_days": 400,
+    "num_tx_24h": 2,
+}
 
 
 async def _client(port: int, stop: Any, out: dict[str, Any], interval: float) -> None:
     body = json.dumps({"records": [RECORD]}).encode()
-    request = (f"POST /predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-               f"content-length: {len(body)}\r\n\r\n").encode() + body
+    request = (
+        f"POST /predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
     reader = writer = None
     next_at = time.monotonic()
     while not stop.is_set():
@@ -97,8 +106,16 @@ def load_process(port: int, connections: int, rate: float, stop: Any, queue: Any
         if v != last:
             changes.append((t, v))
             last = v
-    queue.put({"ok": out["ok"], "failed": out["failed"], "versions": out["versions"], "statuses": out["statuses"],
-               "elapsed_s": elapsed, "changes": changes})
+    queue.put(
+        {
+            "ok": out["ok"],
+            "failed": out["failed"],
+            "versions": out["versions"],
+            "statuses": out["statuses"],
+            "elapsed_s": elapsed,
+            "changes": changes,
+        }
+    )
 
 
 def first_after(changes: list[tuple[float, str]], t0: float, version: str) -> float | None:
@@ -151,7 +168,7 @@ def main() -> int:
             forward = ctl.rollback()  # back to v2: the previous color is still warm
             time.sleep(1.0)
             t_cli = time.time()
-            cli = subprocess.run([MLSHIP, "rollback"], cwd=root, capture_output=True, text=True)
+            cli = subprocess.run([MLSHIP, "rollback"], check=False, cwd=root, capture_output=True, text=True)
             cli_s = time.time() - t_cli
             if cli.returncode != 0:
                 raise SystemExit(f"mlship rollback failed: {cli.stderr.strip()}")
@@ -191,8 +208,8 @@ def main() -> int:
         "targets": {"failed_requests": 0, "min_requests": 10_000, "rollback_s": 1.0},
     }
     result["traffic_on_v2_after_s"] = result["traffic_on_v2_after_s"] and round(result["traffic_on_v2_after_s"], 3)
-    result["traffic_back_on_v1_after_s"] = (
-        result["traffic_back_on_v1_after_s"] and round(result["traffic_back_on_v1_after_s"], 4)
+    result["traffic_back_on_v1_after_s"] = result["traffic_back_on_v1_after_s"] and round(
+        result["traffic_back_on_v1_after_s"], 4
     )
     save("bluegreen", result)
     return 0 if load["failed"] == 0 and result["requests"] >= 10_000 else 1
