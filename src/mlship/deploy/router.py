@@ -145,6 +145,8 @@ class Router:
                     writer.write(_simple(502, json.dumps({"detail": f"{color}: {exc}"}).encode()))
                     await writer.drain()
                     _drop(pool, color)
+                    if not keep_alive:
+                        break
                     continue
                 self.count(color, status, time.perf_counter() - started)
                 if not reusable:

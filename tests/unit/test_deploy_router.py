@@ -1,0 +1,167 @@
+"""The router's HTTP handling in-process: framing, routing, counters, admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlship.deploy.router import BUCKETS_MS, Counters, Route, Router
+
+
+async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers by path: /chunked (chunked body), /close (no length, closes), /empty (204), else echo."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await reader.readexactly(length)
+            path = head.split(b" ")[1]
+            if path == b"/chunked":
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            elif path == b"/close":
+                writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nbye")
+                await writer.drain()
+                writer.close()
+                return
+            elif path == b"/empty":
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            elif path == b"/boom":
+                writer.write(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+            elif path == b"/garbage":
+                writer.write(b"NOT HTTP\r\n\r\n")
+            else:
+                reply = b"echo:" + body
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(reply), reply))
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+class Rig:
+    def __init__(self, router: Router, port: int, admin: int, backend_port: int) -> None:
+        self.router, self.port, self.admin, self.backend_port = router, port, admin, backend_port
+
+    async def raw(self, data: bytes, port: int | None = None) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port or self.port)
+        writer.write(data)
+        if not data:
+            writer.write_eof()
+        await writer.drain()
+        out = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        return out
+
+
+@contextlib.asynccontextmanager
+async def make_rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    back = await asyncio.start_server(backend, "127.0.0.1", 0)
+    router = Router(tmp_path / "route.json")
+    proxy = await asyncio.start_server(router.serve_client, "127.0.0.1", 0)
+    admin = await asyncio.start_server(router.serve_admin, "127.0.0.1", 0)
+    bport = back.sockets[0].getsockname()[1]
+    router.set_route(Route(backends={"blue": f"127.0.0.1:{bport}"}, weights={"blue": 100}))
+    try:
+        yield Rig(router, proxy.sockets[0].getsockname()[1], admin.sockets[0].getsockname()[1], bport)
+    finally:
+        for server in (back, proxy, admin):
+            server.close()
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{extra}\r\n".encode()
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
+
+
+def test_router_relays_every_framing_and_counts_per_color(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with make_rig(tmp_path) as r:
+            assert (await r.raw(get("/chunked"))).endswith(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            assert (await r.raw(get("/close"))).endswith(b"bye")
+            assert (await r.raw(get("/empty"))).startswith(b"HTTP/1.1 204")
+            assert b"200 OK" in await r.raw(b"HEAD /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+            chunked = b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            assert (await r.raw(chunked)).endswith(b"echo:abc")
+            # keep-alive: two requests on one connection, HTTP/1.0 without keep-alive closes
+            two = b"POST /a HTTP/1.1\r\ncontent-length: 1\r\n\r\nAPOST /b HTTP/1.1\r\ncontent-length: 1\r\nconnection: close\r\n\r\nB"
+            both = await r.raw(two)
+            assert b"echo:A" in both and both.endswith(b"echo:B")
+            assert (await r.raw(b"GET /x HTTP/1.0\r\n\r\n")).endswith(b"echo:")
+            assert b"500" in await r.raw(get("/boom"))
+            assert b"502" in await r.raw(get("/garbage"))
+            counters = r.router.counters["blue"]
+            assert counters.requests == 10 and counters.errors == 2
+            assert sum(counters.buckets) == 10
+
+    run(scenario())
+
+
+def test_no_live_color_is_503_and_an_unreachable_color_is_a_counted_502(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with make_rig(tmp_path) as r:
+            r.router.set_route(Route())
+            assert b"503" in await r.raw(get("/x"))
+            r.router.set_route(Route(backends={"green": "127.0.0.1:1"}, weights={"green": 100}))
+            assert b"502" in await r.raw(get("/x"))
+            assert r.router.counters["green"].errors == 1
+
+    run(scenario())
+
+
+def test_admin_switches_atomically_persists_and_rejects_nonsense(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with make_rig(tmp_path) as r:
+            body = json.dumps({"backends": {"green": f"127.0.0.1:{r.backend_port}"}, "weights": {"green": 100}})
+            post = f"POST /route HTTP/1.1\r\ncontent-length: {len(body)}\r\n\r\n{body}".encode()
+            assert b"200 OK" in await r.raw(post, r.admin)
+            assert r.router.route.weights == {"green": 100}
+            assert json.loads((tmp_path / "route.json").read_text())["weights"] == {"green": 100}
+            assert Router(tmp_path / "route.json").route.weights == {"green": 100}, "a restart restores the route"
+            state = json.loads((await r.raw(b"GET /state HTTP/1.1\r\n\r\n", r.admin)).split(b"\r\n\r\n", 1)[1])
+            assert state["route"]["weights"] == {"green": 100} and state["buckets_ms"] == list(BUCKETS_MS)
+            bad = b"POST /route HTTP/1.1\r\ncontent-length: 5\r\n\r\n{nope"
+            assert b"400" in await r.raw(bad, r.admin)
+            assert b"404" in await r.raw(b"GET /other HTTP/1.1\r\n\r\n", r.admin)
+            assert await r.raw(b"", r.admin) == b""
+
+    run(scenario())
+
+
+def test_weights_split_traffic_in_proportion() -> None:
+    route = Route(backends={"blue": "a:1", "green": "b:2"}, weights={"blue": 90, "green": 10})
+    picks = [route.pick() for _ in range(5000)]
+    share = picks.count("green") / len(picks)
+    assert 0.07 < share < 0.13
+    assert Route(backends={"blue": "a:1"}, weights={"blue": 0}).pick() is None
+    assert Route(backends={}, weights={"blue": 100}).pick() is None
+
+
+def test_counters_put_slow_requests_in_the_overflow_bucket() -> None:
+    c = Counters()
+    c.observe(200, 0.0005)
+    c.observe(503, 60.0)
+    assert c.buckets[0] == 1 and c.buckets[-1] == 1 and c.errors == 1
+    assert c.to_dict()["requests"] == 2
+
+
+def test_router_main_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from mlship.deploy.router import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert main(["--port", str(s.getsockname()[1]), "--admin-port", "0"]) == 3
+    assert "cannot listen" in capsys.readouterr().err

@@ -1,0 +1,137 @@
+"""Release history, the deploy lock, counters arithmetic, smoke checks and the report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlship.deploy.bluegreen import DeployResult, render_markdown
+from mlship.deploy.lock import deploy_lock, pid_alive
+from mlship.deploy.release import Release, StateStore, find_release, other
+from mlship.deploy.smoke import Golden, smoke
+from mlship.deploy.targets.base import Signal
+from mlship.deploy.targets.local import free_port
+from mlship.errors import ConfigError, InfraError
+from tests.deploy_doubles.harness import FAKE_SERVER, RECORDS, fake_golden, fake_release
+
+
+def test_history_keeps_the_last_n_releases_and_finds_redeployable_versions(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "staging", keep=5)
+    for v in range(1, 8):
+        store.record(fake_release(str(v)).with_(outcome="live" if v != 6 else "rolled back"))
+    history = store.load().history
+    assert [r.version for r in history] == ["3", "4", "5", "6", "7"]
+    assert find_release(history, "5").version == "5"
+    with pytest.raises(ConfigError, match="redeployable: 3, 4, 5, 7"):
+        find_release(history, "6")
+    assert other("blue") == "green" and other("green") == "blue"
+    assert Release.from_dict({**fake_release("1").to_dict(), "unknown": 1}).version == "1"
+
+
+def test_unreadable_state_is_a_config_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "staging")
+    store.dir.mkdir(parents=True)
+    store.state_file.write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable"):
+        store.load()
+
+
+def test_lock_excludes_live_holders_and_takes_over_dead_ones(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert not pid_alive(dead.pid) and not pid_alive(0) and pid_alive(os.getpid())
+    with deploy_lock(tmp_path) as path:
+        assert path.read_text() == str(os.getpid())
+        with pytest.raises(InfraError, match=f"pid {os.getpid()}"), deploy_lock(tmp_path):
+            pass
+    assert not path.exists()
+    path.write_text(str(dead.pid))
+    with deploy_lock(tmp_path):
+        assert path.read_text() == str(os.getpid())
+    path.write_text("garbage")
+    with deploy_lock(tmp_path):
+        pass
+
+
+def test_signal_deltas_and_quantiles() -> None:
+    bounds = (10.0, 100.0)
+    early = Signal(10, 1, (5, 5, 0), bounds)
+    late = Signal(110, 3, (55, 54, 1), bounds)
+    delta = late.since(early)
+    assert delta is not None and (delta.requests, delta.errors) == (100, 2)
+    assert delta.error_rate == 0.02
+    assert delta.quantile_ms(0.5) == 10.0 and delta.quantile_ms(0.99) == 100.0 and delta.quantile_ms(1.0) == float("inf")
+    assert early.since(late) is None, "counters going backwards (a restart) is a missing signal"
+    assert Signal(0, 0, (0, 0, 0), bounds).quantile_ms(0.99) is None
+    assert Signal(0, 0, (0, 0, 0), bounds).error_rate == 0.0
+    assert late.since(None) is late
+
+
+@pytest.fixture
+def fake_server() -> Iterator[str]:
+    def start(model: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, str(FAKE_SERVER), "--model", model, "--port", str(port)])
+        import time
+
+        import httpx
+
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        return proc, f"http://127.0.0.1:{port}"
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def factory(model: str) -> str:
+        proc, url = start(model)
+        procs.append(proc)
+        return url
+
+    yield factory  # type: ignore[misc]
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_smoke_passes_a_good_server_and_names_each_failure(fake_server) -> None:  # type: ignore[no-untyped-def]
+    good = fake_server("fake://card-fraud/3")
+    golden = fake_golden(fake_release("3"))
+    result = smoke(good, golden, latency_budget_ms=500, expected_version="3")
+    assert result.ok, result.to_dict()
+    assert smoke(good, golden, latency_budget_ms=500, expected_version="4").failures[0].name == "version"
+    assert smoke(good, Golden(records=[]), latency_budget_ms=500).failures[0].detail.startswith("no golden rows")
+    assert smoke(good, Golden(records=RECORDS), latency_budget_ms=500).ok, "no expected probabilities: count only"
+    wrong = smoke(fake_server("fake://card-fraud/3?fault=wrong"), golden, latency_budget_ms=500)
+    assert [c.name for c in wrong.failures] == ["golden"]
+    slow = smoke(fake_server("fake://card-fraud/3?fault=slow:30"), golden, latency_budget_ms=5, requests=3)
+    assert [c.name for c in slow.failures] == ["latency"]
+    erroring = smoke(fake_server("fake://card-fraud/3?fault=errors_after:0"), golden, latency_budget_ms=500)
+    assert {c.name for c in erroring.failures} == {"golden", "latency"}
+    not_ready = smoke(fake_server("fake://card-fraud/3?fault=never_ready"), golden, latency_budget_ms=500)
+    assert [c.name for c in not_ready.failures] == ["/ready"]
+
+
+def test_smoke_against_nothing_fails_every_check() -> None:
+    result = smoke(f"http://127.0.0.1:{free_port()}", fake_golden(fake_release("1")), latency_budget_ms=100)
+    assert not result.ok and len(result.failures) == 5
+    assert all(c.detail.startswith(("unreachable", "unreadable")) for c in result.failures)
+
+
+def test_markdown_report_names_release_checks_and_timings() -> None:
+    result = DeployResult(
+        action="deploy", env="staging", target="local", release=fake_release("2").with_(color="green"),
+        live_url="http://127.0.0.1:8000", live="green", previous=fake_release("1"),
+        timings_s={"switch": 0.01},
+    )
+    text = render_markdown(result)
+    assert "card-fraud v2" in text and "previous: card-fraud v1" in text and "switch 0.01" in text
+    assert result.to_dict()["previous"]["version"] == "1"
