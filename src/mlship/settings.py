@@ -79,6 +79,7 @@ class DeploySettings(_Section):
     app: str = "mlship-model"
     port: int = Field(default=8000, ge=1, le=65535)
     namespace: str = "default"
+    manifests: Path = Path("deployment/k8s")
     ready_timeout_s: float = Field(default=60.0, gt=0)
     smoke_latency_ms: float = Field(default=250.0, gt=0)
     verify_window_s: float = Field(default=10.0, ge=0)

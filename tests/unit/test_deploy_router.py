@@ -26,7 +26,9 @@ async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             body = await reader.readexactly(length)
             path = head.split(b" ")[1]
             if path == b"/chunked":
-                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                )
             elif path == b"/close":
                 writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nbye")
                 await writer.drain()
@@ -90,7 +92,9 @@ def test_router_relays_every_framing_and_counts_per_color(tmp_path: Path) -> Non
             assert (await r.raw(get("/chunked"))).endswith(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
             assert (await r.raw(get("/close"))).endswith(b"bye")
             assert (await r.raw(get("/empty"))).startswith(b"HTTP/1.1 204")
-            assert b"200 OK" in await r.raw(b"HEAD /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+            assert b"200 OK" in await r.raw(
+                b"HEAD /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+            )
             chunked = b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
             assert (await r.raw(chunked)).endswith(b"echo:abc")
             # keep-alive: two requests on one connection, HTTP/1.0 without keep-alive closes

@@ -65,7 +65,9 @@ def test_signal_deltas_and_quantiles() -> None:
     delta = late.since(early)
     assert delta is not None and (delta.requests, delta.errors) == (100, 2)
     assert delta.error_rate == 0.02
-    assert delta.quantile_ms(0.5) == 10.0 and delta.quantile_ms(0.99) == 100.0 and delta.quantile_ms(1.0) == float("inf")
+    assert (
+        delta.quantile_ms(0.5) == 10.0 and delta.quantile_ms(0.99) == 100.0 and delta.quantile_ms(1.0) == float("inf")
+    )
     assert early.since(late) is None, "counters going backwards (a restart) is a missing signal"
     assert Signal(0, 0, (0, 0, 0), bounds).quantile_ms(0.99) is None
     assert Signal(0, 0, (0, 0, 0), bounds).error_rate == 0.0
@@ -128,8 +130,13 @@ def test_smoke_against_nothing_fails_every_check() -> None:
 
 def test_markdown_report_names_release_checks_and_timings() -> None:
     result = DeployResult(
-        action="deploy", env="staging", target="local", release=fake_release("2").with_(color="green"),
-        live_url="http://127.0.0.1:8000", live="green", previous=fake_release("1"),
+        action="deploy",
+        env="staging",
+        target="local",
+        release=fake_release("2").with_(color="green"),
+        live_url="http://127.0.0.1:8000",
+        live="green",
+        previous=fake_release("1"),
         timings_s={"switch": 0.01},
     )
     text = render_markdown(result)

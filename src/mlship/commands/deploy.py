@@ -35,7 +35,7 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
     if target == "kubernetes":
         from mlship.deploy.targets.kubernetes import KubernetesTarget
 
-        manifests = settings.path("deployment/k8s")
+        manifests = settings.path(settings.deploy.manifests)
         k8s = KubernetesTarget(
             manifests,
             env=env,

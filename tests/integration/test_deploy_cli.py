@@ -1,0 +1,146 @@
+"""`mlship deploy | rollback | status | down` as a user runs them (CliRunner on the real app)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlship.cli import app
+from mlship.commands import register_all
+from mlship.deploy.bluegreen import Controller
+from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port
+from mlship.settings import load_settings
+from tests.conftest import make_project
+from tests.deploy_doubles.harness import (
+    FAKE_SERVER,
+    REPO,
+    FakeRegistry,
+    double_objects,
+    fake_golden,
+    fake_release,
+    install_kubectl_double,
+    kill_double_servers,
+    served_version,
+)
+
+register_all(app)
+runner = CliRunner()
+
+
+def mlship(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def write_deploy_config(root: Path, **values: object) -> None:
+    body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    pyproject = root / "pyproject.toml"
+    existing = pyproject.read_text() if pyproject.is_file() else ""
+    pyproject.write_text(f"{existing}\n[tool.mlship.deploy]\n{body}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["deploy"], "--model is required"),
+        (["deploy", "--model", "models:/m/1", "--env", "production"], "needs approval"),
+        (["deploy", "--model", "models:/m/1", "--env", "qa"], "unknown environment"),
+        (["deploy", "--model", "models:/m/1", "--image", "img:1"], "--image needs a container runner"),
+        (["deploy", "--model", "models:/m/1", "--target", "nomad"], "unknown target"),
+        (["rollback"], "no previous release"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(project: Path, args: list[str], message: str) -> None:
+    code, output = mlship(*args)
+    assert code == 2, output
+    assert message in output and "Traceback" not in output
+
+
+def test_status_and_down_on_a_fresh_project(project: Path) -> None:
+    code, output = mlship("status", "--json")
+    assert code == 0 and json.loads(output)["live"] is None
+    code, output = mlship("down")
+    assert code == 0 and "nothing was running" in output
+
+
+def test_status_rollback_and_down_drive_what_a_deploy_started(project: Path) -> None:
+    write_deploy_config(project, port=free_port(), verify_window_s=1.0)
+    settings = load_settings(cwd=project)
+    target = LocalTarget(
+        settings.state_path / "deploy" / "staging",
+        port=settings.deploy.port,
+        runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
+    )
+    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    try:
+        ctl.deploy(fake_release("1"))
+        ctl.deploy(fake_release("2"))
+        code, output = mlship("status")
+        assert code == 0 and "live green" in output and "card-fraud v2" in output
+        code, output = mlship("status", "--json")
+        info = json.loads(output)
+        assert info["colors"]["blue"]["running"] and info["history"][0]["version"] == "2"
+        code, output = mlship("rollback")
+        assert code == 0 and "is live on blue" in output and "switch took" in output
+        assert served_version(target.live_url()) == "1"
+        code, output = mlship("down")
+        assert code == 0 and "router" in output and "blue" in output
+        assert served_version(target.live_url()) is None
+    finally:
+        target.down()
+
+
+@pytest.mark.slow
+def test_kubernetes_deploy_of_a_real_registered_model_moves_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end with MLflow: alias resolved once, golden predictions from the real model."""
+    from mlship.model.train import train
+    from mlship.registry import Registry
+
+    root = make_project(tmp_path / "proj")
+    shutil.copytree(REPO / "deployment", root / "deployment")
+    write_deploy_config(root, verify_window_s=1.0, ready_timeout_s=60.0)
+    monkeypatch.chdir(root)
+    settings = load_settings(cwd=root)
+    registry = Registry.from_settings(settings)
+    result = train(settings)
+    registry.register(result.run_id, "card-fraud", alias="challenger")
+    state = install_kubectl_double(tmp_path, monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri)
+    image = "registry.invalid/mlship-model@sha256:" + "1" * 64
+    try:
+        code, output = mlship(
+            "deploy",
+            "--target",
+            "kubernetes",
+            "--namespace",
+            "ml",
+            "--env",
+            "production",
+            "--approve",
+            "--image",
+            image,
+            "--model",
+            "models:/card-fraud@challenger",
+        )
+        assert code == 0, output
+        assert "card-fraud v1 is live on blue" in output
+        assert "live URL: http://mlship-model.ml.svc.cluster.local" in output
+        assert registry.alias_version("card-fraud", "champion") == "1"
+        objects = double_objects(state)
+        env = objects["Deployment/ml/mlship-model-blue"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "MLSHIP_MODEL_URI", "value": "models:/card-fraud/1"} in env, "the alias is pinned"
+        report = json.loads((root / ".mlship" / "reports" / "deploy.json").read_text())
+        assert report["smoke"]["ok"] and report["release"]["run_id"] == result.run_id
+        code, output = mlship("status", "--target", "kubernetes", "--namespace", "ml", "--env", "production", "--json")
+        assert code == 0 and json.loads(output)["live"] == "blue"
+        code, output = mlship("down", "--target", "kubernetes", "--namespace", "ml", "--env", "production")
+        assert code == 0 and "mlship-model-blue" in output
+    finally:
+        kill_double_servers(state)
