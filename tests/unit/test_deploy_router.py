@@ -95,10 +95,16 @@ def test_router_relays_every_framing_and_counts_per_color(tmp_path: Path) -> Non
             assert b"200 OK" in await r.raw(
                 b"HEAD /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
             )
-            chunked = b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            chunked = (
+                b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n"
+            )
             assert (await r.raw(chunked)).endswith(b"echo:abc")
             # keep-alive: two requests on one connection, HTTP/1.0 without keep-alive closes
-            two = b"POST /a HTTP/1.1\r\ncontent-length: 1\r\n\r\nAPOST /b HTTP/1.1\r\ncontent-length: 1\r\nconnection: close\r\n\r\nB"
+            two = (
+                b"POST /a HTTP/1.1\r\ncontent-length: 1\r\n\r\nA"
+                b"POST /b HTTP/1.1\r\ncontent-length: 1\r\nconnection: close\r\n\r\nB"
+            )
             both = await r.raw(two)
             assert b"echo:A" in both and both.endswith(b"echo:B")
             assert (await r.raw(b"GET /x HTTP/1.0\r\n\r\n")).endswith(b"echo:")
