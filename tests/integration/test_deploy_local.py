@@ -19,6 +19,7 @@ import pytest
 
 from mlship.deploy.bluegreen import Controller, require_approval
 from mlship.deploy.lock import deploy_lock
+from mlship.deploy.targets.base import ColorFailed
 from mlship.deploy.targets.local import LocalTarget
 from mlship.errors import ConfigError, InfraError, PipelineRejected
 from tests.deploy_doubles.harness import fake_release, local_controller, served_version
@@ -112,6 +113,26 @@ def test_router_dying_during_verification_is_a_missing_signal_and_is_restarted(t
         new_router = ctl.target.router_pid()  # type: ignore[attr-defined]
         assert new_router is not None and new_router != old_router
         assert live_version(ctl) == "1"
+    finally:
+        ctl.target.down()
+
+
+class UnreachableDuringVerification(LocalTarget):
+    """The path to the new color breaks (a port-forward dying on kubernetes)."""
+
+    def traffic_url(self, color: str) -> str:
+        if color == "green":
+            raise ColorFailed("port-forward to green failed")
+        return super().traffic_url(color)
+
+
+def test_losing_the_way_to_the_new_color_during_verification_switches_back(tmp_path: Path) -> None:
+    ctl = local_controller(tmp_path, target_cls=UnreachableDuringVerification)
+    try:
+        ctl.deploy(fake_release("1"))
+        with pytest.raises(PipelineRejected, match="port-forward to green failed"):
+            ctl.deploy(fake_release("2"))
+        assert live_version(ctl) == "1" and not ctl.target.running("green")
     finally:
         ctl.target.down()
 

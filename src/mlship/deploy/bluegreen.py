@@ -194,12 +194,11 @@ class Controller:
         except ColorFailed as exc:
             raise reject(str(exc), switched=False) from None
         timings["ready"] = round(time.monotonic() - clock, 3)
-        result = smoke(
-            self.target.preview_url(idle),
-            golden,
-            latency_budget_ms=self.cfg.smoke_latency_ms,
-            expected_version=release.version,
-        )
+        try:
+            preview = self.target.preview_url(idle)
+        except ColorFailed as exc:
+            raise reject(str(exc), switched=False) from None
+        result = smoke(preview, golden, latency_budget_ms=self.cfg.smoke_latency_ms, expected_version=release.version)
         timings["smoke"] = round(time.monotonic() - clock, 3)
         if not result.ok:
             failed = "; ".join(f"{c.name}: {c.detail}" for c in result.failures)
@@ -213,14 +212,17 @@ class Controller:
         timings["switch"] = round(time.monotonic() - switch_start, 4)
         state.colors[idle] = release.with_(outcome="live" if strategy == "bluegreen" else "canary")
         self.store.save(state)  # a crash from here on still knows what runs where
-        checked = verify(
-            self.target,
-            idle,
-            golden,
-            window_s=self.cfg.verify_window_s,
-            max_error_rate=self.cfg.max_error_rate,
-            max_p99_ms=self.cfg.max_p99_ms,
-        )
+        try:
+            checked = verify(
+                self.target,
+                idle,
+                golden,
+                window_s=self.cfg.verify_window_s,
+                max_error_rate=self.cfg.max_error_rate,
+                max_p99_ms=self.cfg.max_p99_ms,
+            )
+        except ColorFailed as exc:
+            raise reject(f"verification failed: {exc}", switched=True) from None
         timings["verify"] = checked.window_s
         if not checked.ok:
             raise reject(f"verification failed: {checked.reason}", switched=True)
