@@ -144,3 +144,40 @@ def test_kubernetes_deploy_of_a_real_registered_model_moves_champion(
         assert code == 0 and "mlship-model-blue" in output
     finally:
         kill_double_servers(state)
+
+
+def _has_serve() -> bool:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return "serve" in getattr(group, "commands", {})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_serve(), reason="`mlship serve` (serving issue) is not merged on this branch yet")
+def test_local_deploy_of_a_real_model_with_mlship_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole local path for real: registry, `mlship serve` colors, router, switch, rollback, down."""
+    from mlship.model.train import train
+    from mlship.registry import Registry
+
+    root = make_project(tmp_path / "proj")
+    write_deploy_config(root, port=free_port(), verify_window_s=2.0, ready_timeout_s=120.0)
+    monkeypatch.chdir(root)
+    settings = load_settings(cwd=root)
+    registry = Registry.from_settings(settings)
+    run = train(settings)
+    registry.register(run.run_id, "card-fraud", alias="challenger")
+    live = f"http://127.0.0.1:{settings.deploy.port}"
+    try:
+        code, output = mlship("deploy", "--model", "models:/card-fraud@challenger")
+        assert code == 0, output
+        assert f"live URL: {live}" in output and served_version(live) == "1"
+        registry.register(run.run_id, "card-fraud", alias="challenger")
+        code, output = mlship("deploy", "--model", "models:/card-fraud@challenger")
+        assert code == 0, output
+        assert "card-fraud v2 is live on green" in output and served_version(live) == "2"
+        code, output = mlship("rollback")
+        assert code == 0 and served_version(live) == "1"
+    finally:
+        mlship("down")
+    assert served_version(live) is None
