@@ -6,7 +6,9 @@ at least 10,000), switch time, and rollback time (target < 1 s), measured in one
 A keep-alive load generator (raw asyncio, its own process) posts one-record predictions
 through the router at a constant rate for the whole run; meanwhile v1 → v2 is deployed (smoke, switch,
 verify) and then rolled back twice: once in-process, once as the `mlship rollback` CLI
-(what a user types: process start, settings, lock, one switch). A failed request is any
+(what a user types: process start, settings, lock, one switch). Before the load starts,
+the same clients saturate the color directly and through the router, to show the router
+is not the bottleneck. A failed request is any
 connection error or non-200 answer. `--server fake` runs colors as the test suite's fake
 server (no model); `--server mlship` runs real `mlship serve` processes on a trained model.
 """
@@ -118,6 +120,19 @@ def load_process(port: int, connections: int, rate: float, stop: Any, queue: Any
     )
 
 
+def saturate(port: int, connections: int, seconds: float) -> float:
+    """Requests/s that `connections` keep-alive clients get from `port` as fast as they can."""
+    stop = mp.Event()
+    queue: Any = mp.Queue()
+    gen = mp.Process(target=load_process, args=(port, connections, 0.0, stop, queue))
+    gen.start()
+    time.sleep(seconds)
+    stop.set()
+    out = queue.get(timeout=60)
+    gen.join(timeout=30)
+    return round(out["ok"] / out["elapsed_s"], 1)
+
+
 def first_after(changes: list[tuple[float, str]], t0: float, version: str) -> float | None:
     for t, v in changes:
         if t >= t0 and v == version:
@@ -154,6 +169,10 @@ def main() -> int:
         queue: Any = mp.Queue()
         try:
             ctl.deploy(fake_release("1"))
+            blue_port = int(target.preview_url("blue").rsplit(":", 1)[1])
+            direct_rps = saturate(blue_port, args.connections, 4.0)
+            routed_rps = saturate(port, args.connections, 4.0)
+            baseline = sum(s.requests for s in (target.signal("blue"), target.signal("green")) if s is not None)
             gen = mp.Process(target=load_process, args=(port, args.connections, args.rate, stop, queue))
             gen.start()
             time.sleep(2.0)
@@ -176,7 +195,7 @@ def main() -> int:
             deadline = time.time() + 300
             while time.time() < deadline:
                 state = target.signal("blue"), target.signal("green")
-                total = sum(s.requests for s in state if s is not None)
+                total = sum(s.requests for s in state if s is not None) - baseline
                 if total >= args.min_requests:
                     break
                 time.sleep(0.5)
@@ -205,6 +224,8 @@ def main() -> int:
         "traffic_back_on_v1_after_s": first_after(changes, t_rb, "1"),
         "roll_forward_switch_s": forward.timings_s["switch"],
         "cli_rollback_wall_s": round(cli_s, 3),
+        "saturated_rps_direct_to_color": direct_rps,
+        "saturated_rps_through_router": routed_rps,
         "targets": {"failed_requests": 0, "min_requests": 10_000, "rollback_s": 1.0},
     }
     result["traffic_on_v2_after_s"] = result["traffic_on_v2_after_s"] and round(result["traffic_on_v2_after_s"], 3)
