@@ -196,3 +196,14 @@ def test_parse_metrics_reads_requests_errors_and_latency() -> None:
     assert parse_metrics("# TYPE other_total counter\nother_total 3\n") is None
     assert parse_metrics("not prometheus {{{") is None
     assert json.dumps(sig.bounds_ms) == "[10.0, 100.0]"
+
+
+def test_kubernetes_canary_records_the_effective_quantised_split(k8s: tuple[Controller, Path]) -> None:
+    ctl, state = k8s
+    ctl.deploy(fake_release("1").with_(image=IMAGE))
+    result = ctl.deploy(fake_release("2").with_(image=IMAGE), strategy="canary", weight=10)
+    assert result.weights == {"blue": 50, "green": 50}
+    assert double_objects(state)["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 1
+    assert ctl.target.weights() == {"blue": 50, "green": 50}, "one live pod + one canary pod is 50 %, not 10 %"
+    ctl.rollback()
+    assert ctl.target.weights() == {"blue": 100} and live_selector(state)["mlship.dev/color"] == "blue"

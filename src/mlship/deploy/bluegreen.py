@@ -210,6 +210,8 @@ class Controller:
         except ColorFailed as exc:
             raise reject(str(exc), switched=True) from None
         timings["switch"] = round(time.monotonic() - switch_start, 4)
+        if strategy == "canary":
+            weights = self.target.weights() or weights  # kubernetes quantises a split to whole pods
         state.colors[idle] = release.with_(outcome="live" if strategy == "bluegreen" else "canary")
         self.store.save(state)  # a crash from here on still knows what runs where
         try:

@@ -169,7 +169,7 @@ class KubernetesTarget:
             (color,) = serving
             selector_patch: dict[str, Any] = {COLOR_LABEL: color}
         elif len(serving) == 2:
-            self._set_ratio(serving)
+            serving = self._set_ratio(serving)
             selector_patch = {COLOR_LABEL: None}
         else:
             selector_patch = {COLOR_LABEL: "none"}
@@ -188,14 +188,20 @@ class KubernetesTarget:
             self._run("patch", "service", self.app, "--type", "merge", "-p", json.dumps(patch))
         self._drop_forwards()
 
-    def _set_ratio(self, weights: dict[str, int]) -> None:
-        """Canary as a replica ratio: the smaller share gets max(1, round(R·w/(100-w))) pods."""
+    def _set_ratio(self, weights: dict[str, int]) -> dict[str, int]:
+        """Canary as a replica ratio: the smaller share gets max(1, round(R·w/(100-w))) pods.
+
+        Pods are whole, so the split is quantised (1 live replica + 1 canary = 50 %); the
+        effective split is what gets recorded and reported.
+        """
         live, canary = sorted(weights, key=lambda c: -weights[c])
         obj = self._get("deployment", self._deployment(live))
         replicas = max(1, int((obj or {}).get("spec", {}).get("replicas", 1) or 1))
         share = weights[canary]
         wanted = max(1, round(replicas * share / max(1, 100 - share)))
         self._run("scale", f"deployment/{self._deployment(canary)}", f"--replicas={wanted}")
+        canary_share = round(100 * wanted / (replicas + wanted))
+        return {live: 100 - canary_share, canary: canary_share}
 
     def weights(self) -> dict[str, int] | None:
         service = self._get("service", self.app)
