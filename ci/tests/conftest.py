@@ -27,8 +27,6 @@ def _arg(value: Any) -> str:
         return f"<{type(value).__name__}:{render(value)}>"
     if isinstance(value, list):
         return "[" + ", ".join(_arg(v) for v in value) + "]"
-    if hasattr(value, "name") and hasattr(value, "value") and type(value).__name__ == "BuildArg":
-        return f"{value.name}={value.value}"
     return repr(value)
 
 

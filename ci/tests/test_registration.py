@@ -9,15 +9,28 @@ from typing import Any
 import anyio
 import dagger
 import pytest
-
 from ml_pipeline.main import MlPipeline
 
 from .conftest import render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
-    "lint", "test", "test_report", "validate_data", "train", "gate", "build", "scan", "scan_report",
-    "publish", "deploy", "rollback", "serve", "monitor", "batch_predict", "all",
+    "lint",
+    "test",
+    "test_report",
+    "validate_data",
+    "train",
+    "gate",
+    "build",
+    "scan",
+    "scan_report",
+    "publish",
+    "deploy",
+    "rollback",
+    "serve",
+    "monitor",
+    "batch_predict",
+    "all",
 }
 
 
