@@ -12,10 +12,9 @@ import anyio
 import dagger
 import pytest
 from dagger import dag
+from dagger_plan import execs, render
 from ml_pipeline import images, main
 from ml_pipeline.main import MlPipeline
-
-from .conftest import execs, render
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = re.compile(r"^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")

@@ -9,9 +9,8 @@ from typing import Any
 import anyio
 import dagger
 import pytest
+from dagger_plan import render
 from ml_pipeline.main import MlPipeline
-
-from .conftest import render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
