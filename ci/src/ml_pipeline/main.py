@@ -107,6 +107,7 @@ class MlPipeline:
             .with_exec(["ruff", "check", "."])
             .with_exec(["ruff", "format", "--check", "."])
             .with_exec(["mypy", "--strict"])
+            # a file out of the hadolint container makes its (failing) exec part of this plan
             .with_file("/tmp/hadolint.ok", hadolint.file("/Dockerfile"))
         )
 
@@ -189,6 +190,8 @@ class MlPipeline:
             .with_file("/usr/local/bin/kubectl", kubectl)
             .with_mounted_secret("/root/.kube/config", kubeconfig, mode=0o400)
             .with_env_variable("KUBECONFIG", "/root/.kube/config")
+            # cache="never" only skips the function cache; this busts the layer cache too, so a
+            # deploy or rollback always talks to the cluster.
             .with_env_variable("MLSHIP_RUN_AT", dt.datetime.now(dt.UTC).isoformat())
         )
 
