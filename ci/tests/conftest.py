@@ -1,0 +1,12 @@
+"""Engine-free tests of the Dagger module: import it from ci/src with the pinned dagger-io."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+CI = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DAGGER_MAIN_OBJECT", "MlPipeline")
+if str(CI / "src") not in sys.path:
+    sys.path.insert(0, str(CI / "src"))

@@ -1,0 +1,71 @@
+"""`mlship scan-gate` as a user runs it: exit 0 clean, 1 findings, 2 not a Trivy report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mlship.cli import app
+from mlship.commands import register_all
+
+register_all(app)
+runner = CliRunner()
+
+FINDING = {
+    "SchemaVersion": 2,
+    "ArtifactName": "image.tar",
+    "Results": [
+        {
+            "Target": "image.tar (debian 12)",
+            "Class": "os-pkgs",
+            "Type": "debian",
+            "Vulnerabilities": [
+                {
+                    "VulnerabilityID": "CVE-2026-1111",
+                    "PkgName": "openssl",
+                    "InstalledVersion": "3.0.1",
+                    "FixedVersion": "3.0.2",
+                    "Status": "fixed",
+                    "Severity": "HIGH",
+                }
+            ],
+        },
+    ],
+}
+
+
+def test_findings_exit_1_with_table_and_reports(project: Path) -> None:
+    (project / "trivy.json").write_text(json.dumps(FINDING))
+    result = runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--report-dir", "out"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert "CVE-2026-1111" in result.output and "FAILED" in result.output
+    assert json.loads((project / "out" / "scan-gate.json").read_text())["counts"]["blocking"] == 1
+
+
+def test_default_trivyignore_and_critical_threshold_pass(project: Path) -> None:
+    (project / "trivy.json").write_text(json.dumps(FINDING))
+    assert runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--severity", "CRITICAL"]).exit_code == 0
+    assert (project / ".mlship" / "reports" / "scan-gate.md").exists()
+    (project / ".trivyignore").write_text("# accepted\nCVE-2026-1111 exp:2999-01-01\n")
+    result = runner.invoke(app, ["scan-gate", "--report", "trivy.json"])
+    assert result.exit_code == 0, result.output
+    assert "1 ignored" in result.output
+
+
+def test_expired_ignore_warns_and_fails(project: Path) -> None:
+    (project / "trivy.json").write_text(json.dumps(FINDING))
+    (project / "ignore").write_text("CVE-2026-1111 exp:2020-01-01\n")
+    result = runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--ignore-file", "ignore"])
+    assert result.exit_code == 1
+    assert "no longer honoured" in result.output
+
+
+def test_sarif_and_bad_severity_exit_2(project: Path) -> None:
+    (project / "trivy.sarif").write_text(json.dumps({"version": "2.1.0", "runs": []}))
+    result = runner.invoke(app, ["scan-gate", "--report", "trivy.sarif"])
+    assert result.exit_code == 2
+    assert "not a Trivy JSON report" in result.output
+    (project / "trivy.json").write_text(json.dumps(FINDING))
+    assert runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--severity", "SEVERE"]).exit_code == 2
