@@ -91,6 +91,26 @@ def abtest(
     cli.run(ctx, action)
 
 
+def predict_batch(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="Model URI (models:/name@alias, runs:/id/model, or a dir).")],
+    input_path: Annotated[Path, typer.Option("--input", help="CSV or Parquet file to score (any size).")],
+    output: Annotated[Path, typer.Option("--output", help="Parquet file to write (atomically).")],
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Rows scored per chunk.")] = 100_000,
+) -> None:
+    """Score a file in chunks into Parquet, recording the model version in its metadata."""
+
+    def action(settings: Settings) -> int:
+        from mlship.monitoring.batch import predict_batch as run_batch
+
+        r = run_batch(settings, model, input_path, output, chunk_size)
+        cli.console().print(f"scored {r.rows} rows with {r.model_uri} -> {r.output} in {r.seconds:.1f} s")
+        return 0
+
+    cli.run(ctx, action)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("predict-batch")(predict_batch)
     app.command("drift")(drift)
     app.command("abtest")(abtest)
