@@ -51,3 +51,18 @@ def test_chunked_scoring_matches_in_memory(project: Path) -> None:
         app, ["predict-batch", "--model", result.model_uri, "--input", "nope.csv", "--output", "x.parquet"]
     )
     assert bad.exit_code == 2 and not Path("x.parquet").exists()
+
+
+def test_parquet_input_and_unsupported_suffix(project: Path) -> None:
+    from mlship.errors import ConfigError
+    from mlship.monitoring.batch import iter_chunks
+
+    generate(700, seed=5).to_parquet("in.parquet")
+    assert [len(c) for c in iter_chunks(Path("in.parquet"), 300)] == [300, 300, 100]
+    Path("in.txt").write_text("x")
+    try:
+        list(iter_chunks(Path("in.txt"), 10))
+    except ConfigError as exc:
+        assert "unsupported" in str(exc)
+    else:
+        raise AssertionError("expected ConfigError")
