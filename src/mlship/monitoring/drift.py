@@ -1,0 +1,294 @@
+"""Feature drift between a reference and a current sample, decided on effect size.
+
+p-values vanish at large n (a 0.01 SD shift is "significant" at 1M rows), so the decision
+uses effect sizes: normalised Wasserstein (W1 / std_ref) for numeric features, Jensen-Shannon
+distance for categorical ones; PSI (10 reference-quantile bins, eps 1e-4) is reported and
+fails at ``psi_fail``. KS / chi-square p-values are reported on a subsample of at most
+``TEST_SAMPLE`` rows per side. PSI is biased upward below ``MIN_ROWS`` rows: the report says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlship.errors import ConfigError, PipelineRejected
+from mlship.fsutil import write_json, write_text
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from mlship.settings import DriftSettings, Settings
+
+EPS = 1e-4
+BINS = 10
+TEST_SAMPLE = 50_000
+MIN_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature's drift measures and verdict."""
+
+    feature: str
+    kind: str
+    psi: float
+    effect: float
+    effect_name: str
+    test: str
+    p_value: float
+    drifted: bool
+    level: str
+
+
+@dataclass
+class DriftReport:
+    """The whole comparison: per-feature results, dataset verdict, warnings."""
+
+    reference: str
+    current: str
+    n_reference: int
+    n_current: int
+    features: list[FeatureDrift]
+    drift_share: float
+    dataset_drift: bool
+    prediction: FeatureDrift | None = None
+    warnings: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> list[str]:
+        return [f.feature for f in self.features if f.drifted]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["drifted_features"] = self.drifted
+        return d
+
+
+def psi(ref: np.ndarray, cur: np.ndarray) -> float:
+    """Population stability index on quantile bins taken from the reference."""
+    import numpy as np
+
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, BINS + 1)[1:-1]))
+    r = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1) / len(ref)
+    c = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1) / len(cur)
+    r, c = np.maximum(r, EPS), np.maximum(c, EPS)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _categorical_psi(r: np.ndarray, c: np.ndarray) -> float:
+    import numpy as np
+
+    r, c = np.maximum(r, EPS), np.maximum(c, EPS)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _sample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return x if len(x) <= TEST_SAMPLE else rng.choice(x, TEST_SAMPLE, replace=False)
+
+
+def numeric_drift(name: str, ref: np.ndarray, cur: np.ndarray, cfg: DriftSettings) -> FeatureDrift:
+    """PSI + normalised Wasserstein (full data) + KS p-value (subsample)."""
+    import numpy as np
+    from scipy import stats
+
+    ref = ref[~np.isnan(ref)]
+    cur = cur[~np.isnan(cur)]
+    p = psi(ref, cur)
+    std = float(np.std(ref)) or 1.0
+    w = float(_wasserstein_sorted(np.sort(ref), np.sort(cur))) / std
+    rng = np.random.default_rng(0)
+    pv = float(stats.ks_2samp(_sample(ref, rng), _sample(cur, rng)).pvalue)
+    drifted = w >= cfg.wasserstein_threshold or p >= cfg.psi_fail
+    level = "fail" if drifted else ("warn" if p >= cfg.psi_warn else "ok")
+    return FeatureDrift(name, "numeric", p, w, "wasserstein_norm", "ks", pv, drifted, level)
+
+
+def _wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
+    """W1 between two samples via their quantile functions on a common grid (vectorised)."""
+    import numpy as np
+
+    q = np.linspace(0, 1, 2001)
+    return float(np.mean(np.abs(np.quantile(a, q, method="linear") - np.quantile(b, q, method="linear"))))
+
+
+def categorical_drift(name: str, ref: pd.Series, cur: pd.Series, cfg: DriftSettings) -> FeatureDrift:
+    """PSI + Jensen-Shannon distance on category frequencies + chi-square p-value."""
+    import numpy as np
+    from scipy import stats
+    from scipy.spatial.distance import jensenshannon
+
+    rc = ref.astype("string").fillna("<NA>").value_counts()
+    cc = cur.astype("string").fillna("<NA>").value_counts()
+    cats = rc.index.union(cc.index)
+    r = rc.reindex(cats, fill_value=0).to_numpy(float)
+    c = cc.reindex(cats, fill_value=0).to_numpy(float)
+    rp, cp = r / r.sum(), c / c.sum()
+    js = float(jensenshannon(rp, cp, base=2))
+    p = _categorical_psi(rp, cp)
+    scale = min(1.0, TEST_SAMPLE / max(r.sum(), c.sum()))
+    table = np.vstack([r, c]) * scale + 0.5
+    pv = float(stats.chi2_contingency(table, correction=False).pvalue)
+    drifted = js >= cfg.jensen_shannon_threshold or p >= cfg.psi_fail
+    level = "fail" if drifted else ("warn" if p >= cfg.psi_warn else "ok")
+    return FeatureDrift(name, "categorical", p, js, "jensen_shannon", "chi2", pv, drifted, level)
+
+
+def load_current(path: Path) -> pd.DataFrame:
+    """A CSV/Parquet data file, or a JSONL prediction log (features from ``inputs``)."""
+    import pandas as pd
+
+    if path.suffix.lower() in {".jsonl", ".ndjson"}:
+        if not path.exists():
+            raise ConfigError(f"cannot read {path}: no such file", hint="pass an existing prediction log")
+        try:
+            log = pd.read_json(path, lines=True)
+        except ValueError as exc:
+            raise ConfigError(f"cannot read {path}: not JSON lines ({exc})", hint="one JSON object per line") from exc
+        if "inputs" not in log.columns:
+            raise ConfigError(f"{path} has no 'inputs' key", hint="use the server's prediction log format")
+        frame = pd.json_normalize(log["inputs"].tolist())
+        if "probability" in log.columns:
+            frame["__probability__"] = pd.to_numeric(log["probability"], errors="coerce")
+        return frame
+    from mlship.data.io import read_table
+
+    return read_table(path)
+
+
+def compare(settings: Settings, ref: pd.DataFrame, cur: pd.DataFrame, *, ref_name: str, cur_name: str) -> DriftReport:
+    """Compare every configured feature present in both frames."""
+    import numpy as np
+
+    cfg = settings.drift
+    feats: list[FeatureDrift] = []
+    missing = [f for f in settings.categorical_features + settings.numeric_features if f not in cur.columns]
+    if missing or len(ref) == 0 or len(cur) == 0:
+        raise ConfigError(
+            f"cannot compare: missing features {missing} or empty input",
+            hint="pass files with the configured feature columns",
+        )
+    for f in settings.numeric_features:
+        if f not in ref.columns:
+            raise ConfigError(f"reference has no column {f!r}", hint="pass the training data as --reference")
+        feats.append(
+            numeric_drift(f, ref[f].to_numpy(float, na_value=np.nan), cur[f].to_numpy(float, na_value=np.nan), cfg)
+        )
+    for f in settings.categorical_features:
+        if f not in ref.columns:
+            raise ConfigError(f"reference has no column {f!r}", hint="pass the training data as --reference")
+        feats.append(categorical_drift(f, ref[f], cur[f], cfg))
+    warnings = []
+    if min(len(ref), len(cur)) < MIN_ROWS:
+        warnings.append(
+            f"small sample ({min(len(ref), len(cur))} rows < {MIN_ROWS}): PSI is biased upward, "
+            "treat results as indicative"
+        )
+    prediction = None
+    if "__probability__" in cur.columns and "__probability__" in ref.columns:
+        prediction = numeric_drift(
+            "prediction_probability",
+            ref["__probability__"].to_numpy(float),
+            cur["__probability__"].to_numpy(float),
+            cfg,
+        )
+    share = sum(f.drifted for f in feats) / len(feats)
+    return DriftReport(
+        reference=ref_name,
+        current=cur_name,
+        n_reference=len(ref),
+        n_current=len(cur),
+        features=feats,
+        drift_share=share,
+        dataset_drift=share >= cfg.drift_share,
+        prediction=prediction,
+        warnings=warnings,
+    )
+
+
+def render_markdown(report: DriftReport) -> str:
+    """Human report: verdict, per-feature table, warnings, figures."""
+    verdict = "DRIFT" if report.dataset_drift else "no dataset drift"
+    lines = [
+        f"# Drift report: {verdict}",
+        "",
+        f"Reference `{report.reference}` ({report.n_reference} rows) vs current `{report.current}` "
+        f"({report.n_current} rows). Drifted share {report.drift_share:.0%}.",
+        "",
+        "| feature | kind | effect | value | PSI | test p | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = report.features + ([report.prediction] if report.prediction else [])
+    for f in rows:
+        lines.append(
+            f"| {f.feature} | {f.kind} | {f.effect_name} | {f.effect:.4f} | {f.psi:.4f} | {f.test} {f.p_value:.3g} "
+            f"| {'DRIFT' if f.drifted else f.level} |"
+        )
+    lines += [""] + [f"> {w}" for w in report.warnings] + [f"![{Path(p).stem}]({Path(p).name})" for p in report.figures]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(ref: pd.Series, cur: pd.Series, kind: str, title: str, dest: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlship.fsutil import write_with
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if kind == "numeric":
+        ax.hist([ref.dropna(), cur.dropna()], bins=40, density=True, label=["reference", "current"], alpha=0.7)
+    else:
+        import pandas as pd
+
+        freq = pd.DataFrame(
+            {"reference": ref.value_counts(normalize=True), "current": cur.value_counts(normalize=True)}
+        ).fillna(0)
+        freq.plot.bar(ax=ax)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    write_with(dest, lambda p: fig.savefig(p, format="png", dpi=80))
+    plt.close(fig)
+    return dest
+
+
+def detect(settings: Settings, reference_path: Path, current_path: Path, report_dir: Path | None = None) -> DriftReport:
+    """Compare files, write drift.json/.md and one PNG per drifted feature; return the report."""
+    from mlship.data.io import read_table
+
+    ref = read_table(reference_path)
+    cur = load_current(current_path)
+    report = compare(settings, ref, cur, ref_name=str(reference_path), cur_name=str(current_path))
+    out = report_dir or settings.reports_path
+    for f in report.features:
+        if f.drifted:
+            report.figures.append(
+                str(
+                    _plot(
+                        ref[f.feature],
+                        cur[f.feature],
+                        f.kind,
+                        f"{f.feature}: {f.effect_name}={f.effect:.3f}",
+                        out / f"drift_{f.feature}.png",
+                    )
+                )
+            )
+    write_json(out / "drift.json", report.to_dict())
+    write_text(out / "drift.md", render_markdown(report))
+    return report
+
+
+def check(report: DriftReport) -> int:
+    """Exit code for a report: 0 none, raises PipelineRejected (exit 1) on dataset drift."""
+    if report.dataset_drift:
+        raise PipelineRejected(
+            f"dataset drift: {len(report.drifted)}/{len(report.features)} features drifted "
+            f"({', '.join(report.drifted)})",
+            hint="see drift.md; retrain on recent data",
+        )
+    return 0
