@@ -36,8 +36,12 @@ def run_seconds(rows: int) -> dict[str, float]:
         (root / "data/expectations").mkdir(parents=True)
         shutil.copy(REPO / "data/expectations/transactions.json", root / "data/expectations/transactions.json")
         shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-        subprocess.run([MLSHIP, "data", "synth", "--rows", str(rows), "--out", "data/transactions.parquet"],
-                       cwd=root, check=True, capture_output=True)
+        subprocess.run(
+            [MLSHIP, "data", "synth", "--rows", str(rows), "--out", "data/transactions.parquet"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
         t = time.perf_counter()
         subprocess.run([MLSHIP, "run"], cwd=root, check=True, capture_output=True)
         total = time.perf_counter() - t
