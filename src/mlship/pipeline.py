@@ -66,6 +66,7 @@ def run(
     data_path: Path | None = None,
     rows: int | None = None,
     progress: Progress | None = None,
+    drift: float | None = None,
 ) -> RunSummary:
     """Run the pipeline; raises PipelineRejected (exit 1) when a stage says no, after writing run.json."""
     from mlship.data import validation
@@ -122,9 +123,55 @@ def run(
         return f"{resolved.label} is @challenger"
 
     stage("register", do_register)
+    if drift is not None:
+        retrain_on_drift(settings, path, drift, stage, summary)
     summary.success = True
     _write(summary, reports)
     return summary
+
+
+def retrain_on_drift(
+    settings: Settings,
+    reference: Path,
+    drift: float,
+    stage: Callable[[str, Callable[[], str]], None],
+    summary: RunSummary,
+) -> None:
+    """The monitoring loop on synthetic drift: new data drifts → the drift check says so → retrain.
+
+    The retrained model is registered as the new `@challenger`; nothing is deployed
+    (production moves only through a gated, approved deploy).
+    """
+    from mlship.data.synth import write_synthetic
+    from mlship.model.train import train
+    from mlship.monitoring.drift import detect
+    from mlship.registry import Registry
+
+    current = settings.state_path / "monitoring" / f"current-drift-{drift:g}.parquet"
+    from mlship.data.io import read_table
+
+    rows = len(read_table(reference))
+    stage("synth-drifted", lambda: write_synthetic(current, rows=rows, seed=settings.seed + 1, drift=drift))
+    found: dict[str, bool] = {}
+
+    def do_drift() -> str:
+        report = detect(settings, reference, current, settings.reports_path)
+        found["drift"] = report.dataset_drift
+        state = "DRIFT" if report.dataset_drift else "no drift"
+        return f"{state}: {len(report.drifted)}/{len(report.features)} features drifted ({', '.join(report.drifted)})"
+
+    stage("drift", do_drift)
+    if not found["drift"]:
+        return
+
+    def do_retrain() -> str:
+        result = train(settings, current)
+        resolved = Registry.from_settings(settings).register(result.run_id, settings.model_name, alias="challenger")
+        summary.run_id, summary.model_uri, summary.metrics = result.run_id, result.run_model_uri, result.metrics
+        summary.model_version = resolved.version
+        return f"retrained on drifted data: {resolved.label} is @challenger, roc_auc {result.metrics['roc_auc']:.4f}"
+
+    stage("retrain", do_retrain)
 
 
 def _write(summary: RunSummary, reports: Path) -> None:

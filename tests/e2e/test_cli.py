@@ -154,3 +154,13 @@ def test_console_script_help_is_quick_to_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_run_drift_detects_and_retrains(fraud_project: Path) -> None:
+    code, _, err = invoke("run", "--drift", "0.8")
+    assert code == 0, err
+    summary = json.loads((fraud_project / ".mlship/reports/run.json").read_text())
+    names = [s["name"] for s in summary["stages"]]
+    assert names == ["validate", "train", "register", "synth-drifted", "drift", "retrain"]
+    assert summary["model_version"] == "2"
+    assert (fraud_project / ".mlship/reports/drift.md").is_file()

@@ -21,6 +21,14 @@ def run(
     rows: Annotated[
         int | None, typer.Option("--rows", min=100, help="Rows to synthesize when the data file is missing.")
     ] = None,
+    drift: Annotated[
+        float | None,
+        typer.Option(
+            "--drift",
+            min=0.0,
+            help="Then demonstrate monitoring: synthesize data with this drift, check, retrain on drift.",
+        ),
+    ] = None,
 ) -> None:
     """Run the pipeline: synth (if needed) → validate → train → register as challenger."""
 
@@ -32,6 +40,7 @@ def run(
             settings,
             data_path=data,
             rows=rows,
+            drift=drift,
             progress=lambda msg: err.print(f"mlship › {msg}", markup=False),
         )
         out = cli.console()
