@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ENDPOINTS = frozenset({"/predict", "/health", "/ready", "/version", "/metrics", "/docs", "/openapi.json"})
@@ -19,6 +19,7 @@ class ServingMetrics:
     """Requests by endpoint and status, errors, latency, predictions by class, batch sizes."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # `*_created` series per label set would double every scrape
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "mlship_requests",

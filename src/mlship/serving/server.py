@@ -7,10 +7,14 @@ before that, so an unknown model is exit 2 and takes no port at all.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlship.errors import ConfigError, InfraError, MlshipError
 
@@ -87,7 +91,7 @@ def serve(
         backlog=2048,
         timeout_graceful_shutdown=int(settings.serve.graceful_timeout_s),
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     bound_host, bound_port = sock.getsockname()[:2]
     state = app.state.mlship
     state.access.write(
@@ -103,6 +107,31 @@ def serve(
             raise exc
         raise InfraError(state.failure or f"cannot load the model: {exc}", hint="check the model directory or URI")
     return 0
+
+
+def _server_class() -> Any:
+    """uvicorn's Server, except that a drained shutdown on SIGTERM/SIGINT exits 0.
+
+    uvicorn re-raises the signal after its graceful shutdown, so the process would die by
+    it (or print "interrupted"); for mlship a drained stop is a clean stop.
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    return DrainingServer
 
 
 def _url_host(host: str) -> str:
