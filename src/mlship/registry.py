@@ -448,3 +448,25 @@ def _check_server(uri: str) -> None:
         raise InfraError(
             f"MLflow tracking server {uri} is unreachable: {exc}", hint="start it or fix MLFLOW_TRACKING_URI"
         ) from None
+
+
+def model_dir_info(model_dir: Path) -> dict[str, str | None]:
+    """Registered name, version and run id recorded inside a model directory (None when absent).
+
+    MLflow writes `registered_model_meta` when a registered version is downloaded, so a
+    directory baked into an image still knows which version it is.
+    """
+    _quiet()
+    from mlflow.models import Model
+    from mlflow.utils.yaml_utils import read_yaml
+
+    meta = Model.load(str(model_dir))
+    info: dict[str, str | None] = {"name": None, "version": None, "run_id": meta.run_id}
+    registered = Path(model_dir) / "registered_model_meta"
+    if registered.is_file():
+        loaded = read_yaml(str(model_dir), "registered_model_meta") or {}  # type: ignore[no-untyped-call]
+        if isinstance(loaded, dict):
+            for key, field_name in (("name", "model_name"), ("version", "model_version")):
+                value = loaded.get(field_name)
+                info[key] = str(value) if value not in (None, "") else None
+    return info

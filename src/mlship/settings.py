@@ -71,6 +71,7 @@ class ServeSettings(_Section):
     max_batch_size: int = Field(default=64, ge=1)
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     prediction_log_sample: float = Field(default=0.1, ge=0, le=1)
+    graceful_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class DeploySettings(_Section):

@@ -1,0 +1,173 @@
+"""The model a server serves: pinned once at start, loaded from a local MLflow model directory.
+
+`resolve_source` is quick and fails fast (an unknown model is exit 2 before any port is
+taken); `load` does the slow part (download, unpickle) and may run in the background while
+`/health` already answers. A local directory never touches a tracking server, so an image
+with the model baked in runs without one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlship.settings import Settings
+
+Kind = Literal["string", "number", "boolean", "any"]
+
+_KINDS: dict[str, Kind] = {
+    "string": "string",
+    "double": "number",
+    "float": "number",
+    "long": "number",
+    "integer": "number",
+    "boolean": "boolean",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column: its name, the MLflow type of the signature and what JSON it accepts."""
+
+    name: str
+    mlflow_type: str
+
+    @property
+    def kind(self) -> Kind:
+        return _KINDS.get(self.mlflow_type, "any")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model reference pinned to something immutable, not loaded yet."""
+
+    ref: str
+    uri: str
+    name: str
+    version: str
+    run_id: str | None
+    directory: Path | None = None
+
+
+@dataclass
+class ServedModel:
+    """A loaded estimator plus what the server needs to describe and validate it."""
+
+    estimator: Any
+    columns: list[Column]
+    name: str
+    version: str
+    run_id: str | None = None
+    uri: str = ""
+    example: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[Any]:
+        return [_plain(c) for c in getattr(self.estimator, "classes_", [0, 1])]
+
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Rows (already validated) as the DataFrame the pipeline was trained on, column by column."""
+        import numpy as np
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for col in self.columns:
+            values = [r[col.name] for r in rows]
+            data[col.name] = np.asarray(values, dtype=np.float64) if col.kind == "number" else values
+        return pd.DataFrame(data, columns=[c.name for c in self.columns])
+
+    def predict(self, rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+        """One `predict_proba` call for all rows: (labels, probabilities).
+
+        Binary models give the positive-class probability as a float; others give the
+        whole row of class probabilities. One call, not predict + predict_proba: a sklearn
+        pipeline call costs milliseconds whatever the number of rows.
+        """
+        proba = self.estimator.predict_proba(self.frame(rows))
+        classes = self.classes
+        best = proba.argmax(axis=1)
+        labels = [classes[i] for i in best.tolist()]
+        if len(classes) == 2:
+            return labels, proba[:, 1].tolist()
+        return labels, proba.tolist()
+
+
+def resolve_source(ref: str, settings: Settings) -> ModelSource:
+    """Pin `ref` (an alias becomes the version it names now); unknown models raise ModelNotFound."""
+    path = Path(ref)
+    if (path / "MLmodel").is_file():
+        from mlship.registry import model_dir_info
+
+        info = model_dir_info(path)
+        return ModelSource(
+            ref=ref,
+            uri=str(path.resolve()),
+            name=os.environ.get("MLSHIP_MODEL_NAME") or info["name"] or settings.model_name,
+            version=os.environ.get("MLSHIP_MODEL_VERSION") or info["version"] or "unknown",
+            run_id=info["run_id"],
+            directory=path.resolve(),
+        )
+    from mlship.registry import Registry
+
+    resolved = Registry.from_settings(settings).resolve(ref)
+    return ModelSource(
+        ref=ref,
+        uri=resolved.uri,
+        name=resolved.name or settings.model_name,
+        version=resolved.version or "unknown",
+        run_id=resolved.run_id,
+    )
+
+
+def load(source: ModelSource, settings: Settings) -> ServedModel:
+    """Download (when remote) and load the native estimator, its input schema and example."""
+    from mlship.registry import Registry
+
+    if source.directory is not None:
+        return _from_dir(source.directory, source, settings)
+    with tempfile.TemporaryDirectory(prefix="mlship-serve-") as tmp:
+        directory = Registry.from_settings(settings).download(source.uri, Path(tmp))
+        return _from_dir(directory, source, settings)
+
+
+def _from_dir(directory: Path, source: ModelSource, settings: Settings) -> ServedModel:
+    from mlship.registry import load_model_dir, model_input_example, model_input_schema
+
+    estimator = load_model_dir(directory)
+    columns = [Column(name, kind) for name, kind in model_input_schema(directory)]
+    if not columns:  # a model logged without a signature: fall back to the configured features
+        columns = [Column(c, "string") for c in settings.categorical_features]
+        columns += [Column(c, "double") for c in settings.numeric_features]
+    frame = model_input_example(directory)
+    rows: list[dict[str, Any]] = []
+    if frame is not None:
+        rows = [{str(k): _plain(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+    return ServedModel(
+        estimator=estimator,
+        columns=columns,
+        name=source.name,
+        version=source.version,
+        run_id=source.run_id,
+        uri=source.uri,
+        example=rows,
+    )
+
+
+def warmup_rows(model: ServedModel) -> list[dict[str, Any]]:
+    """The logged input example, or one neutral row built from the schema when there is none."""
+    if model.example:
+        return model.example[:1]
+    neutral: dict[Kind, Any] = {"string": "", "number": 0.0, "boolean": False, "any": ""}
+    return [{c.name: neutral[c.kind] for c in model.columns}]
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars → Python scalars, so JSON encoders and comparisons behave."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
