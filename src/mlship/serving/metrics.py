@@ -19,7 +19,7 @@ class ServingMetrics:
     """Requests by endpoint and status, errors, latency, predictions by class, batch sizes."""
 
     def __init__(self) -> None:
-        disable_created_metrics()  # `*_created` series per label set would double every scrape  # type: ignore[no-untyped-call]
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no doubled `*_created` series per scrape
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "mlship_requests",
