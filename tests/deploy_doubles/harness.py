@@ -66,7 +66,16 @@ class FakeRegistry:
 
 
 def make_settings(root: Path, **deploy: Any) -> Settings:
-    values = {"verify_window_s": 1.0, "ready_timeout_s": 10.0, "port": free_port(), **deploy}
+    # Latency budgets are loose here: these tests are about switching, and a loaded 2-core CI
+    # machine with coverage on every subprocess must not turn them into latency tests.
+    values = {
+        "verify_window_s": 1.0,
+        "ready_timeout_s": 10.0,
+        "port": free_port(),
+        "smoke_latency_ms": 5000.0,
+        "max_p99_ms": 5000.0,
+        **deploy,
+    }
     return settings_from_mapping({"deploy": values}, root=root)
 
 
