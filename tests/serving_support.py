@@ -81,7 +81,9 @@ def start_server(args: list[str], cwd: Path, env: dict[str, str] | None = None) 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise AssertionError(
+                f"server exited {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}"
+            )
         try:
             if httpx.get(url + "/ready", timeout=2).status_code == 200:
                 return proc, url

@@ -155,7 +155,7 @@ def test_sampled_predictions_are_logged_for_drift(model: ServingModel, tmp_path:
 
 def test_a_reference_loads_in_the_background_and_ready_tells_the_truth(model: ServingModel, tmp_path: Path) -> None:
     settings = settings_for(model.root, prediction_log_sample=0.0)
-    app = create_app(f"models:/card-fraud@challenger", settings=settings, log_stream=io.StringIO())
+    app = create_app("models:/card-fraud@challenger", settings=settings, log_stream=io.StringIO())
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200  # liveness at once
         first = c.get("/ready")
@@ -181,7 +181,7 @@ def test_an_unknown_reference_fails_at_once(model: ServingModel) -> None:
 
 def test_a_model_that_cannot_predict_never_gets_ready(model: ServingModel, tmp_path: Path) -> None:
     class Broken:
-        classes_ = [0, 1]
+        classes_ = (0, 1)
 
         def predict_proba(self, frame: Any) -> Any:
             raise RuntimeError("weights are corrupt")
@@ -207,14 +207,16 @@ def test_a_model_error_on_one_request_is_a_500_and_the_server_carries_on(model: 
     served = load(resolve_source(str(model.model_dir), settings), settings)
 
     class Picky:
-        classes_ = [0, 1]
+        classes_ = (0, 1)
 
         def predict_proba(self, frame: Any) -> Any:
             if (frame["amount"] < 0).any():
                 raise ValueError("negative amount")
             return served.estimator.predict_proba(frame)
 
-    picky = ServedModel(estimator=Picky(), columns=served.columns, name="card-fraud", version="1", example=served.example)
+    picky = ServedModel(
+        estimator=Picky(), columns=served.columns, name="card-fraud", version="1", example=served.example
+    )
     with TestClient(create_app(picky, settings=settings, log_stream=io.StringIO())) as c:
         wait_ready(c)
         bad = c.post("/predict", json={"records": [{**model.example[0], "amount": -1}]})
