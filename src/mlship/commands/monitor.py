@@ -21,19 +21,31 @@ def drift(
     report_dir: Annotated[
         Path | None, typer.Option("--report-dir", help="Where drift.json/.md/PNGs go (default: .mlship/reports).")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model URI (models:/NAME@ALIAS, runs:/ID/model, or a dir) that scores the reference, and the "
+            "current data unless it is a prediction log, so prediction drift is reported.",
+        ),
+    ] = None,
 ) -> None:
-    """Detect feature drift (exit 0 none, 1 drift, 2 bad input)."""
+    """Detect feature drift (exit 0 none, 1 drift, 2 bad input); prediction drift is reported alongside.
+
+    Prediction drift compares the model's probability on both sides: from the prediction log
+    when --current is one, computed with --model otherwise. It does not change the exit code.
+    """
 
     def action(settings: Settings) -> int:
         from mlship.monitoring.drift import check, detect
 
-        report = detect(settings, reference, current, report_dir)
+        report = detect(settings, reference, current, report_dir, model)
         from rich.table import Table
 
         table = Table(title="drift")
         for col in ("feature", "effect", "PSI", "verdict"):
             table.add_column(col)
-        for f in report.features:
+        for f in report.features + ([report.prediction] if report.prediction else []):
             table.add_row(
                 f.feature, f"{f.effect_name}={f.effect:.4f}", f"{f.psi:.4f}", "DRIFT" if f.drifted else f.level
             )
