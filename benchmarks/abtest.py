@@ -11,9 +11,10 @@ Scenarios (seeded, `--sims` simulated tests each, default 2000):
   aa_naive_peeking     A/A, same 5 looks, "p < alpha at any look"         -> what peeking costs
   power_fixed_horizon  +2 points, the same fixed-horizon procedure          -> power
   power_5_looks        +2 points, 5 equal looks up to the required n      -> power, mean n per arm
+  power_5_looks_plus_25pct  the same with 25% more per look               -> what extra n buys back
 
 `uv run python benchmarks/abtest.py [--sims N]` writes benchmarks/results/abtest.json.
-Bounded: 6 x sims x at most 5 decisions (at most 60k calls at the default).
+Bounded: 7 x sims x at most 5 decisions (at most 60k calls at the default).
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def main() -> None:
         "aa_naive_peeking": simulate(sims, BASELINE, BASELINE, per_look, LOOKS, seed=2, naive=True),
         "power_fixed_horizon": simulate_fixed(sims, BASELINE, treated, n_fixed, seed=3),
         "power_5_looks": simulate(sims, BASELINE, treated, per_look, LOOKS, seed=4),
+        "power_5_looks_plus_25pct": simulate(sims, BASELINE, treated, math.ceil(1.25 * per_look), LOOKS, seed=5),
     }
     # Monte-Carlo standard error of a rate near alpha: the yardstick for "stays at the nominal level".
     mc_se = math.sqrt(ALPHA * (1 - ALPHA) / sims)
@@ -146,6 +148,7 @@ def main() -> None:
                 "fixed_horizon_mean_n_per_arm": runs["power_fixed_horizon"]["mean_n_per_arm"],
                 "five_looks": runs["power_5_looks"]["promote_rate"],
                 "five_looks_mean_n_per_arm": runs["power_5_looks"]["mean_n_per_arm"],
+                "five_looks_max_n_plus_25pct": runs["power_5_looks_plus_25pct"]["promote_rate"],
             },
             "scenarios": runs,
             "seconds": round(time.perf_counter() - started, 1),

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.data.synth import generate
+from mlship.errors import ConfigError
 from mlship.model.train import TrainResult
 from mlship.monitoring.drift import compare, detect, load_current, score
 from mlship.registry import Registry
-from mlship.settings import load_settings
+from mlship.settings import Settings, load_settings
 
 register_all(app)
 
@@ -76,11 +78,6 @@ class _Refuses:
 
 
 def test_score_names_what_is_missing_and_what_the_model_refused() -> None:
-    import pytest
-
-    from mlship.errors import ConfigError
-    from mlship.settings import Settings
-
     settings = Settings()
     frame = generate(20, seed=1)
     with pytest.raises(ConfigError, match=r"cannot score cur: missing features \['amount'\]"):

@@ -178,3 +178,26 @@ def test_read_events_returns_arms_as_text(tmp_path: Path) -> None:
     path = _write(tmp_path / "ev.csv", "arm,outcome\n1,1\n2,0\n")
     events = read_events(path)
     assert list(events["arm"]) == ["1", "2"] and list(events["outcome"]) == [1, 0]
+
+
+def test_an_unreadable_traffic_split_blocks_apply_but_not_the_analysis(project: Path) -> None:
+    from mlship.deploy.bluegreen import Controller
+    from mlship.deploy.release import DeployState, Release
+    from mlship.deploy.targets.local import LocalTarget
+    from mlship.errors import InfraError
+    from mlship.settings import Settings
+
+    settings = Settings(root=project)
+    target = LocalTarget(settings.state_path / "deploy" / "staging", port=1)  # no router: the split is unknown
+    ctl = Controller(settings, target, "staging")
+    release = Release(ref="r", uri="r", name="card-fraud", version="2")
+    ctl.store.save(
+        DeployState("staging", live="blue", colors={"blue": release, "green": release.with_(outcome="canary")})
+    )
+    events = events_frame({"blue": (100, 1000), "green": (150, 1000)})
+    events.to_csv("ev.csv", index=False)
+    with pytest.raises(InfraError, match="cannot read the canary's traffic split on local"):
+        decide_canary(Path("ev.csv"), Path("rep"), ctl=ctl, apply=True, design={"mde": 0.05})
+    assert not Path("rep/abtest.json").exists()
+    looked = decide_canary(Path("ev.csv"), Path("rep"), ctl=ctl, design={"mde": 0.05}).report
+    assert looked.state == "promote" and looked.srm_p_value is None and looked.action == "none"
