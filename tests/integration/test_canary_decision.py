@@ -19,11 +19,23 @@ from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.bluegreen import Controller
 from mlship.deploy.targets.base import Signal
+from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port
 from mlship.errors import ConfigError, PipelineRejected
 from mlship.monitoring.canary import canary_arms, decide_canary
 from mlship.settings import load_settings, settings_from_mapping
-from tests.deploy_doubles.harness import FAKE_SERVER, FakeRegistry, fake_golden, fake_release, served_version
+from tests.deploy_doubles.harness import (
+    FAKE_SERVER,
+    REPO,
+    FakeRegistry,
+    double_objects,
+    fake_golden,
+    fake_release,
+    install_kubectl_double,
+    kill_double_servers,
+    make_settings,
+    served_version,
+)
 
 register_all(app)
 DESIGN = {"mde": 0.1}  # small tests: a 10-point lift needs ~300 events per arm
@@ -143,3 +155,29 @@ def test_a_promotion_that_fails_verification_is_rolled_back_and_reported(project
         assert report["state"] == "promote" and report["action"].startswith("promotion rolled back")
     finally:
         target.down()
+
+
+@pytest.mark.slow
+def test_kubernetes_canary_rejected_scales_the_canary_down_and_reselects_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = install_kubectl_double(tmp_path, monkeypatch)
+    settings = make_settings(tmp_path, ready_timeout_s=5.0)
+    target = KubernetesTarget(REPO / "deployment" / "k8s", env="staging", namespace="ml", timeout_s=5.0)
+    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    image = "registry.invalid/mlship-model@sha256:" + "0" * 64
+    try:
+        ctl.deploy(fake_release("1").with_(image=image))
+        ctl.deploy(fake_release("2").with_(image=image), strategy="canary", weight=10)
+        # 10 % asked, one pod each is 50 %: the sample-ratio check expects the split that is real.
+        assert canary_arms(ctl).treatment_share == 0.5
+        events = write_events(tmp_path / "ev.csv", {"blue": (360, 600), "green": (240, 600)})
+        outcome = decide_canary(events, tmp_path / "rep", ctl=ctl, apply=True, design=DESIGN)
+        assert outcome.report.state == "reject" and not outcome.report.srm
+        objects = double_objects(state)
+        assert objects["Service/ml/mlship-model"]["spec"]["selector"]["mlship.dev/color"] == "blue"
+        assert objects["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 0
+        assert ctl.status()["history"][0]["outcome"] == "rejected"
+    finally:
+        target.close()
+        kill_double_servers(state)
