@@ -134,6 +134,7 @@ def test_missing_events_file_and_mixed_modes_are_usage_errors(project: Path) -> 
     assert code == 2 and "does not exist" in out
     assert abtest("--events", "x.csv", "--control", "1/2", "--treatment", "1/2")[0] == 2
     assert abtest("--control", "1/2")[0] == 2
+    assert abtest("--control", "1/2", "--treatment", "1/2", "--direction", "up")[0] == 2
     assert abtest("--control", "1/2", "--treatment", "1/2", "--apply")[0] == 2
     _write(project / "ev.csv", "arm,outcome\nA,1\nB,0\n")
     code, out = abtest("--events", "ev.csv", "--control-arm", "A")

@@ -130,6 +130,8 @@ def abtest(
     max_looks: Annotated[int, typer.Option("--max-looks", help="Planned looks (1 = fixed horizon).")] = 1,
     direction: Annotated[str, typer.Option("--direction", help="greater: success is good; less: bad.")] = "greater",
 ) -> None:
+    if direction not in ("greater", "less"):
+        raise typer.BadParameter(f"expected greater or less, got {direction!r}", param_hint="--direction")
     counts = _abtest_counts(control, treatment, events, apply)
 
     def action(settings: Settings) -> int:
@@ -141,7 +143,7 @@ def abtest(
             "mde": mde,
             "looks_done": looks_done,
             "max_looks": max_looks,
-            "direction": "less" if direction == "less" else "greater",
+            "direction": direction,
         }
         out = report_dir or settings.reports_path
         if counts is not None:
