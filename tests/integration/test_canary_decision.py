@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.bluegreen import Controller
-from mlship.deploy.targets.base import Signal
+from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port
 from mlship.errors import ConfigError, PipelineRejected
@@ -134,10 +134,28 @@ class BlindAfterCanary(LocalTarget):
         return None if self.blind and color == "green" else super().signal(color)
 
 
-def test_a_promotion_that_fails_verification_is_rolled_back_and_reported(project: Path) -> None:
+class UnreachableAfterCanary(LocalTarget):
+    """The way to the canary breaks once `cut` is set (a port-forward dying on kubernetes)."""
+
+    cut = False
+
+    def traffic_url(self, color: str) -> str:
+        if self.cut and color == "green":
+            raise ColorFailed("port-forward to green failed")
+        return super().traffic_url(color)
+
+
+@pytest.mark.parametrize(
+    ("target_cls", "reason"),
+    [(BlindAfterCanary, "rolled back: missing signal"), (UnreachableAfterCanary, "port-forward to green failed")],
+    ids=["counters-vanish", "canary-unreachable"],
+)
+def test_a_promotion_that_fails_verification_is_rolled_back_and_reported(
+    project: Path, target_cls: type[LocalTarget], reason: str
+) -> None:
     deploy = {"port": free_port(), "verify_window_s": 1.0, "smoke_latency_ms": 5000.0, "max_p99_ms": 5000.0}
     settings = settings_from_mapping({"deploy": deploy}, root=project)
-    target = BlindAfterCanary(
+    target = target_cls(
         settings.state_path / "deploy" / "staging",
         port=settings.deploy.port,
         runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
@@ -146,9 +164,9 @@ def test_a_promotion_that_fails_verification_is_rolled_back_and_reported(project
     try:
         ctl.deploy(fake_release("1"))
         ctl.deploy(fake_release("2"), strategy="canary", weight=50)
-        target.blind = True
+        target.blind = target.cut = True  # type: ignore[attr-defined]
         events = write_events(project / "ev.csv", {"blue": (240, 600), "green": (360, 600)})
-        with pytest.raises(PipelineRejected, match="rolled back: missing signal"):
+        with pytest.raises(PipelineRejected, match=reason):
             decide_canary(events, project / "rep", ctl=ctl, apply=True, design=DESIGN)
         assert live_version(ctl) == "1" and not ctl.target.running("green")
         report = json.loads((project / "rep" / "abtest.json").read_text())

@@ -119,8 +119,16 @@ def _act(ctl: Controller, report: AbReport) -> DeployResult | None:
         report.action = f"none: keep collecting (need {report.need_per_arm} more per arm)"
         return None
     if report.state == "promote":
+        from mlship.deploy.targets.base import ColorFailed
+
         report.action = "promoting"
-        done = ctl.promote_canary()
+        try:
+            done = ctl.promote_canary()
+        except ColorFailed as exc:  # the way to the canary broke mid-verification: fail closed, switch back
+            back = ctl.rollback()
+            raise PipelineRejected(
+                f"canary promotion rolled back: verification failed: {exc}", hint=f"{back.release.label} is live"
+            ) from None
         report.action = f"promoted: {done.release.label} is live on {done.live}"
         return done
     done = ctl.reject_canary(f"A/B test: {report.decision.reason}")
