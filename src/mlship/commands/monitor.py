@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mlship import cli
 
 if TYPE_CHECKING:
+    from mlship.monitoring.events import AbReport
     from mlship.settings import Settings
 
 
@@ -20,19 +21,31 @@ def drift(
     report_dir: Annotated[
         Path | None, typer.Option("--report-dir", help="Where drift.json/.md/PNGs go (default: .mlship/reports).")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model URI (models:/NAME@ALIAS, runs:/ID/model, or a dir) that scores the reference, and the "
+            "current data unless it is a prediction log, so prediction drift is reported.",
+        ),
+    ] = None,
 ) -> None:
-    """Detect feature drift (exit 0 none, 1 drift, 2 bad input)."""
+    """Detect feature drift (exit 0 none, 1 drift, 2 bad input); prediction drift is reported alongside.
+
+    Prediction drift compares the model's probability on both sides: from the prediction log
+    when --current is one, computed with --model otherwise. It does not change the exit code.
+    """
 
     def action(settings: Settings) -> int:
         from mlship.monitoring.drift import check, detect
 
-        report = detect(settings, reference, current, report_dir)
+        report = detect(settings, reference, current, report_dir, model)
         from rich.table import Table
 
         table = Table(title="drift")
         for col in ("feature", "effect", "PSI", "verdict"):
             table.add_column(col)
-        for f in report.features:
+        for f in report.features + ([report.prediction] if report.prediction else []):
             table.add_row(
                 f.feature, f"{f.effect_name}={f.effect:.4f}", f"{f.psi:.4f}", "DRIFT" if f.drifted else f.level
             )
@@ -52,10 +65,64 @@ def _counts(text: str, option: str) -> tuple[int, int]:
     return s, n
 
 
+ABTEST_HELP = """\
+Decide an A/B test or a canary with a one-sided two-proportion z-test, no peeking.
+
+Either pass counts (--control S/N --treatment S/N) or an events file (--events PATH: CSV,
+Parquet or JSONL, one row per exposure with an arm column and a 0/1 outcome column).
+Without --control-arm/--treatment-arm the arms come from the running canary of --env:
+the live color is the control, the canary color the treatment, and the canary's traffic
+share is the split the sample-ratio-mismatch check expects. --apply then acts on the
+canary: promote (all traffic to it, verify, make it live), reject (all traffic back to the
+live color, canary stopped) or inconclusive (nothing changes).
+
+Exit codes: 0 promote or inconclusive (keep collecting), 1 reject, or a sample ratio
+mismatch (p < 0.001: the split is broken, so nothing is decided or moved), 2 bad input.
+Writes abtest.json and abtest.md to the report dir.
+"""
+
+
 def abtest(
     ctx: typer.Context,
-    control: Annotated[str, typer.Option("--control", help="Control arm as SUCCESSES/N.")],
-    treatment: Annotated[str, typer.Option("--treatment", help="Treatment arm as SUCCESSES/N.")],
+    control: Annotated[str | None, typer.Option("--control", help="Control arm as SUCCESSES/N.")] = None,
+    treatment: Annotated[str | None, typer.Option("--treatment", help="Treatment arm as SUCCESSES/N.")] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option("--events", help="Events file (CSV, Parquet or JSONL): one row per exposure, arm + 0/1 outcome."),
+    ] = None,
+    arm_column: Annotated[str, typer.Option("--arm-column", help="Events column naming the arm.")] = "arm",
+    outcome_column: Annotated[
+        str, typer.Option("--outcome-column", help="Events column with the 0/1 outcome (1 = success).")
+    ] = "outcome",
+    control_arm: Annotated[
+        str | None, typer.Option("--control-arm", help="Arm value of the control (default: the live color).")
+    ] = None,
+    treatment_arm: Annotated[
+        str | None, typer.Option("--treatment-arm", help="Arm value of the treatment (default: the canary color).")
+    ] = None,
+    treatment_share: Annotated[
+        float | None,
+        typer.Option(
+            "--treatment-share",
+            help="Intended share of exposures in the treatment arm, for the sample-ratio check "
+            "(default: the canary's traffic weight; 0.5 for named arms; unchecked for counts).",
+        ),
+    ] = None,
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Act on the running canary: promote, reject (switch back) or leave it."),
+    ] = False,
+    target: Annotated[
+        str, typer.Option("--target", help="Where the canary runs: local or kubernetes (with --events).")
+    ] = "local",
+    env: Annotated[str, typer.Option("--env", help="Environment of the canary: staging or production.")] = "staging",
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Kubernetes namespace (default: [tool.mlship.deploy]).")
+    ] = None,
+    approve: Annotated[bool, typer.Option("--approve", help="Approve acting on a production canary.")] = False,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report-dir", help="Where abtest.json/.md go (default: .mlship/reports).")
+    ] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="One-sided significance level.")] = 0.05,
     power: Annotated[float, typer.Option("--power", help="Power used for the required n per arm.")] = 0.8,
     mde: Annotated[float, typer.Option("--mde", help="Minimum detectable absolute effect.")] = 0.01,
@@ -63,32 +130,115 @@ def abtest(
     max_looks: Annotated[int, typer.Option("--max-looks", help="Planned looks (1 = fixed horizon).")] = 1,
     direction: Annotated[str, typer.Option("--direction", help="greater: success is good; less: bad.")] = "greater",
 ) -> None:
-    """Decide a canary: promote (exit 0), reject (exit 1) or inconclusive (exit 0, keep collecting)."""
-    cs, cn = _counts(control, "--control")
-    ts, tn = _counts(treatment, "--treatment")
+    if direction not in ("greater", "less"):
+        raise typer.BadParameter(f"expected greater or less, got {direction!r}", param_hint="--direction")
+    counts = _abtest_counts(control, treatment, events, apply)
 
     def action(settings: Settings) -> int:
-        from mlship.monitoring.abtest import decide
+        from mlship.monitoring.events import Arm, analyse, write_report
 
-        d = decide(
-            cs,
-            cn,
-            ts,
-            tn,
-            alpha=alpha,
-            power=power,
-            mde=mde,
-            looks_done=looks_done,
-            max_looks=max_looks,
-            direction="less" if direction == "less" else "greater",
-        )
-        cli.console().print(
-            f"{d.state}: {d.reason} (z={d.z:.3f}, p={d.p_value:.4g}, "
-            f"diff CI [{d.ci[0]:.4f}, {d.ci[1]:.4f}], required n/arm {d.required_n})"
-        )
-        return 1 if d.state == "reject" else 0
+        design: dict[str, Any] = {
+            "alpha": alpha,
+            "power": power,
+            "mde": mde,
+            "looks_done": looks_done,
+            "max_looks": max_looks,
+            "direction": direction,
+        }
+        out = report_dir or settings.reports_path
+        if counts is not None:
+            (cs, cn), (ts, tn) = counts
+            report = analyse(
+                Arm("control", cs, cn), Arm("treatment", ts, tn), expected_treatment_share=treatment_share, **design
+            )
+            write_report(report, out)
+        else:
+            assert events is not None
+            report = _abtest_events(
+                settings,
+                events,
+                out,
+                apply=apply,
+                target=target,
+                env=env,
+                namespace=namespace,
+                approve=approve,
+                arm_column=arm_column,
+                outcome_column=outcome_column,
+                control_arm=control_arm,
+                treatment_arm=treatment_arm,
+                treatment_share=treatment_share,
+                design=design,
+            )
+        _print_abtest(report)
+        return 1 if report.state in ("reject", "srm") else 0
 
     cli.run(ctx, action)
+
+
+def _abtest_counts(
+    control: str | None, treatment: str | None, events: Path | None, apply: bool
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Counts mode, events mode, or a usage error (exit 2) for a mix of both."""
+    if events is not None:
+        if control is not None or treatment is not None:
+            raise typer.BadParameter("use either --events or --control/--treatment counts", param_hint="--events")
+        return None
+    if control is None or treatment is None:
+        raise typer.BadParameter("pass --control S/N and --treatment S/N, or --events PATH", param_hint="--control")
+    if apply:
+        raise typer.BadParameter("--apply decides a canary from its events: pass --events", param_hint="--apply")
+    return _counts(control, "--control"), _counts(treatment, "--treatment")
+
+
+def _abtest_events(
+    settings: Settings,
+    events: Path,
+    out: Path,
+    *,
+    apply: bool,
+    target: str,
+    env: str,
+    namespace: str | None,
+    approve: bool,
+    control_arm: str | None,
+    treatment_arm: str | None,
+    **options: Any,
+) -> AbReport:
+    from mlship.monitoring.canary import decide_canary
+
+    if not apply and control_arm is not None and treatment_arm is not None:
+        return decide_canary(events, out, control_arm=control_arm, treatment_arm=treatment_arm, **options).report
+    from mlship.commands.deploy import controller
+
+    if apply:
+        from mlship.deploy.bluegreen import require_approval
+
+        require_approval(env, approve)
+    ctl = controller(settings, target, env, namespace)
+    try:
+        outcome = decide_canary(
+            events, out, ctl=ctl, apply=apply, control_arm=control_arm, treatment_arm=treatment_arm, **options
+        )
+    finally:
+        ctl.target.close()
+    return outcome.report
+
+
+def _print_abtest(report: AbReport) -> None:
+    d = report.decision
+    c, t = report.control, report.treatment
+    out = cli.console()
+    out.print(report.summary)
+    out.print(
+        f"control {c.name} {c.successes}/{c.n} ({c.rate:.4f}), treatment {t.name} {t.successes}/{t.n} ({t.rate:.4f}); "
+        f"lift {report.lift:+.4f}, diff CI [{d.ci[0]:.4f}, {d.ci[1]:.4f}]; z={d.z:.3f}, p={d.p_value:.4g}, "
+        f"boundary {d.boundary:.3f}; required n/arm {d.required_n}"
+    )
+    if report.srm_p_value is not None:
+        out.print(f"sample ratio: p={report.srm_p_value:.3g} ({'MISMATCH' if report.srm else 'ok'})")
+    if report.action != "none":
+        out.print(f"action: {report.action}")
 
 
 def predict_batch(
@@ -113,4 +263,4 @@ def predict_batch(
 def register(app: typer.Typer) -> None:
     app.command("predict-batch")(predict_batch)
     app.command("drift")(drift)
-    app.command("abtest")(abtest)
+    app.command("abtest", help=ABTEST_HELP)(abtest)

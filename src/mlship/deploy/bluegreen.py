@@ -423,6 +423,20 @@ class Controller:
         write_json(reports / "deploy.json", result.to_dict())
         write_text(reports / "deploy.md", render_markdown(result))
 
+    def reject_canary(self, reason: str = "canary rejected") -> DeployResult:
+        """All traffic back to the live color, the canary stopped and recorded as rejected."""
+        with deploy_lock(self.store.dir):
+            state = self.store.load()
+            canary = self._canary(state)
+            if canary is None or state.live is None:
+                raise ConfigError("no canary is running", hint="start one with `mlship deploy --strategy canary`")
+            release = state.colors[canary]
+            done = self._switch_back(state, state.live, from_color=canary, action="abort-canary")
+            self.store.record(release.with_(outcome="rejected", detail=reason, deployed_at=time.time()))
+            done.action = "reject-canary"
+            self._report(done)
+            return done
+
 
 def render_markdown(result: DeployResult) -> str:
     r = result.release

@@ -5,6 +5,11 @@ uses effect sizes: normalised Wasserstein (W1 / std_ref) for numeric features, J
 distance for categorical ones; PSI (10 reference-quantile bins, eps 1e-4) is reported and
 fails at ``psi_fail``. KS / chi-square p-values are reported on a subsample of at most
 ``TEST_SAMPLE`` rows per side. PSI is biased upward below ``MIN_ROWS`` rows: the report says so.
+
+Prediction drift compares the model's positive-class probability on both sides: taken from
+the prediction log when ``--current`` is one, and computed with ``--model`` otherwise (the
+reference, typically training data, never carries predictions). It is reported, and plotted
+when it drifts, but the dataset verdict (exit code) stays a feature-drift decision.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ if TYPE_CHECKING:
     from mlship.settings import DriftSettings, Settings
 
 EPS = 1e-4
+PROBABILITY = "__probability__"
+"""Column holding the model's positive-class probability (from the log or from --model)."""
 BINS = 10
 TEST_SAMPLE = 50_000
 MIN_ROWS = 1000
@@ -55,6 +62,7 @@ class DriftReport:
     drift_share: float
     dataset_drift: bool
     prediction: FeatureDrift | None = None
+    prediction_source: str | None = None
     warnings: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
 
@@ -152,7 +160,7 @@ def load_current(path: Path) -> pd.DataFrame:
             raise ConfigError(f"{path} has no 'inputs' key", hint="use the server's prediction log format")
         frame = pd.json_normalize(log["inputs"].tolist())
         if "probability" in log.columns:
-            frame["__probability__"] = pd.to_numeric(log["probability"], errors="coerce")
+            frame[PROBABILITY] = pd.to_numeric(log["probability"], errors="coerce")
         return frame
     from mlship.data.io import read_table
 
@@ -188,12 +196,17 @@ def compare(settings: Settings, ref: pd.DataFrame, cur: pd.DataFrame, *, ref_nam
             "treat results as indicative"
         )
     prediction = None
-    if "__probability__" in cur.columns and "__probability__" in ref.columns:
+    if PROBABILITY in cur.columns and PROBABILITY in ref.columns:
         prediction = numeric_drift(
             "prediction_probability",
-            ref["__probability__"].to_numpy(float),
-            cur["__probability__"].to_numpy(float),
+            ref[PROBABILITY].to_numpy(float, na_value=np.nan),
+            cur[PROBABILITY].to_numpy(float, na_value=np.nan),
             cfg,
+        )
+    elif PROBABILITY in cur.columns:
+        warnings.append(
+            "the current log has predictions but the reference has none: "
+            "pass --model to score the reference and report prediction drift"
         )
     share = sum(f.drifted for f in feats) / len(feats)
     return DriftReport(
@@ -218,6 +231,15 @@ def render_markdown(report: DriftReport) -> str:
         f"Reference `{report.reference}` ({report.n_reference} rows) vs current `{report.current}` "
         f"({report.n_current} rows). Drifted share {report.drift_share:.0%}.",
         "",
+    ]
+    if report.prediction is not None:
+        p = report.prediction
+        lines += [
+            f"Prediction drift ({report.prediction_source}): "
+            f"{'DRIFT' if p.drifted else p.level}, {p.effect_name}={p.effect:.4f}, PSI={p.psi:.4f}.",
+            "",
+        ]
+    lines += [
         "| feature | kind | effect | value | PSI | test p | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -257,13 +279,53 @@ def _plot(ref: pd.Series, cur: pd.Series, kind: str, title: str, dest: Path) -> 
     return dest
 
 
-def detect(settings: Settings, reference_path: Path, current_path: Path, report_dir: Path | None = None) -> DriftReport:
-    """Compare files, write drift.json/.md and one PNG per drifted feature; return the report."""
+def score(settings: Settings, model: Any, frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``frame`` with the model's positive-class probability in the PROBABILITY column."""
+    missing = [f for f in settings.features if f not in frame.columns]
+    if missing:
+        raise ConfigError(f"cannot score {name}: missing features {missing}", hint="pass files with the model's inputs")
+    try:
+        proba = model.predict_proba(frame[settings.features])[:, 1]
+    except (ValueError, TypeError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"the model cannot score {name}: {first}", hint="is it the model trained on this schema?"
+        ) from None
+    return frame.assign(**{PROBABILITY: proba})
+
+
+def detect(
+    settings: Settings,
+    reference_path: Path,
+    current_path: Path,
+    report_dir: Path | None = None,
+    model_ref: str | None = None,
+) -> DriftReport:
+    """Compare files, write drift.json/.md and one PNG per drifted feature; return the report.
+
+    With ``model_ref`` the reference, and the current data when it has no logged
+    probabilities, are scored so that prediction drift is reported too.
+    """
     from mlship.data.io import read_table
 
     ref = read_table(reference_path)
     cur = load_current(current_path)
+    source = "prediction log" if PROBABILITY in cur.columns else None
+    if model_ref is not None:
+        from mlship.registry import Registry
+
+        registry = Registry.from_settings(settings)
+        resolved = registry.resolve(model_ref)
+        model = registry.load_model(resolved)
+        ref = score(settings, model, ref, str(reference_path))
+        if PROBABILITY in cur.columns:
+            source = f"reference scored with {resolved.uri}, current from the prediction log"
+        else:
+            cur = score(settings, model, cur, str(current_path))
+            source = f"both scored with {resolved.uri}"
     report = compare(settings, ref, cur, ref_name=str(reference_path), cur_name=str(current_path))
+    if report.prediction is not None:
+        report.prediction_source = source
     out = report_dir or settings.reports_path
     for f in report.features:
         if f.drifted:
@@ -278,6 +340,16 @@ def detect(settings: Settings, reference_path: Path, current_path: Path, report_
                     )
                 )
             )
+    if report.prediction is not None and report.prediction.drifted:
+        p = report.prediction
+        figure = _plot(
+            ref[PROBABILITY],
+            cur[PROBABILITY],
+            "numeric",
+            f"prediction: {p.effect_name}={p.effect:.3f}",
+            out / "drift_prediction.png",
+        )
+        report.figures.append(str(figure))
     write_json(out / "drift.json", report.to_dict())
     write_text(out / "drift.md", render_markdown(report))
     return report
