@@ -64,6 +64,8 @@ def test_run_argv_publishes_on_loopback_only_read_only_with_a_tmpfs(tmp_path: Pa
     assert argv[:3] == ["docker", "run", "--detach"]
     assert argv[argv.index("--publish") + 1] == "127.0.0.1:43123:8000"
     assert "--read-only" in argv and argv[argv.index("--tmpfs") + 1].startswith("/tmp:")
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+    assert argv[argv.index("--security-opt") + 1] == "no-new-privileges"
     assert argv[argv.index("--env") + 1] == "MLSHIP_COLOR=green"
     assert argv[argv.index("--name") + 1] == f"mlship-staging-green-{scope_of(tmp_path)}"
     assert argv[-1] == "sha256:" + "7" * 64  # the pinned id, never the (movable) tag

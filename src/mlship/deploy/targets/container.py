@@ -2,10 +2,11 @@
 
 Same controller, same router: only how a color runs changes. Each color is
 `docker run -d --name mlship-<env>-<color>-<scope> -p 127.0.0.1:<port>:8000 --read-only
---tmpfs /tmp -e MLSHIP_COLOR=<color> <image id>`, published on loopback only. The handle
-records the container id; alive = the container is running; stop = `docker stop` with a
-grace period (the server drains on SIGTERM), then `docker rm`. A `docker logs -f` follower
-writes the container's output to the color's log file, like a process color's.
+--cap-drop ALL --security-opt no-new-privileges --tmpfs /tmp -e MLSHIP_COLOR=<color> <image id>`,
+published on loopback only. The handle records the container id; alive = the container is
+running; stop = `docker stop` with a grace period (the server drains on SIGTERM), then
+`docker rm`. A `docker logs -f` follower writes the container's output to the color's log
+file, like a process color's.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class DockerRunner:
             "--publish",
             f"127.0.0.1:{port}:{CONTAINER_PORT}",
             "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
             "--tmpfs",
             f"/tmp:rw,nosuid,nodev,size={self.tmpfs_size}",
             "--env",
