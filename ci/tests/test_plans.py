@@ -115,6 +115,18 @@ def test_build_uses_the_dockerfile_with_release_build_args(pipe: MlPipeline) -> 
         assert f"{{'name': '{name}', 'value': '{value}'}}" in chain
 
 
+def test_build_args_and_model_dir_match_the_dockerfile(pipe: MlPipeline) -> None:
+    """A build arg the Dockerfile does not declare is silently ignored: keep both sides in step."""
+    dockerfile = (ROOT / "deployment" / "Dockerfile").read_text()
+    declared = dict(re.findall(r"^ARG (\w+)(?:=(\S*))?", dockerfile, flags=re.M))
+    chain = render(pipe._build(dag.directory(), "abc123", "card-fraud", "7", "2026-01-01T00:00:00Z"))
+    passed = re.findall(r"\{'name': '(\w+)', 'value':", chain)
+    assert passed and set(passed) <= set(declared), set(passed) - set(declared)
+    assert f"withDirectory(path='{declared['MODEL_DIR']}'" in chain
+    dockerignore = (ROOT / ".dockerignore").read_text().split()
+    assert f"!{declared['MODEL_DIR']}/" in dockerignore
+
+
 def test_scan_runs_trivy_on_the_tarball_with_db_cache_then_scan_gate(pipe: MlPipeline) -> None:
     image = pipe._build(dag.directory(), "s", "m", "1", "c")
     trivy = pipe._trivy(image, "json")

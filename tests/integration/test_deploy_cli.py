@@ -51,7 +51,7 @@ def write_deploy_config(root: Path, **values: object) -> None:
         (["deploy"], "--model is required"),
         (["deploy", "--model", "models:/m/1", "--env", "production"], "needs approval"),
         (["deploy", "--model", "models:/m/1", "--env", "qa"], "unknown environment"),
-        (["deploy", "--model", "models:/m/1", "--image", "img:1"], "--image needs a container runner"),
+        (["deploy", "--model", "models:/m/1", "--image", "img:1"], "name the model twice"),
         (["deploy", "--model", "models:/m/1", "--target", "nomad"], "unknown target"),
         (["rollback"], "no previous release"),
     ],

@@ -10,10 +10,16 @@ import typer
 from mlship import cli
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlship.deploy.bluegreen import Controller
+    from mlship.deploy.release import Release
+    from mlship.deploy.smoke import Golden
     from mlship.settings import Settings
 
-TARGET_HELP = "Where colors run: local (processes behind a loopback router) or kubernetes (kubectl)."
+TARGET_HELP = (
+    "Where colors run: local (processes, or containers with --image, behind a loopback router) or kubernetes (kubectl)."
+)
 ENV_HELP = "Environment: staging or production (production needs --approve)."
 NS_HELP = "Kubernetes namespace (default: [tool.mlship.deploy] namespace)."
 
@@ -26,12 +32,15 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
     if env not in ENVS:
         raise ConfigError(f"unknown environment {env!r}", hint=f"use one of: {', '.join(ENVS)}")
     if target == "local":
-        from mlship.deploy.targets.local import LocalTarget, ProcessRunner
+        from mlship.deploy.targets.container import DockerRunner, scope_of
+        from mlship.deploy.targets.local import LocalTarget, ProcessRunner, ReleaseRunner
 
         env_vars = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri}
-        runner = ProcessRunner(env=env_vars, cwd=settings.root)
         state_dir = settings.state_path / "deploy" / env
-        return Controller(settings, LocalTarget(state_dir, port=settings.deploy.port, runner=runner), env)
+        # A release with an image (--image) runs as a container, any other as a process.
+        runner = ReleaseRunner(ProcessRunner(env=env_vars, cwd=settings.root), DockerRunner(env, scope_of(state_dir)))
+        local = LocalTarget(state_dir, port=settings.deploy.port, runner=runner)
+        return Controller(settings, local, env, golden=_local_golden(settings))
     if target == "kubernetes":
         from mlship.deploy.targets.kubernetes import KubernetesTarget
 
@@ -45,6 +54,23 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
         )
         return Controller(settings, k8s, env)
     raise ConfigError(f"unknown target {target!r}", hint="use local or kubernetes")
+
+
+def _local_golden(settings: Settings) -> Callable[[Release], Golden]:
+    """Golden rows of an image release come from the model inside the image, else from the registry."""
+    from mlship.deploy.bluegreen import golden_from_registry
+    from mlship.deploy.image import golden_from_image
+
+    from_image = golden_from_image()
+
+    def source(release: Release) -> Golden:
+        if release.image:
+            return from_image(release)
+        from mlship.registry import Registry
+
+        return golden_from_registry(Registry.from_settings(settings))(release)
+
+    return source
 
 
 def _print_result(result: Any) -> None:
@@ -73,7 +99,13 @@ def deploy(
     ] = "bluegreen",
     weight: Annotated[int, typer.Option("--weight", help="Canary share of live traffic, in percent.")] = 10,
     image: Annotated[
-        str | None, typer.Option("--image", help="Serving image (required for --target kubernetes), pinned by digest.")
+        str | None,
+        typer.Option(
+            "--image",
+            help="Serving image built from deployment/Dockerfile. kubernetes: required, pinned by digest, "
+            "with --model. local: run the colors as containers of this local image; its model and "
+            "version come from the image itself (no --model).",
+        ),
     ] = None,
     promote_canary: Annotated[
         bool, typer.Option("--promote-canary", help="Send all traffic to the running canary, verify, make it live.")
@@ -91,13 +123,12 @@ def deploy(
             if promote_canary:
                 result = ctl.promote_canary()
             else:
-                if not model:
-                    raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
                 if image and target == "local":
-                    raise ConfigError(
-                        "--image needs a container runner", hint="the local target runs colors as processes"
-                    )
-                release = ctl.resolve(model, image=image)
+                    release = _image_release(image, model, env)
+                elif not model:
+                    raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
+                else:
+                    release = ctl.resolve(model, image=image)
                 cli.err_console().print(f"deploying {release.label} ({release.uri}) to {target}/{env}…")
                 result = ctl.deploy(release, strategy=strategy, weight=weight)
         finally:
@@ -106,6 +137,19 @@ def deploy(
         return 0
 
     cli.run(ctx, action)
+
+
+def _image_release(image: str, model: str | None, env: str) -> Release:
+    """A local image release: the image carries its model, so --model would be a second truth."""
+    from mlship.deploy.image import release_from_image
+    from mlship.errors import ConfigError
+
+    if model:
+        raise ConfigError(
+            "--model and --image name the model twice for the local target",
+            hint="the image carries its model (see its io.mlship.model.* labels): pass --image alone",
+        )
+    return release_from_image(image, env=env, target="local")
 
 
 def rollback(

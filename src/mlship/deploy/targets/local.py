@@ -3,8 +3,9 @@
 Layout under `.mlship/deploy/<env>/`: `local.json` (router and color handles: pid, port,
 process start time), `route.json` (the router's persisted route), `<color>.log` and
 `router.log`. Only processes recorded there (pid *and* start time match) are ever stopped.
-How a color runs is a small pluggable `ColorRunner` (a process today; a container runner
-implements the same three methods).
+How a color runs is a small pluggable `ColorRunner`: a process (`ProcessRunner`) or a
+container of the release's image (`targets.container.DockerRunner`); `ReleaseRunner` picks
+one per release, so a history mixing both still rolls back.
 """
 
 from __future__ import annotations
@@ -136,6 +137,40 @@ class ProcessRunner:
 
     def stop(self, handle: Handle) -> None:
         terminate(handle)
+
+
+class ReleaseRunner:
+    """A release with an image runs as a container, any other as a process; handles say which."""
+
+    def __init__(self, process: ColorRunner, container: ColorRunner | None = None) -> None:
+        self.process = process
+        self.container = container
+
+    def _for(self, handle: Handle) -> ColorRunner | None:
+        return self.container if handle.get("kind") == "container" else self.process
+
+    def start(self, color: str, release: Release, port: int, log: Path) -> Handle:
+        if not release.image:
+            return self.process.start(color, release, port, log)
+        if self.container is None:
+            raise ColorFailed(f"{release.label} is an image, and this target has no container runner")
+        return self.container.start(color, release, port, log)
+
+    def alive(self, handle: Handle) -> bool:
+        runner = self._for(handle)
+        return runner is not None and runner.alive(handle)
+
+    def stop(self, handle: Handle) -> None:
+        runner = self._for(handle)
+        if runner is not None:
+            runner.stop(handle)
+
+
+def describe(handle: Handle) -> str:
+    """How `mlship down` names what it stopped: a pid or a container."""
+    if handle.get("kind") == "container":
+        return f"container {handle.get('name') or str(handle.get('id', ''))[:12]}"
+    return f"pid {handle.get('pid')}"
 
 
 class LocalTarget:
@@ -319,7 +354,7 @@ class LocalTarget:
         stopped: list[str] = []
         for color in list(data["colors"]):
             if self.running(color):
-                stopped.append(f"{color} (pid {data['colors'][color].get('pid')})")
+                stopped.append(f"{color} ({describe(data['colors'][color])})")
             self.stop(color)
         router = data.get("router")
         if router:
