@@ -78,7 +78,7 @@ def start_server(args: list[str], cwd: Path, env: dict[str, str] | None = None) 
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # an upper bound: a loaded 2-core runner needs >60 s to import mlflow
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(
