@@ -148,6 +148,13 @@ def test_passing_candidate_is_registered_as_challenger_never_champion(in_champio
     # an explicit champion works the same as the alias
     code, _, err = invoke("gate", "--candidate", "models:/card-fraud@challenger", "--champion", "models:/card-fraud/1")
     assert code == 0, err
+    # a candidate that already is a registered version gets the alias, not a new version
+    code, out, err = invoke("gate", "--candidate", "models:/card-fraud/1", "--register", "--report-dir", "v1")
+    assert code == 0, err
+    assert "registered: card-fraud v1 is @challenger" in out
+    assert registry.alias_version("card-fraud", "challenger") == "1"
+    assert registry.alias_version("card-fraud", "champion") == "1"
+    assert [v.version for v in registry.versions("card-fraud")] == ["2", "1"]
 
 
 def test_failing_candidate_is_not_registered(in_champion_project: Any) -> None:

@@ -130,6 +130,7 @@ class GateReport:
     confidence: float
     primary_metric: str
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     logged_to_run: str | None = None
     registered: str | None = None
@@ -159,6 +160,7 @@ class GateReport:
             "size_bytes": self.size_bytes,
             "plots": self.plots,
             "seconds": round(self.seconds, 3),
+            "timings": self.timings,
             "logged_to_run": self.logged_to_run,
             "registered": self.registered,
         }
@@ -532,8 +534,17 @@ def run_gate(
     from mlship.registry import Registry
 
     started = time.perf_counter()
+    timings: dict[str, float] = {}
+    clock = [started]
+
+    def lap(phase: str) -> None:
+        now = time.perf_counter()
+        timings[phase] = round(now - clock[0], 3)
+        clock[0] = now
+
     gates = settings.gates
     data = load_eval_data(settings, data_path)
+    lap("data")
     registry = Registry.from_settings(settings)
     out_dir = report_dir or settings.reports_path / "gate"
     with tempfile.TemporaryDirectory(prefix="mlship-gate-") as tmp:
@@ -546,7 +557,7 @@ def run_gate(
             if no_champion
             else f"no models:/{settings.model_name}@champion yet: comparison skipped (first deploy)"
         )
-
+        lap("load_models")
         t0 = time.perf_counter()
         try:
             p_cand = positive_proba(cand.model, data.X)
@@ -565,7 +576,7 @@ def run_gate(
                     f"champion {champ.ref} cannot score the evaluation data: {_first_line(exc)}",
                     hint="compare on data the champion accepts, or pass --no-champion",
                 ) from None
-
+        lap("score")
         metrics = {"candidate": classification_metrics(data.y, p_cand, THRESHOLD)}
         if p_champ is not None:
             metrics["champion"] = classification_metrics(data.y, p_champ, THRESHOLD)
@@ -576,6 +587,7 @@ def run_gate(
             if p_champ is not None and gates.primary_metric == "accuracy"
             else None
         )
+        lap("bootstrap")
         pred = (p_cand >= THRESHOLD).astype(int)
         fairness = (
             group_rates(
@@ -584,15 +596,21 @@ def run_gate(
             if settings.sensitive_feature and data.groups is not None
             else None
         )
+        lap("fairness")
         latency = measure_latency(cand.model, data.X, gates.latency_rows, batch_seconds)
+        lap("latency")
+        robustness = robustness_gate(cand.model, data.X, pred, settings)
+        lap("robustness")
+        reproducibility = reproducibility_gate(settings, data, p_cand)
+        lap("reproducibility")
         results = [
             *metric_floor_gates(metrics["candidate"], gates.metric_floors),
             versus_champion_gate(primary if p_champ is not None else None, gates, champion_note, mcnemar),
             *fairness_gates(fairness, gates),
             latency_gate(latency, gates.latency_p99_ms),
             size_gate(size_bytes, gates.max_model_size_mb),
-            robustness_gate(cand.model, data.X, pred, settings),
-            reproducibility_gate(settings, data, p_cand),
+            robustness,
+            reproducibility,
         ]
     failed = [g for g in results if g.failed]
     report = GateReport(
@@ -610,8 +628,10 @@ def run_gate(
         size_bytes=size_bytes,
         confidence=gates.confidence,
         primary_metric=gates.primary_metric,
+        timings=timings,
     )
     report.plots = render.write_plots(report, data.y, p_cand, p_champ, out_dir)
+    lap("plots")
     report.seconds = time.perf_counter() - started
     render.write_report(report, out_dir)
     if log_to_run:
