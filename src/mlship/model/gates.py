@@ -407,6 +407,7 @@ def measure_latency(model: Any, X: pd.DataFrame, rows: int, batch_seconds: float
 
     Single rows run with one native thread (as a serving worker should): starting an OpenMP
     team for one row costs more than the prediction and would measure the machine's load.
+    Throughput is that of the evaluation's scoring call, also single-threaded inside `run_gate`.
     """
     import numpy as np
     from threadpoolctl import threadpool_limits
@@ -528,6 +529,8 @@ def run_gate(
     log_to_run: bool = True,
 ) -> GateReport:
     """Evaluate every gate, write gate.json / gate.md / plots to `report_dir`, log to the candidate's run."""
+    from threadpoolctl import threadpool_limits
+
     from mlship.model import report as render
     from mlship.model.fairness import group_rates
     from mlship.model.metrics import classification_metrics, positive_proba
@@ -547,7 +550,9 @@ def run_gate(
     lap("data")
     registry = Registry.from_settings(settings)
     out_dir = report_dir or settings.reports_path / "gate"
-    with tempfile.TemporaryDirectory(prefix="mlship-gate-") as tmp:
+    # One native thread throughout: on a shared 2-core CI runner, OpenMP teams spin against
+    # other jobs and made scoring 10x slower; a serving worker runs single-threaded anyway.
+    with tempfile.TemporaryDirectory(prefix="mlship-gate-") as tmp, threadpool_limits(limits=1):
         cand = load_candidate(registry, candidate, Path(tmp))
         size_bytes = directory_bytes(cand.directory)
         champ_ref = champion_reference(settings, registry, champion, no_champion)
@@ -652,7 +657,12 @@ def _summary(
         return f"{len(failed)} of {len(evaluated)} gates failed — {reasons}{more}."
     text = f"{cand.label} passes all {len(evaluated)} evaluated gates"
     if compared and primary.delta is not None and primary.champion is not None:
-        text += f"; {primary.metric} {primary.candidate:.4f} vs champion {primary.champion:.4f} ({primary.delta:+.4f})"
+        versus = next(g for g in results if g.name == "versus_champion")
+        significance = versus.detail.rsplit("; ", 1)[-1]
+        text += (
+            f"; {primary.metric} {primary.candidate:.4f} vs champion {primary.champion:.4f} "
+            f"({primary.delta:+.4f}, {significance})"
+        )
     else:
         text += f"; {champion_note}"
     return text + "."
