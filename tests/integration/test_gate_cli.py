@@ -115,6 +115,12 @@ def test_first_deploy_with_the_dagger_argv(tmp_path: Path, monkeypatch: pytest.M
     assert code == 0, err
     assert "first deploy" in report(rep)["champion_note"] and gate_status(rep)["versus_champion"] == "skipped"
 
+    # another tracking store (as in a Dagger container without a server): nothing to log to, nothing to register
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    code, _, err = invoke("gate", "--candidate", candidate, "--report-dir", "other", "--register")
+    assert code == 2 and "cannot register" in err and "not tracked" in err
+    assert report(root / "other")["logged_to_run"] is None
+
 
 def test_weaker_candidate_fails_against_the_champion(in_champion_project: Any) -> None:
     root, _strong, weak = in_champion_project
@@ -276,6 +282,10 @@ def test_bad_configuration_and_data_are_exit_2(in_champion_project: Any) -> None
     fair = write_config(root, "fair2.toml", sensitive_feature="customer_segment")
     code, _, err = invoke("--config", str(fair), "gate", "--candidate", cand, "--data", "nosegment.csv")
     assert code == 2 and "lacks the sensitive_feature column 'customer_segment'" in err
+
+    lacking = write_config(root, "lacking.toml", numeric_features=["amount", "hour", "account_age_days"])
+    code, _, err = invoke("--config", str(lacking), "gate", "--candidate", cand, "--no-champion")
+    assert code == 2 and "cannot score the evaluation data" in err and "num_tx_24h" in err
 
     code, _, err = invoke("gate", "--candidate", "no-such-model")
     assert code == 2 and "is not a model reference" in err
