@@ -115,6 +115,11 @@ def test_first_deploy_with_the_dagger_argv(tmp_path: Path, monkeypatch: pytest.M
     assert code == 0, err
     assert "first deploy" in report(rep)["champion_note"] and gate_status(rep)["versus_champion"] == "skipped"
 
+    # an exported directory whose run is in this store registers as a new version of that run's model
+    code, out, err = invoke("gate", "--candidate", candidate, "--no-champion", "--register", "--report-dir", "reg")
+    assert code == 0, err
+    assert "registered: card-fraud v1 is @challenger" in out
+
     # another tracking store (as in a Dagger container without a server): nothing to log to, nothing to register
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     code, _, err = invoke("gate", "--candidate", candidate, "--report-dir", "other", "--register")
@@ -272,6 +277,9 @@ def test_bad_configuration_and_data_are_exit_2(in_champion_project: Any) -> None
     config = write_config(root, "metric.toml", gates={"metric_floors": {"brier": 0.1}})
     code, _, err = invoke("--config", str(config), "gate", "--candidate", cand)
     assert code == 2 and "unknown metric 'brier'" in err and len(err.strip().splitlines()) == 1
+    typo = write_config(root, "typo.toml", gates={"max_latency_ms": 3})
+    code, _, err = invoke("--config", str(typo), "gate", "--candidate", cand)
+    assert code == 2 and "unknown key 'gates.max_latency_ms'" in err and "latency_p99_ms" in err
 
     df = pd.read_parquet(root / "data" / "transactions.parquet")
     df.assign(is_fraud=df.index % 3).to_csv(root / "multi.csv", index=False)

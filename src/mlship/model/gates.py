@@ -139,9 +139,6 @@ class GateReport:
     def passed(self) -> bool:
         return self.verdict == "pass"
 
-    def gate(self, name: str) -> GateResult:
-        return next(g for g in self.gates if g.name == name)
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
