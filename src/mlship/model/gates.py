@@ -407,7 +407,7 @@ def measure_latency(model: Any, X: pd.DataFrame, rows: int, batch_seconds: float
     Throughput is that of the evaluation's scoring call, also single-threaded inside `run_gate`.
     """
     import numpy as np
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # sklearn's own dependency
 
     singles = [X.iloc[[i % len(X)]] for i in range(rows + warmup)]
     times = []
@@ -526,7 +526,7 @@ def run_gate(
     log_to_run: bool = True,
 ) -> GateReport:
     """Evaluate every gate, write gate.json / gate.md / plots to `report_dir`, log to the candidate's run."""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # sklearn's own dependency
 
     from mlship.model import report as render
     from mlship.model.fairness import group_rates
