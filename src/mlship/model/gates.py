@@ -407,11 +407,10 @@ def measure_latency(model: Any, X: pd.DataFrame, rows: int, batch_seconds: float
     Throughput is that of the evaluation's scoring call, also single-threaded inside `run_gate`.
     """
     import numpy as np
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # sklearn's own dependency
 
     singles = [X.iloc[[i % len(X)]] for i in range(rows + warmup)]
     times = []
-    with threadpool_limits(limits=1):
+    with one_native_thread():
         for frame in singles[:warmup]:
             model.predict_proba(frame)
         for frame in singles[warmup:]:
@@ -426,6 +425,13 @@ def measure_latency(model: Any, X: pd.DataFrame, rows: int, batch_seconds: float
         batch_rows=len(X),
         batch_rows_per_s=len(X) / batch_seconds if batch_seconds > 0 else math.inf,
     )
+
+
+def one_native_thread() -> Any:
+    """A context in which BLAS/OpenMP use one thread (threadpoolctl ships with scikit-learn)."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    return threadpool_limits(limits=1)
 
 
 def latency_gate(stats: LatencyStats, budget_ms: float) -> GateResult:
@@ -526,7 +532,6 @@ def run_gate(
     log_to_run: bool = True,
 ) -> GateReport:
     """Evaluate every gate, write gate.json / gate.md / plots to `report_dir`, log to the candidate's run."""
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # sklearn's own dependency
 
     from mlship.model import report as render
     from mlship.model.fairness import group_rates
@@ -549,7 +554,7 @@ def run_gate(
     out_dir = report_dir or settings.reports_path / "gate"
     # One native thread throughout: on a shared 2-core CI runner, OpenMP teams spin against
     # other jobs and made scoring 10x slower; a serving worker runs single-threaded anyway.
-    with tempfile.TemporaryDirectory(prefix="mlship-gate-") as tmp, threadpool_limits(limits=1):
+    with tempfile.TemporaryDirectory(prefix="mlship-gate-") as tmp, one_native_thread():
         cand = load_candidate(registry, candidate, Path(tmp))
         size_bytes = directory_bytes(cand.directory)
         champ_ref = champion_reference(settings, registry, champion, no_champion)
