@@ -34,12 +34,19 @@ def make_project(root: Path, rows: int = 3000, seed: int = 42, **settings: objec
     (root / "data" / "expectations").mkdir(parents=True, exist_ok=True)
     (root / "data" / "expectations" / "transactions.json").write_text(SUITE.read_text())
     write_synthetic(root / "data" / "transactions.parquet", rows=rows, seed=seed)
-    import json
-
     values = {"model_name": "card-fraud", **settings}
-    body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    body = "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
     (root / "pyproject.toml").write_text(f"[tool.mlship]\n{body}")
     return root
+
+
+def _toml(value: object) -> str:
+    """A TOML value: JSON spells strings, numbers, booleans and lists the same; dicts become inline tables."""
+    import json
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 @pytest.fixture

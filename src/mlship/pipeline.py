@@ -1,6 +1,6 @@
 """`mlship run`: the local composition of the ML stages, with timings and a summary.
 
-synth (only if the data file is missing) → validate → train → register as `challenger`.
+synth (only if the data file is missing) → validate → train → gate → register as `challenger`.
 Each stage is the same library function its own `mlship <stage>` command calls; a stage
 that says *no* stops the run with exit 1 and nothing after it happens (nothing registered).
 """
@@ -115,6 +115,17 @@ def run(
         return f"run {result.run_id[:12]}, roc_auc {result.metrics['roc_auc']:.4f}"
 
     stage("train", do_train)
+
+    def do_gate() -> str:
+        from mlship.model.gates import run_gate
+
+        assert summary.model_uri is not None
+        report = run_gate(settings, summary.model_uri, data_path=path, report_dir=reports / "gate")
+        if not report.passed:
+            raise PipelineRejected(f"gate failed: {report.summary}", hint=f"see {reports / 'gate' / 'gate.md'}")
+        return report.summary
+
+    stage("gate", do_gate)
 
     def do_register() -> str:
         assert summary.run_id is not None

@@ -127,6 +127,12 @@ class Settings(_Section):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
 
+    @field_validator("sensitive_feature", mode="before")
+    @classmethod
+    def _empty_means_none(cls, v: object) -> object:
+        """TOML has no null: `sensitive_feature = ""` switches the fairness gates off."""
+        return None if v == "" else v
+
     @field_validator("estimator")
     @classmethod
     def _estimator_ref(cls, v: str) -> str:

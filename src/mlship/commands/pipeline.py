@@ -30,7 +30,7 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run the pipeline: synth (if needed) → validate → train → register as challenger."""
+    """Run the pipeline: synth (if needed) → validate → train → gate → register as challenger."""
 
     def action(settings: Settings) -> int:
         from mlship import pipeline

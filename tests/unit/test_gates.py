@@ -1,0 +1,163 @@
+"""Each gate on its own: it passes what it should, and it can fail."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlship.model.fairness import group_rates
+from mlship.model.gates import (
+    ComparisonRow,
+    directory_bytes,
+    fairness_gates,
+    latency_gate,
+    mcnemar_pvalue,
+    measure_latency,
+    metric_floor_gates,
+    robustness_gate,
+    size_gate,
+    versus_champion_gate,
+)
+from mlship.settings import GateSettings, Settings
+from tests.gate_support import Slow
+
+
+def test_metric_floors_pass_fail_and_fail_closed_on_undefined() -> None:
+    gates = metric_floor_gates(
+        {"roc_auc": 0.85, "pr_auc": 0.30, "f1": math.nan}, {"roc_auc": 0.8, "pr_auc": 0.4, "f1": 0.1}
+    )
+    by = {g.name: g for g in gates}
+    assert by["floor.roc_auc"].status == "pass"
+    assert by["floor.pr_auc"].status == "fail" and "0.3000 < floor 0.4" in by["floor.pr_auc"].detail
+    assert by["floor.f1"].status == "fail" and "undefined" in by["floor.f1"].detail
+
+
+def _row(delta: float, low: float, high: float) -> ComparisonRow:
+    return ComparisonRow("roc_auc", 0.9, (0.88, 0.92), champion=0.9 - delta, delta=delta, delta_ci=(low, high))
+
+
+def test_versus_champion_is_a_non_inferiority_test_on_the_interval() -> None:
+    gates = GateSettings(max_regression=0.01)
+    worse = versus_champion_gate(_row(-0.03, -0.05, -0.01), gates, "")
+    assert worse.status == "fail" and "worse than the champion by more than 0.01" in worse.detail
+    assert "significant regression" in worse.detail
+    # point estimate harmless, but the interval reaches past -max_regression: not shown safe → fail
+    unsure = versus_champion_gate(_row(-0.002, -0.02, 0.016), gates, "")
+    assert unsure.status == "fail" and "no significant difference" in unsure.detail
+    same = versus_champion_gate(_row(0.0, -0.004, 0.005), gates, "")
+    assert same.status == "pass" and "no significant difference" in same.detail
+    better = versus_champion_gate(_row(0.02, 0.01, 0.03), gates, "")
+    assert better.status == "pass" and "significant improvement" in better.detail
+    assert better.threshold == -0.01 and better.value == 0.02
+
+
+def test_versus_champion_without_champion_is_skipped_never_passed() -> None:
+    g = versus_champion_gate(None, GateSettings(), "no champion yet (first deploy)")
+    assert g.status == "skipped" and g.detail == "no champion yet (first deploy)" and not g.failed
+
+
+def test_mcnemar_on_accuracy() -> None:
+    y = np.array([1] * 100 + [0] * 100)
+    good = y.astype(float)  # always right
+    flipped = good.copy()
+    flipped[:30] = 0.0  # wrong on 30 positives
+    assert mcnemar_pvalue(y, good, flipped) < 1e-6
+    assert mcnemar_pvalue(y, good, good) == 1.0
+    g = versus_champion_gate(_row(0.15, 0.1, 0.2), GateSettings(primary_metric="accuracy"), "", mcnemar_p=1e-9)
+    assert g.status == "pass" and "significant improvement (McNemar p=1e-09)" in g.detail
+
+
+def _fairness(min_group_size: int) -> object:
+    rng = np.random.default_rng(0)
+    n = 1000
+    groups = np.where(np.arange(n) < 950, "large", "small")
+    y = (rng.random(n) < 0.3).astype(int)
+    return group_rates(y, y, groups, feature="segment", min_group_size=min_group_size)
+
+
+def test_tiny_group_is_insufficient_and_fails_closed_by_default() -> None:
+    report = _fairness(min_group_size=100)
+    size, dp, eo = fairness_gates(report, GateSettings(min_group_size=100))  # type: ignore[arg-type]
+    assert size.status == "fail" and "insufficient data: small (50 rows < min_group_size 100)" in size.detail
+    assert size.value == 50
+    # one measurable group: parity cannot be checked, so it fails closed too
+    assert dp.status == "fail" and eo.status == "fail" and "cannot compare" in dp.detail
+    relaxed = fairness_gates(report, GateSettings(min_group_size=100, insufficient_group_fails=False))  # type: ignore[arg-type]
+    assert [g.status for g in relaxed] == ["pass", "skipped", "skipped"]
+    assert "reported only" in relaxed[0].detail
+
+
+def test_disparity_over_the_threshold_fails() -> None:
+    y = np.array([1, 0] * 200)
+    groups = np.array(["a"] * 200 + ["b"] * 200)
+    pred = np.where(groups == "b", 1, y)  # group b is always flagged
+    report = group_rates(y, pred, groups, feature="segment", min_group_size=50)
+    size, dp, eo = fairness_gates(report, GateSettings(min_group_size=50))
+    assert size.status == "pass"
+    assert dp.status == "fail" and dp.value == pytest.approx(0.5) and "0.500 > 0.1" in dp.detail
+    assert eo.status == "fail" and eo.value == pytest.approx(1.0)
+
+
+def test_fairness_without_sensitive_feature_is_skipped() -> None:
+    assert {g.status for g in fairness_gates(None, GateSettings())} == {"skipped"}
+
+
+class _Constant:
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return np.tile([0.4, 0.6], (len(X), 1))
+
+
+def test_a_slow_predictor_fails_latency() -> None:
+    X = pd.DataFrame({"amount": np.arange(50.0)})
+    fast = measure_latency(_Constant(), X, rows=20, batch_seconds=0.01)
+    assert fast.single_rows == 20 and fast.batch_rows == 50 and fast.batch_rows_per_s == pytest.approx(5000)
+    assert latency_gate(fast, budget_ms=250).status == "pass"
+    slow = measure_latency(Slow(_Constant(), seconds=0.03), X, rows=20, batch_seconds=0.5, warmup=2)
+    assert slow.p50_ms >= 30
+    gate = latency_gate(slow, budget_ms=10)
+    assert gate.status == "fail" and gate.value == slow.p99_ms and "p99" in gate.detail
+
+
+def test_size_gate_counts_every_file_of_the_model_directory(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.pkl").write_bytes(b"x" * 1_500_000)
+    (tmp_path / "model" / "MLmodel").write_bytes(b"y" * 1000)
+    size = directory_bytes(tmp_path / "model")
+    assert size == 1_501_000
+    assert size_gate(size, budget_mb=1.0).status == "fail"
+    assert size_gate(size, budget_mb=2.0).status == "pass"
+
+
+class _Threshold:
+    """P(positive) jumps at amount = 100: rows near the edge flip under noise."""
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = (X["amount"].to_numpy(dtype=float) > 100).astype(float) * 0.8 + 0.1
+        return np.column_stack([1 - p, p])
+
+
+class _Broken:
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        if X["amount"].dtype.kind == "f" and not np.all(X["amount"] == X["amount"].round()):
+            raise ValueError("expects whole amounts")
+        return np.tile([0.9, 0.1], (len(X), 1))
+
+
+def test_robustness_gate_counts_flips_under_noise() -> None:
+    settings = Settings(numeric_features=["amount"], categorical_features=[], gates={"robustness_noise": 0.5})
+    edge = pd.DataFrame({"amount": np.linspace(99.0, 101.0, 400)})
+    pred = (_Threshold().predict_proba(edge)[:, 1] >= 0.5).astype(int)
+    gate = robustness_gate(_Threshold(), edge, pred, settings)
+    assert gate.status == "fail" and gate.value is not None and gate.value > 0.02
+    far = pd.DataFrame({"amount": np.r_[np.full(200, 10.0), np.full(200, 1000.0)]})
+    pred = (_Threshold().predict_proba(far)[:, 1] >= 0.5).astype(int)
+    calm = Settings(numeric_features=["amount"], categorical_features=[])  # noise 0.01 x std ≈ 5 on 10 vs 1000
+    assert robustness_gate(_Threshold(), far, pred, calm).value == 0.0
+    broken = robustness_gate(_Broken(), far, np.zeros(400, dtype=int), calm)
+    assert broken.status == "fail" and "expects whole amounts" in broken.detail
+    no_numeric = Settings(numeric_features=[], categorical_features=["country"])
+    assert robustness_gate(_Threshold(), far, pred, no_numeric).status == "skipped"
