@@ -31,7 +31,8 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
         env_vars = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri}
         runner = ProcessRunner(env=env_vars, cwd=settings.root)
         state_dir = settings.state_path / "deploy" / env
-        return Controller(settings, LocalTarget(state_dir, port=settings.deploy.port, runner=runner), env)
+        local = LocalTarget(state_dir, port=settings.deploy.port, runner=runner)
+        return Controller(settings, local, env, schedule_retirement=True)
     if target == "kubernetes":
         from mlship.deploy.targets.kubernetes import KubernetesTarget
 
@@ -43,7 +44,7 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
             namespace=namespace or settings.deploy.namespace,
             timeout_s=settings.deploy.ready_timeout_s,
         )
-        return Controller(settings, k8s, env)
+        return Controller(settings, k8s, env, schedule_retirement=True)
     raise ConfigError(f"unknown target {target!r}", hint="use local or kubernetes")
 
 
@@ -156,6 +157,8 @@ def status(
         if as_json:
             print(json.dumps(info, indent=2, sort_keys=True))
             return 0
+        import datetime as dt
+
         from rich.table import Table
 
         out = cli.console()
@@ -168,10 +171,14 @@ def status(
             label = f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else rel.get("uri", "-")
             colors.add_row(color, "yes" if c["running"] else "no", label, rel.get("outcome", "-"))
         out.print(colors)
+        retire = info.get("retire")
+        if retire:
+            at = dt.datetime.fromtimestamp(retire["at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            how = "" if retire["scheduled"] else " (at the next deploy or rollback: no retirement process runs)"
+            out.print(f"previous color {retire['color']} retires at {at}{how}; until then a rollback is one switch")
         history = Table(title="history (newest first)")
         for col in ("when", "version", "color", "outcome", "detail"):
             history.add_column(col)
-        import datetime as dt
 
         for r in info["history"]:
             when = dt.datetime.fromtimestamp(r["deployed_at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
