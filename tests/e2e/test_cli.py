@@ -192,3 +192,25 @@ def test_run_deploys_the_registered_version_and_down_stops_it(fraud_project: Pat
         code, out, _ = invoke("down")
     assert code == 0 and "router" in out
     assert served_version(live) is None
+
+
+@pytest.mark.slow
+def test_a_rejected_deploy_stops_the_run_with_exit_1(fraud_project: Path) -> None:
+    """A release that fails its smoke test never goes live, and the run says no."""
+    from mlship.deploy.targets.local import free_port
+    from tests.deploy_doubles.harness import served_version
+
+    port = free_port()
+    with (fraud_project / "pyproject.toml").open("a") as f:  # no server answers in 0.001 ms: smoke fails
+        f.write(f"\n[tool.mlship.deploy]\nport = {port}\nready_timeout_s = 180.0\nsmoke_latency_ms = 0.001\n")
+    try:
+        code, _, err = invoke("run")
+        assert code == 1
+        assert "mlship: error: deploy of card-fraud v1 rolled back: smoke test failed" in err
+        assert "nothing is live" in err and "Traceback" not in err
+        summary = json.loads((fraud_project / ".mlship/reports/run.json").read_text())
+        assert summary["success"] is False and summary["failure"].startswith("deploy: ")
+        assert summary["stages"][-1]["name"] == "deploy" and summary["stages"][-1]["status"] == "failed"
+        assert served_version(f"http://127.0.0.1:{port}") is None
+    finally:
+        invoke("down")
