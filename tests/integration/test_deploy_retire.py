@@ -55,11 +55,11 @@ def test_the_previous_color_stops_when_the_window_ends_and_live_keeps_serving(tm
     try:
         ctl.deploy(fake_release("1"))
         ctl.deploy(fake_release("2"))
-        blue = pid_of(ctl, "blue")
+        blue, retirement = pid_of(ctl, "blue"), retire_pid(ctl)
         info = ctl.status()["retire"]
-        assert info["color"] == "blue" and info["scheduled"] is True
+        assert info["color"] == "blue" and info["scheduled"] is True and retirement is not None
         assert wait_gone(blue), "the previous color must be stopped once the rollback window ends"
-        assert wait_gone(retire_pid(ctl) or 0)
+        assert wait_gone(retirement), "the retirement process exits once it has done its job"
         assert served_version(ctl.target.live_url()) == "2"
         status = ctl.status()
         assert status["colors"]["blue"] == {"running": False, "release": None}
