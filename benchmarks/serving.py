@@ -1,6 +1,6 @@
 """Serving throughput and latency: `mlship serve` vs `mlflow models serve`, same model, same load.
 
-    uv run python benchmarks/serving.py [--duration 8] [--connections 1,4,16,64] [--rate 500]
+    uv run python benchmarks/serving.py [--duration 5] [--connections 1,4,16,64] [--rate 500] [--model DIR]
 
 One trained model (the synthetic card-fraud data, the default gradient-boosting pipeline)
 is exported to a model directory; both servers load that directory. The load generator is
@@ -11,7 +11,11 @@ bottleneck (its own ceiling is measured first against a static endpoint). Two lo
                (throughput and latency at that concurrency);
   open loop    a fixed rate (default 500 requests/s) whatever the server's speed, so a slow
                server cannot hide its queueing (latency measured from the scheduled send time).
-A failed request is a connection error or any non-200 answer. Loopback only, bounded load.
+A failed request is a connection error or any non-200 answer. Loopback only, bounded load
+(open-loop requests still unsent DRAIN_S after the end are reported as unsent). Each point
+also records the server's CPU time per request (its whole process tree, so MLflow's workers
+count): on a machine shared with other work that figure moves much less than wall-clock ones.
+Before the load, both servers must return the same predictions for the same body.
 Results go to benchmarks/results/serving.json.
 """
 

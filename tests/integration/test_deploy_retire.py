@@ -132,3 +132,39 @@ def test_the_retire_entry_point_reports_in_one_line(tmp_path: Path, capsys: pyte
     assert capsys.readouterr().out.strip().endswith("not retiring blue: the environment's state directory is gone")
     assert retire.main([str(tmp_path / "missing.json")]) == 3
     assert "retirement failed" in capsys.readouterr().out
+
+
+def test_a_retirement_that_finds_a_deploy_holding_the_lock_waits_for_it(ctl: Controller) -> None:
+    import os
+    import threading
+
+    from mlship.deploy.bluegreen import _cancel_retire
+    from mlship.deploy.lock import deploy_lock
+
+    ctl.deploy(fake_release("1"))
+    ctl.deploy(fake_release("2"))
+    state = ctl.store.load()
+    assert state.retire is not None and _cancel_retire(state.retire)
+    # this test process plays the retirement process, and its window is already over
+    until = time.time() - 1.0
+    state.previous_until, state.retire = until, {"pid": os.getpid(), "color": "blue", "until": until}
+    ctl.store.save(state)
+    spec_file = retire.spec_path(ctl.store.dir)
+    spec = json.loads(spec_file.read_text())
+    spec_file.write_text(json.dumps({**spec, "until": until}))
+    held, release = threading.Event(), threading.Event()
+
+    def deploy_in_progress() -> None:
+        with deploy_lock(ctl.store.dir):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=deploy_in_progress)
+    holder.start()
+    held.wait(5)
+    threading.Timer(1.5, release.set).start()
+    started = time.monotonic()
+    outcome = retire.run(spec_file)
+    holder.join()
+    assert outcome.startswith("retired blue") and time.monotonic() - started >= 1.0, outcome
+    assert not ctl.target.running("blue") and served_version(ctl.target.live_url()) == "2"
