@@ -1,7 +1,8 @@
 """`mlship run`: the local composition of the ML stages, with timings and a summary.
 
-synth (only if the data file is missing) → validate → train → gate → register as `challenger`.
-Each stage is the same library function its own `mlship <stage>` command calls; a stage
+synth (only if the data file is missing) → validate → train → gate → register as `challenger` →
+deploy that version blue-green to the local target's staging environment (unless
+`deploy=False`). Each stage is the same library function its own `mlship <stage>` command calls; a stage
 that says *no* stops the run with exit 1 and nothing after it happens (nothing registered).
 """
 
@@ -37,6 +38,7 @@ class RunSummary:
     run_id: str | None = None
     model_uri: str | None = None
     model_version: str | None = None
+    live_url: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     reports: str = ""
     success: bool = False
@@ -50,6 +52,7 @@ class RunSummary:
             "run_id": self.run_id,
             "model_uri": self.model_uri,
             "model_version": self.model_version,
+            "live_url": self.live_url,
             "metrics": self.metrics,
             "reports": self.reports,
             "stages": [vars(s) for s in self.stages],
@@ -67,8 +70,13 @@ def run(
     rows: int | None = None,
     progress: Progress | None = None,
     drift: float | None = None,
+    deploy: bool = False,
 ) -> RunSummary:
-    """Run the pipeline; raises PipelineRejected (exit 1) when a stage says no, after writing run.json."""
+    """Run the pipeline; raises PipelineRejected (exit 1) when a stage says no, after writing run.json.
+
+    With `deploy`, the registered version is deployed blue-green to local/staging; a deploy
+    that was rolled back is a *no* like any other stage.
+    """
     from mlship.data import validation
     from mlship.data.synth import write_synthetic
     from mlship.model.train import train
@@ -134,11 +142,27 @@ def run(
         return f"{resolved.label} is @challenger"
 
     stage("register", do_register)
+    if deploy:
+        stage("deploy", lambda: deploy_registered(settings, summary))
     if drift is not None:
         retrain_on_drift(settings, path, drift, stage, summary)
     summary.success = True
     _write(summary, reports)
     return summary
+
+
+def deploy_registered(settings: Settings, summary: RunSummary) -> str:
+    """Deploy the version just registered (`models:/<name>/<version>`, never the alias) to local/staging."""
+    from mlship.commands.deploy import controller
+
+    ctl = controller(settings, "local", "staging")
+    try:
+        release = ctl.resolve(f"models:/{settings.model_name}/{summary.model_version}")
+        result = ctl.deploy(release)
+    finally:
+        ctl.target.close()
+    summary.live_url = result.live_url
+    return f"{result.release.label} is live on {result.live} at {result.live_url}"
 
 
 def retrain_on_drift(
@@ -199,4 +223,6 @@ def render_markdown(summary: RunSummary) -> str:
         lines += [f"| {k} | {v:.4f} |" for k, v in summary.metrics.items()]
     if summary.model_version:
         lines += ["", f"Model: version {summary.model_version} (`{summary.model_uri}`), alias `challenger`."]
+    if summary.live_url:
+        lines += ["", f"Deployed to local/staging: {summary.live_url} (stop it with `mlship down`)."]
     return "\n".join(lines) + "\n"

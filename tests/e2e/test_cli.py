@@ -62,7 +62,7 @@ def small_data_gates(root: Path, extra: str = "") -> None:
 
 def test_run_is_the_main_job(fraud_project: Path) -> None:
     small_data_gates(fraud_project)
-    code, out, err = invoke("run")
+    code, out, err = invoke("run", "--no-deploy")
     assert code == 0, err
     assert "@challenger" in out and "validate" in out and "train" in out
     summary = json.loads((fraud_project / ".mlship/reports/run.json").read_text())
@@ -80,7 +80,7 @@ def test_run_synthesizes_missing_data(project: Path) -> None:
         (Path(__file__).resolve().parents[2] / "data/expectations/transactions.json").read_text()
     )
     small_data_gates(project, "metric_floors = {roc_auc = 0.75}\n")  # 1,500 rows: a weaker model
-    code, out, err = invoke("run", "--rows", "1500")
+    code, out, err = invoke("run", "--rows", "1500", "--no-deploy")
     assert code == 0, err
     assert (project / "data/transactions.parquet").is_file()
     assert "synth" in out
@@ -172,10 +172,62 @@ def test_console_script_help_is_quick_to_import() -> None:
 
 def test_run_drift_detects_and_retrains(fraud_project: Path) -> None:
     small_data_gates(fraud_project)
-    code, _, err = invoke("run", "--drift", "0.8")
+    code, _, err = invoke("run", "--drift", "0.8", "--no-deploy")
     assert code == 0, err
     summary = json.loads((fraud_project / ".mlship/reports/run.json").read_text())
     names = [s["name"] for s in summary["stages"]]
     assert names == ["validate", "train", "gate", "register", "synth-drifted", "drift", "retrain"]
     assert summary["model_version"] == "2"
     assert (fraud_project / ".mlship/reports/drift.md").is_file()
+
+
+@pytest.mark.slow
+def test_run_deploys_the_registered_version_and_down_stops_it(fraud_project: Path) -> None:
+    """Without --no-deploy, `mlship run` ends with the new version live on local/staging."""
+    import httpx
+
+    from mlship.deploy.targets.local import free_port
+    from tests.deploy_doubles.harness import served_version
+
+    port = free_port()
+    small_data_gates(fraud_project)
+    with (fraud_project / "pyproject.toml").open("a") as f:  # switching, not latency, is tested here
+        f.write(f"\n[tool.mlship.deploy]\nport = {port}\nready_timeout_s = 180.0\nverify_window_s = 2.0\n")
+        f.write("smoke_latency_ms = 5000.0\nmax_p99_ms = 5000.0\n")
+    live = f"http://127.0.0.1:{port}"
+    try:
+        code, out, err = invoke("run")
+        assert code == 0, err
+        assert f"live URL: {live}" in out and "mlship down" in out
+        summary = json.loads((fraud_project / ".mlship/reports/run.json").read_text())
+        assert [s["name"] for s in summary["stages"]] == ["validate", "train", "gate", "register", "deploy"]
+        assert summary["live_url"] == live and served_version(live) == "1"
+        assert httpx.get(f"{live}/version", timeout=5).json()["version"] == "1"
+        assert "mlship down" in (fraud_project / ".mlship/reports/run.md").read_text()
+    finally:
+        code, out, _ = invoke("down")
+    assert code == 0 and "router" in out
+    assert served_version(live) is None
+
+
+@pytest.mark.slow
+def test_a_rejected_deploy_stops_the_run_with_exit_1(fraud_project: Path) -> None:
+    """A release that fails its smoke test never goes live, and the run says no."""
+    from mlship.deploy.targets.local import free_port
+    from tests.deploy_doubles.harness import served_version
+
+    port = free_port()
+    small_data_gates(fraud_project)
+    with (fraud_project / "pyproject.toml").open("a") as f:  # no server answers in 0.001 ms: smoke fails
+        f.write(f"\n[tool.mlship.deploy]\nport = {port}\nready_timeout_s = 180.0\nsmoke_latency_ms = 0.001\n")
+    try:
+        code, _, err = invoke("run")
+        assert code == 1
+        assert "mlship: error: deploy of card-fraud v1 rolled back: smoke test failed" in err
+        assert "nothing is live" in err and "Traceback" not in err
+        summary = json.loads((fraud_project / ".mlship/reports/run.json").read_text())
+        assert summary["success"] is False and summary["failure"].startswith("deploy: ")
+        assert summary["stages"][-1]["name"] == "deploy" and summary["stages"][-1]["status"] == "failed"
+        assert served_version(f"http://127.0.0.1:{port}") is None
+    finally:
+        invoke("down")

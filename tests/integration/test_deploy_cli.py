@@ -83,14 +83,17 @@ def test_status_rollback_and_down_drive_what_a_deploy_started(project: Path) -> 
         ctl.deploy(fake_release("2"))
         code, output = mlship("status")
         assert code == 0 and "live green" in output and "card-fraud v2" in output
+        assert "previous color blue retires at" in output and "no retirement process runs" in output
         code, output = mlship("status", "--json")
         info = json.loads(output)
         assert info["colors"]["blue"]["running"] and info["history"][0]["version"] == "2"
         code, output = mlship("rollback")
         assert code == 0 and "is live on blue" in output and "switch took" in output
         assert served_version(target.live_url()) == "1"
+        code, output = mlship("status")  # the CLI's rollback scheduled green's retirement
+        assert "previous color green retires at" in output and "no retirement process" not in output
         code, output = mlship("down")
-        assert code == 0 and "router" in output and "blue" in output
+        assert code == 0 and "router" in output and "blue" in output and "retirement of green" in output
         assert served_version(target.live_url()) is None
     finally:
         target.down()

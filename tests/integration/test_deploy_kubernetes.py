@@ -207,3 +207,31 @@ def test_kubernetes_canary_records_the_effective_quantised_split(k8s: tuple[Cont
     assert ctl.target.weights() == {"blue": 50, "green": 50}, "one live pod + one canary pod is 50 %, not 10 %"
     ctl.rollback()
     assert ctl.target.weights() == {"blue": 100} and live_selector(state)["mlship.dev/color"] == "blue"
+
+
+@pytest.mark.slow
+def test_kubernetes_previous_color_scales_to_zero_when_the_window_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retirement process drives the same Target interface: `kubectl scale` to zero, live untouched."""
+    import time
+
+    state = install_kubectl_double(tmp_path, monkeypatch)
+    settings = make_settings(tmp_path, ready_timeout_s=5.0, rollback_window_s=1.0)
+    target = KubernetesTarget(MANIFESTS, env="staging", namespace="ml", timeout_s=5.0)
+    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry(), schedule_retirement=True)  # type: ignore[arg-type]
+    try:
+        ctl.deploy(fake_release("1").with_(image=IMAGE))
+        ctl.deploy(fake_release("2").with_(image=IMAGE))
+        assert ctl.status()["retire"]["scheduled"] is True
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and ctl.store.load().colors.get("blue") is not None:
+            time.sleep(0.2)
+        objects = double_objects(state)
+        assert objects["Deployment/ml/mlship-model-blue"]["spec"]["replicas"] == 0
+        assert live_selector(state)["mlship.dev/color"] == "green" and served(ctl, "green") == "2"
+        assert "retired blue" in (ctl.store.dir / "retire.log").read_text()
+    finally:
+        ctl.down()
+        target.close()
+        kill_double_servers(state)

@@ -40,7 +40,7 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
         # A release with an image (--image) runs as a container, any other as a process.
         runner = ReleaseRunner(ProcessRunner(env=env_vars, cwd=settings.root), DockerRunner(env, scope_of(state_dir)))
         local = LocalTarget(state_dir, port=settings.deploy.port, runner=runner)
-        return Controller(settings, local, env, golden=_local_golden(settings))
+        return Controller(settings, local, env, golden=_local_golden(settings), schedule_retirement=True)
     if target == "kubernetes":
         from mlship.deploy.targets.kubernetes import KubernetesTarget
 
@@ -52,7 +52,7 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
             namespace=namespace or settings.deploy.namespace,
             timeout_s=settings.deploy.ready_timeout_s,
         )
-        return Controller(settings, k8s, env)
+        return Controller(settings, k8s, env, schedule_retirement=True)
     raise ConfigError(f"unknown target {target!r}", hint="use local or kubernetes")
 
 
@@ -200,6 +200,8 @@ def status(
         if as_json:
             print(json.dumps(info, indent=2, sort_keys=True))
             return 0
+        import datetime as dt
+
         from rich.table import Table
 
         out = cli.console()
@@ -212,10 +214,14 @@ def status(
             label = f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else rel.get("uri", "-")
             colors.add_row(color, "yes" if c["running"] else "no", label, rel.get("outcome", "-"))
         out.print(colors)
+        retire = info.get("retire")
+        if retire:
+            at = dt.datetime.fromtimestamp(retire["at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            how = "" if retire["scheduled"] else " (at the next deploy or rollback: no retirement process runs)"
+            out.print(f"previous color {retire['color']} retires at {at}{how}; until then a rollback is one switch")
         history = Table(title="history (newest first)")
         for col in ("when", "version", "color", "outcome", "detail"):
             history.add_column(col)
-        import datetime as dt
 
         for r in info["history"]:
             when = dt.datetime.fromtimestamp(r["deployed_at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

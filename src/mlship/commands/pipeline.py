@@ -29,8 +29,12 @@ def run(
             help="Then demonstrate monitoring: synthesize data with this drift, check, retrain on drift.",
         ),
     ] = None,
+    no_deploy: Annotated[
+        bool,
+        typer.Option("--no-deploy", help="Stop after register: no local staging deploy (for CI jobs that only train)."),
+    ] = False,
 ) -> None:
-    """Run the pipeline: synth (if needed) → validate → train → gate → register as challenger."""
+    """Run the pipeline: synth (if needed) → validate → train → gate → register @challenger → deploy (local)."""
 
     def action(settings: Settings) -> int:
         from mlship import pipeline
@@ -41,6 +45,7 @@ def run(
             data_path=data,
             rows=rows,
             drift=drift,
+            deploy=not no_deploy,
             progress=lambda msg: err.print(f"mlship › {msg}", markup=False),
         )
         out = cli.console()
@@ -52,6 +57,8 @@ def run(
             f"{k} {summary.metrics[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1") if k in summary.metrics
         )
         out.print(f"\nrun id {summary.run_id} · {settings.model_name} v{summary.model_version} @challenger · {metrics}")
+        if summary.live_url:
+            out.print(f"live URL: {summary.live_url} (local/staging) · stop it with `mlship down`")
         out.print(f"reports: {summary.reports}/run.md")
         return 0
 

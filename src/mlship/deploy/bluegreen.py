@@ -9,6 +9,7 @@ ever moves to a color that passed its smoke test.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -112,8 +113,11 @@ class Controller:
         *,
         registry: Registry | None = None,
         golden: GoldenSource | None = None,
+        schedule_retirement: bool = False,
     ) -> None:
         self.settings = settings
+        self.schedule_retirement = schedule_retirement
+        """Start a detached process that stops the previous color when the rollback window ends."""
         self.cfg = settings.deploy
         self.target = target
         self.env = env
@@ -232,6 +236,7 @@ class Controller:
             state.live = idle
             state.previous_until = time.time() + self.cfg.rollback_window_s if live else None
             self._reap(state)
+            self._schedule_retire(state)
         self.store.save(state)
         outcome = "live" if strategy == "bluegreen" else "canary"
         self.store.record(release.with_(outcome=outcome, detail=checked.reason))
@@ -285,6 +290,7 @@ class Controller:
             state.colors[canary] = release.with_(outcome="live")
             state.previous_until = time.time() + self.cfg.rollback_window_s
             self._reap(state)
+            self._schedule_retire(state)
             self.store.save(state)
             self.store.record(release.with_(outcome="live", detail=f"canary promoted: {checked.reason}"))
             if self.env == "production" and release.name and release.version:
@@ -349,6 +355,7 @@ class Controller:
             state.previous_until = None
         else:
             state.previous_until = time.time() + self.cfg.rollback_window_s
+        self._schedule_retire(state)
         self.store.save(state)
         detail = f"{action} from {from_color}" if from_color else action
         self.store.record(release.with_(outcome="live", detail=detail, deployed_at=time.time()))
@@ -384,6 +391,7 @@ class Controller:
             "weights": self.target.weights() if state.live else None,
             "colors": colors,
             "rollback_until": state.previous_until,
+            "retire": self._retire_info(state),
             "history": [r.to_dict() for r in reversed(state.history)],
         }
 
@@ -392,6 +400,9 @@ class Controller:
         with deploy_lock(self.store.dir):
             stopped = self.target.down()
             state = self.store.load()
+            if state.retire is not None and _cancel_retire(state.retire):
+                stopped.append(f"retirement of {state.retire.get('color')} (pid {state.retire.get('pid')})")
+            state.retire = None
             state.live = None
             state.colors = {}
             state.previous_until = None
@@ -418,6 +429,77 @@ class Controller:
         state.previous_until = None
         self.store.save(state)
 
+    def retire(self, color: str, uri: str, until: float) -> str:
+        """Stop `color` if it is still the previous color of the same release and its window is over.
+
+        Called by the retirement process (mlship.deploy.retire) under the deploy lock; a later
+        deploy or rollback changed the state, so it is then a no-op.
+        """
+        with deploy_lock(self.store.dir):
+            state = self.store.load()
+            release = state.colors.get(color)
+            if state.live is None or state.live == color or release is None or release.uri != uri:
+                return f"not retiring {color}: it is live or runs another release now"
+            if state.previous_until != until or time.time() < until:
+                return f"not retiring {color}: a later switch moved the rollback window"
+            if self._canary(state) is not None:
+                return f"not retiring {color}: a canary is running"
+            self.target.stop(color)
+            state.colors.pop(color, None)
+            state.previous_until = None
+            state.retire = None
+            self.store.save(state)
+            return f"retired {color} ({release.label}): the rollback window ended; {state.live} stays live"
+
+    def _schedule_retire(self, state: DeployState) -> None:
+        """Replace any scheduled retirement with one for the current previous color (if any)."""
+        if state.retire is not None:
+            _cancel_retire(state.retire)
+            state.retire = None
+        if not self.schedule_retirement or state.live is None or state.previous_until is None:
+            return
+        color = other(state.live)
+        release = state.colors.get(color)
+        if release is None or self._canary(state) is not None:
+            return
+        from mlship.deploy import retire
+        from mlship.deploy.targets.local import spawn
+
+        spec = {
+            "state_dir": str(self.store.dir),
+            "root": str(self.settings.root),
+            "settings": self.settings.model_dump(mode="json"),
+            "target": self.target.name,
+            "env": self.env,
+            "namespace": getattr(self.target, "namespace", None),
+            "color": color,
+            "uri": release.uri,
+            "until": state.previous_until,
+        }
+        spec_file = retire.spec_path(self.store.dir)
+        write_json(spec_file, spec)
+        spec_file.chmod(0o600)
+        argv = [sys.executable, "-m", "mlship.deploy.retire", str(spec_file)]
+        try:
+            handle = spawn(argv, self.store.dir / "retire.log", cwd=self.settings.root)
+        except ColorFailed as exc:  # the switch stands; the next deploy/rollback still reaps it (`_reap`)
+            with (self.store.dir / "retire.log").open("a") as log:
+                log.write(f"cannot schedule the retirement of {color}: {exc}\n")
+            return
+        state.retire = {**handle, "color": color, "until": state.previous_until}
+
+    def _retire_info(self, state: DeployState) -> dict[str, Any] | None:
+        if state.live is None or state.previous_until is None or other(state.live) not in state.colors:
+            return None
+        record = state.retire or {}
+        from mlship.deploy.targets.local import _ours
+
+        return {
+            "color": other(state.live),
+            "at": state.previous_until,
+            "scheduled": bool(record) and _ours(record),
+        }
+
     def _report(self, result: DeployResult) -> None:
         reports = self.settings.reports_path
         write_json(reports / "deploy.json", result.to_dict())
@@ -436,6 +518,16 @@ class Controller:
             done.action = "reject-canary"
             self._report(done)
             return done
+
+
+def _cancel_retire(record: dict[str, Any]) -> bool:
+    """Stop a scheduled retirement process (only ours: pid and start time match); True if it ran."""
+    from mlship.deploy.targets.local import _ours, terminate
+
+    if not _ours(record):
+        return False
+    terminate(record, grace_s=2.0)
+    return True
 
 
 def render_markdown(result: DeployResult) -> str:

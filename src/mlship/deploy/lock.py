@@ -14,6 +14,10 @@ from pathlib import Path
 from mlship.errors import InfraError
 
 
+class LockHeld(InfraError):
+    """Another live process holds the deploy lock (exit 3); waiting for it is safe."""
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists (and is not a zombie we could reap)."""
     if pid <= 0:
@@ -42,7 +46,7 @@ def deploy_lock(directory: Path) -> Iterator[Path]:
         except FileExistsError:
             holder = _holder(path)
             if holder is not None and pid_alive(holder):
-                raise InfraError(
+                raise LockHeld(
                     f"another deploy (pid {holder}) holds {path}",
                     hint="wait for it to finish; delete the file only if that process is gone",
                 ) from None

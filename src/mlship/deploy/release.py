@@ -67,6 +67,8 @@ class DeployState:
     colors: dict[str, Release] = field(default_factory=dict)
     previous_until: float | None = None
     history: list[Release] = field(default_factory=list)
+    retire: dict[str, Any] | None = None
+    """The process that stops the previous color when the window ends: pid, start time, color, until."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class DeployState:
             "live": self.live,
             "colors": {c: r.to_dict() for c, r in self.colors.items()},
             "previous_until": self.previous_until,
+            "retire": self.retire,
         }
 
 
@@ -102,6 +105,7 @@ class StateStore:
             live=raw.get("live"),
             colors={c: Release.from_dict(r) for c, r in (raw.get("colors") or {}).items()},
             previous_until=raw.get("previous_until"),
+            retire=raw.get("retire"),
         )
         state.history = [Release.from_dict(r) for r in (_read(self.history_file) or [])]
         return state
