@@ -268,23 +268,28 @@ class Controller:
                 raise ConfigError("no canary is running", hint="start one with `mlship deploy --strategy canary`")
             release = state.colors[canary]
             live = state.live
-            self.target.set_weights({canary: 100})
-            checked = verify(
-                self.target,
-                canary,
-                self.golden(release),
-                window_s=self.cfg.verify_window_s,
-                max_error_rate=self.cfg.max_error_rate,
-                max_p99_ms=self.cfg.max_p99_ms,
-            )
-            if not checked.ok:
+            try:
+                self.target.set_weights({canary: 100})
+                checked = verify(
+                    self.target,
+                    canary,
+                    self.golden(release),
+                    window_s=self.cfg.verify_window_s,
+                    max_error_rate=self.cfg.max_error_rate,
+                    max_p99_ms=self.cfg.max_p99_ms,
+                )
+                failure = None if checked.ok else checked.reason
+            except ColorFailed as exc:  # the way to the canary broke (a port-forward died): fail closed
+                failure = f"verification failed: {exc}"
+            if failure is not None:
                 if live:
                     self.target.set_weights({live: 100})
                 self.target.stop(canary)
                 state.colors.pop(canary, None)
                 self.store.save(state)
-                self.store.record(release.with_(outcome="rolled back", detail=checked.reason))
-                raise PipelineRejected(f"canary {release.label} rolled back: {checked.reason}")
+                self.store.record(release.with_(outcome="rolled back", detail=failure))
+                back = f"{state.colors[live].label} is live" if live and live in state.colors else "nothing is live"
+                raise PipelineRejected(f"canary {release.label} rolled back: {failure} ({back})")
             previous = state.colors.get(live) if live else None
             state.live = canary
             state.colors[canary] = release.with_(outcome="live")

@@ -119,16 +119,8 @@ def _act(ctl: Controller, report: AbReport) -> DeployResult | None:
         report.action = f"none: keep collecting (need {report.need_per_arm} more per arm)"
         return None
     if report.state == "promote":
-        from mlship.deploy.targets.base import ColorFailed
-
         report.action = "promoting"
-        try:
-            done = ctl.promote_canary()
-        except ColorFailed as exc:  # the way to the canary broke mid-verification: fail closed, switch back
-            back = ctl.rollback()
-            raise PipelineRejected(
-                f"canary promotion rolled back: verification failed: {exc}", hint=f"{back.release.label} is live"
-            ) from None
+        done = ctl.promote_canary()  # a failed verification switches back and raises PipelineRejected
         report.action = f"promoted: {done.release.label} is live on {done.live}"
         return done
     done = ctl.reject_canary(f"A/B test: {report.decision.reason}")
