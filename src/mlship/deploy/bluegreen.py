@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlship.deploy.lock import deploy_lock
 from mlship.deploy.release import COLORS, DeployState, Release, StateStore, find_release, other
-from mlship.deploy.smoke import Golden, SmokeResult, smoke
+from mlship.deploy.smoke import Golden, SmokeResult, golden_from_dir, smoke
 from mlship.deploy.targets.base import ColorFailed, Target
 from mlship.deploy.verify import VerifyResult, verify
 from mlship.errors import ConfigError, InfraError, PipelineRejected
@@ -83,23 +83,10 @@ def golden_from_registry(registry: Registry) -> GoldenSource:
     """Golden rows = the model's logged input example; expected = what the model itself predicts."""
 
     def source(release: Release) -> Golden:
-        from mlship.registry import load_model_dir, model_input_example
-
         with tempfile.TemporaryDirectory(prefix="mlship-golden-") as tmp:
-            model_dir = registry.download(release.uri, Path(tmp) / "model")
-            example = model_input_example(model_dir)
-            if example is None or example.empty:
-                return Golden(records=[])
-            model = load_model_dir(model_dir)
-            proba = [float(p) for p in model.predict_proba(example)[:, 1]]
-            records = [{str(k): _plain(v) for k, v in row.items()} for row in example.to_dict(orient="records")]
-        return Golden(records=records, probabilities=proba)
+            return golden_from_dir(registry.download(release.uri, Path(tmp) / "model"))
 
     return source
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 class Controller:

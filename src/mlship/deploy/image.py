@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlship.deploy.release import Release
-from mlship.deploy.smoke import Golden
+from mlship.deploy.smoke import Golden, golden_from_dir
 from mlship.errors import ConfigError, InfraError, PipelineRejected
 
 LABEL_NAME = "io.mlship.model.name"
@@ -129,19 +129,6 @@ def copy_model_dir(image: str, dest: Path, *, docker: str = "docker") -> Path | 
     return dest
 
 
-def golden_from_dir(model_dir: Path) -> Golden:
-    """The model's logged input example, and what the model itself predicts for it."""
-    from mlship.registry import load_model_dir, model_input_example
-
-    example = model_input_example(model_dir)
-    if example is None or example.empty:
-        return Golden(records=[])
-    model = load_model_dir(model_dir)
-    proba = [float(p) for p in model.predict_proba(example)[:, 1]]
-    records = [{str(k): _plain(v) for k, v in row.items()} for row in example.to_dict(orient="records")]
-    return Golden(records=records, probabilities=proba)
-
-
 def golden_from_image(*, docker: str = "docker") -> Callable[[Release], Golden]:
     """Golden source for image releases: the model baked into the image, loaded on the host."""
 
@@ -169,8 +156,3 @@ def docker_available(docker: str = "docker") -> str | None:
     except InfraError as exc:
         return str(exc)
     return None if result.code == 0 else f"no Docker daemon answers: {result.reason}"
-
-
-def _plain(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    return item() if callable(item) else value

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,25 @@ class Golden:
 
     records: list[dict[str, Any]]
     probabilities: list[float] | None = None
+
+
+def golden_from_dir(model_dir: Path) -> Golden:
+    """The model's logged input example, and what the model itself predicts for it (no example: no rows)."""
+    from mlship.registry import load_model_dir, model_input_example
+
+    example = model_input_example(model_dir)
+    if example is None or example.empty:
+        return Golden(records=[])
+    model = load_model_dir(model_dir)
+    proba = [float(p) for p in model.predict_proba(example)[:, 1]]
+    records = [{str(k): _plain(v) for k, v in row.items()} for row in example.to_dict(orient="records")]
+    return Golden(records=records, probabilities=proba)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON can carry."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
 
 
 @dataclass
