@@ -170,7 +170,7 @@ async def _start(state: ServerState) -> None:
         state.metrics.info.labels(model.name, model.version, state.color).set(1)
         state.metrics.ready.set(1)
         state.ready = True
-        state.access.write({"event": "ready", "model": model.name, "uri": model.uri})
+        state.access.write({"event": "ready", "model": model.name, "uri": model.uri, "pipeline": model.compile_note})
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever broke loading, the server must say so and stop

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlship.serving.compiled import CompiledPipeline
     from mlship.settings import Settings
 
 Kind = Literal["string", "number", "boolean", "any"]
@@ -66,6 +67,10 @@ class ServedModel:
     run_id: str | None = None
     uri: str = ""
     example: list[dict[str, Any]] = field(default_factory=list)
+    compiled: CompiledPipeline | None = None
+    """The pipeline as array operations, verified equal at load (see serving/compiled.py)."""
+    compile_note: str = "not compiled"
+    """Why the pipeline is (not) compiled: said in the server's ready log line."""
 
     @property
     def classes(self) -> list[Any]:
@@ -89,13 +94,38 @@ class ServedModel:
         whole row of class probabilities. One call, not predict + predict_proba: a sklearn
         pipeline call costs milliseconds whatever the number of rows.
         """
-        proba = self.estimator.predict_proba(self.frame(rows))
+        proba = self._compiled_proba(rows)
+        if proba is None:
+            proba = self.estimator.predict_proba(self.frame(rows))
         classes = self.classes
         best = proba.argmax(axis=1)
         labels = [classes[i] for i in best.tolist()]
         if len(classes) == 2:
             return labels, proba[:, 1].tolist()
         return labels, proba.tolist()
+
+    def _compiled_proba(self, rows: list[dict[str, Any]]) -> Any:
+        """The compiled pipeline's answer, or None when there is none or it can't take this batch."""
+        from mlship.serving.compiled import NotCompiled
+
+        if self.compiled is None:
+            return None
+        try:
+            return self.compiled.predict_proba(rows)
+        except NotCompiled:  # e.g. a missing value: the real pipeline decides what that means
+            return None
+
+    def compile(self) -> None:
+        """Use the compiled pipeline when it gives exactly the pipeline's answers on probe rows."""
+        from mlship.serving.compiled import NotCompiled, compile_pipeline, probe_rows, verified
+
+        try:
+            compiled = compile_pipeline(self.estimator, {c.name for c in self.columns if c.kind == "number"})
+            verified(compiled, self.estimator, self.frame, probe_rows(self.estimator, self.example))
+        except NotCompiled as exc:
+            self.compiled, self.compile_note = None, f"not compiled: {exc}"
+            return
+        self.compiled, self.compile_note = compiled, "compiled: verified equal to the pipeline on probe rows"
 
 
 def resolve_source(ref: str, settings: Settings) -> ModelSource:
@@ -148,7 +178,7 @@ def _from_dir(directory: Path, source: ModelSource, settings: Settings) -> Serve
     rows: list[dict[str, Any]] = []
     if frame is not None:
         rows = [{str(k): _plain(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
-    return ServedModel(
+    served = ServedModel(
         estimator=estimator,
         columns=columns,
         name=source.name,
@@ -157,6 +187,8 @@ def _from_dir(directory: Path, source: ModelSource, settings: Settings) -> Serve
         uri=source.uri,
         example=rows,
     )
+    served.compile()
+    return served
 
 
 def warmup_rows(model: ServedModel) -> list[dict[str, Any]]:
