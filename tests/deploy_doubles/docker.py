@@ -12,6 +12,7 @@ stop --time, logs --follow.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -39,7 +40,11 @@ def load() -> dict[str, Any]:
 
 
 def save(state: dict[str, Any]) -> None:
-    _state_file().write_text(json.dumps(state, indent=1))
+    """Write whole or not at all: a concurrent reader (the log follower) never sees a torn file."""
+    path = _state_file()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
 
 
 def _image(state: dict[str, Any], ref: str) -> dict[str, Any] | None:
@@ -71,6 +76,13 @@ def install_docker_double(tmp: Path, monkeypatch: Any, images: dict[str, Any]) -
 
 
 def main(argv: list[str]) -> int:
+    """One docker call; calls are serialised on a lock file, as the daemon serialises its state."""
+    with open(f"{_state_file()}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _call(argv)
+
+
+def _call(argv: list[str]) -> int:
     state = load()
     state["calls"].append(argv)
     save(state)
