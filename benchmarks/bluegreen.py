@@ -159,8 +159,8 @@ def fake_controller(root: Path) -> tuple[Any, Any]:
 
 def mlship_controller(root: Path) -> tuple[Any, Any]:
     """A real model trained by mlship, registered as v1 and v2, deployed as `mlship deploy` does."""
-    from mlship.commands.deploy import controller
     from mlship.data.synth import write_synthetic
+    from mlship.deploy.factory import controller
     from mlship.model.train import train
     from mlship.registry import Registry
     from mlship.settings import load_settings

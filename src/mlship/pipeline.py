@@ -153,7 +153,7 @@ def run(
 
 def deploy_registered(settings: Settings, summary: RunSummary) -> str:
     """Deploy the version just registered (`models:/<name>/<version>`, never the alias) to local/staging."""
-    from mlship.commands.deploy import controller
+    from mlship.deploy.factory import controller
 
     ctl = controller(settings, "local", "staging")
     try:

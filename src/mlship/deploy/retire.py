@@ -74,7 +74,7 @@ def run(spec_file: Path) -> str:
     """Wait for the window, then retire the color through the controller (under the deploy lock)."""
     import os
 
-    from mlship.commands.deploy import controller
+    from mlship.deploy.factory import controller
     from mlship.settings import settings_from_mapping
 
     spec = json.loads(spec_file.read_text(encoding="utf-8"))
