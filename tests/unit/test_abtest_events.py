@@ -173,6 +173,8 @@ def test_library_checks() -> None:
     mid = analyse(Arm("A", 100, 1000), Arm("B", 105, 1000), mde=0.3, looks_done=1, max_looks=3)
     assert mid.need_per_arm == 0 and "collect until the next look" in mid.summary
     assert np.isnan(Arm("A", 0, 0).rate)
+    with pytest.raises(ConfigError, match="51 planned looks is more than 50"):
+        analyse(Arm("A", 1, 10), Arm("B", 1, 10), looks_done=1, max_looks=51)
 
 
 def test_read_events_returns_arms_as_text(tmp_path: Path) -> None:

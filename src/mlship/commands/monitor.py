@@ -124,10 +124,13 @@ def abtest(
         Path | None, typer.Option("--report-dir", help="Where abtest.json/.md go (default: .mlship/reports).")
     ] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="One-sided significance level.")] = 0.05,
-    power: Annotated[float, typer.Option("--power", help="Power used for the required n per arm.")] = 0.8,
+    power: Annotated[
+        float,
+        typer.Option("--power", help="Power the required n per arm is sized for."),
+    ] = 0.8,
     mde: Annotated[float, typer.Option("--mde", help="Minimum detectable absolute effect.")] = 0.01,
     looks_done: Annotated[int, typer.Option("--look", help="Which interim look this is (1-based).")] = 1,
-    max_looks: Annotated[int, typer.Option("--max-looks", help="Planned looks (1 = fixed horizon).")] = 1,
+    max_looks: Annotated[int, typer.Option("--max-looks", help="Planned equal looks, <= 50 (1 = fixed).")] = 1,
     direction: Annotated[str, typer.Option("--direction", help="greater: success is good; less: bad.")] = "greater",
 ) -> None:
     if direction not in ("greater", "less"):
@@ -209,7 +212,7 @@ def _abtest_events(
 
     if not apply and control_arm is not None and treatment_arm is not None:
         return decide_canary(events, out, control_arm=control_arm, treatment_arm=treatment_arm, **options).report
-    from mlship.commands.deploy import controller
+    from mlship.deploy.factory import controller
 
     if apply:
         from mlship.deploy.bluegreen import require_approval

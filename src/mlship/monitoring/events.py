@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json, write_text
-from mlship.monitoring.abtest import AbDecision, decide, sample_ratio_mismatch
+from mlship.monitoring.abtest import MAX_LOOKS, AbDecision, decide, sample_ratio_mismatch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -233,6 +233,11 @@ def analyse(
         )
     if not 1 <= looks_done <= max_looks:
         raise ConfigError(f"look {looks_done} of {max_looks} is out of range", hint="use 1 <= --look <= --max-looks")
+    if max_looks > MAX_LOOKS:
+        raise ConfigError(
+            f"{max_looks} planned looks is more than {MAX_LOOKS}",
+            hint=f"plan at most {MAX_LOOKS} looks (e.g. one a day for a few weeks)",
+        )
     if expected_treatment_share is not None and not 0 < expected_treatment_share < 1:
         raise ConfigError(
             f"treatment share {expected_treatment_share} is out of range", hint="use a fraction, e.g. 0.1 for 10%"
