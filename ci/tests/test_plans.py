@@ -107,6 +107,7 @@ def test_build_uses_the_dockerfile_with_release_build_args(pipe: MlPipeline) -> 
     assert "withDirectory(path='build/model'" in chain
     assert "dockerBuild(dockerfile='deployment/Dockerfile'" in chain
     for name, value in (
+        ("BASE_IMAGE", images.PYTHON),
         ("GIT_SHA", "abc123"),
         ("MODEL_NAME", "card-fraud"),
         ("MODEL_VERSION", "7"),
@@ -123,6 +124,8 @@ def test_build_args_and_model_dir_match_the_dockerfile(pipe: MlPipeline) -> None
     passed = re.findall(r"\{'name': '(\w+)', 'value':", chain)
     assert passed and set(passed) <= set(declared), set(passed) - set(declared)
     assert f"withDirectory(path='{declared['MODEL_DIR']}'" in chain
+    # one pin for the python base: what a hand-built image uses is what Dagger builds on
+    assert declared["BASE_IMAGE"] == images.PYTHON
     dockerignore = (ROOT / ".dockerignore").read_text().split()
     assert f"!{declared['MODEL_DIR']}/" in dockerignore
 

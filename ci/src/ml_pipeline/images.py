@@ -7,9 +7,11 @@ none is invented. Bump tag and digest together, from the registry, never one alo
 
 from __future__ import annotations
 
-# Matches `requires-python >= 3.11` and the serving image's base.
+# Matches `requires-python >= 3.11`; also the serving image's base (deployment/Dockerfile's
+# BASE_IMAGE default is this same pin, and `build` passes it).
 # Source: a public Dockerfile test fixture and a public ARG PYTHON_BASE_IMAGE line, both
-# `python:3.11-slim@sha256:9c900dea…` (code-search file ids 69776103028, 61993210828).
+# `python:3.11-slim@sha256:9c900dea…` (code-search file ids 69776103028, 61993210828); a public
+# BuildKit log resolves `docker.io/library/python:3.11-slim@sha256:9c900dea…` (file id 61373040362).
 PYTHON = "python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7"
 
 # Source: two public Dockerfiles `COPY --from=ghcr.io/astral-sh/uv:0.9.24@sha256:816fdce3…`

@@ -154,6 +154,7 @@ class MlPipeline:
     ) -> dagger.Container:
         """The serving image from deployment/Dockerfile — the same file users build by hand."""
         args = [
+            dagger.BuildArg(name="BASE_IMAGE", value=images.PYTHON),
             dagger.BuildArg(name="GIT_SHA", value=git_sha),
             dagger.BuildArg(name="MODEL_NAME", value=model_name),
             dagger.BuildArg(name="MODEL_VERSION", value=model_version),
