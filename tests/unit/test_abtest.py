@@ -90,5 +90,6 @@ def test_srm_and_cli() -> None:
     register_all(app)
     r = CliRunner().invoke(app, ["abtest", "--control", "100/20000", "--treatment", "400/20000", "--mde", "0.01"])
     assert r.exit_code == 0 and "promote" in r.output
+    assert "control 100/20000 (0.0050), treatment 400/20000 (0.0200)" in r.output
     bad = CliRunner().invoke(app, ["abtest", "--control", "x", "--treatment", "1/2"])
     assert bad.exit_code == 2

@@ -168,6 +168,13 @@ def test_library_checks() -> None:
         decide_canary(Path("x.csv"), Path("r"))
     report = analyse(Arm("A", 0, 50), Arm("B", 5, 50), mde=0.05, looks_done=1, max_looks=3)
     assert report.relative_lift is None and report.state == "inconclusive"
+    # sequential: the next step is look 2 of 3, at two thirds of the plan's maximum n
+    assert report.next_look_n == -(-report.decision.required_n * 2 // 3)
+    assert report.need_per_arm == report.next_look_n - 50
+    assert f"need {report.need_per_arm} more per arm for look 2/3 (planned at {report.next_look_n} per arm)" in (
+        report.summary
+    )
+    assert "is below the boundary" in report.summary
     worse = analyse(Arm("A", 500, 1000), Arm("B", 100, 1000), looks_done=1, max_looks=3)
     assert worse.state == "reject" and worse.need_per_arm > 0
     mid = analyse(Arm("A", 100, 1000), Arm("B", 105, 1000), mde=0.3, looks_done=1, max_looks=3)

@@ -10,7 +10,7 @@ import typer
 from mlship import cli
 
 if TYPE_CHECKING:
-    from mlship.monitoring.events import AbReport
+    from mlship.monitoring.events import AbReport, Arm
     from mlship.settings import Settings
 
 
@@ -228,15 +228,22 @@ def _abtest_events(
     return outcome.report
 
 
+def _arm(role: str, arm: Arm) -> str:
+    """`control blue 40/400 (0.1000)`; the name is left out when it is the role itself."""
+    name = "" if arm.name == role else f" {arm.name}"
+    return f"{role}{name} {arm.successes}/{arm.n} ({arm.rate:.4f})"
+
+
 def _print_abtest(report: AbReport) -> None:
     d = report.decision
     c, t = report.control, report.treatment
     out = cli.console()
     out.print(report.summary)
     out.print(
-        f"control {c.name} {c.successes}/{c.n} ({c.rate:.4f}), treatment {t.name} {t.successes}/{t.n} ({t.rate:.4f}); "
+        f"{_arm('control', c)}, {_arm('treatment', t)}; "
         f"lift {report.lift:+.4f}, diff CI [{d.ci[0]:.4f}, {d.ci[1]:.4f}]; z={d.z:.3f}, p={d.p_value:.4g}, "
         f"boundary {d.boundary:.3f}; required n/arm {d.required_n}"
+        + (f" at look {report.max_looks}" if report.max_looks > 1 else "")
     )
     if report.srm_p_value is not None:
         out.print(f"sample ratio: p={report.srm_p_value:.3g} ({'MISMATCH' if report.srm else 'ok'})")

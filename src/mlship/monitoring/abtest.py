@@ -218,7 +218,8 @@ def decide(
         return AbDecision("promote", p, z, ci, n_req, b, f"crossed look {looks_done} boundary z={b:.3f}")
     if z <= -b or looks_done >= max_looks:
         return AbDecision("reject", p, z, ci, n_req, b, f"look {looks_done}/{max_looks}: not better (z={z:.3f})")
-    return AbDecision("inconclusive", p, z, ci, n_req, b, f"look {looks_done}/{max_looks}: keep collecting")
+    below = f"look {looks_done}/{max_looks}: z={z:.3f} is below the boundary {b:.3f}"
+    return AbDecision("inconclusive", p, z, ci, n_req, b, below)
 
 
 def sample_ratio_mismatch(control_n: int, treatment_n: int, expected_treatment_share: float) -> float:

@@ -9,6 +9,7 @@ the report's state becomes ``srm`` whatever the z-test says.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -75,9 +76,18 @@ class AbReport:
         return self.lift / self.control.rate if self.control.rate > 0 else None
 
     @property
+    def next_look_n(self) -> int:
+        """Per-arm n the next step is planned at: the required n (fixed horizon), else the next
+        equally spaced look's share of the plan's maximum n."""
+        if self.max_looks <= 1:
+            return self.decision.required_n
+        upcoming = min(self.looks_done + 1, self.max_looks)
+        return math.ceil(self.decision.required_n * upcoming / self.max_looks)
+
+    @property
     def need_per_arm(self) -> int:
-        """More exposures per arm before the fixed-horizon n is reached (0 once it is)."""
-        return max(self.decision.required_n - min(self.control.n, self.treatment.n), 0)
+        """More exposures per arm before the next planned step (the fixed-horizon n, or the next look)."""
+        return max(self.next_look_n - min(self.control.n, self.treatment.n), 0)
 
     @property
     def summary(self) -> str:
@@ -92,6 +102,8 @@ class AbReport:
         d = self.decision
         if d.state == "inconclusive":
             more = f"need {self.need_per_arm} more per arm" if self.need_per_arm else "collect until the next look"
+            if self.max_looks > 1:
+                more += f" for look {self.looks_done + 1}/{self.max_looks} (planned at {self.next_look_n} per arm)"
             return f"inconclusive: keep collecting, {more} ({d.reason})"
         return f"{d.state}: {d.reason}"
 
@@ -123,6 +135,7 @@ class AbReport:
             "boundary": d.boundary,
             "required_n_per_arm": d.required_n,
             "need_per_arm": self.need_per_arm,
+            "next_look_n_per_arm": self.next_look_n,
             "test_decision": d.state,
             "reason": d.reason,
             "srm": {
@@ -302,8 +315,9 @@ def render_markdown(report: AbReport) -> str:
         f"- lift (treatment - control): {report.lift:+.4f}{rel}, {level:.0%} CI [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]",
         f"- one-sided test ({report.direction}): z={d.z:.3f}, p={d.p_value:.4g}, boundary z>={d.boundary:.3f} "
         f"(look {report.looks_done}/{report.max_looks})",
-        f"- required n per arm: {d.required_n} (alpha {report.alpha}, power {report.power}, mde {report.mde}); "
-        f"need {report.need_per_arm} more",
+        f"- required n per arm: {d.required_n}{' at the last look' if report.max_looks > 1 else ''} "
+        f"(alpha {report.alpha}, power {report.power}, mde {report.mde}); next step at {report.next_look_n} "
+        f"per arm, need {report.need_per_arm} more",
         f"- sample ratio: {srm}",
         f"- action: {report.action}",
     ]
