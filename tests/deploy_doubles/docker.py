@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlship.fsutil import write_text
+
 DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
 
 
@@ -41,10 +43,7 @@ def load() -> dict[str, Any]:
 
 def save(state: dict[str, Any]) -> None:
     """Write whole or not at all: a concurrent reader (the log follower) never sees a torn file."""
-    path = _state_file()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    write_text(_state_file(), json.dumps(state, indent=1))
 
 
 def _image(state: dict[str, Any], ref: str) -> dict[str, Any] | None:

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from mlship.fsutil import write_text
+
 FAKE_SERVER = Path(__file__).with_name("fake_server.py")
 KINDS = {
     "deployment": "Deployment",
@@ -49,10 +51,7 @@ def load() -> dict[str, Any]:
 
 
 def save(state: dict[str, Any]) -> None:
-    p = state_path()
-    tmp = p.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, p)
+    write_text(state_path(), json.dumps(state, indent=1))
 
 
 def key(kind: str, ns: str, name: str) -> str:
