@@ -73,45 +73,34 @@ def _simpson_weights(n: int, width: float) -> np.ndarray:
     return w * width / (3 * (n - 1))
 
 
-def _sequential_pass(
-    bounds: list[float], times: list[float], drift: float
-) -> tuple[list[float], np.ndarray, np.ndarray]:
-    """Per-look crossing probabilities of the score process S_t ~ N(drift*t, t) with upper
-    boundaries ``bounds`` (z scale) at information times ``times``; also the last look's
-    continuation grid and sub-density (weights folded in), to extend the recursion by one look."""
-    from scipy.special import ndtr
+@dataclass(frozen=True)
+class _Walk:
+    """The score process S_t ~ N(drift*t, t) after some looks: its sub-density on the grid of
+    values that crossed no boundary so far (Simpson weights folded in). Before the first look
+    it is a point mass at 0 at t = 0, so the first look needs no case of its own."""
 
-    def sf(x: np.ndarray | float) -> np.ndarray:
-        return np.asarray(ndtr(-np.asarray(x)))
+    t: float
+    grid: np.ndarray
+    dens: np.ndarray
 
-    def pdf(x: np.ndarray, scale: float) -> np.ndarray:
-        return np.asarray(np.exp(-0.5 * (x / scale) ** 2) / (scale * math.sqrt(2 * math.pi)))
+    @staticmethod
+    def start() -> _Walk:
+        return _Walk(0.0, np.zeros(1), np.ones(1))
 
-    crossed: list[float] = []
-    grid = dens = np.empty(0)
-    prev_t = 0.0
-    for c, t in zip(bounds, times, strict=True):
-        step = t - prev_t
-        top = c * math.sqrt(t)
-        if not crossed:
-            crossed.append(float(sf((top - drift * t) / math.sqrt(t))))
-            nxt = np.linspace(min(drift * t - _TAIL_SD * math.sqrt(t), top - 1e-9), top, _GRID)
-            dens = pdf(nxt - drift * t, math.sqrt(t)) * _simpson_weights(_GRID, top - nxt[0])
-        else:
-            crossed.append(float(dens @ sf((top - grid - drift * step) / math.sqrt(step))))
-            nxt = np.linspace(min(drift * t - _TAIL_SD * math.sqrt(t), top - 1e-9), top, _GRID)
-            kernel = pdf(nxt[:, None] - grid[None, :] - drift * step, math.sqrt(step))
-            dens = (kernel @ dens) * _simpson_weights(_GRID, top - nxt[0])
-        grid = nxt
-        prev_t = t
-    return crossed, grid, dens
+    def crossing(self, c: float, t: float, drift: float) -> float:
+        """Probability of first crossing z boundary ``c`` at information time ``t``."""
+        from scipy.special import ndtr
 
+        step = t - self.t
+        return float(self.dens @ ndtr((self.grid + drift * step - c * math.sqrt(t)) / math.sqrt(step)))
 
-def _excess(c: float, t: float, step: float, grid: np.ndarray, dens: np.ndarray, target: float) -> float:
-    """Probability of first crossing boundary c at time t (from the continuation density), minus its share."""
-    from scipy.special import ndtr
-
-    return float(dens @ ndtr(-(c * math.sqrt(t) - grid) / math.sqrt(step))) - target
+    def advance(self, c: float, t: float, drift: float) -> _Walk:
+        """The walk at time ``t``, kept only below boundary ``c``."""
+        top, scale = c * math.sqrt(t), math.sqrt(t - self.t)
+        grid = np.linspace(min(drift * t - _TAIL_SD * math.sqrt(t), top - 1e-9), top, _GRID)
+        z = (grid[:, None] - self.grid[None, :] - drift * (t - self.t)) / scale
+        kernel = np.exp(-0.5 * z**2) / (scale * math.sqrt(2 * math.pi))
+        return _Walk(t, grid, (kernel @ self.dens) * _simpson_weights(_GRID, top - grid[0]))
 
 
 @lru_cache(maxsize=64)
@@ -120,19 +109,16 @@ def sequential_boundaries(max_looks: int, alpha: float) -> tuple[float, ...]:
     from scipy.optimize import brentq
     from scipy.stats import norm
 
-    times = [k / max_looks for k in range(1, max_looks + 1)]
-    bounds: list[float] = []
-    for k, t in enumerate(times):
-        target = obf_spent(t, alpha) - obf_spent(times[k - 1] if k else 0.0, alpha)
+    walk, bounds = _Walk.start(), []
+    for k in range(1, max_looks + 1):
+        t = k / max_looks
+        target = obf_spent(t, alpha) - obf_spent((k - 1) / max_looks, alpha)
         if target <= 1e-15:  # nothing to spend this early: the boundary is out of reach
-            bounds.append(float(norm.isf(1e-15)))
-            continue
-        if not bounds:
-            bounds.append(float(norm.isf(target)))
-            continue
-        _, grid, dens = _sequential_pass(bounds, times[:k], 0.0)
-        step = t - times[k - 1]
-        bounds.append(float(brentq(_excess, -10.0, 40.0, args=(t, step, grid, dens, target), xtol=1e-10)))
+            c = float(norm.isf(1e-15))
+        else:
+            c = float(brentq(lambda c, w=walk, t=t, g=target: w.crossing(c, t, 0.0) - g, -10.0, 40.0, xtol=1e-10))
+        bounds.append(c)
+        walk = walk.advance(c, t, 0.0)
     return tuple(bounds)
 
 
@@ -144,11 +130,14 @@ def inflation_factor(max_looks: int, alpha: float, power: float) -> float:
 
     if max_looks <= 1:
         return 1.0
-    bounds = list(sequential_boundaries(max_looks, alpha))
-    times = [k / max_looks for k in range(1, max_looks + 1)]
+    bounds = sequential_boundaries(max_looks, alpha)
 
     def shortfall(drift: float) -> float:
-        return sum(_sequential_pass(bounds, times, drift)[0]) - power
+        walk, crossed = _Walk.start(), 0.0
+        for k, c in enumerate(bounds, start=1):
+            crossed += walk.crossing(c, k / max_looks, drift)
+            walk = walk.advance(c, k / max_looks, drift)
+        return crossed - power
 
     fixed_drift = float(norm.isf(alpha) + norm.isf(1 - power))
     drift = float(brentq(shortfall, fixed_drift, 2 * fixed_drift + 5, xtol=1e-8))
