@@ -1,4 +1,9 @@
-"""Atomic file writes: an artifact is either complete or absent, never half-written."""
+"""Atomic file writes: an artifact is either complete or absent, never half-written.
+
+Files and folders get the modes any other tool would give them (0644/0755 under the usual
+umask), not the owner-only 0600/0700 of the temporary files they are staged in: a report or
+a model directory is meant to be read by the CI runner, a reviewer and the serving image.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +26,41 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            ordinary_permissions(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def ordinary_permissions(path: str | os.PathLike[str]) -> None:
+    """Give `path` (and, for a folder, everything under it) 0666/0777 minus the umask.
+
+    Temporary files and folders (mkstemp, mkdtemp) are created owner-only; renaming them into
+    place would otherwise leave reports and models unreadable to anyone else.
+    """
+    mask = current_umask()
+    root = Path(path)
+    entries = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for entry in entries:
+        if entry.is_symlink():
+            continue
+        executable = entry.is_dir() or bool(entry.stat().st_mode & 0o100)
+        entry.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 def write_text(dest: str | os.PathLike[str], text: str) -> Path:

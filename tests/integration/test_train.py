@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,16 @@ def test_same_data_and_seed_give_identical_predictions(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.usefixtures("umask_022")
 def test_export_writes_model_dir_and_metrics(tmp_path: Path) -> None:
     root = make_project(tmp_path / "p", rows=1200, estimator="mlship.model.estimators:logistic_regression")
     settings = load_settings(cwd=root)
@@ -74,6 +86,9 @@ def test_export_writes_model_dir_and_metrics(tmp_path: Path) -> None:
     assert isinstance(example, pd.DataFrame) and len(example) == 5
     assert model.predict_proba(example).shape == (5, 2)
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    # ordinary modes (umask 022 here), not the staging folder's owner-only 0700/0600
+    modes = {p.relative_to(out).as_posix(): oct(p.stat().st_mode & 0o777) for p in out.rglob("*")}
+    assert modes["model"] == "0o755" and modes["model/MLmodel"] == "0o644" and modes["metrics.json"] == "0o644"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlship.errors import ConfigError
-from mlship.fsutil import write_json
+from mlship.fsutil import ordinary_permissions, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,6 +187,7 @@ def export(registry: Any, model_uri: str, out: Path, metrics: dict[str, Any]) ->
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
     try:
         downloaded = registry.download(model_uri, staging)
+        ordinary_permissions(downloaded)  # staged under an owner-only mkdtemp folder
         target = out / "model"
         if target.exists():
             shutil.rmtree(target)
