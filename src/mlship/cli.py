@@ -95,9 +95,7 @@ def run(ctx: typer.Context, action: Callable[[Settings], int | None]) -> NoRetur
         code = action(settings) or 0
     except MlshipError as exc:
         if opts.debug:
-            import traceback
-
-            traceback.print_exc()
+            _print_traceback()
         _print_error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
@@ -105,17 +103,28 @@ def run(ctx: typer.Context, action: Callable[[Settings], int | None]) -> NoRetur
         raise typer.Exit(130) from None
     except typer.Exit:
         raise
-    except Exception as exc:  # the contract: one line, never a traceback
+    except Exception as exc:  # noqa: BLE001 — the contract: one line (traceback under --debug), exit 3
         if opts.debug:
-            raise
-        _print_error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+            _print_traceback()  # --debug adds the traceback; it never changes the exit code
+        hint = "" if opts.debug else " (run with --debug for the traceback)"
+        _print_error(f"unexpected {type(exc).__name__}: {exc}{hint}")
         raise typer.Exit(3) from None
     raise typer.Exit(code)
 
 
 def _print_error(message: str) -> None:
+    from mlship.redaction import redact
+
     first = message.strip().splitlines()[0] if message.strip() else "error"
-    print(f"mlship: error: {first}", file=sys.stderr)
+    print(f"mlship: error: {redact(first)}", file=sys.stderr)
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    from mlship.redaction import redact
+
+    print(redact(traceback.format_exc()), end="", file=sys.stderr)
 
 
 def _quiet_libraries() -> None:
@@ -128,8 +137,10 @@ def _quiet_libraries() -> None:
 def main() -> None:
     """Console-script entry point."""
     from mlship.commands import register_all
+    from mlship.redaction import redact_logs
 
     _quiet_libraries()
+    redact_logs()
     register_all(app)
     app()
 

@@ -155,8 +155,11 @@ def test_unexpected_errors_are_one_line_unless_debug(fraud_project: Path, monkey
         code == 3
         and err.strip() == "mlship: error: unexpected RuntimeError: kaboom (run with --debug for the traceback)"
     )
-    result = runner.invoke(app, ["--debug", "train"])
-    assert isinstance(result.exception, RuntimeError)
+    # --debug adds the traceback and keeps the contract's code (it used to re-raise: exit 1)
+    code, _, err = invoke("--debug", "train")
+    assert code == 3
+    assert "Traceback (most recent call last)" in err and "RuntimeError: kaboom" in err
+    assert err.strip().splitlines()[-1] == "mlship: error: unexpected RuntimeError: kaboom"
 
 
 def test_console_script_help_is_quick_to_import() -> None:
