@@ -190,3 +190,54 @@ def test_native_categorical_trees_are_not_compiled(data: pd.DataFrame) -> None:
     pipeline = Pipeline([("pre", pre), ("clf", clf)]).fit(data[NUMERIC], data["is_fraud"])
     with pytest.raises(NotCompiled, match="categorical"):
         compile_pipeline(pipeline, set(NUMERIC))
+
+
+@pytest.mark.parametrize("factory", [estimators.gradient_boosting, estimators.logistic_regression])
+@pytest.mark.parametrize(("categorical", "numeric"), [([], NUMERIC), (CATEGORICAL, []), ([], ["amount"])])
+def test_a_pipeline_with_an_empty_column_group_is_compiled_and_exact(
+    factory: Any, categorical: list[str], numeric: list[str], data: pd.DataFrame
+) -> None:
+    """Regression: with no categorical features the one-hot encoder is never fitted (no
+    categories_) and the probe rows raised AttributeError — every deploy rolled back."""
+    pipeline = factory(categorical, numeric, 0).fit(data[categorical + numeric].iloc[:800], data["is_fraud"][:800])
+    columns = [Column(c, "string") for c in categorical] + [Column(c, "double") for c in numeric]
+    rows = _rows(data[categorical + numeric].iloc[800:])
+    served = ServedModel(estimator=pipeline, columns=columns, name="m", version="1", example=rows[:3])
+    served.compile()
+    assert served.compiled is not None, served.compile_note
+    assert served.predict(rows)[1] == pipeline.predict_proba(served.frame(rows))[:, 1].tolist()
+
+
+def test_a_compiler_that_crashes_falls_back_to_the_pipeline_with_the_reason(
+    data: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only NotCompiled: any error of the fast path leaves the plain pipeline serving."""
+    from mlship.serving import compiled as module
+
+    pipeline = _fit(estimators.logistic_regression, data.iloc[:600])
+
+    def broken(estimator: Any, example: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise AttributeError("'OneHotEncoder' object has no attribute 'categories_'")
+
+    monkeypatch.setattr(module, "probe_rows", broken)
+    served = _served(pipeline, data)
+    assert served.compiled is None
+    assert served.compile_note == (
+        "not compiled: the compiler failed (AttributeError: 'OneHotEncoder' object has no attribute 'categories_')"
+    )
+    rows = _rows(data[CATEGORICAL + NUMERIC].iloc[600:700])
+    assert served.predict(rows)[1] == pipeline.predict_proba(served.frame(rows))[:, 1].tolist()
+
+
+def test_a_compiled_path_that_raises_at_request_time_is_answered_by_the_pipeline(data: pd.DataFrame) -> None:
+    pipeline = _fit(estimators.logistic_regression, data.iloc[:600])
+    served = _served(pipeline, data)
+    assert served.compiled is not None
+
+    class Exploding:
+        def predict_proba(self, rows: Any) -> Any:
+            raise IndexError("a bug in the fast path")
+
+    served.compiled = Exploding()  # type: ignore[assignment]
+    rows = _rows(data[CATEGORICAL + NUMERIC].iloc[600:650])
+    assert served.predict(rows)[1] == pipeline.predict_proba(served.frame(rows))[:, 1].tolist()

@@ -11,9 +11,12 @@ dictionary lookups and numpy, and hands it to the final estimator's `predict_pro
 It is an optimisation, never a change of answers: a pipeline of any other shape, or an
 encoder with options this module does not reproduce (dropped or infrequent categories,
 sparse output, non-string categories), is not compiled and the server calls the pipeline
-as it is. A compiled pipeline is checked at load against the real one on probe rows (the
-input example with every known category and an unknown one in each column) and used only
-if the feature matrices and probabilities are identical. A batch it cannot encode the
+as it is — and so is one whose compilation or check fails in any way at all (the caller,
+`ServedModel.compile`, treats every exception as "serve the pipeline", with the reason).
+A compiled pipeline is checked at load against the real one on probe rows (the input
+example, every known category and an unknown one in each column, and rows with the numbers
+moved) and used only if the feature matrices and the probabilities — for the whole probe
+batch and for batches of one and two rows — are identical. A batch it cannot encode the
 same way (a missing value, an unknown category for an encoder that raises on them) goes
 through the real pipeline, so the client sees scikit-learn's own behaviour and error.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -186,6 +189,8 @@ class CompiledPipeline:
             self._starts.append(width)
             width += block.width if isinstance(block, _OneHot) else 1
         self.n_features = width
+        self.order: Literal["C", "F"] = "C"
+        """Memory order of the feature matrix: that of the real preprocessor's (set by `verified`)."""
 
     @property
     def forest(self) -> _Forest | None:
@@ -193,7 +198,7 @@ class CompiledPipeline:
 
     def transform(self, rows: Rows) -> np.ndarray:
         """The feature matrix the fitted preprocessor would produce; NotCompiled if it can't here."""
-        out = np.zeros((len(rows), self.n_features), dtype=np.float64)
+        out = np.zeros((len(rows), self.n_features), dtype=np.float64, order=self.order)
         for block, start in zip(self._blocks, self._starts, strict=True):
             block.fill(out, start, rows)
         return out
@@ -270,20 +275,46 @@ def _one_hot(name: str, encoder: Any, columns: list[str]) -> list[_Block]:
 
 
 def probe_rows(estimator: Any, example: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The example rows, then each one-hot column set to every known category and to an unknown one."""
+    """The example rows; each one-hot column set to every known category and an unknown one;
+    and `_JITTERED` rows with every other column moved off the example's values.
+
+    The jittered rows make the probe a real batch even when the example is one row with no
+    categorical column: scikit-learn's feature matrix is then column-major, and a linear
+    model's dot product on it can differ in the last bit from the same numbers in row-major
+    order — which only a batch of several distinct rows can reveal.
+    """
     from sklearn.preprocessing import OneHotEncoder
 
     rows = [dict(r) for r in example]
     if not rows:
         return rows
     pre = estimator.steps[0][1]
+    other: list[str] = []
     for _, transformer, columns in pre.transformers_:
-        if not isinstance(transformer, OneHotEncoder) or transformer.handle_unknown != "ignore":
+        if isinstance(transformer, str) or not columns:  # "drop", or a transformer given no columns (never fitted)
+            continue
+        if not isinstance(transformer, OneHotEncoder):
+            other += [str(c) for c in columns]
+            continue
+        if transformer.handle_unknown != "ignore":
             continue
         for column, categories in zip(columns, transformer.categories_, strict=True):
             for value in [*categories.tolist(), "\x00mlship-unknown-category"]:
                 rows.append({**rows[0], column: value})
+    for k in range(1, _JITTERED + 1):
+        base = rows[k % len(rows)]
+        rows.append({**base, **{c: _jitter(base[c], k) for c in other}})
     return rows
+
+
+_JITTERED = 8
+
+
+def _jitter(value: Any, k: int) -> Any:
+    """A different finite number near `value` (non-numbers are left alone)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        return value
+    return float(value) * (1.0 + 0.37 * k) + 0.5 * k
 
 
 def verified(
@@ -292,17 +323,34 @@ def verified(
     frame: Callable[[list[dict[str, Any]]], pd.DataFrame],
     rows: list[dict[str, Any]],
 ) -> None:
-    """Raise NotCompiled unless features and probabilities equal the real pipeline's on `rows`."""
+    """Raise NotCompiled unless features and probabilities equal the real pipeline's on `rows`.
+
+    The compiled matrix takes the memory order of the real one (see `probe_rows`), and the
+    probabilities are compared for the whole probe batch and for batches of one and two rows.
+    """
+    rows = [r for r in rows if _encodes(compiled, r)]  # e.g. a NaN in the example: the pipeline's own path
     if not rows:
-        raise NotCompiled("no input example to check the compiled pipeline against")
+        raise NotCompiled("no input example (without missing values) to check the compiled pipeline against")
     real_frame = frame(rows)
     expected_features = np.asarray(estimator.steps[0][1].transform(real_frame))
+    if len(rows) > 1 and expected_features.flags.f_contiguous and not expected_features.flags.c_contiguous:
+        compiled.order = "F"
     if not np.array_equal(compiled.transform(rows), expected_features):
         raise NotCompiled("the compiled features differ from the pipeline's")
-    if not np.array_equal(compiled.predict_proba(rows), np.asarray(estimator.predict_proba(real_frame))):
-        raise NotCompiled("the compiled probabilities differ from the pipeline's")
+    for batch in (rows, rows[:1], rows[:2]):
+        if not np.array_equal(compiled.predict_proba(batch), np.asarray(estimator.predict_proba(frame(batch)))):
+            raise NotCompiled("the compiled probabilities differ from the pipeline's")
     forest = compiled.forest
     if forest is not None:
         edges = forest.boundary_rows(expected_features[0])
         if not np.array_equal(forest.predict_proba(edges), np.asarray(estimator.steps[-1][1].predict_proba(edges))):
             raise NotCompiled("the compiled trees split differently from sklearn's on a threshold")
+
+
+def _encodes(compiled: CompiledPipeline, row: dict[str, Any]) -> bool:
+    """Whether the compiled path takes this row at all (it refuses what the pipeline must decide)."""
+    try:
+        compiled.transform([row])
+    except NotCompiled:
+        return False
+    return True

@@ -105,18 +105,25 @@ class ServedModel:
         return labels, proba.tolist()
 
     def _compiled_proba(self, rows: list[dict[str, Any]]) -> Any:
-        """The compiled pipeline's answer, or None when there is none or it can't take this batch."""
-        from mlship.serving.compiled import NotCompiled
+        """The compiled pipeline's answer, or None when there is none or it can't take this batch.
 
+        Any exception means "ask the pipeline": e.g. a missing value, which the real pipeline
+        decides about; the fast path must never be the reason a request fails.
+        """
         if self.compiled is None:
             return None
         try:
             return self.compiled.predict_proba(rows)
-        except NotCompiled:  # e.g. a missing value: the real pipeline decides what that means
+        except Exception:  # noqa: BLE001 — the pipeline answers (or raises its own error) instead
             return None
 
     def compile(self) -> None:
-        """Use the compiled pipeline when it gives exactly the pipeline's answers on probe rows."""
+        """Use the compiled pipeline only when it gives exactly the pipeline's answers on probe rows.
+
+        Whatever goes wrong while compiling or checking — an unsupported shape (NotCompiled) or
+        an error of the compiler itself on a pipeline it did not foresee — the plain pipeline is
+        served and `compile_note` (the `ready` log line) says why.
+        """
         from mlship.serving.compiled import NotCompiled, compile_pipeline, probe_rows, verified
 
         try:
@@ -124,6 +131,9 @@ class ServedModel:
             verified(compiled, self.estimator, self.frame, probe_rows(self.estimator, self.example))
         except NotCompiled as exc:
             self.compiled, self.compile_note = None, f"not compiled: {exc}"
+            return
+        except Exception as exc:  # noqa: BLE001 — a fast path that breaks is no reason not to serve
+            self.compiled, self.compile_note = None, f"not compiled: the compiler failed ({type(exc).__name__}: {exc})"
             return
         self.compiled, self.compile_note = compiled, "compiled: verified equal to the pipeline on probe rows"
 
