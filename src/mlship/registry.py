@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 MODEL_ARTIFACT = "model"
 ALIASES = ("challenger", "champion")
+GATE_TAG = "mlship.gate"
+"""The gate's verdict (`pass`/`fail`), set on the candidate's run by the gate and copied to its version."""
+GATE_REPORT_TAG = "mlship.gate_report"
+"""Where that gate's report is: the local gate.md, and the run artifact `gate/gate.md`."""
+FORCED_TAG = "mlship.gate_override"
+"""`--force --reason TEXT` on register/promote: the reason, recorded on the version."""
+RECORD_TAGS = (GATE_TAG, GATE_REPORT_TAG, FORCED_TAG, "mlship.model_sha256")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/(?P<path>.+)$")
 _LOGGED_URI = re.compile(r"^models:/(?P<id>m-[0-9a-zA-Z]+)$")
@@ -63,6 +70,9 @@ class VersionInfo:
     aliases: tuple[str, ...]
     created_ms: int
     metrics: dict[str, float] = field(default_factory=dict)
+    gate: str = "never ran"
+    """The gate's verdict recorded for this version (`pass`, `fail`, `never ran`), `+ forced` when overridden."""
+    gate_report: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,7 +234,24 @@ class Registry:
                     )
                 if artifacts is not None and artifacts.is_dir():
                     mlflow.log_artifacts(str(artifacts), artifact_path="reports")
+                self._record_digest(run.info.run_id, info.model_id, info.model_uri)
             return LoggedRun(run_id=run.info.run_id, model_uri=info.model_uri, experiment_id=run.info.experiment_id)
+
+    def _record_digest(self, run_id: str, model_id: str, model_uri: str) -> str:
+        """sha256 of the logged model's files: a file in the model directory, a run and a logged-model tag."""
+        import tempfile
+
+        import mlflow.artifacts
+
+        from mlship import integrity
+
+        with tempfile.TemporaryDirectory(prefix="mlship-digest-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+            digest = integrity.write_sidecar(local)
+            self._client.log_model_artifact(model_id, str(local / integrity.SIDECAR))
+        self._client.set_tag(run_id, integrity.TAG, digest)
+        self._client.set_logged_model_tags(model_id, {integrity.TAG: digest})
+        return digest
 
     def log_to_run(
         self,
@@ -243,6 +270,9 @@ class Registry:
                 self._client.set_tag(run_id, tag, text)
             if artifacts is not None and artifacts.is_dir():
                 self._client.log_artifacts(run_id, str(artifacts), artifact_path=artifact_path)
+                if GATE_TAG in (tags or {}):  # a verdict logged with its report: remember where to read it
+                    where = f"{(artifacts / 'gate.md').resolve()} (runs:/{run_id}/{artifact_path}/gate.md)"
+                    self._client.set_tag(run_id, GATE_REPORT_TAG, where)
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         with _infra("read the run"):
@@ -265,11 +295,14 @@ class Registry:
 
         uri = _run_model_uri(model_ref)
         with _infra("register the model"):
+            recorded: dict[str, str] = {}
             if uri.startswith("runs:/"):
                 self.run_metrics(uri.split("/")[1])  # a clear error for an unknown run id
+                recorded = self.run_record(uri.split("/")[1])
             with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
-                mv = mlflow.register_model(uri, name, tags=dict(tags or {}))  # prints its progress otherwise
+                # the run's gate verdict, report and model digest travel with the version
+                mv = mlflow.register_model(uri, name, tags={**recorded, **(tags or {})})
             if alias:
                 self.set_alias(name, alias, str(mv.version))
             return self.resolve(f"models:/{name}/{mv.version}")
@@ -351,6 +384,7 @@ class Registry:
             for mv in sorted(found, key=lambda v: int(v.version), reverse=True):
                 full = self._client.get_model_version(name, mv.version)  # search omits aliases
                 metrics = self.run_metrics(mv.run_id) if mv.run_id else {}
+                record = self.version_record(name, str(mv.version))
                 out.append(
                     VersionInfo(
                         name=name,
@@ -359,6 +393,8 @@ class Registry:
                         aliases=tuple(sorted(full.aliases)),
                         created_ms=int(mv.creation_timestamp or 0),
                         metrics=metrics,
+                        gate=gate_label(record),
+                        gate_report=record.get(GATE_REPORT_TAG),
                     )
                 )
             return out
@@ -366,30 +402,99 @@ class Registry:
     # Models ---------------------------------------------------------------------------------
 
     def load_model(self, model: ResolvedModel | str) -> Any:
-        """Load the native scikit-learn estimator (with predict_proba) behind a reference."""
-        import mlflow.sklearn
+        """Load the native scikit-learn estimator (with predict_proba) behind a reference.
+
+        Downloaded and verified against the recorded sha256 first (see `download`).
+        """
+        import tempfile
 
         resolved = model if isinstance(model, ResolvedModel) else self.resolve(model)
-        with _infra("load the model"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return mlflow.sklearn.load_model(resolved.uri)
+        with tempfile.TemporaryDirectory(prefix="mlship-load-") as tmp:
+            directory = self.download(resolved, Path(tmp))
+            with _infra("load the model"):
+                return load_model_dir(directory)
 
     def download(self, model: ResolvedModel | str, dest: Path) -> Path:
-        """Copy the MLflow model directory behind a reference to `dest` (for images, serving)."""
+        """Copy the MLflow model directory behind a reference to `dest` (for images, serving).
+
+        The copy is checked against the sha256 the tracking store recorded when the model was
+        logged (exit 2 on a mismatch), so what is unpickled later is what was logged.
+        """
         import mlflow.artifacts
+
+        from mlship import integrity
 
         resolved = model if isinstance(model, ResolvedModel) else self.resolve(model)
         if Path(resolved.uri).is_dir():
+            integrity.verify(Path(resolved.uri), what=resolved.label)
             return Path(resolved.uri)
         dest.mkdir(parents=True, exist_ok=True)
         with _infra("download the model"):
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=str(dest)))
+            directory = Path(mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=str(dest)))
+            integrity.verify(directory, self.recorded_digest(resolved), what=resolved.label)
+            return directory
+
+    # What the tracking store remembers about a model ---------------------------------------
+
+    def run_record(self, run_id: str) -> dict[str, str]:
+        """The run's gate verdict, report location, override and model digest tags (those present)."""
+        with _infra("read the run"):
+            try:
+                tags = dict(self._client.get_run(run_id).data.tags)
+            except Exception as exc:
+                if _looks_like_connection_error(exc):
+                    raise
+                return {}
+        return {k: v for k, v in tags.items() if k in RECORD_TAGS}
+
+    def version_record(self, name: str, version: str) -> dict[str, str]:
+        """The version's own record, completed from its run's (for versions registered elsewhere)."""
+        with _infra("read the version"):
+            mv = self._version(name, version)
+            own = {k: v for k, v in dict(mv.tags or {}).items() if k in RECORD_TAGS}
+            from_run = self.run_record(mv.run_id) if mv.run_id else {}
+        return {**from_run, **own}
+
+    def recorded_digest(self, resolved: ResolvedModel) -> str | None:
+        """The sha256 recorded for this model in the tracking store, if any."""
+        from mlship import integrity
+
+        if resolved.name and resolved.version:
+            return self.version_record(resolved.name, resolved.version).get(integrity.TAG)
+        if resolved.run_id:
+            return self.run_record(resolved.run_id).get(integrity.TAG)
+        logged = _LOGGED_URI.match(resolved.uri)
+        if logged:
+            with _infra("read the logged model"):
+                try:
+                    tags = dict(self._client.get_logged_model(logged["id"]).tags or {})
+                except Exception as exc:
+                    if _looks_like_connection_error(exc):
+                        raise
+                    return None
+            return tags.get(integrity.TAG)
+        return None
+
+    def set_version_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        with _infra("tag the version"):
+            self._version(name, version)
+            for key, value in tags.items():
+                self._client.set_model_version_tag(name, version, key, value)
 
 
-def load_model_dir(path: Path) -> Any:
-    """Load a native scikit-learn model from an MLflow model directory (no tracking server)."""
+def load_model_dir(path: Path, expected_sha256: str | None = None) -> Any:
+    """Load a native scikit-learn model from an MLflow model directory (no tracking server).
+
+    Every model mlship loads comes through here: the files are checked against the recorded
+    sha256 (the directory's own record, and `expected_sha256` when the caller has the tracking
+    store's) before pickle runs any of their code.
+    """
     _quiet()
     import mlflow.sklearn
+
+    from mlship import integrity
+
+    integrity.verify(Path(path), expected_sha256)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -418,6 +523,12 @@ def model_input_example(model_dir: Path) -> pd.DataFrame | None:
         warnings.simplefilter("ignore")
         example = meta.load_input_example(str(model_dir))
     return example if isinstance(example, pd.DataFrame) else None
+
+
+def gate_label(record: Mapping[str, str]) -> str:
+    """`pass`, `fail` or `never ran`, with `+ forced` when someone overrode the gate (and said why)."""
+    verdict = record.get(GATE_TAG) or "never ran"
+    return f"{verdict} + forced" if record.get(FORCED_TAG) else verdict
 
 
 def default_requirements() -> list[str]:

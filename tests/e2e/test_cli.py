@@ -124,14 +124,19 @@ def test_train_register_promote_models(fraud_project: Path) -> None:
     assert code == 0, err
     run_id = next(line.split()[-1] for line in out.splitlines() if line.startswith("run id:"))
     assert (fraud_project / "out/model/MLmodel").is_file()
-    code, out, _ = invoke("register", "--run", run_id)
+    code, _, err = invoke("register", "--run", run_id)
+    assert code == 1 and "never gated" in err  # the registry remembers the gate (tests/integration/test_registry_gate)
+    code, out, _ = invoke("register", "--run", run_id, "--force", "--reason", "cli walk-through")
     assert code == 0 and "card-fraud v1 as @challenger" in out
     code, _, err = invoke("register", "--run", run_id, "--alias", "champion")
     assert code == 2 and "never moves 'champion'" in err
-    code, out, _ = invoke("promote", "--version", "1")
+    code, _, err = invoke("promote", "--version", "1")
+    assert code == 1 and "card-fraud v1 was never gated" in err
+    code, out, _ = invoke("promote", "--version", "1", "--force", "--reason", "cli walk-through")
     assert code == 0 and "card-fraud@champion -> v1" in out
     code, out, _ = invoke("models")
     assert code == 0 and "@champion" in out
+    assert [v["gate"] for v in json.loads(invoke("models", "--json")[1])] == ["never ran + forced"]
     code, _, err = invoke("promote", "--version", "7")
     assert code == 2 and "no version 7" in err
 

@@ -194,8 +194,8 @@ def test_champion_alias_whose_model_is_gone_is_exit_3(tmp_path: Path, monkeypatc
     code, out, err = invoke("train", "--out", "out")
     assert code == 0, err
     run_id = next(line.split()[-1] for line in out.splitlines() if line.startswith("run id:"))
-    assert invoke("register", "--run", run_id)[0] == 0
-    assert invoke("promote", "--version", "1")[0] == 0
+    assert invoke("register", "--run", run_id, "--force", "--reason", "test: a champion to lose")[0] == 0
+    assert invoke("promote", "--version", "1", "--force", "--reason", "test: a champion to lose")[0] == 0
     shutil.rmtree(root / ".mlship" / "artifacts")  # the store still names @champion; its files are gone
     code, _, err = invoke("gate", "--candidate", "out/model")
     assert code == 3 and "champion models:/card-fraud@champion cannot be loaded" in err

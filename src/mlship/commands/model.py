@@ -10,6 +10,7 @@ import typer
 from mlship import cli
 
 if TYPE_CHECKING:
+    from mlship.registry import Registry
     from mlship.settings import Settings
 
 KEY_METRICS = ("roc_auc", "pr_auc", "f1", "accuracy")
@@ -44,21 +45,37 @@ def train(
     cli.run(ctx, action)
 
 
+Force = Annotated[
+    bool, typer.Option("--force", help="Override a failed or missing gate verdict (needs --reason; recorded).")
+]
+Reason = Annotated[
+    str | None, typer.Option("--reason", help="Why the gate is overridden: recorded on the version as a tag.")
+]
+
+
 def register_model(
     ctx: typer.Context,
     run: Annotated[str, typer.Option("--run", help="Run id printed by `mlship train` (or a model URI).")],
     alias: Annotated[str | None, typer.Option("--alias", help="Alias to point at the new version.")] = "challenger",
+    force: Force = False,
+    reason: Reason = None,
 ) -> None:
-    """Register a training run's model as a new version of `model_name` (alias: challenger)."""
+    """Register a gated run's model as a new version of `model_name` (alias: challenger).
+
+    Refused (exit 1) when the run's gate failed or never ran, unless --force --reason TEXT.
+    """
 
     def action(settings: Settings) -> int:
-        from mlship.registry import Registry
+        from mlship.errors import ConfigError
+        from mlship.registry import FORCED_TAG, Registry
 
         if alias == "champion":
-            from mlship.errors import ConfigError
-
             raise ConfigError("register never moves 'champion'", hint="use `mlship promote --version V`")
-        resolved = Registry.from_settings(settings).register(run, settings.model_name, alias=alias or None)
+        registry = Registry.from_settings(settings)
+        record = _record_of(registry, run)
+        override = _require_pass(record, f"run {run}", "mlship gate --candidate runs:/<run id>/model", force, reason)
+        tags = {FORCED_TAG: f"register: {override}"} if override else {}
+        resolved = registry.register(run, settings.model_name, alias=alias or None, tags=tags)
         suffix = f" as @{alias}" if alias else ""
         cli.console().print(f"registered {resolved.label}{suffix}: {resolved.uri}")
         return 0
@@ -70,14 +87,24 @@ def promote(
     ctx: typer.Context,
     version: Annotated[str, typer.Option("--version", help="Registered version to make the champion.")],
     alias: Annotated[str, typer.Option("--alias", help="Alias to move.")] = "champion",
+    force: Force = False,
+    reason: Reason = None,
 ) -> None:
-    """Point `champion` (or another alias) at a registered version: promotion and rollback in one call."""
+    """Point `champion` (or another alias) at a registered version: promotion and rollback in one call.
+
+    Refused (exit 1) when the version's gate failed or never ran, unless --force --reason TEXT.
+    """
 
     def action(settings: Settings) -> int:
-        from mlship.registry import Registry
+        from mlship.registry import FORCED_TAG, Registry
 
         registry = Registry.from_settings(settings)
+        record = registry.version_record(settings.model_name, version)
+        label = f"{settings.model_name} v{version}"
+        override = _require_pass(record, label, "mlship gate --candidate models:/<name>/<version>", force, reason)
         before = registry.alias_version(settings.model_name, alias)
+        if override:
+            registry.set_version_tags(settings.model_name, version, {FORCED_TAG: f"promote to @{alias}: {override}"})
         registry.set_alias(settings.model_name, alias, version)
         was = f" (was v{before})" if before else ""
         cli.console().print(f"{settings.model_name}@{alias} -> v{version}{was}")
@@ -86,11 +113,55 @@ def promote(
     cli.run(ctx, action)
 
 
+def _record_of(registry: Registry, ref: str) -> dict[str, str]:
+    """The gate record of what `register --run` names: a run id, a runs:/ or models:/ URI, a model dir."""
+    import re
+
+    from mlship.registry import model_dir_info
+
+    version = re.match(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$", ref)
+    if version:
+        return registry.version_record(version["name"], version["version"])
+    resolved = registry.resolve(ref if "/" in ref or Path(ref).exists() else f"runs:/{ref}/model")
+    run_id = resolved.run_id
+    if run_id is None and Path(resolved.uri).is_dir():
+        run_id = model_dir_info(Path(resolved.uri))["run_id"]
+    return registry.run_record(run_id) if run_id else {}
+
+
+def _require_pass(record: dict[str, str], what: str, gate_cmd: str, force: bool, reason: str | None) -> str | None:
+    """None when the recorded gate passed; the override reason under --force; else refuse (exit 1)."""
+    from mlship.errors import ConfigError, PipelineRejected
+    from mlship.registry import GATE_REPORT_TAG, GATE_TAG
+
+    if force and not (reason or "").strip():
+        raise ConfigError("--force needs --reason TEXT", hint="say why the gate is overridden; it is recorded")
+    if reason and not force:
+        raise ConfigError("--reason is only meaningful with --force", hint="add --force, or drop --reason")
+    verdict = record.get(GATE_TAG)
+    if verdict == "pass":
+        return None
+    if force:
+        assert reason is not None
+        cli.err_console().print(f"warning: {what}: gate {verdict or 'never ran'}; overridden: {reason}", markup=False)
+        return reason.strip()
+    if verdict is None:
+        raise PipelineRejected(
+            f"{what} was never gated; refusing",
+            hint=f"run `{gate_cmd}` first, or pass --force --reason TEXT",
+        )
+    report = record.get(GATE_REPORT_TAG, "the gate report")
+    raise PipelineRejected(
+        f"{what} failed its gate; refusing (report: {report})",
+        hint="fix the model, or pass --force --reason TEXT to override on the record",
+    )
+
+
 def models(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List registered versions with their aliases and key metrics."""
+    """List registered versions with their aliases, gate verdict and key metrics."""
 
     def action(settings: Settings) -> int:
         import json
@@ -108,12 +179,14 @@ def models(
             cli.console().print(f"no registered versions of {settings.model_name!r} yet (run `mlship run`)")
             return 0
         table = Table(title=f"{settings.model_name}: registered versions")
-        for col in ("version", "aliases", *KEY_METRICS, "run id"):
-            table.add_column(col)
+        for col in ("version", "aliases", "gate", *KEY_METRICS):
+            table.add_column(col, no_wrap=col != "gate")
+        table.add_column("run id", overflow="fold")
         for v in versions:
             table.add_row(
                 v.version,
-                ", ".join(f"@{a}" for a in v.aliases) or "—",
+                "\n".join(f"@{a}" for a in v.aliases) or "—",
+                v.gate,
                 *(f"{v.metrics[m]:.4f}" if m in v.metrics else "—" for m in KEY_METRICS),
                 v.run_id or "—",
             )
