@@ -89,9 +89,12 @@ def run(ctx: typer.Context, action: Callable[[Settings], int | None]) -> NoRetur
     """
     opts = options(ctx)
     try:
-        from mlship.settings import load_settings
+        from mlship.settings import defaults_note, load_settings
 
         settings = load_settings(opts.config)
+        note = defaults_note(opts.config)
+        if note:
+            print(f"mlship: note: {note}", file=sys.stderr)
         code = action(settings) or 0
     except MlshipError as exc:
         if opts.debug:

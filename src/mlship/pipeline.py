@@ -104,7 +104,7 @@ def run(
         stage("synth", lambda: write_synthetic(path, rows=rows or settings.synth_rows, seed=settings.seed))
 
     def do_validate() -> str:
-        report = validation.validate_file(path, settings.suite_path)
+        report = validation.validate_file(path, settings.suite_path, settings)
         validation.write_report(report, reports)
         if not report.valid:
             names = ", ".join(f"{o.expectation}({o.column or 'table'})" for o in report.failures[:3])

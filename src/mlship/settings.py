@@ -37,7 +37,10 @@ class GateSettings(_Section):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     max_demographic_parity_difference: float = Field(default=0.10, ge=0, le=1)
     max_equalized_odds_difference: float = Field(default=0.15, ge=0, le=1)
-    min_group_size: int = Field(default=100, ge=1)
+    fairness_inconclusive: Literal["fail", "pass"] = "fail"
+    """A disparity whose confidence interval straddles its limit: fail (closed) or pass (reported)."""
+    min_group_size: int = Field(default=30, ge=1)
+    """Rows a group needs to be measured at all; the intervals then say whether that is enough."""
     insufficient_group_fails: bool = True
     latency_p99_ms: float = Field(default=50.0, gt=0)
     latency_rows: int = Field(default=200, ge=10)
@@ -217,6 +220,27 @@ def load_settings(config: Path | None = None, *, cwd: Path | None = None) -> Set
         raw = _read_toml(source).get("tool", {}).get("mlship", {}) if source.is_file() else {}
         root = cwd
     return settings_from_mapping(raw, root=root, source=str(source))
+
+
+def defaults_note(config: Path | None, *, cwd: Path | None = None) -> str | None:
+    """One line saying the built-in example settings apply, or None when a configuration was found.
+
+    Outside a project the card-fraud defaults would otherwise apply silently, and a user's own
+    data would fail on columns they never configured.
+    """
+    if config is not None:
+        return None
+    source = (cwd or Path.cwd()) / "pyproject.toml"
+    try:
+        if source.is_file() and "mlship" in _read_toml(source).get("tool", {}):
+            return None
+    except ConfigError:
+        return None  # load_settings reports the broken file itself
+    d = Settings()
+    return (
+        f"no --config and no [tool.mlship] in {source}: using the built-in card-fraud example settings "
+        f"(target {d.target!r}, {len(d.features)} features, data {d.data}; see README 'Configuration')"
+    )
 
 
 def settings_from_mapping(raw: dict[str, Any], *, root: Path, source: str = "settings") -> Settings:

@@ -101,6 +101,7 @@ def test_export_writes_model_dir_and_metrics(tmp_path: Path) -> None:
         ({}, lambda d: d.drop(columns=["hour"]), "lacks configured column"),
         ({}, lambda d: d.assign(is_fraud=d["is_fraud"] * 2 + 1), "only binary classification"),
         ({}, lambda d: d.assign(is_fraud=0), "single class"),
+        ({}, lambda d: d.assign(amount=float("nan")), r"column\(s\) amount hold no values \(all null\)"),
     ],
 )
 def test_bad_configuration_is_exit_2(tmp_path: Path, settings: dict[str, str], mutate: object, message: str) -> None:

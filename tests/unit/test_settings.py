@@ -84,3 +84,18 @@ def test_tracking_uri_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert s2.resolved_tracking_uri == "http://127.0.0.1:1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/other.db")
     assert s2.resolved_tracking_uri == "sqlite:////tmp/other.db"
+
+
+def test_a_note_says_when_the_builtin_defaults_apply(tmp_path: Path) -> None:
+    from mlship.settings import defaults_note
+
+    note = defaults_note(None, cwd=tmp_path)
+    assert note is not None and "built-in card-fraud example settings" in note and "'is_fraud'" in note
+    assert len(note.splitlines()) == 1
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # a pyproject without [tool.mlship]
+    assert defaults_note(None, cwd=tmp_path) is not None
+    (tmp_path / "pyproject.toml").write_text("[tool.mlship]\ntarget = 'y'\n")
+    assert defaults_note(None, cwd=tmp_path) is None
+    assert defaults_note(tmp_path / "any.toml", cwd=tmp_path) is None
+    (tmp_path / "pyproject.toml").write_text("[tool.mlship\n")  # broken: load_settings says so, not the note
+    assert defaults_note(None, cwd=tmp_path) is None

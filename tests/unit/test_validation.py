@@ -107,3 +107,58 @@ def test_bad_suite_and_data_files_are_config_errors(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("a\n1\n")
     with pytest.raises(ConfigError, match="is invalid"):
         validate_file(tmp_path / "d.csv", tmp_path / "s.json")
+
+
+def test_the_configured_schema_is_checked_before_the_suite(tmp_path: Path, clean: object) -> None:
+    """A configured column absent from the file fails by name, even when the (older) suite never mentions it."""
+    import pandas as pd
+
+    assert isinstance(clean, pd.DataFrame)
+    old_suite = tmp_path / "suite.json"
+    old_suite.write_text(json.dumps({"name": "old", "expectations": []}))
+    data = tmp_path / "d.parquet"
+    clean.drop(columns=["num_tx_24h"]).to_parquet(data)
+    assert validate_file(data, old_suite).valid  # what `validate` used to say: VALID
+    report = validate_file(data, old_suite, Settings())
+    assert not report.valid
+    [failure] = report.failures
+    assert (failure.expectation, failure.column) == ("mlship_configured_column_exists", "num_tx_24h")
+    assert "column 'num_tx_24h' is configured but missing from the data" in render_markdown(report)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expectation"),
+    [
+        ("amount", float("inf"), "mlship_column_values_finite"),
+        ("amount", float("-inf"), "mlship_column_values_finite"),
+        ("is_fraud", 0.5, "mlship_column_values_integer"),
+        ("hour", 3.5, "mlship_column_values_integer"),  # the suite types hour as integers only
+        ("account_age_days", "many", "mlship_column_is_numeric"),
+    ],
+)
+def test_types_and_values_not_just_ranges(
+    tmp_path: Path, clean: object, column: str, value: object, expectation: str
+) -> None:
+    import pandas as pd
+
+    assert isinstance(clean, pd.DataFrame)
+    settings = Settings()
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps(init_suite(settings, clean)))
+    assert validate_file(_write(tmp_path, clean), suite, settings).valid
+    bad = clean.copy()
+    bad[column] = bad[column].astype(object if isinstance(value, str) else "float64")
+    bad.loc[bad.index[:3], column] = value
+    report = validate_file(_write(tmp_path, bad), suite, settings)
+    ours = [o for o in report.failures if o.expectation.startswith("mlship_")]
+    assert [(o.expectation, o.column) for o in ours] == [(expectation, column)]
+    assert ours[0].unexpected_count == 3 or ours[0].expectation == "mlship_column_is_numeric"
+
+
+def _write(folder: Path, df: object) -> Path:
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    path = folder / "data.csv"  # CSV: a column may mix numbers and text, as exported data does
+    df.to_csv(path, index=False)
+    return path

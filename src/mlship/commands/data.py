@@ -96,7 +96,7 @@ def validate(
             source = f"profiled from {data_path}" if sample is not None else "schema only (no data to profile)"
             out.print(f"wrote expectation suite {suite_path} ({source})")
             return 0
-        report = validation.validate_file(data_path, suite_path)
+        report = validation.validate_file(data_path, suite_path, settings)
         reports = report_dir or settings.reports_path
         _, md = validation.write_report(report, reports)
         print_validation(report)

@@ -80,13 +80,95 @@ class ValidationReport:
         }
 
 
-def validate_file(data_path: Path, suite_path: Path) -> ValidationReport:
-    """Read `data_path` (exit 2 if unreadable) and validate it against the suite at `suite_path`."""
+def validate_file(data_path: Path, suite_path: Path, settings: Settings | None = None) -> ValidationReport:
+    """Read `data_path` (exit 2 if unreadable) and validate it against the suite at `suite_path`.
+
+    With `settings`, the configured schema is checked first (see `schema_outcomes`): a suite
+    generated earlier cannot vouch for a column the configuration now needs.
+    """
     from mlship.data.io import read_table
 
     suite = load_suite(suite_path)
     df = read_table(data_path)
-    return validate_frame(df, suite, data=str(data_path), suite_name=str(suite_path))
+    report = validate_frame(df, suite, data=str(data_path), suite_name=str(suite_path))
+    if settings is None:
+        return report
+    own = schema_outcomes(df, settings, suite)
+    return ValidationReport(report.data, report.suite, report.rows, report.columns, [*own, *report.outcomes])
+
+
+INTEGER_TYPES = ("int", "int8", "int16", "int32", "int64", "Int64", "uint8", "uint16", "uint32", "uint64")
+FLOAT_TYPES = ("float", "float32", "float64", "Float64")
+
+
+def schema_outcomes(
+    df: pd.DataFrame, settings: Settings, suite: dict[str, Any] | None = None
+) -> list[ExpectationOutcome]:
+    """mlship's own contract, checked before the suite: types and values, not just ranges.
+
+    Every configured column is present; numeric features are numbers and finite (no ±inf);
+    integer columns (the target, and any the suite types as integers only) hold whole numbers.
+    Nulls are the suite's business (`expect_column_values_to_not_be_null`).
+    """
+    import numpy as np
+    import pandas as pd
+
+    out: list[ExpectationOutcome] = []
+
+    def outcome(kind: str, column: str, ok: bool, **kw: Any) -> None:
+        out.append(ExpectationOutcome(kind, column, "critical", ok, kw.pop("expected", {}), **kw))
+
+    configured = [settings.id_column, *settings.features, settings.sensitive_feature, settings.target]
+    for col in dict.fromkeys(c for c in configured if c):
+        present = col in df.columns
+        error = None if present else f"column {col!r} is configured but missing from the data"
+        outcome("mlship_configured_column_exists", col, present, error=error)
+    for col in [c for c in settings.numeric_features if c in df.columns]:
+        values = df[col]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+            outcome(
+                "mlship_column_is_numeric",
+                col,
+                False,
+                observed=str(values.dtype),
+                unexpected_count=len(bad),
+                sample=[_plain(v) for v in bad.head(SAMPLE)],
+                error=f"column {col!r} is {values.dtype}, not numeric",
+            )
+            continue
+        numbers = values.dropna().to_numpy(dtype=np.float64)
+        infinite = numbers[~np.isfinite(numbers)]
+        outcome(
+            "mlship_column_values_finite",
+            col,
+            len(infinite) == 0,
+            unexpected_count=len(infinite),
+            sample=[str(v) for v in infinite[:SAMPLE]],
+        )
+    for col in [c for c in integer_columns(settings, suite) if c in df.columns]:
+        numeric = pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(dtype=np.float64)
+        fractional = numeric[np.isfinite(numeric) & (numeric != np.round(numeric))]
+        outcome(
+            "mlship_column_values_integer",
+            col,
+            len(fractional) == 0,
+            unexpected_count=len(fractional),
+            sample=[_plain(v) for v in fractional[:SAMPLE]],
+        )
+    return out
+
+
+def integer_columns(settings: Settings, suite: dict[str, Any] | None) -> list[str]:
+    """The target (a 0/1 label), and every column the suite types as integers only."""
+    cols = [settings.target]
+    for entry in (suite or {}).get("expectations", []):
+        kwargs = entry.get("kwargs") or {}
+        types = kwargs.get("type_list") or []
+        typed = entry.get("type") == "expect_column_values_to_be_in_type_list" and kwargs.get("column")
+        if typed and types and all(str(t) in INTEGER_TYPES for t in types):
+            cols.append(str(kwargs["column"]))
+    return list(dict.fromkeys(cols))
 
 
 def load_suite(path: Path) -> dict[str, Any]:
@@ -235,10 +317,12 @@ def init_suite(settings: Settings, df: pd.DataFrame | None = None) -> dict[str, 
     add("expect_column_values_to_be_in_set", column=settings.target, value_set=[0, 1])
     for col in settings.numeric_features:
         add("expect_column_values_to_not_be_null", column=col)
+        whole = df is not None and col in df and pd_is_integer(df[col])
+        # a column sampled as integers must stay integers (a count, an hour): mlship checks the values too
         add(
             "expect_column_values_to_be_in_type_list",
             column=col,
-            type_list=["int", "int32", "int64", "Int64", "float", "float32", "float64", "Float64"],
+            type_list=list(INTEGER_TYPES if whole else ("int", "int32", "int64", "Int64", *FLOAT_TYPES)),
         )
         if df is not None and col in df:
             lo, hi, mean, std = (
@@ -280,6 +364,12 @@ def init_suite(settings: Settings, df: pd.DataFrame | None = None) -> dict[str, 
         "meta": {"generated_by": "mlship validate --init"},
         "notes": None,
     }
+
+
+def pd_is_integer(values: pd.Series[Any]) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_integer_dtype(values)) and not pd.api.types.is_bool_dtype(values)
 
 
 def write_suite(suite: dict[str, Any], path: Path) -> Path:

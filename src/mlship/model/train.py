@@ -67,6 +67,12 @@ def check_frame(settings: Settings, df: pd.DataFrame, what: str = "data") -> Non
             f"{what} lacks configured column(s): {', '.join(missing)}",
             hint="fix the data or the features/target settings",
         )
+    empty = [c for c in needed if df[c].isna().all()]
+    if empty:
+        raise ConfigError(
+            f"{what}: column(s) {', '.join(empty)} hold no values (all null)",
+            hint="fill them, or remove them from the features (`mlship validate` reports such defects)",
+        )
     labels = set(df[settings.target].dropna().unique().tolist())
     if not labels <= {0, 1}:
         shown = ", ".join(map(str, sorted(labels, key=str)[:5]))
