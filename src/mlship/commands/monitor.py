@@ -257,14 +257,31 @@ def predict_batch(
     input_path: Annotated[Path, typer.Option("--input", help="CSV or Parquet file to score (any size).")],
     output: Annotated[Path, typer.Option("--output", help="Parquet file to write (atomically).")],
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Rows scored per chunk.")] = 100_000,
+    bad_rows: Annotated[
+        str,
+        typer.Option(
+            "--bad-rows",
+            help="Rows that fail the model's input schema (as /predict would reject them): 'refuse' scores "
+            "nothing and exits 1 saying how many and why; 'flag' scores the rest and adds an input_error column.",
+        ),
+    ] = "refuse",
 ) -> None:
-    """Score a file in chunks into Parquet, recording the model version in its metadata."""
+    """Score a file in chunks into Parquet, recording the model version in its metadata.
+
+    Rows are validated like /predict requests; a bad row is never scored silently (see --bad-rows).
+    """
 
     def action(settings: Settings) -> int:
         from mlship.monitoring.batch import predict_batch as run_batch
 
-        r = run_batch(settings, model, input_path, output, chunk_size)
+        r = run_batch(settings, model, input_path, output, chunk_size, bad_rows=bad_rows)
         cli.console().print(f"scored {r.rows} rows with {r.model_uri} -> {r.output} in {r.seconds:.1f} s")
+        if r.bad_rows:
+            cli.err_console().print(
+                f"warning: {r.bad_rows:,} of {r.rows:,} rows fail the model's input schema ({r.bad_row_reasons}): "
+                "scored as null, reason in the input_error column",
+                markup=False,
+            )
         return 0
 
     cli.run(ctx, action)
