@@ -9,6 +9,8 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from mlship.redaction import env_for_child
+
 _SHA_ENV = ("MLSHIP_GIT_SHA", "GITHUB_SHA", "CI_COMMIT_SHA")
 
 
@@ -21,7 +23,13 @@ def git_sha(root: Path | None = None) -> str:
             return value
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root or Path.cwd(), capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=root or Path.cwd(),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            env=env_for_child(),  # git needs no credential to read HEAD
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"

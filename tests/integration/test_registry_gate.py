@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from mlship.cli import app
 from mlship.commands import register_all
+from mlship.data.io import fingerprint
 from mlship.integrity import SIDECAR, TAG, model_digest
 from mlship.registry import FORCED_TAG, GATE_REPORT_TAG, GATE_TAG, Registry
 from mlship.settings import load_settings
@@ -91,6 +92,12 @@ def test_a_passing_gate_lets_register_promote_and_models_show_it(project: Path) 
     run_id = train_run(project)
     code, _, err = invoke("gate", "--candidate", f"runs:/{run_id}/model", "--no-champion")
     assert code == 0, err
+    # the report says once what was gated, on which data (sha256) and which code (git sha)
+    md = (project / ".mlship" / "reports" / "gate" / "gate.md").read_text()
+    [candidate] = [line for line in md.splitlines() if line.startswith("- **Candidate:**")]
+    assert candidate == f"- **Candidate:** `runs:/{run_id}/model`"
+    assert f"sha256 `{fingerprint(project / 'data' / 'transactions.parquet')}`" in md
+    assert "- **Code:** git `" in md
     code, out, err = invoke("register", "--run", run_id)
     assert code == 0 and "card-fraud v1 as @challenger" in out and err == ""
     assert invoke("promote", "--version", "1")[0] == 0

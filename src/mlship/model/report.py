@@ -78,17 +78,42 @@ def gate_threshold(g: GateResult) -> str:
     return f"{g.op} {value}".strip()
 
 
+def _model_line(model: Any) -> str:
+    """Label and URI once each: `card-fraud v3` `models:/card-fraud/3` (from `models:/card-fraud@challenger`)."""
+    from mlship.redaction import redact
+
+    text = f"`{redact(model.uri)}`"
+    if model.label != model.uri:
+        text = f"{model.label}: {text}"
+    if model.ref not in (model.uri, model.label):
+        text += f" (from `{redact(model.ref)}`)"
+    return text
+
+
+def _provenance_lines(data: dict[str, Any]) -> list[str]:
+    """What the verdict is about: the data (and its sha256) and the code (git sha), one line each."""
+    import re
+
+    from mlship import provenance
+    from mlship.data.io import fingerprint
+
+    source = str(data["source"])
+    line = f"- **Data:** {source}: {data['rows']:,} rows, {data['positives']:,} positives"
+    found = re.match(r"^(?:test split of )?(?P<path>.+?) \(", source)
+    path = Path(found["path"]) if found else None
+    if path is not None and path.is_file():
+        line += f"; sha256 `{fingerprint(path)}`"
+    return [line, f"- **Code:** git `{provenance.git_sha()}`"]
+
+
 def render_markdown(report: GateReport) -> str:
     """The pull-request comment: verdict line first, then comparison, gates, fairness, latency, plots."""
     head = "✅ **Gate passed**" if report.passed else "❌ **Gate failed**"
     lines = [f"## {head}: {report.summary}", ""]
     cand, champ = report.candidate, report.champion
-    lines.append(f"- **Candidate:** `{cand.label}` (`{cand.ref}`)")
-    lines.append(
-        f"- **Champion:** `{champ.label}` (`{champ.ref}`)" if champ else f"- **Champion:** {report.champion_note}"
-    )
-    data = report.data
-    lines.append(f"- **Data:** {data['source']}: {data['rows']:,} rows, {data['positives']:,} positives")
+    lines.append(f"- **Candidate:** {_model_line(cand)}")
+    lines.append(f"- **Champion:** {_model_line(champ)}" if champ else f"- **Champion:** {report.champion_note}")
+    lines += _provenance_lines(report.data)
     lines += ["", _comparison_table(report), "", "### Gates", ""]
     lines += ["| | gate | value | threshold | detail |", "|---|---|---:|---|---|"]
     for g in report.gates:
