@@ -48,6 +48,9 @@ class FeatureDrift:
     p_value: float
     drifted: bool
     level: str
+    shift: str = ""
+    """The change in the feature's own units: median and mean before → after, W1 in units (numeric),
+    or the category whose share moved most (categorical)."""
 
 
 @dataclass
@@ -65,6 +68,8 @@ class DriftReport:
     prediction_source: str | None = None
     warnings: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """The `[tool.mlship.drift]` settings the verdicts were decided with."""
 
     @property
     def drifted(self) -> list[str]:
@@ -112,7 +117,20 @@ def numeric_drift(name: str, ref: np.ndarray, cur: np.ndarray, cfg: DriftSetting
     pv = float(stats.ks_2samp(_sample(ref, rng), _sample(cur, rng)).pvalue)
     drifted = w >= cfg.wasserstein_threshold or p >= cfg.psi_fail
     level = "fail" if drifted else ("warn" if p >= cfg.psi_warn else "ok")
-    return FeatureDrift(name, "numeric", p, w, "wasserstein_norm", "ks", pv, drifted, level)
+    raw_w = w * std
+    shift = (
+        f"median {_n(np.median(ref))} → {_n(np.median(cur))}, mean {_n(np.mean(ref))} → {_n(np.mean(cur))} "
+        f"(W1 {_n(raw_w)} = {w:.2f} SD of {_n(std)})"
+        if len(ref) and len(cur)
+        else "no values"
+    )
+    return FeatureDrift(name, "numeric", p, w, "wasserstein_norm", "ks", pv, drifted, level, shift)
+
+
+def _n(x: float) -> str:
+    """A number in its own units, short: 3 significant digits, no exponent for everyday magnitudes."""
+    value = float(x)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def _wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
@@ -142,7 +160,9 @@ def categorical_drift(name: str, ref: pd.Series, cur: pd.Series, cfg: DriftSetti
     pv = float(stats.chi2_contingency(table, correction=False).pvalue)
     drifted = js >= cfg.jensen_shannon_threshold or p >= cfg.psi_fail
     level = "fail" if drifted else ("warn" if p >= cfg.psi_warn else "ok")
-    return FeatureDrift(name, "categorical", p, js, "jensen_shannon", "chi2", pv, drifted, level)
+    moved = int(np.argmax(np.abs(cp - rp)))
+    shift = f"'{cats[moved]}' {rp[moved]:.1%} → {cp[moved]:.1%} of rows"
+    return FeatureDrift(name, "categorical", p, js, "jensen_shannon", "chi2", pv, drifted, level, shift)
 
 
 def load_current(path: Path) -> pd.DataFrame:
@@ -219,6 +239,7 @@ def compare(settings: Settings, ref: pd.DataFrame, cur: pd.DataFrame, *, ref_nam
         dataset_drift=share >= cfg.drift_share,
         prediction=prediction,
         warnings=warnings,
+        thresholds=cfg.model_dump(),
     )
 
 
@@ -232,6 +253,15 @@ def render_markdown(report: DriftReport) -> str:
         f"({report.n_current} rows). Drifted share {report.drift_share:.0%}.",
         "",
     ]
+    t = report.thresholds
+    if t:
+        lines += [
+            f"Thresholds (`[tool.mlship.drift]`): a numeric feature drifts at normalised Wasserstein ≥ "
+            f"{t['wasserstein_threshold']:g} (W1 in reference SDs), a categorical one at Jensen-Shannon ≥ "
+            f"{t['jensen_shannon_threshold']:g}; either at PSI ≥ {t['psi_fail']:g} (warn ≥ {t['psi_warn']:g}); "
+            f"the dataset drifts when ≥ {t['drift_share']:.0%} of features do.",
+            "",
+        ]
     if report.prediction is not None:
         p = report.prediction
         lines += [
@@ -240,14 +270,14 @@ def render_markdown(report: DriftReport) -> str:
             "",
         ]
     lines += [
-        "| feature | kind | effect | value | PSI | test p | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| feature | kind | shift (in the feature's units) | effect | value | PSI | test p | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows = report.features + ([report.prediction] if report.prediction else [])
     for f in rows:
         lines.append(
-            f"| {f.feature} | {f.kind} | {f.effect_name} | {f.effect:.4f} | {f.psi:.4f} | {f.test} {f.p_value:.3g} "
-            f"| {'DRIFT' if f.drifted else f.level} |"
+            f"| {f.feature} | {f.kind} | {f.shift or '—'} | {f.effect_name} | {f.effect:.4f} | {f.psi:.4f} "
+            f"| {f.test} {f.p_value:.3g} | {'DRIFT' if f.drifted else f.level} |"
         )
     lines += [""] + [f"> {w}" for w in report.warnings] + [f"![{Path(p).stem}]({Path(p).name})" for p in report.figures]
     return "\n".join(lines) + "\n"
