@@ -6,7 +6,6 @@ model trained with them is logged to MLflow and loaded back like any other.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -66,14 +65,3 @@ class Ballast(ClassifierMixin, BaseEstimator):
 
 def bloated(categorical: list[str], numeric: list[str], seed: int) -> Any:
     return Ballast(base=logistic_regression(categorical, numeric, seed))
-
-
-class Slow:
-    """Wraps a fitted model and sleeps on every call: a predictor too slow to serve."""
-
-    def __init__(self, model: Any, seconds: float) -> None:
-        self.model, self.seconds = model, seconds
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        time.sleep(self.seconds)
-        return np.asarray(self.model.predict_proba(X))

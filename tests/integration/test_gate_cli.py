@@ -216,11 +216,18 @@ def test_model_using_the_sensitive_attribute_fails_fairness(in_champion_project:
         gates={**RELAXED, "min_group_size": 50, "metric_floors": {}},
     )
     biased = train(load_settings(config))
-    code, _out, err = invoke("--config", str(config), "gate", "--candidate", biased.run_model_uri, "--no-champion")
+    code, out, err = invoke("--config", str(config), "gate", "--candidate", biased.run_model_uri, "--no-champion")
     assert code == 1, err
     folder = root / ".mlship" / "reports" / "gate"
     statuses = gate_status(folder)
     assert statuses["fairness.demographic_parity"] == "fail" and statuses["fairness.equalized_odds"] == "fail"
+    dp = next(g for g in report(folder)["gates"] if g["name"] == "fairness.demographic_parity")
+    assert "beyond 0.1" in dp["detail"]  # the whole interval, not just the estimate
+    # the failing gates name the setting that governs them, in the CLI's last line and in the report
+    named = "fairness.demographic_parity → gates.max_demographic_parity_difference = 0.1"
+    assert f"to change what failed: {named}" in out
+    assert "fairness.equalized_odds → gates.max_equalized_odds_difference = 0.15" in out.splitlines()[-1]
+    assert "**To change what failed**" in (folder / "gate.md").read_text()
     assert statuses["fairness.group_size"] == "pass"
     fairness = report(folder)["fairness"]
     rates = {g["group"]: g["selection_rate"] for g in fairness["groups"]}
@@ -232,7 +239,9 @@ def test_model_using_the_sensitive_attribute_fails_fairness(in_champion_project:
 
 def test_tiny_group_is_reported_insufficient_and_fails_closed(in_champion_project: Any) -> None:
     root, strong, _weak = in_champion_project
-    config = write_config(root, "fair.toml", sensitive_feature="customer_segment")  # min_group_size 100
+    config = write_config(
+        root, "fair.toml", sensitive_feature="customer_segment", gates={**RELAXED, "min_group_size": 100}
+    )
     code, _out, _ = invoke("--config", str(config), "gate", "--candidate", strong.run_model_uri, "--report-dir", "tiny")
     assert code == 1
     size = next(g for g in report(root / "tiny")["gates"] if g["name"] == "fairness.group_size")

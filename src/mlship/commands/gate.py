@@ -73,7 +73,7 @@ def gate(
 def _print(report: GateReport, out_dir: Path) -> None:
     from rich.table import Table
 
-    from mlship.model.report import ICON, gate_threshold, gate_value
+    from mlship.model.report import ICON, failing_settings, gate_threshold, gate_value
 
     table = Table(title=f"gate: {report.candidate.label} on {report.data['rows']:,} rows")
     for col in ("", "gate", "value", "threshold", "detail"):
@@ -89,6 +89,8 @@ def _print(report: GateReport, out_dir: Path) -> None:
     out.print(f"report: {out_dir / 'gate.md'}")
     verdict = "PASS" if report.passed else "FAIL"
     out.print(f"{ICON[report.verdict]} gate {verdict}: {report.summary}", markup=False)
+    if not report.passed:
+        out.print(f"to change what failed: {failing_settings(report)}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,15 @@ Demographic-parity difference (spread of selection rates) and equalized-odds dif
 (the larger of the TPR and FPR spreads) across groups, as Fairlearn defines them. A group
 too small to estimate its rates is *insufficient data*: it is left out of the spreads and,
 by default, fails the gate — an unmeasured group is not a fair group.
+
+Both differences come with a bootstrap confidence interval (simultaneous over the pairs
+of groups, see `disparity_intervals`): on ~70 rows a group, a model with no disparity at
+all shows a selection-rate spread of 0.09 by chance, so a point estimate against a 0.10
+limit is a coin toss. The bootstrap is stratified by group and
+class (each group keeps its positives and negatives; what is resampled is which of them the
+model flags), and because the outcome is binary, resampling a cell's `m` rows and counting
+the flagged ones is exactly a Binomial(m, flagged share) draw: no row-level loop, 1,000
+replicates in a millisecond.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import numpy.typing as npt
 
 
@@ -41,6 +51,9 @@ class FairnessReport:
     equalized_odds_difference: float
     min_group_size: int
     insufficient: list[str] = field(default_factory=list)
+    demographic_parity_ci: tuple[float, float] = (math.nan, math.nan)
+    equalized_odds_ci: tuple[float, float] = (math.nan, math.nan)
+    confidence: float = math.nan
 
     @property
     def measured(self) -> list[GroupRates]:
@@ -53,6 +66,9 @@ class FairnessReport:
             "equalized_odds_difference": self.equalized_odds_difference,
             "min_group_size": self.min_group_size,
             "insufficient": self.insufficient,
+            "demographic_parity_ci": list(self.demographic_parity_ci),
+            "equalized_odds_ci": list(self.equalized_odds_ci),
+            "confidence": self.confidence,
             "groups": [asdict(g) for g in self.groups],
         }
 
@@ -67,7 +83,15 @@ def _spread(values: list[float]) -> float:
 
 
 def group_rates(
-    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, groups: npt.ArrayLike, *, feature: str, min_group_size: int
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    groups: npt.ArrayLike,
+    *,
+    feature: str,
+    min_group_size: int,
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> FairnessReport:
     """Selection rate, TPR and FPR per group; disparities over groups with enough data.
 
@@ -111,6 +135,7 @@ def group_rates(
     dpd = _spread([g.selection_rate for g in measured])
     tpr_gap, fpr_gap = _spread([g.tpr for g in measured]), _spread([g.fpr for g in measured])
     eod = max(tpr_gap, fpr_gap) if math.isfinite(tpr_gap) and math.isfinite(fpr_gap) else math.nan
+    dp_ci, eo_ci = disparity_intervals(measured, samples=samples, confidence=confidence, seed=seed)
     return FairnessReport(
         feature=feature,
         groups=rates,
@@ -118,4 +143,59 @@ def group_rates(
         equalized_odds_difference=eod,
         min_group_size=min_group_size,
         insufficient=[g.group for g in rates if not g.sufficient],
+        demographic_parity_ci=dp_ci,
+        equalized_odds_ci=eo_ci,
+        confidence=confidence,
     )
+
+
+def disparity_intervals(
+    measured: list[GroupRates], *, samples: int, confidence: float, seed: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Simultaneous bootstrap intervals of the DP and EO differences over `measured` groups.
+
+    A spread (max − min) is not a smooth statistic: the percentile interval of its bootstrap
+    replicates sits above the estimate (with four equal groups it can exclude it). Instead
+    every pairwise difference of group rates gets a studentized simultaneous band — one
+    critical value `c` for all pairs, the `confidence` quantile of the largest standardized
+    deviation over the replicates — and the spread, being the largest |difference|, lies in
+    [max(|d| − c·se), max(|d| + c·se)] whenever all the bands hold. For equalized odds the
+    TPR and FPR pairs form one family, each with its own standard error.
+
+    Per replicate and group: flagged positives ~ Binomial(positives, TPR) and flagged
+    negatives ~ Binomial(negatives, FPR) — the stratified bootstrap of a binary decision.
+    """
+    import numpy as np
+
+    nan = (math.nan, math.nan)
+    if len(measured) < 2:
+        return nan, nan
+    rng = np.random.default_rng(seed)
+    pos = np.array([g.positives for g in measured], dtype=np.int64)
+    neg = np.array([g.negatives for g in measured], dtype=np.int64)
+    tp = rng.binomial(pos, [g.tpr for g in measured], size=(samples, len(measured)))
+    fp = rng.binomial(neg, [g.fpr for g in measured], size=(samples, len(measured)))
+    point = {
+        "selection": np.array([g.selection_rate for g in measured]),
+        "tpr": np.array([g.tpr for g in measured]),
+        "fpr": np.array([g.fpr for g in measured]),
+    }
+    boot = {"selection": (tp + fp) / (pos + neg), "tpr": tp / pos, "fpr": fp / neg}
+    dp = _band([point["selection"]], [boot["selection"]], confidence)
+    eo = _band([point["tpr"], point["fpr"]], [boot["tpr"], boot["fpr"]], confidence)
+    return dp, eo
+
+
+def _band(points: list[np.ndarray], boots: list[np.ndarray], confidence: float) -> tuple[float, float]:
+    """The interval of max |pairwise difference| over one family of rates (see disparity_intervals)."""
+    import numpy as np
+
+    i, j = np.triu_indices(len(points[0]), k=1)
+    d_hat = np.concatenate([p[i] - p[j] for p in points])  # (pairs,)
+    d_star = np.concatenate([b[:, i] - b[:, j] for b in boots], axis=1)  # (replicates, pairs)
+    se = d_star.std(axis=0)
+    dev = np.abs(d_star - d_hat)
+    z = np.divide(dev, se, out=np.zeros_like(dev), where=se > 0)
+    c = float(np.quantile(z.max(axis=1), confidence))
+    magnitude = np.abs(d_hat)
+    return float(max(0.0, float(np.max(magnitude - c * se)))), float(np.max(magnitude + c * se))

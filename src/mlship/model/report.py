@@ -115,10 +115,15 @@ def render_markdown(report: GateReport) -> str:
     lines.append(f"- **Champion:** {_model_line(champ)}" if champ else f"- **Champion:** {report.champion_note}")
     lines += _provenance_lines(report.data)
     lines += ["", _comparison_table(report), "", "### Gates", ""]
-    lines += ["| | gate | value | threshold | detail |", "|---|---|---:|---|---|"]
+    lines += ["| | gate | value | threshold | detail | setting |", "|---|---|---:|---|---|---|"]
     for g in report.gates:
         detail = g.detail.replace("|", "\\|")
-        lines.append(f"| {ICON[g.status]} | `{g.name}` | {gate_value(g)} | {gate_threshold(g)} | {detail} |")
+        setting = f"`{g.setting}`" if g.setting else ""
+        lines.append(
+            f"| {ICON[g.status]} | `{g.name}` | {gate_value(g)} | {gate_threshold(g)} | {detail} | {setting} |"
+        )
+    if not report.passed:
+        lines += ["", f"**To change what failed** (or change the model or the data): {failing_settings(report, '`')}"]
     if report.fairness is not None:
         lines += ["", *_fairness_table(report)]
     lat = report.latency
@@ -126,8 +131,11 @@ def render_markdown(report: GateReport) -> str:
         "",
         "### Latency and size",
         "",
-        f"Single-row predict (in-process, after warm-up, {lat.single_rows} calls): p50 **{lat.p50_ms:.2f} ms**, "
-        f"p99 **{lat.p99_ms:.2f} ms**. Batch: **{lat.batch_rows_per_s:,.0f} rows/s** on {lat.batch_rows:,} rows. "
+        f"Single-row predictions on the path the server takes ({lat.path or 'served path'}), after warm-up, "
+        f"{lat.single_rows} calls: CPU time per call p50 **{lat.p50_ms:.2f} ms**, p99 **{lat.p99_ms:.2f} ms** "
+        f"(gated: CPU time does not grow when the machine is busy); wall clock p50 {_num(lat.wall_p50_ms, 2)} ms, "
+        f"p99 {_num(lat.wall_p99_ms, 2)} ms, fastest {_num(lat.wall_min_ms, 2)} ms. "
+        f"Batch: **{lat.batch_rows_per_s:,.0f} rows/s** on {lat.batch_rows:,} rows. "
         f"Model directory: **{report.size_bytes / 1e6:.2f} MB**.",
     ]
     if report.plots:
@@ -169,15 +177,26 @@ def _comparison_table(report: GateReport) -> str:
     return "\n".join(rows)
 
 
+def _conf(confidence: float) -> str:
+    return f"{confidence:.0%}" if math.isfinite(confidence) else ""
+
+
+def _ci3(ci: tuple[float, float]) -> str:
+    return f"[{_num(ci[0], 3)}, {_num(ci[1], 3)}]"
+
+
 def _fairness_table(report: GateReport) -> list[str]:
     fair = report.fairness
     assert fair is not None
     lines = [
         f"### Fairness by `{fair.feature}`",
         "",
-        f"Demographic-parity difference **{_num(fair.demographic_parity_difference, 3)}**, "
+        f"Demographic-parity difference **{_num(fair.demographic_parity_difference, 3)}** "
+        f"({_conf(fair.confidence)} CI {_ci3(fair.demographic_parity_ci)}), "
         f"equalized-odds difference **{_num(fair.equalized_odds_difference, 3)}** "
-        f"(over groups with ≥ {fair.min_group_size} rows and both classes).",
+        f"({_conf(fair.confidence)} CI {_ci3(fair.equalized_odds_ci)}) "
+        f"over groups with ≥ {fair.min_group_size} rows and both classes; stratified bootstrap. "
+        "A difference passes when its whole interval is within its limit.",
         "",
         "| group | rows | positives | selection rate | TPR | FPR | note |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -189,6 +208,12 @@ def _fairness_table(report: GateReport) -> list[str]:
             f"{_num(g.fpr, 3)} | {note} |"
         )
     return lines
+
+
+def failing_settings(report: GateReport, quote: str = "") -> str:
+    """Each failing gate with the setting that governs it and its current value."""
+    failed = [g for g in report.gates if g.failed]
+    return "; ".join(f"{g.name} → {quote}{g.setting}{quote}" if g.setting else g.name for g in failed)
 
 
 # Plots -------------------------------------------------------------------------------------
@@ -224,6 +249,11 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def _legend_below(ax: Any) -> None:
+    """A legend under the axes, never on top of a curve."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False, fontsize=8)
+
+
 def _series(champ: np.ndarray | None, cand: np.ndarray) -> list[tuple[str, np.ndarray, str, str]]:
     out = [("candidate", cand, CANDIDATE_COLOR, "-")]
     if champ is not None:
@@ -246,10 +276,10 @@ def _curves(y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None) -> Any:
         )
     roc.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
     roc.set(title="ROC (held-out)", xlabel="false positive rate", ylabel="true positive rate")
-    roc.legend(loc="lower right")
+    _legend_below(roc)
     pr.axhline(float(np.mean(y)), color="grey", linewidth=0.8, linestyle=":", label="base rate")
     pr.set(title="Precision-recall (held-out)", xlabel="recall", ylabel="precision", ylim=(0, 1.02))
-    pr.legend(loc="upper right")
+    _legend_below(pr)
     return fig
 
 
@@ -292,13 +322,17 @@ def _calibration(y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None) -> A
     rel.set(
         title="Reliability (10 quantile bins)", xlabel="mean predicted P(positive)", ylabel="observed positive rate"
     )
-    rel.legend(loc="upper left")
+    _legend_below(rel)
     hist.set(title="Score distribution", xlabel="P(positive)", ylabel="rows", yscale="log")
-    hist.legend(loc="upper right")
+    _legend_below(hist)
     return fig
 
 
 def _fairness(report: GateReport) -> Any:
+    """Left: per-group rates. Right: each disparity with its confidence interval against its limit.
+
+    Legends sit outside the axes, so none covers a bar or an interval.
+    """
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -307,7 +341,9 @@ def _fairness(report: GateReport) -> Any:
     groups = fair.groups
     x = np.arange(len(groups))
     width = 0.26
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.3))
+    fig, (ax, dis) = plt.subplots(
+        1, 2, figsize=(max(6.0, 1.6 * len(groups) + 2) + 4.5, 4.6), gridspec_kw={"width_ratios": [2, 1]}
+    )
     for k, (label, attr, color) in enumerate(
         (("selection rate", "selection_rate", "#4c72b0"), ("TPR", "tpr", "#55a868"), ("FPR", "fpr", "#c44e52"))
     ):
@@ -319,13 +355,65 @@ def _fairness(report: GateReport) -> Any:
                 bar.set_alpha(0.45)
     ax.set_xticks(x)
     ax.set_xticklabels([f"{g.group}\nn={g.rows:,}" + ("\n(insufficient)" if not g.sufficient else "") for g in groups])
-    ax.set(
-        ylim=(0, 1.05),
-        ylabel="rate",
-        title=(
-            f"Per-group rates by {fair.feature}: DP diff {_num(fair.demographic_parity_difference, 3)}, "
-            f"EO diff {_num(fair.equalized_odds_difference, 3)}"
+    ax.set(ylim=(0, 1.0), ylabel="rate", title=f"Per-group rates by {fair.feature}")
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.22), ncol=3, frameon=False)
+    limits = {g.name: g.threshold for g in report.gates}
+    rows = [
+        (
+            "demographic parity",
+            fair.demographic_parity_difference,
+            fair.demographic_parity_ci,
+            limits.get("fairness.demographic_parity"),
         ),
+        (
+            "equalized odds",
+            fair.equalized_odds_difference,
+            fair.equalized_odds_ci,
+            limits.get("fairness.equalized_odds"),
+        ),
+    ]
+    for i, (_label, value, (low, high), limit) in enumerate(rows):
+        if math.isfinite(value) and math.isfinite(low) and math.isfinite(high):
+            color = (
+                "#2e7d32"
+                if limit is not None and high <= limit
+                else "#c62828"
+                if limit is not None and low > limit
+                else "#ef6c00"
+            )
+            dis.errorbar(
+                [value],
+                [i],
+                xerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]],
+                fmt="o",
+                color=color,
+                capsize=6,
+                linewidth=2,
+            )
+        if limit is not None:
+            dis.plot([limit, limit], [i - 0.35, i + 0.35], color="black", linestyle="--", linewidth=1.2)
+            dis.annotate(f"limit {limit:g}", (limit, i + 0.38), ha="center", fontsize=8)
+    dis.set_yticks(range(len(rows)))
+    dis.set_yticklabels([r[0] for r in rows])
+    dis.set(
+        ylim=(-0.6, len(rows) - 0.3),
+        xlim=(
+            0,
+            max(
+                0.3,
+                *[h for _, _, (_, h), _ in rows if math.isfinite(h)],
+                *[lim * 1.3 for *_, lim in rows if lim is not None],
+            ),
+        ),
+        xlabel="difference (max − min over groups)",
+        title=f"Disparities, {_conf(fair.confidence)} CI",
     )
-    ax.legend(loc="upper right")
+    dis.text(
+        0.0,
+        -0.22,
+        "green: within the limit · red: beyond · orange: straddles",
+        transform=dis.transAxes,
+        fontsize=8,
+        va="top",
+    )
     return fig

@@ -177,9 +177,18 @@ def load(source: ModelSource, settings: Settings) -> ServedModel:
 
 
 def _from_dir(directory: Path, source: ModelSource, settings: Settings) -> ServedModel:
-    from mlship.registry import load_model_dir, model_input_example, model_input_schema
+    from mlship.registry import load_model_dir
 
-    estimator = load_model_dir(directory)
+    return served_view(load_model_dir(directory), directory, source, settings)
+
+
+def served_view(estimator: Any, directory: Path, source: ModelSource, settings: Settings) -> ServedModel:
+    """A loaded estimator as the server holds it: schema, example, and the compiled path if verified.
+
+    The latency gate times this very object, so it measures the path that ships.
+    """
+    from mlship.registry import model_input_example, model_input_schema
+
     columns = [Column(name, kind) for name, kind in model_input_schema(directory)]
     if not columns:  # a model logged without a signature: fall back to the configured features
         columns = [Column(c, "string") for c in settings.categorical_features]
@@ -199,6 +208,31 @@ def _from_dir(directory: Path, source: ModelSource, settings: Settings) -> Serve
     )
     served.compile()
     return served
+
+
+def request_rows(model: ServedModel, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of `frame` as `/predict` hands them to the model (JSON types); rows a client could not
+    send — a missing number — are left out."""
+    import math
+
+    rows = []
+    for record in frame.to_dict(orient="records"):
+        row: dict[str, Any] = {}
+        for col in model.columns:
+            value = _plain(record.get(col.name))
+            if col.kind == "number":
+                if value is None or isinstance(value, str) or not math.isfinite(float(value)):
+                    break
+                row[col.name] = float(value)
+            elif col.kind == "string":
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    break
+                row[col.name] = str(value)
+            else:
+                row[col.name] = value
+        else:
+            rows.append(row)
+    return rows
 
 
 def warmup_rows(model: ServedModel) -> list[dict[str, Any]]:
