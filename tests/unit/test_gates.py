@@ -278,3 +278,37 @@ def test_the_inconclusive_fairness_policy_is_a_checked_setting(tmp_path: Path) -
     assert lenient.gates.fairness_inconclusive == "pass"
     with pytest.raises(ConfigError, match=r"gates\.fairness_inconclusive"):
         settings_from_mapping({"gates": {"fairness_inconclusive": "maybe"}}, root=tmp_path)
+
+
+def test_no_legend_of_the_gate_plots_sits_on_the_data() -> None:
+    """Every legend of fairness.png, curves.png and calibration.png is drawn outside its axes."""
+    from types import SimpleNamespace
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mlship.model import report as render
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(int)
+    p = np.clip(y * 0.5 + rng.random(400) * 0.5, 0, 1)
+    groups = rng.choice(["a", "b", "c"], 400)
+    fair = group_rates(y, (p >= 0.5).astype(int), groups, feature="segment", min_group_size=30)
+    fake = SimpleNamespace(fairness=fair, gates=fairness_gates(fair, GateSettings()))
+    figures = [render._fairness(fake), render._curves(y, p, p[::-1]), render._calibration(y, p, None)]  # type: ignore[arg-type]
+    legends = 0
+    for fig in figures:
+        fig.tight_layout()
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is None:
+                continue
+            legends += 1
+            assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer)), ax.get_title()
+    assert legends == 5
+    # the disparity panel shows both intervals with their limits
+    dis = figures[0].axes[1]
+    assert [t.get_text() for t in dis.get_yticklabels()] == ["demographic parity", "equalized odds"]
+    assert {t.get_text() for t in dis.texts} >= {"limit 0.1", "limit 0.15"}

@@ -401,7 +401,7 @@ def _fairness(report: GateReport) -> Any:
             0,
             max(
                 0.3,
-                *[h for _, _, (_, h), _ in rows if math.isfinite(h)],
+                *[h * 1.08 for _, _, (_, h), _ in rows if math.isfinite(h)],
                 *[lim * 1.3 for *_, lim in rows if lim is not None],
             ),
         ),
