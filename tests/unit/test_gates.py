@@ -13,6 +13,7 @@ import pytest
 from mlship.model.fairness import FairnessReport, GroupRates, group_rates
 from mlship.model.gates import (
     ComparisonRow,
+    GateResult,
     directory_bytes,
     fairness_gates,
     latency_gate,
@@ -312,3 +313,58 @@ def test_no_legend_of_the_gate_plots_sits_on_the_data() -> None:
     dis = figures[0].axes[1]
     assert [t.get_text() for t in dis.get_yticklabels()] == ["demographic parity", "equalized odds"]
     assert {t.get_text() for t in dis.texts} >= {"limit 0.1", "limit 0.15"}
+
+
+def test_the_latency_gate_times_the_served_object_and_fails_closed_when_it_cannot(tmp_path: Path) -> None:
+    """served_latency wraps the candidate as the server does; no sendable row, or a raising model, fails."""
+    from mlship.model.estimators import logistic_regression
+    from mlship.model.gates import LatencyStats, LoadedModel, served_latency
+
+    X = pd.DataFrame({"country": ["BR", "US"] * 30, "amount": np.arange(60.0)})
+    model = logistic_regression(["country"], ["amount"], 0).fit(X, np.arange(60) % 2)
+    settings = Settings(categorical_features=["country"], numeric_features=["amount"], gates={"latency_rows": 10})
+    import mlflow.sklearn
+
+    directory = tmp_path / "model"
+    mlflow.sklearn.save_model(model, directory, input_example=X.head(3))
+    cand = LoadedModel(ref="m", uri="m", label="m", directory=directory, model=model)
+    stats = served_latency(cand, X, settings)
+    assert isinstance(stats, LatencyStats) and stats.single_rows == 10 and stats.batch_rows == 60
+    assert stats.path == "compiled: verified equal to the pipeline on probe rows"  # what the server would take
+    gaps = X.assign(amount=np.nan)  # /predict takes no missing number: nothing a client could send
+    none = served_latency(cand, gaps, settings)
+    assert isinstance(none, GateResult) and none.failed and "no evaluation row" in none.detail
+    assert none.setting == "gates.latency_p99_ms = 50"
+
+    class Raising:
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+            raise RuntimeError("broken at serving time")
+
+    broken = served_latency(LoadedModel("m", "m", "m", directory, Raising()), X, settings)
+    assert isinstance(broken, GateResult) and broken.failed and "broken at serving time" in broken.detail
+
+
+def test_request_rows_are_what_a_client_can_send() -> None:
+    from mlship.serving.model import Column, ServedModel, request_rows
+
+    served = ServedModel(
+        estimator=None,
+        columns=[Column("country", "string"), Column("amount", "double"), Column("flag", "boolean")],
+        name="m",
+        version="1",
+    )
+    frame = pd.DataFrame(
+        {
+            "country": ["BR", None, "US", "US", 7],
+            "amount": [1, 2.5, np.inf, 3.0, 4],
+            "flag": [True, False, True, False, True],
+        }
+    )
+    rows = request_rows(served, frame)
+    assert rows == [
+        {"country": "BR", "amount": 1.0, "flag": True},
+        {"country": "US", "amount": 3.0, "flag": False},
+        {"country": "7", "amount": 4.0, "flag": True},
+    ]

@@ -488,13 +488,9 @@ def _disparity_gate(
     )
 
 
-def _setting(key: str, value: object) -> str:
+def _setting(key: str, value: float | bool) -> str:
     """`gates.<key> = <value>` as a user writes it in the settings (TOML spelling)."""
-    shown = (
-        str(value).lower()
-        if isinstance(value, bool)
-        else (repr(value) if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value))
-    )
+    shown = str(value).lower() if isinstance(value, bool) else f"{value:g}"
     return f"gates.{key} = {shown}"
 
 
@@ -558,9 +554,15 @@ def served_latency(cand: LoadedModel, X: pd.DataFrame, settings: Settings) -> La
     )
     served = served_view(cand.model, cand.directory, source, settings)
     rows = request_rows(served, X)
+    setting = _setting("latency_p99_ms", settings.gates.latency_p99_ms)
     if not rows:
         return GateResult(
-            name, "fail", None, settings.gates.latency_p99_ms, "no evaluation row without a missing value to time"
+            name,
+            "fail",
+            None,
+            settings.gates.latency_p99_ms,
+            "no evaluation row without a missing value to time",
+            setting=setting,
         )
     try:
         return measure_latency(served.predict, rows, settings.gates.latency_rows, path=served.compile_note)
@@ -571,7 +573,7 @@ def served_latency(cand: LoadedModel, X: pd.DataFrame, settings: Settings) -> La
             None,
             settings.gates.latency_p99_ms,
             f"the served path failed: {_first_line(exc)}",
-            setting=_setting("latency_p99_ms", settings.gates.latency_p99_ms),
+            setting=setting,
         )
 
 
