@@ -150,6 +150,14 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
         2,
         r"--force needs --reason TEXT",
     ),
+    (
+        "register reason without force",
+        ["register", "--run", "{run}", "--reason", "why"],
+        nothing,
+        2,
+        r"--reason is only meaningful with --force",
+    ),
+    ("register an ungated model dir", ["register", "--run", "out/model"], nothing, 1, r"run out/model was never gated"),
     ("promote unknown version", ["promote", "--version", "77"], nothing, 2, r"model 'card-fraud' has no version 77"),
     (
         "drift missing reference",
