@@ -122,6 +122,9 @@ def test_a_disparity_is_judged_on_its_interval_and_a_straddle_fails_closed_by_de
     assert "gates.fairness_inconclusive = 'fail'" in straddle.detail
     lenient = fairness_gates(_report(0.091, (0.02, 0.19)), GateSettings(fairness_inconclusive="pass"))[1]
     assert lenient.status == "pass" and "passes, reported only" in lenient.detail
+    # no interval at all is never a pass
+    unknown = fairness_gates(_report(0.03, (math.nan, math.nan)), GateSettings(fairness_inconclusive="pass"))[1]
+    assert unknown.failed and "no interval could be computed" in unknown.detail
     # the beyond case fails whatever the policy: the policy is only for intervals that straddle
     assert fairness_gates(_report(0.2, (0.12, 0.28)), GateSettings(fairness_inconclusive="pass"))[1].failed
 

@@ -131,12 +131,16 @@ def render_markdown(report: GateReport) -> str:
         "",
         "### Latency and size",
         "",
-        f"Single-row predictions on the path the server takes ({lat.path or 'served path'}), after warm-up, "
-        f"{lat.single_rows} calls: CPU time per call p50 **{lat.p50_ms:.2f} ms**, p99 **{lat.p99_ms:.2f} ms** "
-        f"(gated: CPU time does not grow when the machine is busy); wall clock p50 {_num(lat.wall_p50_ms, 2)} ms, "
-        f"p99 {_num(lat.wall_p99_ms, 2)} ms, fastest {_num(lat.wall_min_ms, 2)} ms. "
-        f"Batch: **{lat.batch_rows_per_s:,.0f} rows/s** on {lat.batch_rows:,} rows. "
-        f"Model directory: **{report.size_bytes / 1e6:.2f} MB**.",
+        (
+            f"Single-row predictions on the path the server takes ({lat.path or 'served path'}), after warm-up, "
+            f"{lat.single_rows} calls: CPU time per call p50 **{_num(lat.p50_ms, 2)} ms**, p99 "
+            f"**{_num(lat.p99_ms, 2)} ms** (gated: CPU time does not grow when the machine is busy); wall clock "
+            f"p50 {_num(lat.wall_p50_ms, 2)} ms, p99 {_num(lat.wall_p99_ms, 2)} ms, fastest {_num(lat.wall_min_ms, 2)} "
+            f"ms. Batch: **{_num(lat.batch_rows_per_s, 0)} rows/s** on {lat.batch_rows:,} rows. "
+            if lat.single_rows
+            else "Latency could not be measured (see the `latency.p99_ms` gate). "
+        )
+        + f"Model directory: **{report.size_bytes / 1e6:.2f} MB**.",
     ]
     if report.plots:
         lines += ["", "### Plots", ""]
