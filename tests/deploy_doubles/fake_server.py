@@ -27,7 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Up to 10 s: the deploy tests' loose p99 budget (5 s) must lie inside the histogram, or one
+request slower than the last bound (a loaded machine) reads as an infinite p99 and fails
+verification against any budget."""
 
 
 def fake_probability(record: dict[str, Any]) -> float:

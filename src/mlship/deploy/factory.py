@@ -44,7 +44,11 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
             namespace=namespace or settings.deploy.namespace,
             timeout_s=settings.deploy.ready_timeout_s,
         )
-        return Controller(settings, k8s, env, schedule_retirement=True)
+        # The cluster holds the state and the lock, so a fresh CI runner sees the same truth. No
+        # detached retirement process: it would die with the runner's job; past the rollback
+        # window the next deploy or rollback scales the previous color down.
+        store = k8s.release_store(settings.state_path / "deploy" / env, keep=settings.deploy.history)
+        return Controller(settings, k8s, env, store=store)
     raise ConfigError(f"unknown target {target!r}", hint="use local or kubernetes")
 
 
