@@ -120,6 +120,8 @@ class LeaseLock:
         self.duration_s = duration_s
         self.identity = identity or holder_identity()
         self.clock = clock
+        self._held: dict[str, Any] | None = None
+        """The Lease as this holder last wrote it: renew and release try its resourceVersion unread."""
         self.lost: str | None = None
         """Why the Lease is no longer ours (taken over after it expired), once renewal found out."""
         self._stop = threading.Event()
@@ -164,7 +166,7 @@ class LeaseLock:
                     "spec": self._spec(None),
                 }
             try:
-                self.lease.write(obj)
+                self._held = self.lease.write(obj)
                 return
             except Conflict:
                 continue  # someone else created or took it in between: look again
@@ -175,30 +177,33 @@ class LeaseLock:
 
     def renew(self) -> bool:
         """Move renewTime forward; False (and `lost` set) when the Lease is no longer ours."""
-        for _ in range(RETRIES):
-            current = self.lease.get()
+        for attempt in range(RETRIES):
+            current = self._held if attempt == 0 and self._held is not None else self.lease.get()
             holder = (current or {}).get("spec", {}).get("holderIdentity")
             if current is None or holder != self.identity:
                 self.lost = f"lease {self.namespace}/{self.name} is now held by {holder or 'nobody'}"
                 return False
             try:
-                self.lease.write({**current, "spec": self._spec(current, renew_only=True)})
+                self._held = self.lease.write({**current, "spec": self._spec(current, renew_only=True)})
                 return True
             except Conflict:
+                self._held = None
                 continue
         return True  # contended but still ours: the next renewal tries again, well before expiry
 
     def release(self) -> None:
         """Clear holderIdentity (a replace with resourceVersion: never frees a Lease someone else took)."""
-        for _ in range(RETRIES):
-            current = self.lease.get()
+        for attempt in range(RETRIES):
+            current = self._held if attempt == 0 and self._held is not None else self.lease.get()
             if current is None or current.get("spec", {}).get("holderIdentity") != self.identity:
                 return
             spec = {k: v for k, v in current["spec"].items() if k not in ("holderIdentity", "renewTime")}
             try:
                 self.lease.write({**current, "spec": spec})
+                self._held = None
                 return
             except Conflict:
+                self._held = None
                 continue
 
     def _renew_loop(self) -> None:
@@ -250,6 +255,8 @@ class ClusterStore:
         self.lease = LeaseLock(kubectl, f"{app}-deploy-{env}", namespace=namespace, duration_s=lease_duration_s)
         self._seen_state: str | None = None
         """state.json as this process last read or wrote it: a conflict that changed it is not retried."""
+        self._cached: dict[str, Any] | None = None
+        """The ConfigMap as last read or written: the first write tries its resourceVersion unread."""
 
     # ReleaseStore --------------------------------------------------------------------------
 
@@ -257,7 +264,7 @@ class ClusterStore:
         return self.lease.hold()
 
     def load(self) -> DeployState:
-        obj = self.configmap.get()
+        obj = self._cached = self.configmap.get()
         data = (obj or {}).get("data") or {}
         self._seen_state = data.get("state.json")
         raw = self._parse(data, "state.json", {})
@@ -302,8 +309,8 @@ class ClusterStore:
         """Read, change, replace with the read resourceVersion; on 409 read again (bounded)."""
         if self.lease.lost:
             raise InfraError(f"the deploy lock was lost: {self.lease.lost}", hint="run `mlship status` and retry")
-        for _ in range(RETRIES):
-            current = self.configmap.get()
+        for attempt in range(RETRIES):
+            current = self._cached if attempt == 0 and self._cached is not None else self.configmap.get()
             if current is None:
                 current = {
                     "apiVersion": "v1",
@@ -317,9 +324,10 @@ class ClusterStore:
                 }
             data = {str(k): str(v) for k, v in (current.get("data") or {}).items()}
             try:
-                self.configmap.write({**current, "data": change(data)})
+                self._cached = self.configmap.write({**current, "data": change(data)})
                 return
             except Conflict:
+                self._cached = None
                 continue
         raise InfraError(
             f"configmap {self.namespace}/{self.name}: {RETRIES} conflicting writes in a row",
