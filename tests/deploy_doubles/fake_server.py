@@ -162,6 +162,12 @@ def main() -> int:
     parser.add_argument("--color", default="blue")
     parser.add_argument("--announce", default="")
     args = parser.parse_args()
+    # A real model predicts as `mlship serve` does (serving/app.py): one OpenMP/BLAS thread. With
+    # the default pool, spinning OpenMP workers of each "pod" fought for a loaded 2-core machine
+    # and one-row predictions stalled for seconds: the verification's p99 failed under load.
+    # Set before the model (and with it libgomp/OpenBLAS) loads; every handler thread inherits it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     state = State(args.model, args.color)
     if state.fault == "exit":
         print("fake server: injected start failure", file=sys.stderr)
