@@ -8,6 +8,7 @@ of a Service selector, Leases. Each has a test here, against the same double the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -239,3 +240,57 @@ def test_lease_holder_renews_while_it_works(cluster: Path, tmp_path: Path) -> No
             time.sleep(0.2)
         assert double_objects(cluster)["Lease/ml/renewed"]["spec"]["renewTime"] != first
     assert lease.lost is None
+
+
+# Edges, with a scripted kubectl ---------------------------------------------------------------
+
+
+class Scripted:
+    """A kubectl whose every call answers from a table: (returncode, stdout, stderr) per verb."""
+
+    def __init__(self, answers: dict[str, tuple[int, str, str]]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> Any:
+        self.calls.append(args[0])
+        code, out, err = self.answers[args[0]]
+        return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_times_identity_and_api_errors_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlship.deploy.targets.cluster_state import holder_identity, now_rfc3339, parse_time
+
+    assert parse_time(now_rfc3339(lambda: 1_700_000_000.25)) == pytest.approx(1_700_000_000.25)
+    assert parse_time(None) is None and parse_time("yesterday") is None
+    monkeypatch.setenv("GITHUB_RUN_ID", "4242")
+    assert "job 4242" in holder_identity() and f"pid {os.getpid()}" in holder_identity()
+    forbidden = Scripted({"get": (1, "", 'Error from server (Forbidden): configmaps "x" is forbidden')})
+    broken = ClusterStore(forbidden, app="m", env="staging", namespace="ml", local_dir=tmp_path)
+    with pytest.raises(InfraError, match="Forbidden"):
+        broken.load()
+    rejected = Scripted({"get": (1, "", "(NotFound)"), "create": (1, "", "Error from server (Invalid): bad")})
+    with pytest.raises(InfraError, match="kubectl create configmap m-release-staging failed"):
+        ClusterStore(rejected, app="m", env="staging", namespace="ml", local_dir=tmp_path).record(fake_release("1"))
+
+
+def test_a_corrupt_configmap_is_a_config_error_naming_the_fix(tmp_path: Path) -> None:
+    from mlship.errors import ConfigError
+
+    cm = json.dumps({"metadata": {"resourceVersion": "3"}, "data": {"state.json": "{not json"}})
+    store = ClusterStore(Scripted({"get": (0, cm, "")}), app="m", env="staging", namespace="ml", local_dir=tmp_path)
+    with pytest.raises(ConfigError, match="kubectl edit configmap m-release-staging -n ml"):
+        store.load()
+
+
+def test_a_lease_contended_on_every_write_gives_up_clearly(tmp_path: Path) -> None:
+    conflict = (1, "", "Error from server (Conflict): the object has been modified")
+    racing = Scripted({"get": (1, "", "(NotFound)"), "create": (1, "", "Error from server (AlreadyExists): x")})
+    with pytest.raises(InfraError, match=f"could not take lease ml/l: {RETRIES} conflicting writes"):
+        LeaseLock(racing, "l", namespace="ml").acquire()
+    mine = LeaseLock(Scripted({}), "l", namespace="ml", identity="me")
+    held = json.dumps({"metadata": {"resourceVersion": "1"}, "spec": {"holderIdentity": "me"}})
+    mine.lease.kubectl = Scripted({"get": (0, held, ""), "replace": conflict})
+    assert mine.renew() is True and mine.lost is None, "contended but still ours: retried at the next tick"
+    mine.release()  # gives up quietly after bounded conflicts; the lease then expires by itself
+    assert mine.lease.kubectl.calls.count("replace") == 2 * RETRIES  # type: ignore[attr-defined]
