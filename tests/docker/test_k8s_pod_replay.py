@@ -188,6 +188,10 @@ def test_the_kubelet_replay_follows_command_args_and_var_expansion(image_and_mod
     image, _ = image_and_model
     deployment = next(o for o in render("staging") if o["metadata"]["name"] == "mlship-model-blue")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
+    config = support.inspect(image)["Config"]
+    assert config["Entrypoint"] == ["mlship"] and config["Cmd"][0] == "serve"
+    port = config["Cmd"][config["Cmd"].index("--port") + 1]
+    assert port == str(container["ports"][0]["containerPort"]) and f"{port}/tcp" in config["ExposedPorts"]
     container["env"].append({"name": "GREETING", "value": "color-$(MLSHIP_COLOR)"})
     container["args"] = ["version-of", "$(GREETING)", "$$(MLSHIP_COLOR)"]
     argv, _ = kubelet_argv(deployment, image, "unused")
