@@ -127,3 +127,41 @@ def kill_double_servers(state_file: Path) -> None:
 
 def double_objects(state_file: Path) -> dict[str, Any]:
     return dict(json.loads(state_file.read_text())["objects"])
+
+
+def set_image_fault(state_file: Path, image: str, fault: str) -> None:
+    """Declare `image` broken in the double's cluster: its pods serve with `fault` (fake_server.py)."""
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {"objects": {}, "servers": {}, "calls": []}
+    state.setdefault("image_faults", {})[image] = fault
+    state_file.write_text(json.dumps(state))
+
+
+def kubectl_double_bin(tmp: Path) -> Path:
+    """A directory whose `kubectl` is the double (with its real-kubectl delegate baked in)."""
+    real = Path(sys.executable).parent / "kubectl"
+    bin_dir = tmp / "double-bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "kubectl"
+    wrapper.write_text(
+        f'#!/bin/sh\nKUBECTL_DOUBLE_REAL="{real}" PYTHONPATH="{REPO}" exec "{sys.executable}" "{KUBECTL_DOUBLE}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return bin_dir
+
+
+def write_kubeconfig(path: Path, state_file: Path, namespace: str = "default") -> Path:
+    """A kubeconfig whose cluster is the double's state file: all a fresh working copy needs."""
+    import yaml
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "double", "cluster": {"server": f"file://{state_file}"}}],
+        "contexts": [{"name": "double", "context": {"cluster": "double", "namespace": namespace, "user": "ci"}}],
+        "users": [{"name": "ci", "user": {}}],
+        "current-context": "double",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path

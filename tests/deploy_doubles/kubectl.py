@@ -1,19 +1,30 @@
 """A stateful kubectl test double: enough of kubectl for the `kubernetes` deploy target.
 
 Installed first on PATH as `kubectl` (a two-line shell wrapper) by the tests. State lives in
-the JSON file named by KUBECTL_DOUBLE_STATE. `kustomize` is delegated to the real kubectl
-(KUBECTL_DOUBLE_REAL). A Deployment with replicas > 0 "runs" as a fake_server.py process
-started on `rollout status` with its MLSHIP_MODEL_URI (faults ride on that URI);
-`port-forward` prints kubectl's "Forwarding from" line for that process's port.
+the JSON file named by KUBECTL_DOUBLE_STATE, or else by the kubeconfig (KUBECONFIG) whose
+cluster `server` is `file://<state file>`: several working copies that hold only that
+kubeconfig talk to one "cluster". Every command runs under an flock of the state, like
+requests to one API server. `kustomize` is delegated to the real kubectl (KUBECTL_DOUBLE_REAL).
+A Deployment with replicas > 0 "runs" as a fake_server.py process started on `rollout status`
+with its MLSHIP_MODEL_URI (faults ride on that URI, or on the image: `image_faults` in the
+state stands for an image that was built broken); `port-forward` prints kubectl's
+"Forwarding from" line for that process's port, after mapping a Service port to the pod's
+targetPort and checking the container declares it.
 
-Implements: apply -f FILE|-, get KIND NAME -o json, patch KIND NAME --type merge -p JSON,
-scale deployment/NAME --replicas=N, rollout status deployment/NAME --timeout=Ns,
-port-forward service/NAME|deployment/NAME :PORT, kustomize DIR, version.
+Like the API server, every write bumps `metadata.resourceVersion`; `replace` (and `apply`)
+of an object that carries a stale resourceVersion fails with 409 Conflict, `create` of an
+existing object with 409 AlreadyExists.
+
+Implements: apply -f FILE|-, create -f - [-o json], replace -f - [-o json], delete KIND NAME,
+get KIND NAME -o json (deployments, services, configmaps, leases), patch KIND NAME --type
+merge -p JSON, scale deployment/NAME --replicas=N, rollout status deployment/NAME
+--timeout=Ns, port-forward service/NAME|deployment/NAME :PORT, kustomize DIR, version.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -21,6 +32,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +48,50 @@ KINDS = {
     "service": "Service",
     "services": "Service",
     "svc": "Service",
+    "configmap": "ConfigMap",
+    "configmaps": "ConfigMap",
+    "cm": "ConfigMap",
+    "lease": "Lease",
+    "leases": "Lease",
+}
+RESOURCES = {
+    "Deployment": "deployments.apps",
+    "Service": "services",
+    "ConfigMap": "configmaps",
+    "Lease": "leases.coordination.k8s.io",
 }
 
 
 def state_path() -> Path:
-    return Path(os.environ["KUBECTL_DOUBLE_STATE"])
+    explicit = os.environ.get("KUBECTL_DOUBLE_STATE")
+    if explicit:
+        return Path(explicit)
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig or not Path(kubeconfig).is_file():
+        raise SystemExit(fail("error: no configuration has been provided, try setting KUBECONFIG"))
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
+    cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])["cluster"]
+    return Path(str(cluster["server"]).removeprefix("file://"))
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """One request at a time, like an API server's storage."""
+    path = state_path().with_suffix(".lock")
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def load() -> dict[str, Any]:
     p = state_path()
     if p.is_file():
         return dict(json.loads(p.read_text()))
-    return {"objects": {}, "servers": {}, "calls": []}
+    return {"objects": {}, "servers": {}, "calls": [], "rv": 0, "image_faults": {}}
 
 
 def save(state: dict[str, Any]) -> None:
@@ -78,11 +122,43 @@ def stop_server(state: dict[str, Any], k: str) -> None:
             os.kill(server["pid"], signal.SIGKILL)
 
 
-def model_uri(obj: dict[str, Any]) -> str:
-    for env in obj["spec"]["template"]["spec"]["containers"][0].get("env", []):
-        if env.get("name") == "MLSHIP_MODEL_URI":
-            return str(env.get("value", ""))
-    return ""
+def model_uri(state: dict[str, Any], obj: dict[str, Any]) -> str:
+    """What the pod serves: the model its image was built with, plus the image's fault if it has one."""
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    uri = next((str(e.get("value", "")) for e in container.get("env", []) if e.get("name") == "MLSHIP_MODEL_URI"), "")
+    fault = state.get("image_faults", {}).get(container.get("image", ""))
+    return f"{uri}?fault={fault}" if fault and "?fault=" not in uri else uri
+
+
+def store(state: dict[str, Any], k: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """Persist an object with the next resourceVersion, as the API server does on every write."""
+    state["rv"] = int(state.get("rv", 0)) + 1
+    obj = {**obj, "metadata": {**obj.get("metadata", {}), "resourceVersion": str(state["rv"])}}
+    obj.pop("status", None)
+    state["objects"][k] = obj
+    return obj
+
+
+def conflict(obj: dict[str, Any], verb: str) -> int:
+    resource = RESOURCES.get(obj["kind"], obj["kind"].lower() + "s")
+    return fail(
+        f'Error from server (Conflict): error when {verb} "STDIN": Operation cannot be fulfilled on '
+        f'{resource} "{obj["metadata"]["name"]}": the object has been modified; please apply your '
+        "changes to the latest version and try again"
+    )
+
+
+def read_objects(args: list[str]) -> list[dict[str, Any]]:
+    source = args[args.index("-f") + 1]
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    items: list[dict[str, Any]] = []
+    for d in (d for d in yaml.safe_load_all(text) if d):
+        items += d["items"] if d.get("kind") == "List" else [d]
+    return items
+
+
+def wants_json(args: list[str]) -> bool:
+    return "-o" in args and args[args.index("-o") + 1] == "json"
 
 
 def template_hash(obj: dict[str, Any]) -> str:
@@ -116,20 +192,62 @@ def fail(msg: str, code: int = 1) -> int:
 
 
 def cmd_apply(state: dict[str, Any], ns: str, args: list[str]) -> int:
-    source = args[args.index("-f") + 1]
-    text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    docs = [d for d in yaml.safe_load_all(text) if d]
-    items: list[dict[str, Any]] = []
-    for d in docs:
-        items += d["items"] if d.get("kind") == "List" else [d]
-    for obj in items:
+    for obj in read_objects(args):
         kind, name = obj["kind"], obj["metadata"]["name"]
         k = key(kind, ns, name)
         old = state["objects"].get(k)
+        sent = obj.get("metadata", {}).get("resourceVersion")
+        if sent and (old is None or old["metadata"].get("resourceVersion") != sent):
+            return conflict(obj, "applying patch")
         if kind == "Deployment" and old is not None and template_hash(old) != template_hash(obj):
             stop_server(state, k)
-        state["objects"][k] = obj
+        store(state, k, obj)
         print(f"{kind.lower()}/{name} {'configured' if old else 'created'}")
+    return 0
+
+
+def cmd_create(state: dict[str, Any], ns: str, args: list[str]) -> int:
+    for obj in read_objects(args):
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        k = key(kind, ns, name)
+        if k in state["objects"]:
+            resource = RESOURCES.get(kind, kind.lower() + "s")
+            return fail(
+                f'Error from server (AlreadyExists): error when creating "STDIN": {resource} "{name}" already exists'
+            )
+        if obj.get("metadata", {}).get("resourceVersion"):
+            return fail("error: resourceVersion should not be set on objects to be created")
+        saved = store(state, k, obj)
+        print(json.dumps(saved) if wants_json(args) else f"{kind.lower()}/{name} created")
+    return 0
+
+
+def cmd_replace(state: dict[str, Any], ns: str, args: list[str]) -> int:
+    for obj in read_objects(args):
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        k = key(kind, ns, name)
+        old = state["objects"].get(k)
+        if old is None:
+            why = f'{RESOURCES.get(kind, kind)} "{name}" not found'
+            return fail(f'Error from server (NotFound): error when replacing "STDIN": {why}')
+        sent = obj.get("metadata", {}).get("resourceVersion")
+        if sent and sent != old["metadata"].get("resourceVersion"):
+            return conflict(obj, "replacing")
+        if kind == "Deployment" and template_hash(old) != template_hash(obj):
+            stop_server(state, k)
+        saved = store(state, k, obj)
+        print(json.dumps(saved) if wants_json(args) else f"{kind.lower()}/{name} replaced")
+    return 0
+
+
+def cmd_delete(state: dict[str, Any], ns: str, args: list[str]) -> int:
+    kind, name = resolve(args)
+    k = key(kind, ns, name)
+    if k not in state["objects"]:
+        return not_found(kind, name)
+    stop_server(state, k)
+    del state["objects"][k]
+    print(f'{kind.lower()} "{name}" deleted')
     return 0
 
 
@@ -141,7 +259,7 @@ def resolve(args: list[str]) -> tuple[str, str]:
 
 
 def not_found(kind: str, name: str) -> int:
-    return fail(f'Error from server (NotFound): {kind.lower()}s "{name}" not found')
+    return fail(f'Error from server (NotFound): {RESOURCES.get(kind, kind.lower() + "s")} "{name}" not found')
 
 
 def cmd_get(state: dict[str, Any], ns: str, args: list[str]) -> int:
@@ -158,7 +276,7 @@ def cmd_patch(state: dict[str, Any], ns: str, args: list[str]) -> int:
     k = key(kind, ns, name)
     if k not in state["objects"]:
         return not_found(kind, name)
-    state["objects"][k] = merge(state["objects"][k], json.loads(args[args.index("-p") + 1]))
+    store(state, k, merge(state["objects"][k], json.loads(args[args.index("-p") + 1])))
     print(f"{kind.lower()}/{name} patched")
     return 0
 
@@ -170,19 +288,20 @@ def cmd_scale(state: dict[str, Any], ns: str, args: list[str]) -> int:
         return not_found(kind, name)
     replicas = int(next(a for a in args if a.startswith("--replicas=")).split("=", 1)[1])
     state["objects"][k]["spec"]["replicas"] = replicas
+    store(state, k, state["objects"][k])
     if replicas == 0:
         stop_server(state, k)
     print(f"{kind.lower()}/{name} scaled")
     return 0
 
 
-def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int:
+def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int | dict[str, Any]:
+    """Start the Deployment's "pod" (under the state lock); the wait for /ready runs after it."""
     kind, name = resolve(args[1:])
     k = key(kind, ns, name)
     obj = state["objects"].get(k)
     if obj is None:
         return not_found(kind, name)
-    timeout = float(next((a for a in args if a.startswith("--timeout=")), "--timeout=60s").split("=")[1].rstrip("s"))
     if int(obj["spec"].get("replicas", 1)) == 0:
         print(f'deployment "{name}" successfully rolled out')
         return 0
@@ -196,7 +315,7 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int:
                 sys.executable,
                 str(FAKE_SERVER),
                 "--model",
-                model_uri(obj),
+                model_uri(state, obj),
                 "--port",
                 "0",
                 "--color",
@@ -206,16 +325,45 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int:
             ],
             stdout=subprocess.PIPE,
             stderr=log,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        if not line.startswith("PORT "):
-            state["servers"][k] = {"pid": proc.pid, "port": 0, "hash": template_hash(obj)}
-            return fail(f'error: deployment "{name}" exceeded its progress deadline (CrashLoopBackOff)')
-        server = {"pid": proc.pid, "port": int(line.split()[1]), "hash": template_hash(obj)}
+        server = {"pid": proc.pid, "port": 0, "hash": template_hash(obj), "starting": True}
         state["servers"][k] = server
+        return {"name": name, "key": k, "proc": proc}
+    return {"name": name, "key": k, "server": server}
+
+
+def wait_rollout(started: dict[str, Any], args: list[str]) -> int:
+    """`rollout status --timeout`: the pod must announce its port and answer /ready in time."""
+    name = started["name"]
+    timeout = float(next((a for a in args if a.startswith("--timeout=")), "--timeout=60s").split("=")[1].rstrip("s"))
     deadline = time.monotonic() + timeout
+    server = started.get("server")
+    proc = started.get("proc")
+    if proc is not None:
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        buffer = b""
+        while b"\n" not in buffer:
+            buffer += proc.stdout.read() or b""
+            if proc.poll() is not None and b"\n" not in buffer:
+                return fail(f'error: deployment "{name}" exceeded its progress deadline (CrashLoopBackOff)')
+            if time.monotonic() > deadline:
+                return fail(f"error: timed out waiting for the condition on deployments/{name}")
+            time.sleep(0.05)
+        line = buffer.decode().splitlines()[0]
+        if not line.startswith("PORT "):
+            return fail(f'error: deployment "{name}" exceeded its progress deadline (CrashLoopBackOff)')
+        with locked():
+            state = load()
+            server = state["servers"].get(started["key"])
+            if server is None or server["pid"] != proc.pid:
+                return fail(f'error: deployment "{name}" was changed during the rollout')
+            server["port"] = int(line.split()[1])
+            server.pop("starting", None)
+            save(state)
+    assert server is not None
     while time.monotonic() < deadline:
         if not alive(server["pid"]):
             return fail(f'error: deployment "{name}" exceeded its progress deadline (CrashLoopBackOff)')
@@ -228,15 +376,28 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int:
     return fail(f"error: timed out waiting for the condition on deployments/{name}")
 
 
+def container_port(deployment: dict[str, Any], port: str) -> int | None:
+    """A numeric or named port the pod's container declares, as a number (None: not declared)."""
+    for p in deployment["spec"]["template"]["spec"]["containers"][0].get("ports", []):
+        if str(p.get("containerPort")) == port or p.get("name") == port:
+            return int(p["containerPort"])
+    return None
+
+
 def cmd_port_forward(state: dict[str, Any], ns: str, args: list[str]) -> int:
     kind, name = resolve(args)
     k = key(kind, ns, name)
     obj = state["objects"].get(k)
     if obj is None:
         return not_found(kind, name)
+    remote = next(a for a in args[1:] if a.startswith(":") or a[0].isdigit()).split(":")[-1]
     targets = [k]
     if kind == "Service":
         selector = obj["spec"].get("selector", {})
+        # kubectl maps a Service port to its targetPort (which may name a container port).
+        remote = next(
+            (str(p.get("targetPort", p["port"])) for p in obj["spec"]["ports"] if str(p["port"]) == remote), remote
+        )
         targets = [
             dk
             for dk, d in state["objects"].items()
@@ -247,8 +408,11 @@ def cmd_port_forward(state: dict[str, Any], ns: str, args: list[str]) -> int:
     for tk in targets:
         server = state["servers"].get(tk)
         d = state["objects"][tk]
-        if server and alive(server["pid"]) and int(d["spec"].get("replicas", 1)) > 0:
-            print(f"Forwarding from 127.0.0.1:{server['port']} -> 8080", flush=True)
+        if server and server.get("port") and alive(server["pid"]) and int(d["spec"].get("replicas", 1)) > 0:
+            port = container_port(d, remote)
+            if port is None:
+                return fail(f"error: {tk.split('/')[2]} does not expose port {remote}")
+            print(f"Forwarding from 127.0.0.1:{server['port']} -> {port}", flush=True)
             signal.sigwait({signal.SIGTERM, signal.SIGINT})
             return 0
     return fail("error: unable to forward port because pod is not running. Current status=Pending")
@@ -274,16 +438,28 @@ def main(argv: list[str]) -> int:
         return 0
     if args[0] == "port-forward":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        return cmd_port_forward(load(), ns, args[1:])
-    handlers = {"apply": cmd_apply, "get": cmd_get, "patch": cmd_patch, "scale": cmd_scale, "rollout": cmd_rollout}
+        with locked():
+            state = load()
+        return cmd_port_forward(state, ns, args[1:])
+    handlers = {
+        "apply": cmd_apply,
+        "create": cmd_create,
+        "replace": cmd_replace,
+        "delete": cmd_delete,
+        "get": cmd_get,
+        "patch": cmd_patch,
+        "scale": cmd_scale,
+        "rollout": cmd_rollout,
+    }
     handler = handlers.get(args[0])
     if handler is None:
         return fail(f"kubectl double: unsupported command {args[0]}")
-    state = load()
-    state.setdefault("calls", []).append(args[:2])
-    code = handler(state, ns, args[1:])
-    save(state)
-    return code
+    with locked():
+        state = load()
+        state.setdefault("calls", []).append(args[:2])
+        outcome = handler(state, ns, args[1:])
+        save(state)
+    return outcome if isinstance(outcome, int) else wait_rollout(outcome, args)
 
 
 if __name__ == "__main__":

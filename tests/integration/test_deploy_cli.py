@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,13 +17,9 @@ from mlship.settings import load_settings
 from tests.conftest import make_project
 from tests.deploy_doubles.harness import (
     FAKE_SERVER,
-    REPO,
     FakeRegistry,
-    double_objects,
     fake_golden,
     fake_release,
-    install_kubectl_double,
-    kill_double_servers,
     served_version,
 )
 
@@ -97,57 +92,6 @@ def test_status_rollback_and_down_drive_what_a_deploy_started(project: Path) -> 
         assert served_version(target.live_url()) is None
     finally:
         target.down()
-
-
-@pytest.mark.slow
-def test_kubernetes_deploy_of_a_real_registered_model_moves_champion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """End to end with MLflow: alias resolved once, golden predictions from the real model."""
-    from mlship.model.train import train
-    from mlship.registry import Registry
-
-    root = make_project(tmp_path / "proj")
-    shutil.copytree(REPO / "deployment", root / "deployment")
-    write_deploy_config(root, verify_window_s=1.0, ready_timeout_s=60.0)
-    monkeypatch.chdir(root)
-    settings = load_settings(cwd=root)
-    registry = Registry.from_settings(settings)
-    result = train(settings)
-    registry.register(result.run_id, "card-fraud", alias="challenger")
-    state = install_kubectl_double(tmp_path, monkeypatch)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri)
-    image = "registry.invalid/mlship-model@sha256:" + "1" * 64
-    try:
-        code, output = mlship(
-            "deploy",
-            "--target",
-            "kubernetes",
-            "--namespace",
-            "ml",
-            "--env",
-            "production",
-            "--approve",
-            "--image",
-            image,
-            "--model",
-            "models:/card-fraud@challenger",
-        )
-        assert code == 0, output
-        assert "card-fraud v1 is live on blue" in output
-        assert "live URL: http://mlship-model.ml.svc.cluster.local" in output
-        assert registry.alias_version("card-fraud", "champion") == "1"
-        objects = double_objects(state)
-        env = objects["Deployment/ml/mlship-model-blue"]["spec"]["template"]["spec"]["containers"][0]["env"]
-        assert {"name": "MLSHIP_MODEL_URI", "value": "models:/card-fraud/1"} in env, "the alias is pinned"
-        report = json.loads((root / ".mlship" / "reports" / "deploy.json").read_text())
-        assert report["smoke"]["ok"] and report["release"]["run_id"] == result.run_id
-        code, output = mlship("status", "--target", "kubernetes", "--namespace", "ml", "--env", "production", "--json")
-        assert code == 0 and json.loads(output)["live"] == "blue"
-        code, output = mlship("down", "--target", "kubernetes", "--namespace", "ml", "--env", "production")
-        assert code == 0 and "mlship-model-blue" in output
-    finally:
-        kill_double_servers(state)
 
 
 def _has_serve() -> bool:

@@ -12,10 +12,13 @@ from mlship.deploy.factory import controller
 
 if TYPE_CHECKING:
     from mlship.deploy.release import Release
+    from mlship.deploy.targets.gitops import GitOpsTarget
     from mlship.settings import Settings
 
 TARGET_HELP = (
-    "Where colors run: local (processes, or containers with --image, behind a loopback router) or kubernetes (kubectl)."
+    "Where colors run: local (processes, or containers with --image, behind a loopback router), kubernetes "
+    "(kubectl; release state in the cluster) or gitops (deploy writes the release into the overlay; status "
+    "compares it with the cluster)."
 )
 ENV_HELP = "Environment: staging or production (production needs --approve)."
 NS_HELP = "Kubernetes namespace (default: [tool.mlship.deploy] namespace)."
@@ -58,25 +61,52 @@ def deploy(
     promote_canary: Annotated[
         bool, typer.Option("--promote-canary", help="Send all traffic to the running canary, verify, make it live.")
     ] = False,
+    from_env: Annotated[
+        str | None,
+        typer.Option(
+            "--from-env",
+            help="kubernetes: deploy the release that is live and verified in this environment's cluster record "
+            "(model version and image digest). The default for --env production without --model.",
+        ),
+    ] = None,
+    from_namespace: Annotated[
+        str | None, typer.Option("--from-namespace", help="Namespace of --from-env (default: --namespace).")
+    ] = None,
 ) -> None:
     """Blue-green deploy: start the idle color, smoke-test it, switch, verify; roll back on any failure."""
+    if target == "gitops":
+        _gitops_deploy(ctx, model, image, env, approve, namespace)
+        return
 
     def action(settings: Settings) -> int:
         from mlship.deploy.bluegreen import require_approval
         from mlship.errors import ConfigError
 
+        source = from_env
+        if target == "kubernetes" and not promote_canary:  # before anything runs (exit 2)
+            source = _check_kubernetes_args(model, image, env, from_env)
+        elif from_env is not None:
+            raise ConfigError("--from-env needs --target kubernetes", hint="the release records live in the cluster")
         require_approval(env, approve)
         ctl = controller(settings, target, env, namespace)
         try:
             if promote_canary:
                 result = ctl.promote_canary()
             else:
-                if image and target == "local":
+                if source is not None:
+                    from mlship.deploy.factory import verified_release
+
+                    release = verified_release(settings, source, from_namespace or namespace)
+                elif image and target == "local":
                     release = _image_release(image, model, env)
                 elif not model:
                     raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
                 else:
                     release = ctl.resolve(model, image=image)
+                    if target == "kubernetes" and env == "production":
+                        from mlship.deploy.factory import require_staged
+
+                        require_staged(settings, release, namespace=from_namespace or namespace)
                 cli.err_console().print(f"deploying {release.label} ({release.uri}) to {target}/{env}…")
                 result = ctl.deploy(release, strategy=strategy, weight=weight)
         finally:
@@ -85,6 +115,123 @@ def deploy(
         return 0
 
     cli.run(ctx, action)
+
+
+def _check_kubernetes_args(model: str | None, image: str | None, env: str, from_env: str | None) -> str | None:
+    """What a kubernetes deploy needs, checked before anything runs (exit 2); returns the source env.
+
+    A kubernetes release is an image pinned by digest plus the model version inside it; production
+    takes the release that passed staging unless --model/--image name one (which must have passed too).
+    """
+    from mlship.errors import ConfigError
+
+    if from_env is None and model is None and image is None and env == "production":
+        from_env = "staging"
+    if from_env is not None:
+        if model or image:
+            raise ConfigError(
+                "--from-env takes the model and the image from that environment's record",
+                hint="pass either --from-env or --model with --image",
+            )
+        if from_env == env:
+            raise ConfigError(f"--from-env {from_env} is the environment being deployed", hint="use --from-env staging")
+        return from_env
+    if not image:
+        raise ConfigError(
+            "the kubernetes target needs --image",
+            hint="pass the image that was built and scanned, pinned by digest: --image REGISTRY/NAME@sha256:…",
+        )
+    if "@sha256:" not in image:
+        raise ConfigError(
+            f"--image {image} is not pinned by digest",
+            hint="a tag can move after the scan; pass REGISTRY/NAME@sha256:… (the digest the build printed)",
+        )
+    if not model:
+        raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
+    return None
+
+
+def _gitops(settings: Settings, env: str, namespace: str | None) -> GitOpsTarget:
+    from mlship.deploy.bluegreen import ENVS
+    from mlship.deploy.targets.gitops import GitOpsTarget
+    from mlship.errors import ConfigError
+
+    if env not in ENVS:
+        raise ConfigError(f"unknown environment {env!r}", hint=f"use one of: {', '.join(ENVS)}")
+    return GitOpsTarget(
+        settings.path(settings.deploy.manifests),
+        env=env,
+        app=settings.deploy.app,
+        namespace=namespace or settings.deploy.namespace,
+        timeout_s=settings.deploy.ready_timeout_s,
+    )
+
+
+def _gitops_deploy(
+    ctx: typer.Context, model: str | None, image: str | None, env: str, approve: bool, namespace: str | None
+) -> None:
+    """Declare the release in the overlay (a reviewable change); the cluster is not touched."""
+
+    def action(settings: Settings) -> int:
+        from mlship.deploy.bluegreen import require_approval
+        from mlship.deploy.release import Release
+        from mlship.deploy.targets.gitops import split_image
+        from mlship.errors import ConfigError
+        from mlship.provenance import git_sha
+        from mlship.registry import Registry
+
+        if not model or not image:
+            raise ConfigError(
+                "the gitops target needs --model and --image",
+                hint="e.g. --model models:/card-fraud@challenger --image REGISTRY/NAME@sha256:…",
+            )
+        split_image(image)
+        require_approval(env, approve)
+        gitops = _gitops(settings, env, namespace)
+        resolved = Registry.from_settings(settings).resolve(model)
+        release = Release(
+            ref=model,
+            uri=resolved.uri,
+            name=resolved.name,
+            version=resolved.version,
+            run_id=resolved.run_id,
+            image=image,
+            git_sha=git_sha(settings.root),
+            env=env,
+            target="gitops",
+        )
+        color, files = gitops.declare(release)
+        out = cli.console()
+        out.print(f"declared: {release.label} ({image}) on {color}, live in {env} once applied")
+        for path in files:
+            out.print(f"wrote {path}")
+        out.print("commit and review this change; your GitOps controller applies it (mlship status --target gitops)")
+        return 0
+
+    cli.run(ctx, action)
+
+
+def _gitops_status(settings: Settings, env: str, namespace: str | None, as_json: bool) -> int:
+    """Exit 0 when the cluster runs what Git declares, 1 while it does not (a CI step can wait on it)."""
+    from mlship.errors import PipelineRejected
+
+    info = _gitops(settings, env, namespace).status()
+    if as_json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0 if info["in_sync"] else 1
+    out = cli.console()
+    declared = info["declared"]
+    live = declared["live"]
+    release = declared["colors"].get(live) if live else None
+    what = f"{release['name']} v{release['version']} ({release['image']}) on {live}" if release else "nothing"
+    out.print(f"gitops/{env}: Git declares {what}; the cluster's live Service selects {info['cluster']['live'] or '-'}")
+    if info["in_sync"]:
+        out.print("in sync: the cluster runs what Git declares")
+        return 0
+    raise PipelineRejected(
+        "out of sync: " + "; ".join(info["differences"]),
+        hint="wait for your GitOps controller to apply the overlay, or check its sync status",
+    )
 
 
 def _image_release(image: str, model: str | None, env: str) -> Release:
@@ -140,11 +287,14 @@ def status(
     """Live URL, live color, what runs on each color, and the release history."""
 
     def action(settings: Settings) -> int:
+        if target == "gitops":
+            return _gitops_status(settings, env, namespace, as_json)
         ctl = controller(settings, target, env, namespace)
         try:
             info = ctl.status()
         finally:
             ctl.target.close()
+        info["rollback_to"] = _rollback_to(info)
         if as_json:
             print(json.dumps(info, indent=2, sort_keys=True))
             return 0
@@ -162,6 +312,10 @@ def status(
             label = f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else rel.get("uri", "-")
             colors.add_row(color, "yes" if c["running"] else "no", label, rel.get("outcome", "-"))
         out.print(colors)
+        back = info["rollback_to"]
+        if back:
+            how = "one switch (warm)" if back["warm"] else "a full blue-green deploy"
+            out.print(f"rollback target: {back['label']} ({how})")
         retire = info.get("retire")
         if retire:
             at = dt.datetime.fromtimestamp(retire["at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -178,6 +332,26 @@ def status(
         return 0
 
     cli.run(ctx, action)
+
+
+def _rollback_to(info: dict[str, Any]) -> dict[str, Any] | None:
+    """What `mlship rollback` would bring back: the warm previous color, else the last other live release."""
+    live = info.get("live")
+    current = (info["colors"].get(live) or {}).get("release") if live else None
+    if live:
+        prev = "green" if live == "blue" else "blue"
+        warm = info["colors"].get(prev) or {}
+        if warm.get("running") and warm.get("release") and warm["release"].get("outcome") == "live":
+            rel = warm["release"]
+            return {"label": _label(rel), "version": rel.get("version"), "color": prev, "warm": True}
+    for rel in info.get("history", []):  # newest first
+        if rel.get("outcome") == "live" and (current is None or rel.get("uri") != current.get("uri")):
+            return {"label": _label(rel), "version": rel.get("version"), "color": None, "warm": False}
+    return None
+
+
+def _label(rel: dict[str, Any]) -> str:
+    return f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else str(rel.get("uri", "-"))
 
 
 def down(

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlship.deploy.lock import deploy_lock
-from mlship.deploy.release import COLORS, DeployState, Release, StateStore, find_release, other
+from mlship.deploy.release import COLORS, DeployState, Release, ReleaseStore, StateStore, find_release, other
 from mlship.deploy.smoke import Golden, SmokeResult, golden_from_dir, smoke
 from mlship.deploy.targets.base import ColorFailed, Target
 from mlship.deploy.verify import VerifyResult, verify
@@ -101,6 +100,7 @@ class Controller:
         registry: Registry | None = None,
         golden: GoldenSource | None = None,
         schedule_retirement: bool = False,
+        store: ReleaseStore | None = None,
     ) -> None:
         self.settings = settings
         self.schedule_retirement = schedule_retirement
@@ -110,7 +110,8 @@ class Controller:
         self.env = env
         self._registry = registry
         self._golden = golden
-        self.store = StateStore(settings.state_path, env, keep=self.cfg.history)
+        self.store: ReleaseStore = store or StateStore(settings.state_path, env, keep=self.cfg.history)
+        """Where the state and history live and who holds the deploy lock: the target decides (factory)."""
 
     @property
     def registry(self) -> Registry:
@@ -151,7 +152,7 @@ class Controller:
             raise ConfigError(f"unknown strategy {strategy!r}", hint="use bluegreen or canary")
         if strategy == "canary" and not 1 <= weight <= 99:
             raise ConfigError(f"canary weight {weight} is out of range", hint="use --weight between 1 and 99")
-        with deploy_lock(self.store.dir):
+        with self.store.lock():
             state = self.store.load()
             self._reap(state)
             return self._deploy(state, release, strategy=strategy, weight=weight)
@@ -248,7 +249,7 @@ class Controller:
 
     def promote_canary(self) -> DeployResult:
         """Send all traffic to the canary color, verify it, and make it live."""
-        with deploy_lock(self.store.dir):
+        with self.store.lock():
             state = self.store.load()
             canary = self._canary(state)
             if canary is None:
@@ -303,7 +304,7 @@ class Controller:
 
     def rollback(self, to: str | None = None) -> DeployResult:
         """Back to the previous color in one switch; `to` an older release: a full blue-green deploy."""
-        with deploy_lock(self.store.dir):
+        with self.store.lock():
             state = self.store.load()
             self._reap(state)
             live = state.live
@@ -389,7 +390,7 @@ class Controller:
 
     def down(self) -> list[str]:
         """Stop everything this environment started; the history stays."""
-        with deploy_lock(self.store.dir):
+        with self.store.lock():
             stopped = self.target.down()
             state = self.store.load()
             if state.retire is not None and _cancel_retire(state.retire):
@@ -427,7 +428,7 @@ class Controller:
         Called by the retirement process (mlship.deploy.retire) under the deploy lock; a later
         deploy or rollback changed the state, so it is then a no-op.
         """
-        with deploy_lock(self.store.dir):
+        with self.store.lock():
             state = self.store.load()
             release = state.colors.get(color)
             if state.live is None or state.live == color or release is None or release.uri != uri:
@@ -499,7 +500,7 @@ class Controller:
 
     def reject_canary(self, reason: str = "canary rejected") -> DeployResult:
         """All traffic back to the live color, the canary stopped and recorded as rejected."""
-        with deploy_lock(self.store.dir):
+        with self.store.lock():
             state = self.store.load()
             canary = self._canary(state)
             if canary is None or state.live is None:

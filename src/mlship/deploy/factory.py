@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlship.deploy.bluegreen import Controller
-    from mlship.deploy.release import Release
+    from mlship.deploy.release import DeployState, Release
     from mlship.deploy.smoke import Golden
     from mlship.settings import Settings
 
@@ -44,8 +44,63 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
             namespace=namespace or settings.deploy.namespace,
             timeout_s=settings.deploy.ready_timeout_s,
         )
-        return Controller(settings, k8s, env, schedule_retirement=True)
-    raise ConfigError(f"unknown target {target!r}", hint="use local or kubernetes")
+        # The cluster holds the state and the lock, so a fresh CI runner sees the same truth. No
+        # detached retirement process: it would die with the runner's job; past the rollback
+        # window the next deploy or rollback scales the previous color down.
+        store = k8s.release_store(settings.state_path / "deploy" / env, keep=settings.deploy.history)
+        return Controller(settings, k8s, env, store=store)
+    if target == "gitops":
+        raise ConfigError(
+            "the gitops target only declares releases (deploy) and compares them with the cluster (status)",
+            hint="roll back by reverting the release commit in Git; your GitOps controller applies it",
+        )
+    raise ConfigError(f"unknown target {target!r}", hint="use local, kubernetes or gitops")
+
+
+def _cluster_state(settings: Settings, env: str, namespace: str | None) -> DeployState:
+    from mlship.deploy.targets.kubernetes import KubernetesTarget
+
+    k8s = KubernetesTarget(
+        settings.path(settings.deploy.manifests),
+        env=env,
+        app=settings.deploy.app,
+        namespace=namespace or settings.deploy.namespace,
+        timeout_s=settings.deploy.ready_timeout_s,
+    )
+    k8s.prepare()
+    store = k8s.release_store(settings.state_path / "deploy" / env, keep=settings.deploy.history)
+    return store.load()
+
+
+def verified_release(settings: Settings, from_env: str, namespace: str | None) -> Release:
+    """The release live and verified in `from_env`'s cluster record: its model version and image digest."""
+    from mlship.errors import ConfigError, PipelineRejected
+
+    state = _cluster_state(settings, from_env, namespace)
+    release = state.colors.get(state.live) if state.live else None
+    if release is None or release.outcome != "live" or not release.image:
+        raise PipelineRejected(
+            f"nothing has passed {from_env}: no verified release is live there",
+            hint=f"deploy to {from_env} first (`mlship deploy --target kubernetes --env {from_env} …`)",
+        )
+    if not release.version:
+        raise ConfigError(f"the {from_env} release {release.uri} has no version", hint="deploy a registered model")
+    return release.with_(ref=release.uri, outcome="pending", detail=f"passed {from_env}", color="")
+
+
+def require_staged(settings: Settings, release: Release, *, namespace: str | None, from_env: str = "staging") -> None:
+    """Production takes only what passed staging: the same model version in the same image (exit 1 otherwise)."""
+    from mlship.errors import PipelineRejected
+
+    history = _cluster_state(settings, from_env, namespace).history
+    for passed in history:
+        if passed.outcome == "live" and passed.version == release.version and passed.image == release.image:
+            return
+    raise PipelineRejected(
+        f"{release.label} in {release.image} has not passed {from_env}",
+        hint=f"deploy it to {from_env} first; or promote what passed: `mlship deploy --target kubernetes --env "
+        "production --approve` with no --model/--image",
+    )
 
 
 def _local_golden(settings: Settings) -> Callable[[Release], Golden]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from mlship.deploy.lock import deploy_lock
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json
 
@@ -81,6 +83,29 @@ class DeployState:
         }
 
 
+class ReleaseStore(Protocol):
+    """Where one environment's release state lives, and the lock that serialises its deploys.
+
+    The local target keeps files (StateStore); the kubernetes target keeps a ConfigMap and a
+    Lease in the cluster (mlship.deploy.targets.cluster_state), so any CI runner sees the same.
+    """
+
+    dir: Path
+    """A local working directory of this environment (logs, the retirement spec)."""
+
+    def load(self) -> DeployState:
+        """The state and the history as they are now."""
+
+    def save(self, state: DeployState) -> None:
+        """Persist the state (not the history)."""
+
+    def record(self, release: Release) -> None:
+        """Append a release to the history, keeping the configured number."""
+
+    def lock(self) -> AbstractContextManager[object]:
+        """Hold the deploy lock of this environment for the block (InfraError if another holds it)."""
+
+
 class StateStore:
     """`.mlship/deploy/<env>/`: state.json (live color, colors) and history.json (releases)."""
 
@@ -118,6 +143,10 @@ class StateStore:
         history = [Release.from_dict(r) for r in (_read(self.history_file) or [])]
         history.append(release.with_(deployed_at=release.deployed_at or time.time()))
         write_json(self.history_file, [r.to_dict() for r in history[-self.keep :]])
+
+    def lock(self) -> AbstractContextManager[object]:
+        """`deploy.lock` in the state directory: a pid file taken over when its process is gone."""
+        return deploy_lock(self.dir)
 
 
 def find_release(history: list[Release], version: str) -> Release:

@@ -5,7 +5,11 @@ Everything goes through kubectl (`KUBECONFIG`, `--namespace`) and the kustomize 
 the fields a release decides (image, model URI, which color each Service selects). The
 switch is one patch of the live Service's selector; a canary drops the color from the
 selector and sets the replica ratio. Smoke tests and metrics go through `kubectl
-port-forward`, so the controller needs no network path into the cluster.
+port-forward`, so the controller needs no network path into the cluster: the smoke test to
+the preview Service, the verification after the switch to the live Service itself.
+
+The release state (live color, release records, history) and the deploy lock live in the
+cluster too (`release_store`: a ConfigMap and a Lease), so any CI runner sees the same truth.
 """
 
 from __future__ import annotations
@@ -24,12 +28,17 @@ import httpx
 
 from mlship.deploy.release import COLORS, Release
 from mlship.deploy.targets.base import ColorFailed, Signal
+from mlship.deploy.targets.cluster_state import ClusterStore
 from mlship.errors import ConfigError, InfraError
 
 COLOR_LABEL = "mlship.dev/color"
 WEIGHTS_ANNOTATION = "mlship.dev/weights"
 RELEASE_ANNOTATION = "mlship.dev/release"
 _FORWARDING = re.compile(rb"Forwarding from 127\.0\.0\.1:(\d+)")
+CONTAINER_PORT = 8000
+"""The serving image's port (deployment/Dockerfile CMD, the manifests' containerPort `http`)."""
+SERVICE_PORT = 80
+"""The Services' port; kubectl port-forward maps it to the pods' targetPort `http`."""
 
 
 class KubernetesTarget:
@@ -48,11 +57,18 @@ class KubernetesTarget:
         timeout_s: float = 60.0,
     ) -> None:
         self.overlay = manifests / "overlays" / env
+        self.env = env
         self.app = app
         self.namespace = namespace
         self.kubectl = kubectl
         self.timeout_s = timeout_s
         self._forwards: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+
+    def release_store(self, local_dir: Path, *, keep: int = 10) -> ClusterStore:
+        """This environment's release state and deploy lock, in the cluster (ConfigMap + Lease)."""
+        return ClusterStore(
+            self._run, app=self.app, env=self.env, namespace=self.namespace, local_dir=local_dir, keep=keep
+        )
 
     # kubectl -------------------------------------------------------------------------------
 
@@ -159,7 +175,15 @@ class KubernetesTarget:
         return f"http://{self.app}.{self.namespace}.svc.cluster.local"
 
     def traffic_url(self, color: str) -> str:
-        """Where the controller's verification probes go: straight to the color's pods."""
+        """Where verification probes go: the live Service once it selects `color` alone.
+
+        So a Service whose selector or targetPort is wrong fails verification. A canary shares
+        the Service with the live color, and a port-forward to a Service picks one pod (kubectl
+        does not load-balance), so a canary is probed on its own pods.
+        """
+        service = self._get("service", self.app)
+        if service is not None and service["spec"].get("selector", {}).get(COLOR_LABEL) == color:
+            return self._forward(f"service/{self.app}")
         return self._forward(f"deployment/{self._deployment(color)}")
 
     def set_weights(self, weights: dict[str, int]) -> None:
@@ -248,8 +272,9 @@ class KubernetesTarget:
         if cached is not None and cached[0].poll() is None:
             return cached[1]
         exe = shutil.which(self.kubectl) or self.kubectl
+        port = SERVICE_PORT if resource.startswith("service/") else CONTAINER_PORT
         proc = subprocess.Popen(
-            [exe, "--namespace", self.namespace, "port-forward", resource, ":8080", "--address", "127.0.0.1"],
+            [exe, "--namespace", self.namespace, "port-forward", resource, f":{port}", "--address", "127.0.0.1"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
