@@ -72,6 +72,20 @@ MLFLOW_CLIENT_SECRETS = (
 """What a process that reads models from MLflow (a model server, a batch job) may need:
 the tracking server's credentials and those of the artifact store behind it."""
 
+KUBECTL_SECRETS = (
+    "KUBECONFIG",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_CLIENT_SECRET",
+)
+"""What kubectl may need: the kubeconfig and the cloud credentials its exec auth plugins
+(`aws eks get-token`, gke-gcloud-auth-plugin, kubelogin) read."""
+
+DOCKER_SECRETS = ("DOCKER_AUTH_CONFIG",)
+"""What the docker CLI may need beyond its config directory."""
+
 
 def redact(text: str) -> str:
     """`text` with URI user info and secret query parameters replaced by `***`."""

@@ -21,6 +21,7 @@ from typing import Any
 from mlship.deploy.release import Release
 from mlship.deploy.smoke import Golden, golden_from_dir
 from mlship.errors import ConfigError, InfraError, PipelineRejected
+from mlship.redaction import DOCKER_SECRETS, env_for_child
 
 LABEL_NAME = "io.mlship.model.name"
 LABEL_VERSION = "io.mlship.model.version"
@@ -49,7 +50,13 @@ def docker_cli(args: list[str], *, docker: str = "docker", timeout_s: float = 12
     """Run `docker ARGS`; a missing CLI or a hung daemon is an InfraError (exit 3)."""
     try:
         proc = subprocess.run(
-            [docker, *args], capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, check=False
+            [docker, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            env=env_for_child(DOCKER_SECRETS),
         )
     except FileNotFoundError:
         raise InfraError(f"the docker CLI ({docker}) is not installed", hint=DOCKER_HINT) from None

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 from fastapi import FastAPI, Request, Response
 
+from mlship.redaction import redact
 from mlship.serving.batching import BatcherClosed, MicroBatcher
 from mlship.serving.logs import AccessLog, PredictionLog
 from mlship.serving.metrics import ServingMetrics
@@ -175,7 +176,7 @@ async def _start(state: ServerState) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever broke loading, the server must say so and stop
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        state.failure = f"cannot load or warm the model: {text}"
+        state.failure = f"cannot load or warm the model: {redact(text)}"
         state.access.write({"event": "load_failed", "error": state.failure})
         if state.on_fatal is not None:
             state.on_fatal(exc)

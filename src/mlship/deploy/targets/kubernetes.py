@@ -30,6 +30,7 @@ from mlship.deploy.release import COLORS, Release
 from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.deploy.targets.cluster_state import ClusterStore
 from mlship.errors import ConfigError, InfraError
+from mlship.redaction import KUBECTL_SECRETS, env_for_child
 
 COLOR_LABEL = "mlship.dev/color"
 WEIGHTS_ANNOTATION = "mlship.dev/weights"
@@ -84,6 +85,7 @@ class KubernetesTarget:
                 text=True,
                 timeout=self.timeout_s + 30,
                 check=False,
+                env=env_for_child(KUBECTL_SECRETS),
             )
         except subprocess.TimeoutExpired:
             raise InfraError(f"kubectl {args[0]} timed out", hint="check the cluster and KUBECONFIG") from None
@@ -278,6 +280,7 @@ class KubernetesTarget:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            env=env_for_child(KUBECTL_SECRETS),
         )
         assert proc.stdout is not None
         deadline = time.monotonic() + 15.0
