@@ -47,9 +47,17 @@ class Finding:
 
 @dataclass(frozen=True)
 class IgnoreEntry:
+    """One accepted finding: its ID, until when (`exp:`), and why (the line's `#` comment)."""
+
     id: str
     expires: dt.date | None = None
     line: int = 0
+    reason: str = ""
+
+    def honoured(self, today: dt.date) -> bool:
+        """Trivy's rule: `exp:D` is midnight UTC of D, so the entry hides its finding until the day
+        before D and stops hiding it on D itself."""
+        return self.expires is None or today < self.expires
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,10 @@ class IgnoreRules:
     entries: tuple[IgnoreEntry, ...] = ()
 
     def active(self, today: dt.date) -> list[IgnoreEntry]:
-        return [e for e in self.entries if e.expires is None or e.expires >= today]
+        return [e for e in self.entries if e.honoured(today)]
 
     def expired(self, today: dt.date) -> list[IgnoreEntry]:
-        return [e for e in self.entries if e.expires is not None and e.expires < today]
+        return [e for e in self.entries if not e.honoured(today)]
 
 
 @dataclass
@@ -183,10 +191,13 @@ def _severity(value: object) -> str:
 
 
 def parse_ignore_file(text: str) -> IgnoreRules:
-    """`.trivyignore`: one ID per line, `#` comments, optional `exp:YYYY-MM-DD` after the ID."""
+    """`.trivyignore`: one ID per line, `#` comments, optional `exp:YYYY-MM-DD` after the ID.
+
+    The text after a `#` on an entry's line is kept as the entry's reason."""
     entries: list[IgnoreEntry] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
+        line, _, comment = raw.partition("#")
+        line = line.strip()
         if not line:
             continue
         parts = line.split()
@@ -199,7 +210,7 @@ def parse_ignore_file(text: str) -> IgnoreRules:
                     raise ConfigError(
                         f"ignore file line {number}: bad expiry {extra!r}", hint="write exp:YYYY-MM-DD"
                     ) from None
-        entries.append(IgnoreEntry(id=parts[0], expires=expires, line=number))
+        entries.append(IgnoreEntry(id=parts[0], expires=expires, line=number, reason=comment.strip()))
     return IgnoreRules(tuple(entries))
 
 
