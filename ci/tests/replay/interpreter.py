@@ -210,13 +210,13 @@ class Interpreter:
             tmp.rename(final)
         return DirValue(final, digest)
 
-    def _stage_file(self, data: bytes, mode: int) -> FileValue:
+    def _stage_file(self, data: bytes, mode: int, name: str) -> FileValue:
         h = hashlib.sha256(data).hexdigest()
         path = self.workdir / "blobs" / f"{h}-{mode:o}"
         if not path.exists():
             path.write_bytes(data)
             path.chmod(mode)
-        return FileValue(path, digest_of("file", h, mode), mode)
+        return FileValue(path, digest_of("file", h, mode), mode, name)
 
     def secret_mac(self, secret: SecretValue) -> str:
         return hmac.new(self._hmac_key, secret.plaintext.encode(), hashlib.sha256).hexdigest()
@@ -582,7 +582,7 @@ def _host_file(interp: Interpreter, _: HostValue, path: str, noCache: bool = Fal
     src = Path(path)
     if not src.is_file():
         raise query_error(f"{path}: no such host file")
-    return interp._stage_file(src.read_bytes(), src.stat().st_mode & 0o777)
+    return interp._stage_file(src.read_bytes(), src.stat().st_mode & 0o777, src.name)
 
 
 # ---------------- Directory ----------------
@@ -600,7 +600,7 @@ def _dir_file(interp: Interpreter, d: DirValue, path: str) -> FileValue:
     p = _sub(d, path)
     if not p.is_file():
         raise query_error(f"{path}: no such file in directory")
-    return interp._stage_file(p.read_bytes(), p.stat().st_mode & 0o777)
+    return interp._stage_file(p.read_bytes(), p.stat().st_mode & 0o777, p.name)
 
 
 @op("Directory", "directory")
@@ -609,6 +609,19 @@ def _dir_directory(interp: Interpreter, d: DirValue, path: str) -> DirValue:
     if not p.is_dir():
         raise query_error(f"{path}: no such directory")
     return interp._stage_dir(lambda dest: copy_filtered(p, dest))
+
+
+@op("Directory", "filter")
+def _dir_filter(
+    interp: Interpreter,
+    d: DirValue,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    gitignore: bool = False,
+) -> DirValue:
+    if gitignore:
+        raise UnknownSelection("Directory.filter(gitignore=true): not replayed")
+    return interp._stage_dir(lambda dest: copy_filtered(d.path, dest, tuple(include or ()), tuple(exclude or ())))
 
 
 @op("Directory", "entries")
@@ -728,6 +741,11 @@ def _file_contents(interp: Interpreter, f: FileValue, offsetLines: int = 0, limi
     if offsetLines or limitLines:
         raise UnknownSelection("File.contents(offsetLines/limitLines): not replayed")
     return f.path.read_text()
+
+
+@op("File", "name")
+def _file_name(interp: Interpreter, f: FileValue) -> str:
+    return f.name
 
 
 @op("File", "sync")
@@ -961,7 +979,7 @@ def _ctr_file(interp: Interpreter, ctr: ContainerValue, path: str, expand: bool 
     with interp.extracted(ctr, path) as out:
         if not out.is_file():
             raise query_error(f"{path}: not a file")
-        return interp._stage_file(out.read_bytes(), out.stat().st_mode & 0o777)
+        return interp._stage_file(out.read_bytes(), out.stat().st_mode & 0o777, out.name)
 
 
 @op("Container", "directory")
@@ -986,7 +1004,7 @@ def _as_tarball(
     path = interp.workdir / "blobs" / f"image-{image.removeprefix('sha256:')}.tar"
     if not path.exists():
         dockerops.save(image, path)
-    return FileValue(path, digest_of("tarball", image), 0o644)
+    return FileValue(path, digest_of("tarball", image), 0o644, "image.tar")
 
 
 @op("Container", "export")

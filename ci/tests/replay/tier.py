@@ -6,6 +6,7 @@ Both test files share one `Tier` per pytest session (kept in `config.stash`, cle
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -106,12 +107,21 @@ def get(config: pytest.Config) -> Tier:
     config.stash[_KEY] = tier
     config.add_cleanup(tier.close)
     config.add_cleanup(lambda: subprocess.run(["rm", "-rf", str(workdir)], check=False))
+    _print_table(config)
+    return tier
+
+
+def _print_table(config: pytest.Config) -> None:
+    """The stand-in table on the terminal, past pytest's output capture (shown with -q too)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    guard = capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+    with guard:
         reporter.write_line("")
         for line in standins.render_table().splitlines():
             reporter.write_line(line)
-    return tier
 
 
 def source_argument(root: Path) -> dagger.Directory:

@@ -40,11 +40,7 @@ class FileValue:
     path: Path
     digest: str
     mode: int = 0o644
-
-    @staticmethod
-    def of(path: Path) -> FileValue:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        return FileValue(path, digest_of("file", file_sha(path), mode), mode)
+    name: str = ""
 
 
 @dataclass(frozen=True)
