@@ -610,6 +610,21 @@ def test_all_deploys_the_version_whose_gate_passed_in_the_image_it_scanned_and_p
     ]
 
 
+def test_all_a_gate_that_registered_nothing_fails_the_gate_stage(
+    pipe: MlPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FakeEngine()
+    engine.install(monkeypatch)
+
+    async def contents(file: Any) -> str:
+        return '{"registered": null}'
+
+    monkeypatch.setattr(main, "_contents", contents)
+    with pytest.raises(main.PipelineFailed, match=r"(?s)^failed: gate\n.*registered no version"):
+        anyio.run(lambda: pipe._all(release(tracking_uri="http://mlflow:5000")))
+    assert engine.ran[-1] == "gate"  # nothing is built, scanned or deployed
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -627,6 +642,17 @@ def test_all_argument_mistakes_are_usage_errors_before_anything_runs(
     with pytest.raises(UsageError, match=message):
         anyio.run(lambda: pipe._all(release(**(kwargs | secrets))))
     assert engine.ran == []
+    # the function itself checks before it asks the engine anything (even a data file's name)
+    asked: list[str] = []
+
+    async def file_name(file: dagger.File) -> str:
+        asked.append("name")
+        return "d.csv"
+
+    monkeypatch.setattr(main, "_file_name", file_name)
+    with pytest.raises(UsageError, match=message):
+        anyio.run(lambda: pipe.all(data=dag.host().file("/in/d.csv"), **(kwargs | secrets)))
+    assert asked == [] and engine.ran == []
 
 
 def test_mypy_strict_over_the_module() -> None:

@@ -575,7 +575,7 @@ class MlPipeline:
     ) -> str:
         """Every stage, each reported ok/FAILED; fails naming the failed ones. Publish/deploy need credentials."""
         release = Release(
-            data=await _named(data),
+            data=None,
             tracking_uri=tracking_uri,
             tracking_token=tracking_token,
             severity=severity,
@@ -588,6 +588,8 @@ class MlPipeline:
             kubeconfig=kubeconfig,
             namespace=namespace,
         )
+        release.check()  # a usage error before the engine is asked anything
+        release.data = await _named(data)
         return await self._all(release)
 
     async def _all(self, rel: Release) -> str:
@@ -613,8 +615,11 @@ class MlPipeline:
         await run.exit_code("gate", gate)
         version = ""
         if rel.tracking_uri and run.ok("gate"):
-            version = _registered_version(await _contents(gate.file(f"{OUT}/gate/gate.json")))
-            run.note("gate", f"registered {DEFAULT_MODEL_NAME} v{version} as @challenger")
+            try:
+                version = _registered_version(await _contents(gate.file(f"{OUT}/gate/gate.json")))
+                run.note("gate", f"registered {DEFAULT_MODEL_NAME} v{version} as @challenger")
+            except (PipelineFailed, dagger.DaggerError, ValueError) as exc:
+                run.fail("gate", str(exc))
         image = self._build(model_dir.directory("model"), rel.git_sha, DEFAULT_MODEL_NAME, version, rel.created)
         await run.settle("build", image)
         report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
@@ -715,6 +720,10 @@ class StageRunner:
 
     def note(self, name: str, text: str) -> None:
         self.outcomes[name].detail = text
+
+    def fail(self, name: str, why: str) -> None:
+        self.outcomes[name].status = "FAILED"
+        self.outcomes[name].detail = _tail(why)
 
     async def _guard(self, name: str, step: Callable[[], Awaitable[str]]) -> str | None:
         if self.failed:
