@@ -128,8 +128,10 @@ def test_test_runs_with_coverage_and_writes_junit_and_coverage_xml(pipe: MlPipel
     # the floor lives in pyproject and pytest-cov enforces it whenever --cov is given
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert config["tool"]["coverage"]["report"]["fail_under"] >= 90
-    # a failing run still produces its reports: the exit code is read, not raised
+    # a failing run still produces its reports: the exit code is read, not raised, and the
+    # report directory exists even when pytest dies before writing into it
     assert render(run).endswith("expect='ANY')")
+    assert "withDirectory(path='/reports', source=<Directory:directory()>).withExec(args=['pytest'" in render(run)
 
 
 def test_test_report_returns_reports_and_exit_code_when_tests_fail(
@@ -159,6 +161,7 @@ def test_gate_returns_its_report_and_exit_code_when_the_gate_fails(
     gate = pipe._gate(dag.directory(), None, "", None, no_champion=True)
     assert execs(gate)[-1][:2] == ["mlship", "gate"] and execs(gate)[-1][-1] == "--no-champion"
     assert render(gate).endswith("expect='ANY')")
+    assert "withDirectory(path='/out/gate', source=<Directory:directory()>).withExec(" in render(gate)
     out = render(anyio.run(lambda: pipe.gate(model=dag.directory(), no_champion=True)))
     assert out.endswith("directory(path='/out/gate').withNewFile(path='exit-code', contents='1\\n')")
 

@@ -194,19 +194,24 @@ class MlPipeline:
     def _test(self) -> dagger.Container:
         """The suite with coverage (the floor is pyproject's fail_under); reports are written even
         when it fails (expect=ANY), so CI can export them, and the exit code decides the verdict."""
-        return self._base(TEST_PATHS).with_exec(
-            [
-                "pytest",
-                "-m",
-                "not docker and not replay",
-                "-p",
-                "no:cacheprovider",
-                "--cov",
-                f"--cov-report=xml:{REPORTS}/coverage.xml",
-                "--cov-report=term",
-                f"--junitxml={REPORTS}/junit.xml",
-            ],
-            expect=dagger.ReturnType.ANY,
+        # the report directory exists even if pytest dies before writing a report
+        return (
+            self._base(TEST_PATHS)
+            .with_directory(REPORTS, dag.directory())
+            .with_exec(
+                [
+                    "pytest",
+                    "-m",
+                    "not docker and not replay",
+                    "-p",
+                    "no:cacheprovider",
+                    "--cov",
+                    f"--cov-report=xml:{REPORTS}/coverage.xml",
+                    "--cov-report=term",
+                    f"--junitxml={REPORTS}/junit.xml",
+                ],
+                expect=dagger.ReturnType.ANY,
+            )
         )
 
     def _validate(self, data: DataFile | None) -> dagger.Container:
@@ -245,7 +250,11 @@ class MlPipeline:
             args.append("--no-champion")
         if register:
             args.append("--register")
-        return ctr.with_directory("/work/candidate", model).with_exec(args, expect=dagger.ReturnType.ANY)
+        return (
+            ctr.with_directory("/work/candidate", model)
+            .with_directory(f"{OUT}/gate", dag.directory())  # exported even when mlship exits before writing
+            .with_exec(args, expect=dagger.ReturnType.ANY)
+        )
 
     def _build(
         self, model: dagger.Directory, git_sha: str, model_name: str, model_version: str, created: str
@@ -358,6 +367,7 @@ class MlPipeline:
             self._base(DATA_PATHS)
             .with_file(ref, reference.file)
             .with_file(cur, current.file)
+            .with_directory(f"{OUT}/drift", dag.directory())
             .with_exec(
                 ["mlship", "drift", "--reference", ref, "--current", cur, "--report-dir", f"{OUT}/drift"],
                 expect=dagger.ReturnType.ANY,
