@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -184,7 +185,13 @@ def fresh(obj: Any) -> list[str]:
 def test_cache_is_busted_only_where_freshness_matters(pipe: MlPipeline) -> None:
     kc = dag.set_secret("kc", "k")
     image = pipe._build(dag.directory(), "s", "m", "1", "")
-    assert fresh(pipe._trivy(image, ReportFormat.JSON)) == ["MLSHIP_FRESH_VULNERABILITY_DATABASE"]
+    before = dt.datetime.now(dt.UTC).date().isoformat()
+    trivy = pipe._trivy(image, ReportFormat.JSON)
+    after = dt.datetime.now(dt.UTC).date().isoformat()
+    assert fresh(trivy) == ["MLSHIP_FRESH_VULNERABILITY_DATABASE"]
+    # a scan is reused for the rest of the UTC day, never longer: the value is the day's date
+    day = re.search(r"name='MLSHIP_FRESH_VULNERABILITY_DATABASE', value='([^']+)'\)", render(trivy))
+    assert day is not None and day.group(1) in {before, after}
     assert fresh(pipe._train(None, "http://mlflow:5000", None)) == ["MLSHIP_FRESH_TRACKING_SERVER_STATE"]
     assert fresh(pipe._gate(dag.directory(), None, "http://mlflow:5000", None, no_champion=False)) == [
         "MLSHIP_FRESH_TRACKING_SERVER_STATE"

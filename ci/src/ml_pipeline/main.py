@@ -277,7 +277,7 @@ class MlPipeline:
         return context.docker_build(dockerfile="deployment/Dockerfile", build_args=args)
 
     def _trivy(self, image: dagger.Container, fmt: ReportFormat) -> dagger.Container:
-        """Trivy on the image tarball. The vulnerability database changes daily: never a cached scan."""
+        """Trivy on the image tarball. Its vulnerability database changes daily: no scan older than today."""
         ctr = (
             dag.container()
             .from_(images.TRIVY)
@@ -285,7 +285,7 @@ class MlPipeline:
             .with_env_variable("TRIVY_NO_PROGRESS", "true")
             .with_file("/scan/image.tar", image.as_tarball())
         )
-        return _fresh(ctr, "vulnerability database").with_exec(
+        return _fresh(ctr, "vulnerability database", daily=True).with_exec(
             [
                 "trivy",
                 "image",
@@ -823,10 +823,14 @@ def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _fresh(ctr: dagger.Container, why: str) -> dagger.Container:
-    """Bust the layer cache on purpose: the next exec depends on state outside the inputs (`why`)."""
+def _fresh(ctr: dagger.Container, why: str, *, daily: bool = False) -> dagger.Container:
+    """Bust the layer cache on purpose: the next exec depends on state outside the inputs (`why`).
+
+    `daily`: reuse the result for the rest of the UTC day (Trivy's database is rebuilt a few times
+    a day), so re-running an unchanged image the same day does not re-scan it."""
     name = "MLSHIP_FRESH_" + re.sub(r"\W+", "_", why).upper()
-    return ctr.with_env_variable(name, dt.datetime.now(dt.UTC).isoformat())
+    now = dt.datetime.now(dt.UTC)
+    return ctr.with_env_variable(name, now.date().isoformat() if daily else now.isoformat())
 
 
 def _with_exit_code(reports: dagger.Directory, code: int) -> dagger.Directory:
