@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -236,29 +235,26 @@ def test_gitlab_exports_reports_when_all_fails_and_hands_the_release_to_producti
     assert "--model=$MLSHIP_MODEL" in deploy and "--image=$MLSHIP_IMAGE" in deploy and "--approve" in deploy
 
 
-def _mlship(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("mlship", path=str(Path(sys.executable).parent)) or "mlship"
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, check=False)
-
-
 @pytest.mark.parametrize(("drift", "verdict"), [(0.0, "false"), (1.0, "true")])
 def test_monitor_reads_the_verdict_of_a_real_drift_report(tmp_path: Path, drift: float, verdict: str) -> None:
-    """mlship writes drift.json; the workflow's step must read the key mlship writes."""
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    assert (
-        _mlship("data", "synth", "--rows", "3000", "--seed", "1", "--out", "ref.parquet", cwd=tmp_path).returncode == 0
-    )
-    cur = ["data", "synth", "--rows", "3000", "--seed", "2", "--drift", str(drift), "--out", "cur.parquet"]
-    assert _mlship(*cur, cwd=tmp_path).returncode == 0
-    report = ["drift", "--reference", "ref.parquet", "--current", "cur.parquet", "--report-dir", "reports/drift"]
-    result = _mlship(*report, cwd=tmp_path)
-    assert result.returncode == (1 if verdict == "true" else 0), result.stdout + result.stderr
+    """mlship writes drift.json (the same library call `mlship drift` makes); the workflow's step
+    must read the key mlship writes."""
+    from mlship.data.synth import write_synthetic
+    from mlship.monitoring.drift import detect
+    from mlship.settings import load_settings
+
+    write_synthetic(tmp_path / "ref.parquet", rows=3000, seed=1)
+    write_synthetic(tmp_path / "cur.parquet", rows=3000, seed=2, drift=drift)
+    settings = load_settings(cwd=ROOT)
+    report = detect(settings, tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "reports" / "drift")
+    assert report.dataset_drift is (verdict == "true")
     wf = load(WORKFLOWS / "monitor.yml")
     step = next(s for s in wf["jobs"]["drift"]["steps"] if s.get("id") == "check")
     out, summary = tmp_path / "github_output", tmp_path / "summary.md"
     ran = _run_step(step["run"], tmp_path, {"GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": str(summary)})
     assert ran.returncode == 0, ran.stderr
     assert out.read_text().strip() == f"drift={verdict}"
+    assert summary.read_text() == (tmp_path / "reports" / "drift" / "drift.md").read_text()
     assert wf["jobs"]["drift"]["outputs"]["drift"] == "${{ steps.check.outputs.drift }}"
     assert wf["jobs"]["retrain"]["if"] == "needs.drift.outputs.drift == 'true'"
 
