@@ -140,6 +140,11 @@ def test_ci_gate_report_call_matches_what_all_gated() -> None:
     argv = next(a for s in dagger_steps(wf) for a in [action_command(s["with"])[1]] if a[0] == "gate")
     all_argv = action_command(dagger_steps(wf)[0]["with"])[1]
     assert not any(a.startswith("--tracking-uri") for a in all_argv) and "--no-champion" in argv
+    # the SARIF is of the image `all` scanned: the same labels, so the same build
+    calls = {action_command(s["with"])[1][0]: str(s["with"]["call"]) for s in dagger_steps(wf)}
+    all_call, sarif_call = calls["all"], calls["scan-report"]
+    for flag in ("--git-sha=${{ github.sha }}", "--created=${{ steps.meta.outputs.created }}"):
+        assert flag in all_call and flag in sarif_call, flag
 
 
 def _run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

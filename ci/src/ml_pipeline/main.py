@@ -477,9 +477,11 @@ class MlPipeline:
         severity: Annotated[Severity, Doc("Fail on findings at or above this severity")] = Severity.HIGH,
         ignore_unfixed: Annotated[bool, Doc("Skip vulnerabilities with no fixed version")] = False,
         model: Annotated[dagger.Directory | None, Doc("MLflow model directory (default: train one now)")] = None,
+        git_sha: Annotated[str, Doc("Commit label of the image (as given to all/build)")] = "unknown",
+        created: Annotated[str, Doc("Time label of the image (as given to all/build)")] = "",
     ) -> str:
         """Trivy on the built image tarball, gated by `mlship scan-gate` (honours .trivyignore)."""
-        image = self._build(self._model(model), "unknown", DEFAULT_MODEL_NAME, "", "")
+        image = self._build(self._model(model), git_sha, DEFAULT_MODEL_NAME, "", created)
         report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
         return await self._scan_gate(report, severity, ignore_unfixed).stdout()
 
@@ -488,9 +490,13 @@ class MlPipeline:
         self,
         format: Annotated[ReportFormat, Doc("Report format")] = ReportFormat.SARIF,
         model: Annotated[dagger.Directory | None, Doc("MLflow model directory (default: train one now)")] = None,
+        git_sha: Annotated[str, Doc("Commit label of the image (as given to all/build)")] = "unknown",
+        created: Annotated[str, Doc("Time label of the image (as given to all/build)")] = "",
     ) -> dagger.File:
-        """The raw Trivy report of the serving image as a file (SARIF for code scanning)."""
-        image = self._build(self._model(model), "unknown", DEFAULT_MODEL_NAME, "", "")
+        """The raw Trivy report of the serving image as a file (SARIF for code scanning).
+
+        Given all's --git-sha and --created it is the very image all built and scanned that day."""
+        image = self._build(self._model(model), git_sha, DEFAULT_MODEL_NAME, "", created)
         return self._trivy(image, format).file(f"/scan/report.{format.value}")
 
     @_function_with_cache("never")
