@@ -131,6 +131,8 @@ def test_test_runs_with_coverage_and_writes_junit_and_coverage_xml(pipe: MlPipel
     assert config["tool"]["coverage"]["report"]["fail_under"] >= 90
     # a failing run still produces its reports: the exit code is read, not raised, and the
     # report directory exists even when pytest dies before writing into it
+    assert argv[1:3] == ["-m", "not docker and not replay"]  # every tier that needs no Docker daemon
+    assert execs(pipe._test("not slow and not docker"))[-1][1:3] == ["-m", "not slow and not docker"]
     assert render(run).endswith("expect='ANY')")
     assert "withDirectory(path='/reports', source=<Directory:directory()>).withExec(args=['pytest'" in render(run)
 
@@ -502,6 +504,7 @@ def release(**kwargs: Any) -> main.Release:
         tracking_token=None,
         severity=Severity.HIGH,
         ignore_unfixed=False,
+        tests=main.TEST_SELECTION,
         git_sha="abc",
         created="",
         address="",
@@ -571,12 +574,13 @@ def test_all_a_failing_gate_or_test_run_fails_all_by_its_exit_code(
     assert engine.ran[-1] == "gate"  # nothing is built from a model that failed its gate
 
 
-def test_all_passes_ignore_unfixed_and_severity_to_the_scan_gate(
+def test_all_passes_ignore_unfixed_severity_and_test_selection_on(
     pipe: MlPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = FakeEngine()
     engine.install(monkeypatch)
-    anyio.run(lambda: pipe._all(release(severity=Severity.CRITICAL, ignore_unfixed=True)))
+    anyio.run(lambda: pipe._all(release(severity=Severity.CRITICAL, ignore_unfixed=True, tests="not slow")))
+    assert "'pytest', '-m', 'not slow'" in engine.chains["test"]
     assert (
         "'--severity', 'CRITICAL', '--ignore-file', '.trivyignore', '--report-dir', '/reports', '--ignore-unfixed'"
         in (engine.chains["scan"])

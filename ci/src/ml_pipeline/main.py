@@ -66,6 +66,8 @@ SCAN_GATE_PATHS = [*PACKAGE_PATHS, ".trivyignore"]
 DEPLOY_PATHS = [*PACKAGE_PATHS, "deployment/k8s"]
 # `test` runs the whole suite, which checks the README, the workflows and the manifests too.
 TEST_PATHS: list[str] = []
+# The tiers `test` runs: everything but the tiers that need a Docker daemon (none in the engine).
+TEST_SELECTION = "not docker and not replay"
 
 
 @enum_type
@@ -191,7 +193,7 @@ class MlPipeline:
             .with_file("/tmp/hadolint.ok", hadolint.file("/Dockerfile"))
         )
 
-    def _test(self) -> dagger.Container:
+    def _test(self, selection: str = TEST_SELECTION) -> dagger.Container:
         """The suite with coverage (the floor is pyproject's fail_under); reports are written even
         when it fails (expect=ANY), so CI can export them, and the exit code decides the verdict."""
         # the report directory exists even if pytest dies before writing a report
@@ -202,7 +204,7 @@ class MlPipeline:
                 [
                     "pytest",
                     "-m",
-                    "not docker and not replay",
+                    selection,
                     "-p",
                     "no:cacheprovider",
                     "--cov",
@@ -407,18 +409,24 @@ class MlPipeline:
 
     @function
     @check
-    async def test(self) -> str:
+    async def test(
+        self,
+        selection: Annotated[str, Doc("pytest -m expression: which test tiers run")] = TEST_SELECTION,
+    ) -> str:
         """The pytest suite with coverage; fails on a failing test or coverage under the floor."""
-        run = self._test()
+        run = self._test(selection)
         code = await _exit_code(run)
         if code != 0:
             raise PipelineFailed(f"pytest exited {code}:\n{_tail(await _stdout(run))}")
         return await _stdout(run)
 
     @function
-    async def test_report(self) -> dagger.Directory:
+    async def test_report(
+        self,
+        selection: Annotated[str, Doc("pytest -m expression: which test tiers run")] = TEST_SELECTION,
+    ) -> dagger.Directory:
         """junit.xml, coverage.xml and exit-code of the test run — also when tests fail, so CI can export them."""
-        run = self._test()
+        run = self._test(selection)
         return _with_exit_code(run.directory(REPORTS), await _exit_code(run))
 
     @function
@@ -579,6 +587,7 @@ class MlPipeline:
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token")] = None,
         severity: Annotated[Severity, Doc("Scan gate threshold")] = Severity.HIGH,
         ignore_unfixed: Annotated[bool, Doc("Scan gate skips vulnerabilities with no fixed version")] = False,
+        tests: Annotated[str, Doc("pytest -m expression for the test stage")] = TEST_SELECTION,
         git_sha: Annotated[str, Doc("Commit being released")] = "unknown",
         created: Annotated[str, Doc("RFC 3339 time for the image label (e.g. the commit time)")] = "",
         address: Annotated[str, Doc("Publish the image here (needs username and password)")] = "",
@@ -596,6 +605,7 @@ class MlPipeline:
             tracking_token=tracking_token,
             severity=severity,
             ignore_unfixed=ignore_unfixed,
+            tests=tests,
             git_sha=git_sha,
             created=created,
             address=address,
@@ -614,7 +624,7 @@ class MlPipeline:
         run = StageRunner()
         async with anyio.create_task_group() as tg:
             tg.start_soon(run.settle, "lint", self._lint())
-            tg.start_soon(run.exit_code, "test", self._test())
+            tg.start_soon(run.exit_code, "test", self._test(rel.tests))
             tg.start_soon(run.settle, "validate-data", self._validate(rel.data))
         run.order(["lint", "test", "validate-data"])
 
@@ -679,6 +689,7 @@ class Release:
     tracking_token: dagger.Secret | None
     severity: Severity
     ignore_unfixed: bool
+    tests: str
     git_sha: str
     created: str
     address: str
