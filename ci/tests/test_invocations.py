@@ -18,8 +18,10 @@ from test_workflows import ACTION, action_command, dagger_steps, load
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 
-# Flags of `dagger` / `dagger call` itself (not of the module), with whether they take a value.
-CLI_FLAGS = {"-m": True, "--mod": True, "--progress": True, "-o": True, "--output": True, "--json": False}
+# Flags of `dagger` / `dagger call` itself (not of the module), with whether they take a value
+# (cmd/dagger main.go, module.go, functions.go at v0.21.8; persistent, so allowed anywhere).
+CLI_FLAGS = {"-m": True, "--mod": True, "--progress": True, "-o": True, "--output": True}
+CLI_FLAGS |= {"-j": False, "--json": False}
 CLI_FLAGS |= {"-i": False, "--interactive": False, "-q": False, "--quiet": False, "-s": False, "--silent": False}
 CLI_FLAGS |= {"-v": False, "--verbose": False, "--help": False}
 # Core API functions the documented lines chain onto a result, by the result's type: their flags.
@@ -148,7 +150,8 @@ def check_invocation(words: tuple[str, ...], fns: dict[str, Function], checks: s
             value = word.partition("=")[2]
             if arg.kind != "BOOLEAN_KIND" and not has_value:
                 value = rest.pop(0) if rest else ""
-            if arg.enum and value != "VALUE" and value not in arg.enum:
+            # the CLI matches an enum value to a member name ignoring case (enumValue.Set, EqualFold)
+            if arg.enum and value != "VALUE" and value.casefold() not in {m.casefold() for m in arg.enum}:
                 problems.append(f"{current.name} {flag}={value!r} is not one of {arg.enum}")
             continue
         # a function name: the module's first, then core functions on its result
@@ -199,8 +202,8 @@ def test_documented_invocation_matches_the_module(invocation: Invocation) -> Non
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        ("call scan-report --format=sarif export --path=x", "is not one of ['SARIF', 'JSON', 'CYCLONEDX']"),
-        ("call deploy --kubeconfig=env://K --env=production", "is not one of ['STAGING', 'PRODUCTION']"),
+        ("call scan-report --format=html export --path=x", "is not one of ['SARIF', 'JSON', 'CYCLONEDX']"),
+        ("call deploy --kubeconfig=env://K --image=i --env=prod", "is not one of ['STAGING', 'PRODUCTION']"),
         ("call deploy --kubeconfig=env://K", "deploy is missing its required --image"),
         ("call all --trackingUri=x", "all has no flag --trackingUri"),
         ("call gate --no-champion export --dest=x", "export on Directory has no --dest"),
@@ -218,3 +221,8 @@ def test_what_the_readme_and_ci_call_covers_the_release_path() -> None:
     called = {inv.words[1] for inv in ALL if inv.words[0] == "call" and len(inv.words) > 1}
     assert {"all", "gate", "test-report", "scan-report", "deploy", "rollback", "monitor", "train"} <= called
     assert any(step for path in WORKFLOWS.glob("*.yml") for step in dagger_steps(load(path)))
+
+
+def test_enum_values_match_member_names_ignoring_case_like_the_cli() -> None:
+    for line in ("call scan-report --format=sarif", "call scan-report --format=SARIF", "call scan --severity=high"):
+        assert check_invocation(tuple(shlex.split(line)), functions(), checks()) == [], line
