@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import os
 import re
 import subprocess
 import sys
@@ -263,7 +264,10 @@ def test_each_stage_reads_only_its_paths(pipe: MlPipeline, source: dagger.Direct
 def test_the_include_filters_match_real_repository_files() -> None:
     """A filter pattern that matches nothing would hand a stage an empty tree."""
     skip = {".git", ".venv", ".mlship", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "sdk"}
-    tracked = [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.parts)]
+    tracked = []
+    for top, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip]
+        tracked += [Path(top, f).relative_to(ROOT).as_posix() for f in files]
     for include in (main.LINT_PATHS, main.DATA_PATHS, main.BUILD_PATHS, main.SCAN_GATE_PATHS, main.DEPLOY_PATHS):
         for pattern in include:
             assert any(reads_path({pattern}, path) for path in tracked), pattern
