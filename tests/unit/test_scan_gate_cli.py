@@ -86,7 +86,7 @@ def test_committed_trivyignore_passes_the_reviewed_mlflow_advisories_only(projec
     (project / ".trivyignore").write_text((REPO / ".trivyignore").read_text())
     result = runner.invoke(app, ["scan-gate", "--report", "trivy.json"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "6 ignored" in result.output
+    assert "7 ignored" in result.output
     (project / "full.json").write_text(json.dumps(report))
     result = runner.invoke(app, ["scan-gate", "--report", "full.json"], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "CVE-2099-20001" in result.output
