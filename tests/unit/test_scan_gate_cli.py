@@ -60,6 +60,10 @@ def test_expired_ignore_warns_and_fails(project: Path) -> None:
     result = runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--ignore-file", "ignore"])
     assert result.exit_code == 1
     assert "no longer honoured" in result.output
+    (project / "ignore").write_text("CVE-2026-1111\n")
+    result = runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--ignore-file", "ignore"])
+    assert result.exit_code == 0  # honoured, as Trivy would …
+    assert "CVE-2026-1111 (line 1) has no exp: date" in result.output  # … but flagged
 
 
 def test_sarif_and_bad_severity_exit_2(project: Path) -> None:

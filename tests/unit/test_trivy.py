@@ -128,6 +128,25 @@ def test_ignore_file_comments_expiry_and_aliases() -> None:
     assert rules.entries[0].reason == "until the base image bump"
 
 
+def test_entries_outside_the_acceptance_policy_are_warned_about_but_honoured(tmp_path: Path) -> None:
+    rules = trivy.parse_ignore_file(
+        "CVE-2026-0001\n"  # no expiry, no reason
+        "CVE-2026-0002 exp:2026-12-01 # far ahead\n"
+        "CVE-2026-0004 exp:2026-08-30 # reviewed, within 90 days\n"
+    )
+    warnings = rules.policy_warnings(TODAY)
+    assert warnings == [
+        "CVE-2026-0001 (line 1) has no exp: date: it would be accepted forever",
+        "CVE-2026-0001 (line 1) gives no reason (a # comment on its line)",
+        "CVE-2026-0002 (line 2) expires 2026-12-01, more than 90 days ahead",
+    ]
+    result = trivy.evaluate(image_report(), ignores=rules, today=TODAY)
+    assert {f.id for f in result.ignored} == {"CVE-2026-0001", "CVE-2026-0002", "CVE-2026-0004"}
+    assert result.ignore_policy_warnings == warnings
+    assert "Ignore entries outside the policy:" in trivy.render_markdown(result)
+    assert trivy.load_ignore_file(REPO / ".trivyignore").policy_warnings(dt.date(2026, 12, 1)) == []
+
+
 def test_bad_expiry_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="exp:YYYY-MM-DD"):
         trivy.parse_ignore_file("CVE-1 exp:31-12-2026\n")
