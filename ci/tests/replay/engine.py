@@ -30,7 +30,11 @@ def _plain(value: Any) -> Any:
 
 @contextlib.contextmanager
 def replaying(interp: Interpreter) -> Iterator[Interpreter]:
-    """Within the block, awaiting any dagger-io object evaluates it with `interp`."""
+    """Within the block, awaiting any dagger-io object evaluates it with `interp`.
+
+    Services started by `up` outlive the block (the real `up` blocks while they serve); the
+    caller stops them with `interp.stop_services()`.
+    """
     original_execute, original_sync = Context.execute, Context.execute_sync
     lock = anyio.Lock()
 
@@ -49,11 +53,10 @@ def replaying(interp: Interpreter) -> Iterator[Interpreter]:
             interp.terminal(list(ctx.selections))
         return obj
 
-    Context.execute = execute  # type: ignore[method-assign,assignment]
-    Context.execute_sync = execute_sync  # type: ignore[method-assign,assignment]
+    Context.execute = execute  # type: ignore[method-assign]
+    Context.execute_sync = execute_sync  # type: ignore[method-assign]
     try:
         yield interp
     finally:
         Context.execute = original_execute  # type: ignore[method-assign]
         Context.execute_sync = original_sync  # type: ignore[method-assign]
-        interp.stop_services()

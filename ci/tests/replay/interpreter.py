@@ -548,8 +548,8 @@ def _set_secret(interp: Interpreter, _: _Root, name: str, plaintext: str) -> Sec
 
 
 @op("Query", "secret")
-def _secret(interp: Interpreter, _: _Root, uri: str) -> SecretValue:
-    scheme, _, rest = uri.partition("://")
+def _secret(interp: Interpreter, root: _Root, uri: str) -> SecretValue:
+    scheme, _sep, rest = uri.partition("://")
     if scheme == "env":
         if rest not in os.environ:
             raise query_error(f"secret env var not found: {rest}")
@@ -721,9 +721,9 @@ def _docker_build(
 
 def _config(image: str) -> Config:
     data = json.loads(dockerops.docker("image", "inspect", image).stdout)[0]["Config"]
-    env = tuple(tuple(e.split("=", 1)) for e in data.get("Env") or [])
+    env = tuple((k, v) for k, _eq, v in (e.partition("=") for e in data.get("Env") or []))
     return Config(
-        env=env,  # type: ignore[arg-type]
+        env=env,
         workdir=data.get("WorkingDir") or "/",
         user=data.get("User") or "",
         entrypoint=tuple(data.get("Entrypoint") or ()),
@@ -1018,7 +1018,7 @@ def _ctr_export(
     expand: bool = False,
 ) -> str:
     tarball = _as_tarball(interp, ctr, platformVariants, forcedCompression, mediaTypes)
-    return _file_export(interp, tarball, path)
+    return str(_file_export(interp, tarball, path))
 
 
 @op("Container", "withRegistryAuth")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import typing
@@ -59,7 +60,11 @@ class Tier:
                 pytest.fail(f"publish cannot be replayed: {reason}")
             manager = registry.running(support.free_port())
             self._registry = manager.__enter__()
-            self._stop_registry = lambda: manager.__exit__(None, None, None)
+
+            def stop() -> None:
+                manager.__exit__(None, None, None)
+
+            self._stop_registry = stop
         return self._registry
 
     def close(self) -> None:
@@ -82,7 +87,8 @@ def docker_reason() -> str | None:
     """Why the tier cannot run here (None when a Docker daemon answers): the docker tier's test."""
     from mlship.deploy.image import docker_available
 
-    return docker_available()
+    reason: str | None = docker_available()
+    return reason
 
 
 def get(config: pytest.Config) -> Tier:
@@ -95,18 +101,17 @@ def get(config: pytest.Config) -> Tier:
     if not support.image_exists(support.BASE_IMAGE):
         support.ensure_base_image()
     workdir = Path(tempfile.mkdtemp(prefix="mlship-replay-"))
-    cache = os.environ.get("MLSHIP_REPLAY_CACHE")
     interp = Interpreter(
         workdir=workdir,
         standins=standins.by_address(),
         ensure_standin=standins.ensure,
         namespace=os.environ.get("MLSHIP_REPLAY_NAMESPACE", "mlship-replay-state"),
-        **({"cache_dir": Path(cache)} if cache else {}),
+        cache_dir=Path(os.environ.get("MLSHIP_REPLAY_CACHE") or Path.home() / ".cache" / "mlship-replay"),
     )
     tier = Tier(interp)
     config.stash[_KEY] = tier
     config.add_cleanup(tier.close)
-    config.add_cleanup(lambda: subprocess.run(["rm", "-rf", str(workdir)], check=False))
+    config.add_cleanup(lambda: shutil.rmtree(workdir, ignore_errors=True))
     _print_table(config)
     return tier
 
@@ -149,7 +154,7 @@ def source_annotation() -> tuple[str, list[str]]:
 
 def pipeline(root: Path = REPO) -> MlPipeline:
     """The module's main object, constructed as `dagger call` constructs it for a checkout at `root`."""
-    return MlPipeline(source=source_argument(root))
+    return MlPipeline(source=source_argument(root))  # type: ignore[call-arg]  # the dataclass field
 
 
 def module_files(root: Path = REPO) -> list[str]:
