@@ -1,6 +1,6 @@
 """The replay tier's cost: wall time of the whole tier and of each replayed function and stage.
 
-    uv run python benchmarks/replay.py [--cold]
+    uv run python benchmarks/replay.py [--cold] [--select "not all"]
 
 Runs `pytest ci/tests/test_replay*.py -m replay` once, with MLSHIP_REPLAY_TIMINGS pointing
 at a scratch file the tier fills (per test: the function call's wall time; per awaited
@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="a fresh exec cache: every exec runs")
+    parser.add_argument("--select", default="", help="pytest -k expression (default: the whole tier)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlship-replay-bench-") as tmp:
         timings = Path(tmp) / "timings.json"
@@ -38,7 +39,7 @@ def main() -> None:
             env["MLSHIP_REPLAY_NAMESPACE"] = f"mlship-replay-bench-{uuid.uuid4().hex[:8]}"
             env["MLSHIP_REPLAY_CACHE"] = str(Path(tmp) / "cache")
         cmd = ["uv", "run", "pytest", "ci/tests/test_replay_interpreter.py", "ci/tests/test_replay_pipeline.py"]
-        cmd += ["-m", "replay", "-p", "no:cacheprovider", "-q"]
+        cmd += ["-m", "replay", "-p", "no:cacheprovider", "-q"] + (["-k", args.select] if args.select else [])
         start = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
         wall = time.monotonic() - start
@@ -56,7 +57,10 @@ def main() -> None:
     save(
         "replay",
         {
-            "command": "uv run python benchmarks/replay.py" + (" --cold" if args.cold else ""),
+            "command": "uv run python benchmarks/replay.py"
+            + (" --cold" if args.cold else "")
+            + (f" --select {args.select!r}" if args.select else ""),
+            "selected": args.select or "the whole tier",
             "pytest_result": tail[0] if tail else "",
             "pytest_exit_code": proc.returncode,
             "tier_wall_s": round(wall, 1),
