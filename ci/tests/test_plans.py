@@ -70,8 +70,22 @@ def test_all_images_used_anywhere_are_pinned(pipe: MlPipeline) -> None:
 def test_lint_runs_the_project_linters_and_hadolint(pipe: MlPipeline) -> None:
     lint = pipe._lint()
     assert execs(lint)[2:] == [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy", "--strict"]]
-    assert "withExec(args=['/bin/hadolint', '/Dockerfile'])" in render(lint)
+    assert "withExec(args=['/bin/hadolint', '--ignore', 'DL3006', '/Dockerfile'])" in render(lint)
     assert "file(path='deployment/Dockerfile')" in render(lint)
+
+
+def test_hadolint_skips_dl3006_only_because_every_from_is_pinned() -> None:
+    """hadolint 2.12.0 fails `FROM ${BASE_IMAGE}` with DL3006 (found by the replay tier): it cannot
+    see the ARG's default. The rule is skipped only while every FROM is pinned by tag and digest."""
+    dockerfile = (ROOT / "deployment" / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", dockerfile, flags=re.M))
+    stages = set(re.findall(r"^FROM \S+ AS (\w+)", dockerfile, flags=re.M))
+    froms = re.findall(r"^FROM (\S+)", dockerfile, flags=re.M)
+    assert froms
+    for ref in froms:
+        arg = re.fullmatch(r"\$\{(\w+)\}", ref)
+        image = args[arg.group(1)] if arg else ref
+        assert image in stages or DIGEST.match(image), f"FROM {ref} is not pinned by tag and digest"
 
 
 # --- data files keep their own name: mlship picks its reader by the extension ---

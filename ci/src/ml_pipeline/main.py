@@ -182,7 +182,9 @@ class MlPipeline:
             dag.container()
             .from_(images.HADOLINT)
             .with_file("/Dockerfile", self.source.file("deployment/Dockerfile"))
-            .with_exec(["/bin/hadolint", "/Dockerfile"])
+            # DL3006 ("tag the image") cannot see through `FROM ${BASE_IMAGE}`; the ARG's default is
+            # pinned by tag and digest (ci/tests checks it), so the rule's intent holds.
+            .with_exec(["/bin/hadolint", "--ignore", "DL3006", "/Dockerfile"])
         )
         return (
             self._base(LINT_PATHS)
