@@ -29,12 +29,6 @@ pytestmark = pytest.mark.replay
 T = TypeVar("T")
 FORMATS = ("csv", "parquet")
 STAGES = ("lint", "test", "validate-data", "train", "gate", "build", "scan")
-# Temporary, until dagger-fixes lands the fix (REPLAY-FINDINGS.md): hadolint 2.12.0 fails
-# `lint` on the Dockerfile's `FROM ${BASE_IMAGE}` (DL3006), so `all` cannot pass yet, and
-# hadolint's error surfaces before ruff's in the failing-`all` test.
-HADOLINT_DL3006 = pytest.mark.xfail(
-    strict=True, reason="lint fails on hadolint DL3006 (FROM ${BASE_IMAGE}); see REPLAY-FINDINGS.md"
-)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +78,6 @@ def model_dir(path: Path) -> dagger.Directory:
     return dagger.dag.host().directory(str(path))
 
 
-@HADOLINT_DL3006
 def test_all_without_credentials_runs_every_stage_and_prints_its_summary(
     tier: Tier, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -115,7 +108,6 @@ def _checkout_with_lint_error(dest: Path) -> Path:
     return dest
 
 
-@HADOLINT_DL3006
 def test_a_stage_that_fails_makes_all_fail_naming_it_and_its_output(tier: Tier, tmp_path: Path) -> None:
     root = _checkout_with_lint_error(tmp_path / "checkout")
     with pytest.raises(Exception) as info:
