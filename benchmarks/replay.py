@@ -43,7 +43,7 @@ def main() -> None:
         start = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
         wall = time.monotonic() - start
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:]
+        tail = [line for line in proc.stdout.splitlines() if " passed" in line or " failed" in line][-1:]
         data = json.loads(timings.read_text()) if timings.exists() else {}
         if args.cold:
             subprocess.run(
