@@ -111,7 +111,7 @@ def _checkout_with_lint_error(dest: Path) -> Path:
 def test_a_stage_that_fails_makes_all_fail_naming_it_and_its_output(tier: Tier, tmp_path: Path) -> None:
     root = _checkout_with_lint_error(tmp_path / "checkout")
     # `tests="replay"`: the test stage runs only the replay tier, which must skip inside its
-    # container (no Docker daemon there), so this run does not pay for the suite a second time.
+    # container, so this run does not pay for the whole suite a second time.
     with pytest.raises(Exception) as info:  # its type is asserted by name below
         timed(tier, "all (lint error)", lambda: pipeline(root).all(tests="replay"))
     message = str(info.value)
@@ -119,8 +119,9 @@ def test_a_stage_that_fails_makes_all_fail_naming_it_and_its_output(tier: Tier, 
     assert "failed: lint" in message.splitlines()[0], message
     lint = next(line for line in message.splitlines() if line.startswith("lint "))
     assert "FAILED" in lint, message
-    test = next(line for line in message.splitlines() if line.startswith("test "))
-    assert test.split()[1] == "ok", f"the replay tier must skip inside the test stage:\n{message}"
+    # Inside the stage's container no Docker daemon answers: the tier skips there, with its reason
+    # (the stage itself then fails on the coverage floor, since nothing else ran).
+    assert "replay tier needs a Docker daemon" in message, message
     assert "replay_lint_probe.py" in message and "F401" in message, "the failing exec's output is shown"
 
 
