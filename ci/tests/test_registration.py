@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import anyio
-import dagger
 import pytest
 from dagger_plan import render
 from ml_pipeline.main import MlPipeline
+from module_typedefs import functions as cli_functions
+from module_typedefs import module
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
@@ -35,22 +35,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def typedefs() -> str:
-    mod = MlPipeline.__dagger_module__
-    mod._main_name = "MlPipeline"
-    mod._main = mod._objects["MlPipeline"]
-    captured: dict[str, Any] = {}
-
-    async def fake_id(self: dagger.Module) -> str:
-        captured["module"] = self
-        return "module-id"
-
-    original = dagger.Module.id
-    dagger.Module.id = fake_id  # type: ignore[method-assign]
-    try:
-        anyio.run(mod._typedefs)
-    finally:
-        dagger.Module.id = original  # type: ignore[method-assign]
-    return render(captured["module"])
+    return render(module())
 
 
 def functions() -> dict[str, Any]:
@@ -71,19 +56,27 @@ def test_every_argument_is_documented(typedefs: str) -> None:
     assert "withArg" in typedefs
 
 
+# Function caching (7 days by default) is right for a result that only depends on the inputs.
+# Where the outside world decides (the cluster, the registry, a tracking server whose champion
+# moves, the vulnerability database), the function is not cached or only per session.
+NEVER = {"deploy", "rollback", "publish", "all", "train", "gate"}
+SESSION = {"scan", "scan_report"}
+
+
 def test_checks_and_cache_policies() -> None:
     fns = functions()
     assert {n for n, f in fns.items() if f.check} == {"lint", "test", "validate_data"}
-    for name in ("deploy", "rollback", "publish", "all", "monitor"):
-        assert fns[name].cache_policy == "never", name
-    assert fns["scan"].cache_policy == "session"
+    assert {n for n, f in fns.items() if n and f.cache_policy == "never"} == NEVER
+    assert {n for n, f in fns.items() if n and f.cache_policy == "session"} == SESSION
+    # everything else keeps the default cache: its result is a function of its inputs
+    assert {n for n, f in fns.items() if n and f.cache_policy is None} == EXPECTED - NEVER - SESSION
 
 
-def test_typedefs_carry_default_path_and_never_cache(typedefs: str) -> None:
+def test_typedefs_carry_default_path_and_cache_policies(typedefs: str) -> None:
     assert "defaultPath='/'" in typedefs
     assert "'ci/sdk'" in typedefs and "'.mlship'" in typedefs
-    assert typedefs.count("withCachePolicy(policy='Never')") == 5  # publish, deploy, rollback, monitor, all
-    assert typedefs.count("withCachePolicy(policy='PerSession')") == 2  # scan, scan_report
+    assert typedefs.count("withCachePolicy(policy='Never')") == len(NEVER)
+    assert typedefs.count("withCachePolicy(policy='PerSession')") == len(SESSION)
     assert typedefs.count("withCheck()") == 3  # lint, test, validate_data
     for fn in sorted(EXPECTED):
         assert f"function(name='{fn}'" in typedefs, fn
@@ -98,3 +91,16 @@ def test_dagger_json_pins_the_engine_matching_the_sdk() -> None:
     assert config["engineVersion"] == f"v{version('dagger-io')}"
     lock = (ROOT / "ci" / "uv.lock").read_text()
     assert f'name = "dagger-io"\nversion = "{version("dagger-io")}"' in lock
+
+
+def test_enums_are_registered_with_their_members() -> None:
+    """Report format, severity and environment are SDK enums: a typo is refused before anything runs."""
+    fns = cli_functions()
+    assert fns["scan-report"].args["format"].enum == ["SARIF", "JSON", "CYCLONEDX"]
+    assert fns["scan"].args["severity"].enum == ["UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    assert fns["all"].args["severity"].enum == fns["scan"].args["severity"].enum
+    for name in ("deploy", "rollback"):
+        assert fns[name].args["env"].enum == ["STAGING", "PRODUCTION"], name
+    assert "ignore-unfixed" in fns["all"].args
+    # kubernetes needs an image: --image is required on deploy
+    assert not fns["deploy"].args["image"].optional and fns["deploy"].args["tracking-uri"].optional

@@ -60,6 +60,10 @@ def test_expired_ignore_warns_and_fails(project: Path) -> None:
     result = runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--ignore-file", "ignore"])
     assert result.exit_code == 1
     assert "no longer honoured" in result.output
+    (project / "ignore").write_text("CVE-2026-1111\n")
+    result = runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--ignore-file", "ignore"])
+    assert result.exit_code == 0  # honoured, as Trivy would …
+    assert "CVE-2026-1111 (line 1) has no exp: date" in result.output  # … but flagged
 
 
 def test_sarif_and_bad_severity_exit_2(project: Path) -> None:
@@ -69,3 +73,24 @@ def test_sarif_and_bad_severity_exit_2(project: Path) -> None:
     assert "not a Trivy JSON report" in result.output
     (project / "trivy.json").write_text(json.dumps(FINDING))
     assert runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--severity", "SEVERE"]).exit_code == 2
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_committed_trivyignore_passes_the_reviewed_mlflow_advisories_only(project: Path) -> None:
+    """The project's own image report, through the CLI with the repository's .trivyignore."""
+    report = json.loads((REPO / "tests" / "fixtures" / "trivy" / "mlship-serving-image.json").read_text())
+    python = next(r for r in report["Results"] if r["Target"] == "Python")
+    mlflow_only = dict(
+        report,
+        Results=[dict(python, Vulnerabilities=[v for v in python["Vulnerabilities"] if v["PkgName"] == "mlflow"])],
+    )
+    (project / "trivy.json").write_text(json.dumps(mlflow_only))
+    (project / ".trivyignore").write_text((REPO / ".trivyignore").read_text())
+    result = runner.invoke(app, ["scan-gate", "--report", "trivy.json"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "7 ignored" in result.output
+    (project / "full.json").write_text(json.dumps(report))
+    result = runner.invoke(app, ["scan-gate", "--report", "full.json"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "CVE-2099-20001" in result.output

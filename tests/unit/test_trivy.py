@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +14,8 @@ from mlship.errors import ConfigError
 from mlship.security import trivy
 
 REPO = Path(__file__).resolve().parents[2]
-# CI checks out shared/ beside the clone; a git worktree sits one level deeper.
-SHARED_FIXTURES = next(
-    (
-        p / "shared" / "trivy-fixtures"
-        for p in (REPO.parent, REPO.parent.parent)
-        if (p / "shared" / "trivy-fixtures").is_dir()
-    ),
-    REPO.parent / "shared" / "trivy-fixtures",
-)
+# The project's own reports in Trivy's JSON schema (SchemaVersion 2), see the README there.
+FIXTURES = REPO / "tests" / "fixtures" / "trivy"
 TODAY = dt.date(2026, 6, 1)
 
 
@@ -124,9 +118,33 @@ def test_ignore_file_comments_expiry_and_aliases() -> None:
     # the expired entry no longer hides its CVE, and is reported as expired
     assert [f.id for f in result.blocking] == ["CVE-2026-0002"]
     assert result.expired_ignores == ["CVE-2026-0002 (expired 2026-01-01)"]
-    # the day the entry expires is still honoured; the day after is not
-    late = trivy.evaluate(image_report(), ignores=rules, today=dt.date(2027, 1, 1))
-    assert "CVE-2026-0001" in [f.id for f in late.blocking]
+    # Trivy's rule: exp:D means midnight UTC of D, so the day before D is the last one honoured
+    eve = trivy.evaluate(image_report(), ignores=rules, today=dt.date(2026, 12, 30))
+    assert "CVE-2026-0001" in [f.id for f in eve.ignored]
+    on_the_day = trivy.evaluate(image_report(), ignores=rules, today=dt.date(2026, 12, 31))
+    assert "CVE-2026-0001" in [f.id for f in on_the_day.blocking]
+    assert "CVE-2026-0001 (expired 2026-12-31)" in on_the_day.expired_ignores
+    # the comment on an entry's line is its reason
+    assert rules.entries[0].reason == "until the base image bump"
+
+
+def test_entries_outside_the_acceptance_policy_are_warned_about_but_honoured(tmp_path: Path) -> None:
+    rules = trivy.parse_ignore_file(
+        "CVE-2026-0001\n"  # no expiry, no reason
+        "CVE-2026-0002 exp:2026-12-01 # far ahead\n"
+        "CVE-2026-0004 exp:2026-08-30 # reviewed, within 90 days\n"
+    )
+    warnings = rules.policy_warnings(TODAY)
+    assert warnings == [
+        "CVE-2026-0001 (line 1) has no exp: date: it would be accepted forever",
+        "CVE-2026-0001 (line 1) gives no reason (a # comment on its line)",
+        "CVE-2026-0002 (line 2) expires 2026-12-01, more than 90 days ahead",
+    ]
+    result = trivy.evaluate(image_report(), ignores=rules, today=TODAY)
+    assert {f.id for f in result.ignored} == {"CVE-2026-0001", "CVE-2026-0002", "CVE-2026-0004"}
+    assert result.ignore_policy_warnings == warnings
+    assert "Ignore entries outside the policy:" in trivy.render_markdown(result)
+    assert trivy.load_ignore_file(REPO / ".trivyignore").policy_warnings(dt.date(2026, 12, 1)) == []
 
 
 def test_bad_expiry_is_a_config_error() -> None:
@@ -221,54 +239,111 @@ def test_unknown_severity_is_a_config_error() -> None:
         trivy.evaluate(image_report(), severity="SEVERE")
 
 
-# --- Trivy's own golden reports (../shared/trivy-fixtures; present beside the clone in CI) ---
+# --- the project's own reports in Trivy's schema v2 (tests/fixtures/trivy) ---
 
-EXPECTED_SHARED = {
+EXPECTED = {
     # file: (blocking IDs at HIGH, blocking IDs at HIGH with --ignore-unfixed)
-    "debian-buster.json.golden": (["CVE-2019-18224"], ["CVE-2019-18224"]),
-    "debian-buster-ignore-unfixed.json.golden": (["CVE-2019-18224"], ["CVE-2019-18224"]),
-    "v0.60.0__debian-buster.json.golden": (["CVE-2019-18224"], ["CVE-2019-18224"]),
-    "dockerfile.json.golden": (["DS-0002"], ["DS-0002"]),
-    "v0.60.0__dockerfile.json.golden": (["DS002"], ["DS002"]),
-    "secrets.json.golden": (["aws-access-key-id", "mysecret"], ["aws-access-key-id", "mysecret"]),
+    "mlship-serving-image.json": (
+        sorted(
+            [
+                "CVE-2099-10001",
+                "CVE-2099-10002",
+                "CVE-2099-20001",
+                "CVE-2024-37052",
+                "CVE-2024-37053",
+                "CVE-2024-37054",
+                "CVE-2024-37056",
+                "CVE-2024-37057",
+                "CVE-2024-37059",
+                "CVE-2024-37060",
+            ]
+        ),
+        ["CVE-2099-10001", "CVE-2099-20001"],
+    ),
+    "mlship-serving-clean.json": ([], []),
+    "dockerfile-config.json": (["DS-0002"], ["DS-0002"]),
+    "dockerfile-config-v0.60.json": (["DS002"], ["DS002"]),
+    "secrets.json": (["aws-access-key-id"], ["aws-access-key-id"]),
+}
+MLFLOW_ADVISORIES = {
+    "CVE-2024-37052",
+    "CVE-2024-37053",
+    "CVE-2024-37054",
+    "CVE-2024-37056",
+    "CVE-2024-37057",
+    "CVE-2024-37059",
+    "CVE-2024-37060",
 }
 
 
-def shared(name: str) -> Path:
-    path = SHARED_FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"{SHARED_FIXTURES} not present")
-    return path
+def fixture(name: str) -> Path:
+    return FIXTURES / name
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_SHARED))
-def test_trivy_golden_reports(name: str) -> None:
-    report = trivy.load_report(shared(name))
-    at_high, unfixed = EXPECTED_SHARED[name]
+def test_every_json_fixture_is_covered_and_valid() -> None:
+    assert sorted(p.name for p in FIXTURES.glob("*.json")) == sorted(EXPECTED)
+    for name in EXPECTED:
+        report = trivy.load_report(fixture(name))
+        assert report["SchemaVersion"] == 2 and report["ArtifactType"], name
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_project_reports(name: str) -> None:
+    report = trivy.load_report(fixture(name))
+    at_high, unfixed = EXPECTED[name]
     assert sorted(f.id for f in trivy.evaluate(report, today=TODAY).blocking) == at_high
     assert sorted(f.id for f in trivy.evaluate(report, ignore_unfixed=True, today=TODAY).blocking) == unfixed
 
 
-def test_every_shared_json_golden_parses() -> None:
-    files = sorted(shared("debian-buster.json.golden").parent.glob("*.json.golden"))
-    assert len(files) >= 10
-    for path in files:
-        report = trivy.load_report(path)
-        assert trivy.findings(report), path.name
+def test_will_not_fix_and_affected_count_as_unfixed() -> None:
+    report = trivy.load_report(fixture("mlship-serving-image.json"))
+    result = trivy.evaluate(report, severity="LOW", ignore_unfixed=True, today=TODAY)
+    assert {f.id for f in result.unfixed_skipped} == MLFLOW_ADVISORIES | {"CVE-2099-10002"}
+    assert [f.id for f in result.below_threshold] == []
+    assert "CVE-2099-10003" in [f.id for f in result.blocking]  # MEDIUM, fixed, at a LOW threshold
+    # a multi-version FixedVersion ("2.0.1, 1.9.9") is a fix
+    python = next(f for f in trivy.findings(report) if f.id == "CVE-2099-20001")
+    assert python.fixable and python.aliases == ("GHSA-xxxx-yyyy-zzzz",)
 
 
-def test_shared_low_unfixed_is_counted_below_threshold_or_skipped() -> None:
-    report = trivy.load_report(shared("debian-buster.json.golden"))
-    low = trivy.evaluate(report, severity="LOW", today=TODAY)
-    assert sorted(f.id for f in low.blocking) == ["CVE-2019-18224", "CVE-2019-18276"]
-    skipped = trivy.evaluate(report, severity="LOW", ignore_unfixed=True, today=TODAY)
-    assert [f.id for f in skipped.unfixed_skipped] == ["CVE-2019-18276"]
-    ubi = trivy.evaluate(
-        trivy.load_report(shared("ubi-7-comprehensive.json.golden")), severity="LOW", ignore_unfixed=True, today=TODAY
-    )
-    assert [f.id for f in ubi.unfixed_skipped] == ["CVE-2019-18276"]  # Status will_not_fix
-
-
-def test_shared_sarif_is_rejected() -> None:
+def test_project_sarif_is_rejected() -> None:
     with pytest.raises(ConfigError, match="SARIF"):
-        trivy.load_report(shared("alpine-310.sarif.golden"))
+        trivy.load_report(fixture("mlship-serving-image.sarif"))
+
+
+# --- the committed .trivyignore: policy and effect ---
+
+ENTRY = re.compile(
+    r"^(?P<id>(CVE-\d{4}-\d{4,}|GHSA(-[0-9a-z]{4}){3}|[A-Z]+-\d+|[a-z0-9-]+))\s+exp:(?P<exp>\S+)\s+"
+    r"#\s+reviewed (?P<reviewed>\d{4}-\d{2}-\d{2}): (?P<reason>.{20,})$"
+)
+MAX_ACCEPTANCE = dt.timedelta(days=90)
+
+
+def test_committed_trivyignore_follows_the_policy() -> None:
+    """Every entry: an ID, an expiry at most 90 days after its review, and a reason."""
+    text = (REPO / ".trivyignore").read_text()
+    entries = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert entries, "the reviewed MLflow advisories are accepted here"
+    for line in entries:
+        match = ENTRY.match(line)
+        assert match, f"not ID exp:DATE # reviewed DATE: reason -> {line!r}"
+        reviewed, expires = dt.date.fromisoformat(match["reviewed"]), dt.date.fromisoformat(match["exp"])
+        assert dt.timedelta(0) < expires - reviewed <= MAX_ACCEPTANCE, line
+    rules = trivy.parse_ignore_file(text)
+    assert all(e.expires is not None and e.reason for e in rules.entries)
+    assert len({e.id for e in rules.entries}) == len(rules.entries), "an ID listed twice"
+
+
+def test_committed_trivyignore_hides_exactly_the_reviewed_advisories_until_they_expire() -> None:
+    rules = trivy.load_ignore_file(REPO / ".trivyignore")
+    report = trivy.load_report(fixture("mlship-serving-image.json"))
+    reviewed = dt.date(2026, 12, 1)
+    now = trivy.evaluate(report, ignores=rules, today=reviewed)
+    assert {f.id for f in now.ignored} == MLFLOW_ADVISORIES
+    # what is left is what a reviewer must still act on (fixable findings and the unreviewed OS one)
+    assert sorted(f.id for f in now.blocking) == ["CVE-2099-10001", "CVE-2099-10002", "CVE-2099-20001"]
+    expiry = min(e.expires for e in rules.entries if e.expires is not None)
+    expired = trivy.evaluate(report, ignores=rules, today=expiry)
+    assert {f.id for f in expired.blocking} >= MLFLOW_ADVISORIES
+    assert not expired.ignored and len(expired.expired_ignores) == len(rules.entries)

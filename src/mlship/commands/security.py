@@ -53,6 +53,8 @@ def scan_gate(
             console.print(table)
         for expired in result.expired_ignores:
             cli.err_console().print(f"warning: ignore entry {expired} is no longer honoured")
+        for warning in result.ignore_policy_warnings:
+            cli.err_console().print(f"warning: ignore entry {warning}")
         console.print(
             f"scan gate {'PASSED' if result.passed else 'FAILED'}: {len(result.blocking)} blocking, "
             f"{len(result.ignored)} ignored, {len(result.below_threshold)} below {result.severity}, "

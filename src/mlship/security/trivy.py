@@ -19,6 +19,8 @@ from mlship.errors import ConfigError
 from mlship.fsutil import write_json, write_text
 
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+# The project's policy: an accepted finding is re-reviewed at least this often (README, Security).
+MAX_ACCEPTANCE_DAYS = 90
 _UNFIXED_STATUSES = {"affected", "will_not_fix", "fix_deferred", "end_of_life", "under_investigation"}
 
 
@@ -47,9 +49,17 @@ class Finding:
 
 @dataclass(frozen=True)
 class IgnoreEntry:
+    """One accepted finding: its ID, until when (`exp:`), and why (the line's `#` comment)."""
+
     id: str
     expires: dt.date | None = None
     line: int = 0
+    reason: str = ""
+
+    def honoured(self, today: dt.date) -> bool:
+        """Trivy's rule: `exp:D` is midnight UTC of D, so the entry hides its finding until the day
+        before D and stops hiding it on D itself."""
+        return self.expires is None or today < self.expires
 
 
 @dataclass(frozen=True)
@@ -57,10 +67,23 @@ class IgnoreRules:
     entries: tuple[IgnoreEntry, ...] = ()
 
     def active(self, today: dt.date) -> list[IgnoreEntry]:
-        return [e for e in self.entries if e.expires is None or e.expires >= today]
+        return [e for e in self.entries if e.honoured(today)]
 
     def expired(self, today: dt.date) -> list[IgnoreEntry]:
-        return [e for e in self.entries if e.expires is not None and e.expires < today]
+        return [e for e in self.entries if not e.honoured(today)]
+
+    def policy_warnings(self, today: dt.date, max_days: int = MAX_ACCEPTANCE_DAYS) -> list[str]:
+        """Entries that break the acceptance policy: no expiry, an expiry beyond `max_days`, or no
+        reason. Trivy still honours them, so they are warnings, not a verdict."""
+        warnings = []
+        for e in self.entries:
+            if e.expires is None:
+                warnings.append(f"{e.id} (line {e.line}) has no exp: date: it would be accepted forever")
+            elif (e.expires - today).days > max_days:
+                warnings.append(f"{e.id} (line {e.line}) expires {e.expires}, more than {max_days} days ahead")
+            if not e.reason:
+                warnings.append(f"{e.id} (line {e.line}) gives no reason (a # comment on its line)")
+        return warnings
 
 
 @dataclass
@@ -75,6 +98,7 @@ class ScanGateResult:
     ignored: list[Finding] = field(default_factory=list)
     unfixed_skipped: list[Finding] = field(default_factory=list)
     expired_ignores: list[str] = field(default_factory=list)
+    ignore_policy_warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -95,6 +119,7 @@ class ScanGateResult:
             "blocking": [asdict(f) for f in self.blocking],
             "ignored": [asdict(f) for f in self.ignored],
             "expired_ignores": self.expired_ignores,
+            "ignore_policy_warnings": self.ignore_policy_warnings,
         }
 
 
@@ -183,10 +208,13 @@ def _severity(value: object) -> str:
 
 
 def parse_ignore_file(text: str) -> IgnoreRules:
-    """`.trivyignore`: one ID per line, `#` comments, optional `exp:YYYY-MM-DD` after the ID."""
+    """`.trivyignore`: one ID per line, `#` comments, optional `exp:YYYY-MM-DD` after the ID.
+
+    The text after a `#` on an entry's line is kept as the entry's reason."""
     entries: list[IgnoreEntry] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
+        line, _, comment = raw.partition("#")
+        line = line.strip()
         if not line:
             continue
         parts = line.split()
@@ -199,7 +227,7 @@ def parse_ignore_file(text: str) -> IgnoreRules:
                     raise ConfigError(
                         f"ignore file line {number}: bad expiry {extra!r}", hint="write exp:YYYY-MM-DD"
                     ) from None
-        entries.append(IgnoreEntry(id=parts[0], expires=expires, line=number))
+        entries.append(IgnoreEntry(id=parts[0], expires=expires, line=number, reason=comment.strip()))
     return IgnoreRules(tuple(entries))
 
 
@@ -227,6 +255,7 @@ def evaluate(
         severity=SEVERITIES[threshold],
         ignore_unfixed=ignore_unfixed,
         expired_ignores=[f"{e.id} (expired {e.expires})" for e in rules.expired(day)],
+        ignore_policy_warnings=rules.policy_warnings(day),
     )
     for finding in findings(report):
         if any(finding.matches(e.id) for e in active):
@@ -263,6 +292,8 @@ def render_markdown(result: ScanGateResult) -> str:
         lines.append("")
     if result.expired_ignores:
         lines += ["Expired ignore entries (no longer honoured): " + ", ".join(result.expired_ignores), ""]
+    if result.ignore_policy_warnings:
+        lines += ["Ignore entries outside the policy:", *(f"- {w}" for w in result.ignore_policy_warnings), ""]
     return "\n".join(lines)
 
 
