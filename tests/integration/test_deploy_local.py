@@ -286,3 +286,21 @@ def test_the_router_refuses_a_busy_live_port(tmp_path: Path) -> None:
         ctl = local_controller(tmp_path, port=busy.getsockname()[1])
         with pytest.raises(InfraError, match="is busy"):
             ctl.deploy(fake_release("1"))
+
+
+def test_the_live_router_guards_its_admin_port_and_its_body_limit(tmp_path: Path) -> None:
+    ctl = local_controller(tmp_path)
+    ctl.target.max_body = 2048  # type: ignore[attr-defined]
+    try:
+        ctl.deploy(fake_release("1"))
+        token = ctl.target.token_file  # type: ignore[attr-defined]
+        assert token.stat().st_mode & 0o777 == 0o600
+        admin = ctl.target._load()["router"]["admin_port"]  # type: ignore[attr-defined]
+        hijack = {"backends": {"blue": "127.0.0.1:1"}, "weights": {"blue": 100}}
+        refused = httpx.post(f"http://127.0.0.1:{admin}/route", json=hijack, timeout=5)
+        assert refused.status_code == 401 and live_version(ctl) == "1"
+        big = httpx.post(f"{ctl.target.live_url()}/predict", content=b"x" * 4096, timeout=5)
+        assert big.status_code == 413 and "larger than 2048 bytes" in big.json()["detail"]
+        assert live_version(ctl) == "1"
+    finally:
+        ctl.target.down()
