@@ -320,3 +320,36 @@ def test_no_failover_without_a_ready_standby(tmp_path: Path) -> None:
         assert router.route.weights == {"green": 100} and router.failover is None
 
     run(scenario())
+
+
+async def unready_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def test_a_live_color_that_says_not_ready_is_given_more_patience_before_failover(tmp_path: Path) -> None:
+    from mlship.deploy.router import FAILOVER_AFTER_SLOW
+
+    async def scenario() -> None:
+        live = await asyncio.start_server(unready_backend, "127.0.0.1", 0)
+        standby = await asyncio.start_server(ready_backend, "127.0.0.1", 0)
+        ports = [s.sockets[0].getsockname()[1] for s in (live, standby)]
+        router = Router(None)
+        backends = {"green": f"127.0.0.1:{ports[0]}", "blue": f"127.0.0.1:{ports[1]}"}
+        router.set_route(Route(backends=backends, weights={"green": 100}, standby="blue"))
+        watcher = asyncio.get_running_loop().create_task(router.watch(interval_s=0.02))
+        await asyncio.sleep(0.02 * (FAILOVER_AFTER_SLOW - 3))
+        assert router.route.weights == {"green": 100}, "not after a few probes"
+        for _ in range(200):
+            if router.failover is not None:
+                break
+            await asyncio.sleep(0.02)
+        watcher.cancel()
+        live.close()
+        standby.close()
+        assert router.route.weights == {"blue": 100}
+        assert router.failover is not None and router.failover["reason"] == "green answers /ready with 503"
+
+    run(scenario())

@@ -56,7 +56,10 @@ IDLE_TIMEOUT_S = 60.0
 MAX_CONNECTIONS = 1024
 PROBE_INTERVAL_S = 0.25
 FAILOVER_AFTER = 2
-"""Consecutive failed /ready probes of the live color before the standby takes over."""
+"""Consecutive failed /ready probes of the live color (connection refused: it is gone) before the standby takes over."""
+FAILOVER_AFTER_SLOW = 8
+"""The same when the live color still accepts connections but does not answer /ready with 200
+(slow, stuck, or saying not ready): more patience, so a busy machine does not flap colors."""
 
 
 @dataclass(frozen=True)
@@ -345,7 +348,8 @@ class Router:
                 continue
             failures += 1
             standby = route.fallback(live)
-            if failures < FAILOVER_AFTER or standby is None or await _probe(route.backends[standby]) is not None:
+            needed = FAILOVER_AFTER if why == "is unreachable" else FAILOVER_AFTER_SLOW
+            if failures < needed or standby is None or await _probe(route.backends[standby]) is not None:
                 continue
             if self.route is not route:  # the controller switched meanwhile: its route wins
                 continue
