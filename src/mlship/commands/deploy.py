@@ -63,9 +63,10 @@ def deploy(
 
     def action(settings: Settings) -> int:
         from mlship.deploy.bluegreen import require_approval
-        from mlship.errors import ConfigError
 
         require_approval(env, approve)
+        if not promote_canary:
+            _check_model_options(image, model, target)
         ctl = controller(settings, target, env, namespace)
         try:
             ctl.preflight()  # a held lock or a busy port is reported now, before any model loads
@@ -73,11 +74,9 @@ def deploy(
                 result = ctl.promote_canary()
             else:
                 if image and target == "local":
-                    release = _image_release(image, model, env)
-                elif not model:
-                    raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
+                    release = _image_release(image, env)
                 else:
-                    release = ctl.resolve(model, image=image)
+                    release = ctl.resolve(str(model), image=image)
                 cli.err_console().print(f"deploying {release.label} ({release.uri}) to {target}/{env}…")
                 result = ctl.deploy(release, strategy=strategy, weight=weight)
         finally:
@@ -88,16 +87,24 @@ def deploy(
     cli.run(ctx, action)
 
 
-def _image_release(image: str, model: str | None, env: str) -> Release:
-    """A local image release: the image carries its model, so --model would be a second truth."""
-    from mlship.deploy.image import release_from_image
+def _check_model_options(image: str | None, model: str | None, target: str) -> None:
+    """Usage errors (exit 2) come before anything is checked or started."""
     from mlship.errors import ConfigError
 
-    if model:
-        raise ConfigError(
-            "--model and --image name the model twice for the local target",
-            hint="the image carries its model (see its io.mlship.model.* labels): pass --image alone",
-        )
+    if image and target == "local":
+        if model:  # a local image release: the image carries its model, so --model would be a second truth
+            raise ConfigError(
+                "--model and --image name the model twice for the local target",
+                hint="the image carries its model (see its io.mlship.model.* labels): pass --image alone",
+            )
+    elif not model:
+        raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
+
+
+def _image_release(image: str, env: str) -> Release:
+    """A local image release: model and version come from the image's labels."""
+    from mlship.deploy.image import release_from_image
+
     return release_from_image(image, env=env, target="local")
 
 
