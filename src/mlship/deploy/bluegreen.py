@@ -182,7 +182,6 @@ class Controller:
         release = release.with_(color=idle, env=self.env, target=self.target.name, deployed_at=time.time())
         previous = state.colors.get(live) if live else None
         warm = state.colors.get(idle)  # the release a rollback goes to: the target keeps it warm until verified
-        self.target.prepare()
 
         def reject(reason: str, *, switched: bool) -> PipelineRejected:
             self._undo(state, idle, live, warm, switched=switched)
@@ -198,6 +197,7 @@ class Controller:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             why = f"the model raised on its input example ({type(exc).__name__}: {text})"
             raise reject(why, switched=False) from None
+        self.target.prepare()  # after the golden rows: a model that cannot give them starts nothing
         state.pending = {
             "color": idle,
             "release": release.to_dict(),
