@@ -6,7 +6,10 @@ at least 10,000), switch time, and rollback time (target < 1 s), measured in one
 A keep-alive load generator (raw asyncio, its own process) posts one-record predictions
 through the router at a constant rate for the whole run; meanwhile v1 → v2 is deployed (smoke, switch,
 verify) and then rolled back twice: once in-process, once as the `mlship rollback` CLI
-(what a user types: process start, settings, lock, one switch). Before the load starts,
+(what a user types: process start, settings, lock, one switch). Then, under a fresh load
+generator, a deploy of v3 is killed with SIGKILL mid-verification (the MLSHIP_FAULT_AT test
+hook) and the next deploy (v3 again) recovers: `crash_run` counts the failed requests across
+the kill and the recovery. Before the load starts,
 the same clients saturate the color directly and through the router, to show the router
 is not the bottleneck. A failed request is any
 connection error or non-200 answer. `--server fake` runs colors as the test suite's fake
@@ -173,7 +176,7 @@ def mlship_controller(root: Path) -> tuple[Any, Any]:
     settings = load_settings(cwd=root)
     run = train(settings, data)
     registry = Registry.from_settings(settings)
-    for _ in range(2):
+    for _ in range(3):
         registry.register(run.run_id, settings.model_name, alias="challenger")
     ctl = controller(settings, "local", "staging")
 
@@ -181,6 +184,57 @@ def mlship_controller(root: Path) -> tuple[Any, Any]:
         return ctl.resolve(f"models:/{settings.model_name}/{version}")
 
     return ctl, release
+
+
+def crash_run(ctl: Any, release: Any, root: Path, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Kill a deploy of v3 mid-verification (SIGKILL), then deploy v3 again; count failures throughout."""
+    import os
+
+    from mlship.deploy.faults import FAULT_VAR
+
+    if args.server == "fake":
+        argv = [
+            sys.executable,
+            str(REPO / "tests" / "deploy_doubles" / "deploy_once.py"),
+            str(root),
+            str(port),
+            "3",
+            "3",
+        ]
+    else:
+        argv = [MLSHIP, "deploy", "--model", release("3").ref]
+    stop = mp.Event()
+    queue: Any = mp.Queue()
+    gen = mp.Process(target=load_process, args=(port, args.connections, args.rate, stop, queue))
+    gen.start()
+    try:
+        time.sleep(2.0)
+        killed = subprocess.run(
+            argv, check=False, cwd=root, env={**os.environ, FAULT_VAR: "mid-verification"}, capture_output=True
+        )
+        served_after_kill = ctl.target.weights()
+        time.sleep(2.0)  # traffic keeps flowing to the unverified color the dead deploy left live
+        t0 = time.time()
+        recovered = ctl.deploy(release("3"))
+        recovery_s = time.time() - t0
+        time.sleep(2.0)
+    finally:
+        stop.set()
+    load = queue.get(timeout=60)
+    gen.join(timeout=30)
+    history = ctl.store.load().history
+    return {
+        "killed_at": "mid-verification",
+        "kill_returncode": killed.returncode,
+        "route_left_by_the_killed_deploy": served_after_kill,
+        "interrupted_release_outcome": next((r.outcome for r in reversed(history) if "died" in r.detail), None),
+        "recovery_deploy_s": round(recovery_s, 3),
+        "recovered_live": recovered.live,
+        "requests": load["ok"] + load["failed"],
+        "failed_requests": load["failed"],
+        "failures_by_kind": load["statuses"],
+        "responses_by_version": load["versions"],
+    }
 
 
 def main() -> int:
@@ -240,6 +294,7 @@ def main() -> int:
             stop.set()
             load = queue.get(timeout=60)
             gen.join(timeout=30)
+            crash = crash_run(ctl, release, root, port, args)
         finally:
             stop.set()
             ctl.down()
@@ -264,6 +319,7 @@ def main() -> int:
         "cli_rollback_wall_s": round(cli_s, 3),
         "saturated_rps_direct_to_color": direct_rps,
         "saturated_rps_through_router": routed_rps,
+        "crash_run": crash,
         "targets": {"failed_requests": 0, "min_requests": 10_000, "rollback_s": 1.0},
     }
     result["traffic_on_v2_after_s"] = result["traffic_on_v2_after_s"] and round(result["traffic_on_v2_after_s"], 3)
@@ -271,7 +327,8 @@ def main() -> int:
         result["traffic_back_on_v1_after_s"], 4
     )
     save("bluegreen", result)
-    return 0 if load["failed"] == 0 and result["requests"] >= 10_000 else 1
+    ok = load["failed"] == 0 and result["requests"] >= 10_000 and crash["failed_requests"] == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

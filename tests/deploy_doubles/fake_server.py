@@ -27,10 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-"""Up to 10 s: the deploy tests' loose p99 budget (5 s) must lie inside the histogram, or one
-request slower than the last bound (a loaded machine) reads as an infinite p99 and fails
-verification against any budget."""
+BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Up to 30 s: a slow request on a loaded machine must read as slow, not as infinitely slow."""
 
 
 def fake_probability(record: dict[str, Any]) -> float:
@@ -162,12 +160,6 @@ def main() -> int:
     parser.add_argument("--color", default="blue")
     parser.add_argument("--announce", default="")
     args = parser.parse_args()
-    # A real model predicts as `mlship serve` does (serving/app.py): one OpenMP/BLAS thread. With
-    # the default pool, spinning OpenMP workers of each "pod" fought for a loaded 2-core machine
-    # and one-row predictions stalled for seconds: the verification's p99 failed under load.
-    # Set before the model (and with it libgomp/OpenBLAS) loads; every handler thread inherits it.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     state = State(args.model, args.color)
     if state.fault == "exit":
         print("fake server: injected start failure", file=sys.stderr)

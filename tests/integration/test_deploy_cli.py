@@ -59,7 +59,12 @@ def test_usage_errors_exit_2_with_one_line(project: Path, args: list[str], messa
 
 def test_status_and_down_on_a_fresh_project(project: Path) -> None:
     code, output = mlship("status", "--json")
-    assert code == 0 and json.loads(output)["live"] is None
+    assert code == 3, "nothing answers on the live path: status must not say all is well"
+    info = json.loads(output[: output.rindex("}") + 1])
+    assert info["live"] is None and not info["healthy"] and info["router"]["up"] is False
+    assert output.strip().endswith(
+        "mlship: error: nothing is live in staging (deploy a model: `mlship deploy --model models:/NAME@ALIAS`)"
+    )
     code, output = mlship("down")
     assert code == 0 and "nothing was running" in output
 
@@ -94,6 +99,67 @@ def test_status_rollback_and_down_drive_what_a_deploy_started(project: Path) -> 
         target.down()
 
 
+def test_status_exits_3_with_what_is_down_when_the_live_color_died(project: Path) -> None:
+    import os
+    import signal
+
+    write_deploy_config(project, port=free_port(), verify_window_s=1.0)
+    settings = load_settings(cwd=project)
+    target = LocalTarget(
+        settings.state_path / "deploy" / "staging",
+        port=settings.deploy.port,
+        runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
+    )
+    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    try:
+        ctl.deploy(fake_release("1"))
+        code, output = mlship("status")
+        assert code == 0 and "router on http://127.0.0.1" in output and "supervised" in output
+        os.kill(int(target._load()["colors"]["blue"]["pid"]), signal.SIGKILL)
+        code, output = mlship("status", "--json")
+        assert code == 3
+        assert output.strip().splitlines()[-1] == (
+            "mlship: error: the live color blue is not running (roll back with `mlship rollback`, "
+            "or redeploy; `mlship down` stops what is left)"
+        )
+        assert json.loads(output[: output.rindex("}") + 1])["router"]["up"]
+    finally:
+        target.down()
+
+
+@pytest.mark.parametrize("what", ["port", "lock"])
+def test_a_busy_port_or_a_held_lock_fails_fast_before_any_model_loads(project: Path, what: str) -> None:
+    """The whole `mlship deploy` process, timed: it used to take 19-25 s (the model loaded first)."""
+    import socket
+    import subprocess
+    import time
+
+    from mlship.deploy.lock import deploy_lock
+
+    port = free_port()
+    write_deploy_config(project, port=port)
+    state_dir = project / ".mlship" / "deploy" / "staging"
+    with socket.socket() as busy, deploy_lock(state_dir):
+        if what == "port":
+            (state_dir / "deploy.lock").unlink()
+            busy.bind(("127.0.0.1", port))
+            busy.listen()
+        started = time.monotonic()
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("mlship")), "deploy", "--model", "models:/card-fraud@challenger"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        elapsed = time.monotonic() - started
+    assert done.returncode == 3, done.stderr
+    expected = f"port {port} is busy" if what == "port" else "another deploy (pid"
+    assert done.stderr.startswith(f"mlship: error: {expected}"), done.stderr
+    assert elapsed < 5.0, f"took {elapsed:.1f} s"  # measured ~1 s; a model load alone takes longer
+
+
 def _has_serve() -> bool:
     import typer.main
 
@@ -105,21 +171,37 @@ def _has_serve() -> bool:
 @pytest.mark.skipif(not _has_serve(), reason="`mlship serve` (serving issue) is not merged on this branch yet")
 def test_local_deploy_of_a_real_model_with_mlship_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole local path for real: registry, `mlship serve` colors, router, switch, rollback, down."""
+    import httpx
+    import pandas as pd
+
     from mlship.model.train import train
     from mlship.registry import Registry
 
     root = make_project(tmp_path / "proj")
     write_deploy_config(root, port=free_port(), verify_window_s=2.0, ready_timeout_s=120.0)
+    with (root / "pyproject.toml").open("a") as fh:
+        fh.write("\n[tool.mlship.serve]\nprediction_log_sample = 1.0\n")  # log every row
     monkeypatch.chdir(root)
     settings = load_settings(cwd=root)
     registry = Registry.from_settings(settings)
     run = train(settings)
     registry.register(run.run_id, "card-fraud", alias="challenger")
     live = f"http://127.0.0.1:{settings.deploy.port}"
+    log = root / ".mlship" / "predictions" / "blue.jsonl"
     try:
         code, output = mlship("deploy", "--model", "models:/card-fraud@challenger")
         assert code == 0, output
-        assert f"live URL: {live}" in output and served_version(live) == "1"
+        assert f"live URL: {live}" in output
+        assert not log.is_file() or log.read_text() == "", "smoke and verification requests are not logged"
+        data = pd.read_parquet(root / settings.data)
+        frame = data[settings.categorical_features + settings.numeric_features].sample(400, random_state=0)
+        rows = json.loads(frame.to_json(orient="records"))
+        for i in range(0, len(rows), 20):
+            assert httpx.post(f"{live}/predict", json={"records": rows[i : i + 20]}, timeout=30).status_code == 200
+        assert len(log.read_text().splitlines()) == 400, "exactly the real rows"
+        code, output = mlship("drift", "--reference", str(root / settings.data), "--current", str(log))
+        assert code == 0, output  # no drift: the deploy's own golden rows are not in the log
+        assert served_version(live) == "1"
         registry.register(run.run_id, "card-fraud", alias="challenger")
         code, output = mlship("deploy", "--model", "models:/card-fraud@challenger")
         assert code == 0, output

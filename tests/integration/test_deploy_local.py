@@ -20,7 +20,7 @@ import pytest
 from mlship.deploy.bluegreen import Controller, require_approval
 from mlship.deploy.lock import deploy_lock
 from mlship.deploy.targets.base import ColorFailed
-from mlship.deploy.targets.local import LocalTarget
+from mlship.deploy.targets.local import LocalTarget, port_free
 from mlship.errors import ConfigError, InfraError, PipelineRejected
 from tests.deploy_doubles.harness import fake_release, local_controller, served_version
 
@@ -137,13 +137,19 @@ def test_losing_the_way_to_the_new_color_during_verification_switches_back(tmp_p
         ctl.target.down()
 
 
-def test_a_restarted_router_serves_the_color_it_served_before(ctl: Controller) -> None:
+def test_a_router_killed_with_its_supervisor_is_restarted_by_the_next_command(ctl: Controller) -> None:
     ctl.deploy(fake_release("1"))
     ctl.deploy(fake_release("2"))
-    os.kill(ctl.target.router_pid(), signal.SIGKILL)  # type: ignore[attr-defined, arg-type]
-    time.sleep(0.2)
+    supervisor = ctl.target._load()["router"]["pid"]  # type: ignore[attr-defined]
+    router = ctl.target.router_pid()  # type: ignore[attr-defined]
+    os.kill(supervisor, signal.SIGKILL)
+    os.kill(router, signal.SIGKILL)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and live_version(ctl) is not None:
+        time.sleep(0.05)
     assert live_version(ctl) is None
-    ctl.target.prepare()
+    info = ctl.status()
+    assert info["live"] == "green" and info["router"]["up"], "status restarted it, serving the same color"
     assert live_version(ctl) == "2"
 
 
@@ -209,11 +215,14 @@ def test_a_bad_canary_is_rejected_and_traffic_returns_to_the_live_color(ctl: Con
     assert live_version(ctl) == "1"
 
 
-def test_first_deploy_that_fails_verification_leaves_nothing_live(ctl: Controller) -> None:
+@pytest.mark.parametrize("fault", ["errors_after:21", "wrong"], ids=["fails-verification", "fails-smoke"])
+def test_a_refused_first_deploy_leaves_nothing_listening(ctl: Controller, fault: str) -> None:
     with pytest.raises(PipelineRejected, match="nothing is live"):
-        ctl.deploy(fake_release("1", "errors_after:21"))
-    response = httpx.post(f"{ctl.target.live_url()}/predict", json={"records": []}, timeout=5)
-    assert response.status_code == 503
+        ctl.deploy(fake_release("1", fault))
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"{ctl.target.live_url()}/predict", json={"records": []}, timeout=5)
+    assert port_free(ctl.target.port)  # type: ignore[attr-defined]
+    assert not ctl.target.running("blue") and ctl.status()["live"] is None
 
 
 def test_production_deploy_needs_approval_and_moves_champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,6 +267,16 @@ def test_down_stops_only_what_the_deploy_started(ctl: Controller) -> None:
         bystander.kill()
 
 
+def test_a_state_file_of_the_wrong_shape_is_bad_input_naming_the_file(ctl: Controller) -> None:
+    ctl.store.dir.mkdir(parents=True, exist_ok=True)
+    for bad in ("[]", '{"live": "purple"}', '{"colors": {"blue": {"uri": 1}}}', '{"previous_until": "soon"}'):
+        ctl.store.state_file.write_text(bad)
+        with pytest.raises(ConfigError, match="is not a deploy state file mlship wrote") as info:
+            ctl.deploy(fake_release("1"))
+        assert info.value.exit_code == 2 and str(ctl.store.state_file) in str(info.value)
+        assert "move it aside and run `mlship down`" in str(info.value)
+
+
 def test_the_router_refuses_a_busy_live_port(tmp_path: Path) -> None:
     import socket
 
@@ -267,3 +286,21 @@ def test_the_router_refuses_a_busy_live_port(tmp_path: Path) -> None:
         ctl = local_controller(tmp_path, port=busy.getsockname()[1])
         with pytest.raises(InfraError, match="is busy"):
             ctl.deploy(fake_release("1"))
+
+
+def test_the_live_router_guards_its_admin_port_and_its_body_limit(tmp_path: Path) -> None:
+    ctl = local_controller(tmp_path)
+    ctl.target.max_body = 2048  # type: ignore[attr-defined]
+    try:
+        ctl.deploy(fake_release("1"))
+        token = ctl.target.token_file  # type: ignore[attr-defined]
+        assert token.stat().st_mode & 0o777 == 0o600
+        admin = ctl.target._load()["router"]["admin_port"]  # type: ignore[attr-defined]
+        hijack = {"backends": {"blue": "127.0.0.1:1"}, "weights": {"blue": 100}}
+        refused = httpx.post(f"http://127.0.0.1:{admin}/route", json=hijack, timeout=5)
+        assert refused.status_code == 401 and live_version(ctl) == "1"
+        big = httpx.post(f"{ctl.target.live_url()}/predict", content=b"x" * 4096, timeout=5)
+        assert big.status_code == 413 and "larger than 2048 bytes" in big.json()["detail"]
+        assert live_version(ctl) == "1"
+    finally:
+        ctl.target.down()

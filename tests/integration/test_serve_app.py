@@ -259,3 +259,74 @@ def test_a_multiclass_model_returns_every_class_probability(tmp_path: Path) -> N
     assert out["predictions"] == ["a", "c"]
     assert len(out["probabilities"][0]) == 3
     assert sum(out["probabilities"][0]) == pytest.approx(1.0)
+
+
+def test_mlships_own_requests_are_answered_but_kept_out_of_the_prediction_log(
+    model: ServingModel, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path)
+    served = load(resolve_source(str(model.model_dir), settings), settings)
+    with TestClient(create_app(served, settings=settings, color="blue", log_stream=io.StringIO())) as c:
+        wait_ready(c)
+        for kind in ("smoke", "verify"):
+            synthetic = c.post("/predict", json={"records": model.example}, headers={"x-mlship-synthetic": kind})
+            assert synthetic.status_code == 200 and len(synthetic.json()["predictions"]) == len(model.example)
+        real = c.post("/predict", json={"records": model.example[:1]}).json()
+        text = c.get("/metrics").text
+    path = tmp_path / ".mlship" / "predictions" / "blue.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["inputs"] for line in lines] == model.example[:1], "only the real request is logged"
+    assert [line["probability"] for line in lines] == real["probabilities"]
+    assert 'mlship_synthetic_total{endpoint="/predict"} 2.0' in text
+
+
+def test_warm_up_503s_are_not_errors(model: ServingModel, tmp_path: Path) -> None:
+    class Broken:
+        classes_ = (0, 1)
+
+        def predict_proba(self, frame: Any) -> Any:
+            raise RuntimeError("never warms")
+
+    settings = settings_for(tmp_path)
+    served = load(resolve_source(str(model.model_dir), settings), settings)
+    broken = ServedModel(estimator=Broken(), columns=served.columns, name="card-fraud", version="9")
+    with TestClient(create_app(broken, settings=settings, log_stream=io.StringIO())) as c:
+        for _ in range(3):
+            assert c.get("/ready").status_code == 503
+        assert c.post("/predict", json={"records": model.example}).status_code == 503
+        text = c.get("/metrics").text
+    assert 'mlship_requests_total{endpoint="/ready",method="GET",status="503"} 3.0' in text
+    assert 'kind="server"' not in text, "a server that says 'not ready yet' is not failing"
+
+
+def test_a_client_that_disconnects_mid_body_is_a_client_error(client: TestClient) -> None:
+    import asyncio
+
+    app = client.app
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"5000")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 499
+    text = client.get("/metrics").text
+    assert 'mlship_errors_total{endpoint="/predict",kind="client"} 1.0' in text
+    assert 'kind="server"' not in text

@@ -68,6 +68,16 @@ def test_an_alias_is_pinned_once_at_start(model: ServingModel) -> None:
     assert code == 0
 
 
+def reached(url: str) -> float:
+    """Predictions the server is handling or has answered (minus the /metrics request asking)."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    total = -1.0
+    for line in text.splitlines():
+        if line.startswith("mlship_in_progress ") or line.startswith('mlship_requests_total{endpoint="/predict"'):
+            total += float(line.split()[-1])
+    return total
+
+
 def test_sigterm_drains_requests_in_flight(model: ServingModel, tmp_path: Path) -> None:
     proc, url = start_server(["--model", str(model.model_dir)], cwd=tmp_path, env=env())
     big = {"records": model.example * 1000}  # 5,000 rows a request: each takes a while
@@ -82,7 +92,13 @@ def test_sigterm_drains_requests_in_flight(model: ServingModel, tmp_path: Path) 
     threads = [threading.Thread(target=call) for _ in range(6)]
     for t in threads:
         t.start()
-    time.sleep(0.3)  # all six are sent and queued behind each other
+    # SIGTERM only once the server is handling all six: a request still in the kernel's accept
+    # queue when the listening socket closes is refused, not drained (the old fixed 0.3 s sleep
+    # lost that race on a loaded machine: ConnectError on all six, 3 runs in 5).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and reached(url) < 6:
+        time.sleep(0.02)
+    assert reached(url) >= 6, "the six requests never reached the server"
     proc.send_signal(signal.SIGTERM)
     for t in threads:
         t.join(timeout=30)

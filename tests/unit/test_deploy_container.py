@@ -214,3 +214,5 @@ def test_deploy_of_an_image_without_a_model_is_exit_1_and_starts_nothing(docker:
     assert result.exit_code == 1, result.output
     assert "carries no MLflow model" in result.output
     assert not any(c[0] == "run" for c in calls(docker))
+    local = project / ".mlship" / "deploy" / "staging" / "local.json"
+    assert not local.is_file() or "router" not in local.read_text(), "no router left listening"

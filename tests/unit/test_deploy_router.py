@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
-from mlship.deploy.router import BUCKETS_MS, Counters, Route, Router
+from mlship.deploy.router import BUCKETS_MS, Counters, Limits, Route, Router
+
+TOKEN = "s3cret-token"
+AUTH = f"authorization: Bearer {TOKEN}\r\n"
 
 
 async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -64,9 +67,9 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def make_rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def make_rig(tmp_path: Path, limits: Limits | None = None) -> AsyncIterator[Rig]:
     back = await asyncio.start_server(backend, "127.0.0.1", 0)
-    router = Router(tmp_path / "route.json")
+    router = Router(tmp_path / "route.json", token=TOKEN, limits=limits)
     proxy = await asyncio.start_server(router.serve_client, "127.0.0.1", 0)
     admin = await asyncio.start_server(router.serve_admin, "127.0.0.1", 0)
     bport = back.sockets[0].getsockname()[1]
@@ -133,16 +136,22 @@ def test_admin_switches_atomically_persists_and_rejects_nonsense(tmp_path: Path)
     async def scenario() -> None:
         async with make_rig(tmp_path) as r:
             body = json.dumps({"backends": {"green": f"127.0.0.1:{r.backend_port}"}, "weights": {"green": 100}})
-            post = f"POST /route HTTP/1.1\r\ncontent-length: {len(body)}\r\n\r\n{body}".encode()
+            post = f"POST /route HTTP/1.1\r\n{AUTH}content-length: {len(body)}\r\n\r\n{body}".encode()
+            unauthorized = f"POST /route HTTP/1.1\r\ncontent-length: {len(body)}\r\n\r\n{body}".encode()
+            assert b"401" in await r.raw(unauthorized, r.admin), "no token, no route change"
+            wrong = unauthorized.replace(b"\r\n", b"\r\nauthorization: Bearer nope\r\n", 1)
+            assert b"401" in await r.raw(wrong, r.admin)
+            assert r.router.route.weights == {"blue": 100}
             assert b"200 OK" in await r.raw(post, r.admin)
             assert r.router.route.weights == {"green": 100}
             assert json.loads((tmp_path / "route.json").read_text())["weights"] == {"green": 100}
             assert Router(tmp_path / "route.json").route.weights == {"green": 100}, "a restart restores the route"
-            state = json.loads((await r.raw(b"GET /state HTTP/1.1\r\n\r\n", r.admin)).split(b"\r\n\r\n", 1)[1])
+            got = await r.raw(f"GET /state HTTP/1.1\r\n{AUTH}\r\n".encode(), r.admin)
+            state = json.loads(got.split(b"\r\n\r\n", 1)[1])
             assert state["route"]["weights"] == {"green": 100} and state["buckets_ms"] == list(BUCKETS_MS)
-            bad = b"POST /route HTTP/1.1\r\ncontent-length: 5\r\n\r\n{nope"
+            bad = f"POST /route HTTP/1.1\r\n{AUTH}content-length: 5\r\n\r\n{{nope".encode()
             assert b"400" in await r.raw(bad, r.admin)
-            assert b"404" in await r.raw(b"GET /other HTTP/1.1\r\n\r\n", r.admin)
+            assert b"404" in await r.raw(f"GET /other HTTP/1.1\r\n{AUTH}\r\n".encode(), r.admin)
             assert await r.raw(b"", r.admin) == b""
 
     run(scenario())
@@ -175,3 +184,172 @@ def test_router_main_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> 
         s.listen()
         assert main(["--port", str(s.getsockname()[1]), "--admin-port", "0"]) == 3
     assert "cannot listen" in capsys.readouterr().err
+
+
+def test_a_router_without_a_token_refuses_every_admin_call(tmp_path: Path) -> None:
+    router = Router(tmp_path / "route.json")
+    assert not router.authorized(b"GET /state HTTP/1.1\r\nauthorization: Bearer \r\n\r\n")
+
+
+def test_an_oversized_body_is_413_before_it_is_read(tmp_path: Path) -> None:
+    """A declared 300 MB body is refused at the head: the router never buffers it."""
+
+    async def scenario() -> None:
+        async with make_rig(tmp_path, Limits(max_body=1000)) as r:
+            reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+            writer.write(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-length: 300000000\r\n\r\n" + b"x" * 10)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)  # answered and closed without the body
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 413") and b"larger than 1000 bytes" in answer
+            chunked = (
+                b"POST /x HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                + b"3e8\r\n"
+                + b"a" * 1000
+                + b"\r\n"
+                + b"3e8\r\n"
+            )
+            assert (await r.raw(chunked)).startswith(b"HTTP/1.1 413")
+            assert b"echo:" + b"a" * 1000 in await r.raw(
+                b"POST /x HTTP/1.1\r\nconnection: close\r\ncontent-length: 1000\r\n\r\n" + b"a" * 1000
+            )
+            assert b"400" in await r.raw(b"POST /x HTTP/1.1\r\ncontent-length: lots\r\n\r\n")
+            assert "blue" not in r.router.counters or r.router.counters["blue"].errors == 0
+
+    run(scenario())
+
+
+def test_slow_heads_slow_bodies_and_idle_connections_are_cut(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        limits = Limits(header_timeout_s=0.3, body_timeout_s=0.3, idle_timeout_s=0.3)
+        async with make_rig(tmp_path, limits) as r:
+            reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+            writer.write(b"GET /x HTTP/1.1\r\nhost: x\r\n")  # the head never ends
+            await writer.drain()
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 408")
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+            writer.write(b"POST /x HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc")  # the body never ends
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 408") and b"body" in answer
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+            writer.write(b"GET /x HTTP/1.1\r\ncontent-length: 0\r\n\r\n")  # one request, then silence
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)  # closed after the idle timeout
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"echo:")
+            writer.close()
+
+    run(scenario())
+
+
+def test_connections_are_bounded_and_errors_say_what_without_internals(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with make_rig(tmp_path, Limits(max_connections=1)) as r:
+            _, held = await asyncio.open_connection("127.0.0.1", r.port)
+            await asyncio.sleep(0.05)
+            refused = await r.raw(get("/x"))
+            assert refused.startswith(b"HTTP/1.1 503") and b"connection limit" in refused
+            held.close()
+            await asyncio.sleep(0.05)
+            r.router.set_route(Route(backends={"green": "127.0.0.1:1"}, weights={"green": 100}))
+            failed = await r.raw(get("/x"))
+            assert failed.startswith(b"HTTP/1.1 502")
+            body = failed.split(b"\r\n\r\n", 1)[1]
+            assert b"green did not answer" in body
+            assert b"127.0.0.1" not in body and b"Error" not in body, "no addresses or exception names"
+
+    run(scenario())
+
+
+def test_a_request_the_live_color_cannot_answer_goes_to_the_standby(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with make_rig(tmp_path) as r:
+            backends = {"green": "127.0.0.1:1", "blue": f"127.0.0.1:{r.backend_port}"}
+            r.router.set_route(Route(backends=backends, weights={"green": 100}, standby="blue"))
+            assert (await r.raw(get("/x"))).endswith(b"echo:")
+            assert r.router.counters["blue"].requests == 1 and r.router.counters["blue"].errors == 0
+            assert r.router.counters["green"].errors == 1, "the live color's failure still counts against it"
+
+    run(scenario())
+
+
+async def ready_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+    await writer.drain()
+    writer.close()
+
+
+def test_the_router_fails_over_to_a_ready_standby_and_records_why(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        standby = await asyncio.start_server(ready_backend, "127.0.0.1", 0)
+        port = standby.sockets[0].getsockname()[1]
+        router = Router(tmp_path / "route.json")
+        router.set_route(
+            Route(
+                backends={"green": "127.0.0.1:1", "blue": f"127.0.0.1:{port}"}, weights={"green": 100}, standby="blue"
+            )
+        )
+        watcher = asyncio.get_running_loop().create_task(router.watch(interval_s=0.02))
+        for _ in range(200):
+            if router.route.weights == {"blue": 100}:
+                break
+            await asyncio.sleep(0.02)
+        watcher.cancel()
+        standby.close()
+        assert router.route.weights == {"blue": 100} and router.route.standby is None
+        assert router.failover is not None and router.failover["reason"] == "green is unreachable"
+        persisted = json.loads((tmp_path / "route.json").read_text())
+        assert persisted["failover"]["to"] == "blue", "a restarted router remembers the failover"
+        assert Router(tmp_path / "route.json").failover == persisted["failover"]
+
+    run(scenario())
+
+
+def test_no_failover_without_a_ready_standby(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        router = Router(None)
+        router.set_route(
+            Route(backends={"green": "127.0.0.1:1", "blue": "127.0.0.1:2"}, weights={"green": 100}, standby="blue")
+        )
+        watcher = asyncio.get_running_loop().create_task(router.watch(interval_s=0.02))
+        await asyncio.sleep(0.3)
+        watcher.cancel()
+        assert router.route.weights == {"green": 100} and router.failover is None
+
+    run(scenario())
+
+
+async def unready_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+def test_a_live_color_that_says_not_ready_is_given_more_patience_before_failover(tmp_path: Path) -> None:
+    from mlship.deploy.router import FAILOVER_AFTER_SLOW
+
+    async def scenario() -> None:
+        live = await asyncio.start_server(unready_backend, "127.0.0.1", 0)
+        standby = await asyncio.start_server(ready_backend, "127.0.0.1", 0)
+        ports = [s.sockets[0].getsockname()[1] for s in (live, standby)]
+        router = Router(None)
+        backends = {"green": f"127.0.0.1:{ports[0]}", "blue": f"127.0.0.1:{ports[1]}"}
+        router.set_route(Route(backends=backends, weights={"green": 100}, standby="blue"))
+        watcher = asyncio.get_running_loop().create_task(router.watch(interval_s=0.02))
+        await asyncio.sleep(0.02 * (FAILOVER_AFTER_SLOW - 3))
+        assert router.route.weights == {"green": 100}, "not after a few probes"
+        for _ in range(200):
+            if router.failover is not None:
+                break
+            await asyncio.sleep(0.02)
+        watcher.cancel()
+        live.close()
+        standby.close()
+        assert router.route.weights == {"blue": 100}
+        assert router.failover is not None and router.failover["reason"] == "green answers /ready with 503"
+
+    run(scenario())

@@ -142,3 +142,29 @@ def test_markdown_report_names_release_checks_and_timings() -> None:
     text = render_markdown(result)
     assert "card-fraud v2" in text and "previous: card-fraud v1" in text and "switch 0.01" in text
     assert result.to_dict()["previous"]["version"] == "1"
+
+
+def test_the_fault_hook_kills_only_at_the_step_it_names() -> None:
+    from mlship.deploy.faults import FAULT_VAR, STEPS, checkpoint
+
+    checkpoint("switched")  # unset: nothing happens
+    code = "from mlship.deploy.faults import checkpoint; checkpoint('smoke-passed'); checkpoint('switched')"
+    for step, expected in (("switched", -9), ("verified", 0)):
+        done = subprocess.run([sys.executable, "-c", code], env={**os.environ, FAULT_VAR: step}, check=False)
+        assert done.returncode == expected, step
+    assert STEPS == ("idle-started", "smoke-passed", "switched", "mid-verification", "verified")
+
+
+def test_a_history_file_of_the_wrong_shape_is_a_config_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "staging")
+    store.dir.mkdir(parents=True)
+    store.history_file.write_text('{"not": "a list"}')
+    with pytest.raises(ConfigError, match=r"history\.json is not a deploy state file mlship wrote"):
+        store.load()
+    store.history_file.write_text("[]")
+    store.state_file.write_text('{"live": "blue", "pending": {"color": "green"}, "previous_until": 5}')
+    state = store.load()
+    assert state.live == "blue" and state.pending == {"color": "green"} and state.previous_until == 5.0
+    store.state_file.write_text('{"retire": [1]}')
+    with pytest.raises(ConfigError, match="is not an object"):
+        store.load()

@@ -88,8 +88,11 @@ def deploy(
         elif from_env is not None:
             raise ConfigError("--from-env needs --target kubernetes", hint="the release records live in the cluster")
         require_approval(env, approve)
+        if not promote_canary and source is None:
+            _check_model_options(image, model, target)
         ctl = controller(settings, target, env, namespace)
         try:
+            ctl.preflight()  # a held lock or a busy port is reported now, before any model loads
             if promote_canary:
                 result = ctl.promote_canary()
             else:
@@ -98,11 +101,9 @@ def deploy(
 
                     release = verified_release(settings, source, from_namespace or namespace)
                 elif image and target == "local":
-                    release = _image_release(image, model, env)
-                elif not model:
-                    raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
+                    release = _image_release(image, env)
                 else:
-                    release = ctl.resolve(model, image=image)
+                    release = ctl.resolve(str(model), image=image)
                     if target == "kubernetes" and env == "production":
                         from mlship.deploy.factory import require_staged
 
@@ -234,16 +235,24 @@ def _gitops_status(settings: Settings, env: str, namespace: str | None, as_json:
     )
 
 
-def _image_release(image: str, model: str | None, env: str) -> Release:
-    """A local image release: the image carries its model, so --model would be a second truth."""
-    from mlship.deploy.image import release_from_image
+def _check_model_options(image: str | None, model: str | None, target: str) -> None:
+    """Usage errors (exit 2) come before anything is checked or started."""
     from mlship.errors import ConfigError
 
-    if model:
-        raise ConfigError(
-            "--model and --image name the model twice for the local target",
-            hint="the image carries its model (see its io.mlship.model.* labels): pass --image alone",
-        )
+    if image and target == "local":
+        if model:  # a local image release: the image carries its model, so --model would be a second truth
+            raise ConfigError(
+                "--model and --image name the model twice for the local target",
+                hint="the image carries its model (see its io.mlship.model.* labels): pass --image alone",
+            )
+    elif not model:
+        raise ConfigError("--model is required", hint="e.g. --model models:/card-fraud@challenger")
+
+
+def _image_release(image: str, env: str) -> Release:
+    """A local image release: model and version come from the image's labels."""
+    from mlship.deploy.image import release_from_image
+
     return release_from_image(image, env=env, target="local")
 
 
@@ -284,7 +293,11 @@ def status(
     namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Live URL, live color, what runs on each color, and the release history."""
+    """Live URL, live color, the router, what runs on each color, the release history.
+
+    Exit 0 only when the live path answers /ready (local: through the router); otherwise
+    exit 3 with one line saying what is down and how to repair it.
+    """
 
     def action(settings: Settings) -> int:
         if target == "gitops":
@@ -297,38 +310,12 @@ def status(
         info["rollback_to"] = _rollback_to(info)
         if as_json:
             print(json.dumps(info, indent=2, sort_keys=True))
-            return 0
-        import datetime as dt
+        else:
+            _print_status(info)
+        if info["problem"]:
+            from mlship.errors import InfraError
 
-        from rich.table import Table
-
-        out = cli.console()
-        out.print(f"{info['target']}/{info['env']}: live {info['live'] or '-'} at {info['live_url'] or '-'}")
-        colors = Table(title="colors")
-        for col in ("color", "running", "release", "outcome"):
-            colors.add_column(col)
-        for color, c in info["colors"].items():
-            rel = c["release"] or {}
-            label = f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else rel.get("uri", "-")
-            colors.add_row(color, "yes" if c["running"] else "no", label, rel.get("outcome", "-"))
-        out.print(colors)
-        back = info["rollback_to"]
-        if back:
-            how = "one switch (warm)" if back["warm"] else "a full blue-green deploy"
-            out.print(f"rollback target: {back['label']} ({how})")
-        retire = info.get("retire")
-        if retire:
-            at = dt.datetime.fromtimestamp(retire["at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            how = "" if retire["scheduled"] else " (at the next deploy or rollback: no retirement process runs)"
-            out.print(f"previous color {retire['color']} retires at {at}{how}; until then a rollback is one switch")
-        history = Table(title="history (newest first)")
-        for col in ("when", "version", "color", "outcome", "detail"):
-            history.add_column(col)
-
-        for r in info["history"]:
-            when = dt.datetime.fromtimestamp(r["deployed_at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-            history.add_row(when, r.get("version") or r["uri"], r["color"], r["outcome"], r["detail"][:80])
-        out.print(history)
+            raise InfraError(info["problem"], hint=_repair(info, env))
         return 0
 
     cli.run(ctx, action)
@@ -352,6 +339,62 @@ def _rollback_to(info: dict[str, Any]) -> dict[str, Any] | None:
 
 def _label(rel: dict[str, Any]) -> str:
     return f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else str(rel.get("uri", "-"))
+
+
+def _repair(info: dict[str, Any], env: str) -> str:
+    """What to type when `status` finds the live path down."""
+    flags = "" if env == "staging" else f" --env {env}"
+    if info["live"] is None:
+        return f"deploy a model: `mlship deploy --model models:/NAME@ALIAS{flags}`"
+    if info["deploy_in_progress"]:
+        return "a deploy is running: wait for it, then run `mlship status` again"
+    return f"roll back with `mlship rollback{flags}`, or redeploy; `mlship down{flags}` stops what is left"
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    import datetime as dt
+
+    from rich.table import Table
+
+    out = cli.console()
+    for note in info["reconciled"]:
+        out.print(f"reconciled: {note}")
+    if info["deploy_in_progress"]:
+        out.print(f"a deploy is in progress: {info['deploy_in_progress']}")
+    out.print(f"{info['target']}/{info['env']}: live {info['live'] or '-'} at {info['live_url'] or '-'}")
+    router = info.get("router")
+    if router:
+        supervised = "supervised" if router["supervisor_pid"] else "NOT supervised"
+        up = f"up (pid {router['pid']}, {supervised})" if router["up"] else "DOWN"
+        out.print(f"router on {router['url']}: {up}")
+        if router.get("failover"):
+            f = router["failover"]
+            out.print(f"failover: {f['from']} → {f['to']} because {f['reason']}")
+    colors = Table(title="colors")
+    for col in ("color", "running", "release", "outcome"):
+        colors.add_column(col)
+    for color, c in info["colors"].items():
+        rel = c["release"] or {}
+        label = f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else rel.get("uri", "-")
+        colors.add_row(color, "yes" if c["running"] else "no", label, rel.get("outcome", "-"))
+    out.print(colors)
+    back = info.get("rollback_to")
+    if back:
+        how = "one switch (warm)" if back["warm"] else "a full blue-green deploy"
+        out.print(f"rollback target: {back['label']} ({how})")
+    retire = info.get("retire")
+    if retire:
+        at = dt.datetime.fromtimestamp(retire["at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        how = "" if retire["scheduled"] else " (at the next deploy or rollback: no retirement process runs)"
+        out.print(f"previous color {retire['color']} retires at {at}{how}; until then a rollback is one switch")
+    history = Table(title="history (newest first)")
+    for col in ("when", "version", "color", "outcome", "detail"):
+        history.add_column(col)
+
+    for r in info["history"]:
+        when = dt.datetime.fromtimestamp(r["deployed_at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        history.add_row(when, r.get("version") or r["uri"], r["color"], r["outcome"], r["detail"][:80])
+    out.print(history)
 
 
 def down(

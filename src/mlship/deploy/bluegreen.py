@@ -8,6 +8,7 @@ ever moves to a color that passed its smoke test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -17,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship.deploy.faults import checkpoint
+from mlship.deploy.lock import LockHeld
 from mlship.deploy.release import COLORS, DeployState, Release, ReleaseStore, StateStore, find_release, other
 from mlship.deploy.smoke import Golden, SmokeResult, golden_from_dir, smoke
 from mlship.deploy.targets.base import ColorFailed, Target
 from mlship.deploy.verify import VerifyResult, verify
-from mlship.errors import ConfigError, InfraError, PipelineRejected
+from mlship.errors import ConfigError, InfraError, MlshipError, PipelineRejected
 from mlship.fsutil import write_json, write_text
 
 if TYPE_CHECKING:
@@ -152,12 +155,27 @@ class Controller:
             raise ConfigError(f"unknown strategy {strategy!r}", hint="use bluegreen or canary")
         if strategy == "canary" and not 1 <= weight <= 99:
             raise ConfigError(f"canary weight {weight} is out of range", hint="use --weight between 1 and 99")
-        with self.store.lock():
+        with self._lock():
             state = self.store.load()
+            self.reconcile(state)
             self._reap(state)
             return self._deploy(state, release, strategy=strategy, weight=weight)
 
+    def _lock(self) -> contextlib.AbstractContextManager[object]:
+        """The environment's deploy lock (one deploy, rollback or retirement at a time), kept by the store:
+        a file lock beside the local state, a Lease in the cluster for kubernetes."""
+        return self.store.lock()
+
+    def preflight(self) -> None:
+        """Fail fast, before any model is resolved or loaded: a held lock, a busy live port."""
+        with self._lock():
+            pass
+        check = getattr(self.target, "preflight", None)  # targets that own a port check it here
+        if check is not None:
+            check()
+
     def _deploy(self, state: DeployState, release: Release, *, strategy: str, weight: int) -> DeployResult:
+        """The deploy proper. Intent is written to the state before each action (see `reconcile`)."""
         timings: dict[str, float] = {}
         clock = time.monotonic()
         live = state.live if state.live and self.target.running(state.live) else None
@@ -166,22 +184,34 @@ class Controller:
         idle = other(live) if live else (state.live and other(state.live)) or "blue"
         release = release.with_(color=idle, env=self.env, target=self.target.name, deployed_at=time.time())
         previous = state.colors.get(live) if live else None
-        golden = self.golden(release)
-        self.target.prepare()
+        warm = state.colors.get(idle)  # the release a rollback goes to: the target keeps it warm until verified
 
         def reject(reason: str, *, switched: bool) -> PipelineRejected:
-            if switched:
-                self.target.set_weights({live: 100} if live else {})
-            self.target.stop(idle)
-            state.colors.pop(idle, None)
-            state.live = live
-            self.store.save(state)
+            self._undo(state, idle, live, warm, switched=switched)
             self.store.record(release.with_(outcome="rolled back" if switched else "rejected", detail=reason))
             where = f"{previous.label} on {live} is still live" if previous and live else "nothing is live"
             return PipelineRejected(f"deploy of {release.label} rolled back: {reason}", hint=where)
 
         try:
+            golden = self.golden(release)
+        except MlshipError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model that raises on its own example is refused (exit 1)
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            why = f"the model raised on its input example ({type(exc).__name__}: {text})"
+            raise reject(why, switched=False) from None
+        self.target.prepare()  # after the golden rows: a model that cannot give them starts nothing
+        state.pending = {
+            "color": idle,
+            "release": release.to_dict(),
+            "step": "starting",
+            "previous": live,
+            "warm": warm.to_dict() if warm else None,
+        }
+        self.store.save(state)  # intent first: a crash from here leaves a candidate the next command stops
+        try:
             self.target.start(idle, release)
+            checkpoint("idle-started")
             self.target.wait_ready(idle, self.cfg.ready_timeout_s)
         except ColorFailed as exc:
             raise reject(str(exc), switched=False) from None
@@ -195,17 +225,24 @@ class Controller:
         if not result.ok:
             failed = "; ".join(f"{c.name}: {c.detail}" for c in result.failures)
             raise reject(f"smoke test failed ({failed})", switched=False)
+        checkpoint("smoke-passed")
         weights = {idle: 100} if strategy == "bluegreen" else {live or "blue": 100 - weight, idle: weight}
+        # Intent before the switch: the state names the candidate (live, unverified, or canary)
+        # before the router sends it a single request.
+        state.pending["step"] = "verifying"
+        state.colors[idle] = release.with_(outcome="verifying" if strategy == "bluegreen" else "canary")
+        if strategy == "bluegreen":
+            state.live = idle
+        self.store.save(state)
         switch_start = time.monotonic()
         try:
             self.target.set_weights(weights)
         except ColorFailed as exc:
             raise reject(str(exc), switched=True) from None
         timings["switch"] = round(time.monotonic() - switch_start, 4)
+        checkpoint("switched")
         if strategy == "canary":
             weights = self.target.weights() or weights  # kubernetes quantises a split to whole pods
-        state.colors[idle] = release.with_(outcome="live" if strategy == "bluegreen" else "canary")
-        self.store.save(state)  # a crash from here on still knows what runs where
         try:
             checked = verify(
                 self.target,
@@ -220,16 +257,17 @@ class Controller:
         timings["verify"] = checked.window_s
         if not checked.ok:
             raise reject(f"verification failed: {checked.reason}", switched=True)
-        if strategy == "bluegreen":
-            state.live = idle
-            state.previous_until = time.time() + self.cfg.rollback_window_s if live else None
-            self._reap(state)
-            self._schedule_retire(state)
-        self.store.save(state)
         outcome = "live" if strategy == "bluegreen" else "canary"
-        self.store.record(release.with_(outcome=outcome, detail=checked.reason))
-        if strategy == "bluegreen" and self.env == "production" and release.name and release.version:
-            self.registry.set_alias(release.name, "champion", release.version)
+        if strategy == "canary":
+            state.pending = None
+            self.store.save(state)
+            self.store.record(release.with_(outcome=outcome, detail=checked.reason))
+        else:
+            state.pending["step"] = "verified"
+            state.pending["detail"] = checked.reason
+            self.store.save(state)
+            checkpoint("verified")
+            self._finish(state, idle, release, live=live, detail=checked.reason)
         timings["total"] = round(time.monotonic() - clock, 3)
         deployed = DeployResult(
             action="deploy" if strategy == "bluegreen" else "canary",
@@ -247,10 +285,109 @@ class Controller:
         self._report(deployed)
         return deployed
 
+    def _finish(self, state: DeployState, color: str, release: Release, *, live: str | None, detail: str) -> None:
+        """A verified blue-green release becomes live: champion, state, history, the warm previous."""
+        if self.env == "production" and release.name and release.version:
+            self.registry.set_alias(release.name, "champion", release.version)
+        state.live = color
+        state.colors[color] = release.with_(outcome="live")
+        state.pending = None
+        state.previous_until = time.time() + self.cfg.rollback_window_s if live else None
+        self.store.save(state)
+        self.store.record(release.with_(outcome="live", detail=detail))
+        settle = getattr(self.target, "release_parked", None)  # local: the older release parked behind it
+        if settle is not None:
+            settle(color)
+        self._reap(state)
+        self._schedule_retire(state)
+        self.store.save(state)
+
+    def _undo(self, state: DeployState, idle: str, live: str | None, warm: Release | None, *, switched: bool) -> None:
+        """Refuse a candidate on `idle`: traffic back to `live`, the candidate stopped, the warm release kept."""
+        if switched:
+            self.target.set_weights({live: 100} if live else {})
+        self.target.stop(idle)  # the local target brings back the release parked behind the candidate
+        if warm is not None and self.target.running(idle):
+            state.colors[idle] = warm
+        else:
+            state.colors.pop(idle, None)
+        state.live = live
+        state.pending = None
+        if live is None:
+            self.target.down()  # a refused first deploy leaves nothing listening
+            state.colors = {}
+        self.store.save(state)
+
+    def reconcile(self, state: DeployState) -> list[str]:
+        """Make what runs agree with the state before acting (call under the lock); return what changed.
+
+        - A deploy that died before its verification passed (`pending`, any step but
+          "verified") is undone: traffic back to the previous color, the candidate stopped,
+          the release it replaced kept warm. One that died after it passed is finished.
+        - A live color that stopped running while the previous color still runs: the router
+          has (or now) failed over to it; the state adopts the failover and records why.
+        - The router is restarted if it is down, and routes only to the colors the state
+          names live (or canary).
+        """
+        notes: list[str] = []
+        pending = state.pending
+        if pending is not None:
+            color, step = str(pending["color"]), str(pending.get("step"))
+            release = Release.from_dict(pending["release"])
+            previous = pending.get("previous")
+            if step == "verified":
+                detail = f"{pending.get('detail', 'verified')}; finished by the next command after the deploy died"
+                self._finish(state, color, release, live=previous, detail=detail)
+                notes.append(f"finished the interrupted deploy of {release.label}: it had passed verification")
+            else:
+                warm = Release.from_dict(pending["warm"]) if pending.get("warm") else None
+                back = previous if previous and self.target.running(previous) else None
+                self._undo(state, color, back, warm, switched=step == "verifying")
+                reason = f"the deploy died ({step}) before it was verified"
+                self.store.record(release.with_(outcome="rolled back", detail=reason))
+                notes.append(f"undid the interrupted deploy of {release.label}: {reason}")
+        notes += self._heal(state)
+        if pending is None and not notes:
+            settle = getattr(self.target, "release_parked", None)
+            if settle is not None and self._canary(state) is None:
+                for color in COLORS:
+                    settle(color)
+        return notes
+
+    def _heal(self, state: DeployState) -> list[str]:
+        """Live color gone: adopt the failover to the warm previous one; route only to named colors."""
+        live = state.live
+        if live is None:
+            return []
+        notes: list[str] = []
+        prev = other(live)
+        info = getattr(self.target, "router_info", None)
+        failover = (info() or {}).get("failover") if info is not None else None
+        if not self.target.running(live) and prev in state.colors and self.target.running(prev):
+            why = failover["reason"] if failover and failover.get("to") == prev else f"{live} stopped running"
+            release = state.colors[prev]
+            self.target.stop(live)
+            state.colors.pop(live, None)
+            state.live = prev
+            state.previous_until = None
+            if self.target.weights() != {prev: 100}:  # the router has not failed over itself (yet)
+                self.target.set_weights({prev: 100})
+            self.store.save(state)
+            self.store.record(release.with_(outcome="live", detail=f"failover: {why}", deployed_at=time.time()))
+            return [f"failed over to {prev} ({release.label}): {why}"]
+        self.target.prepare()  # a dead router is restarted (it restores its persisted route)
+        allowed = {live} | ({c} if (c := self._canary(state)) else set())
+        routed = self.target.weights()
+        if self.target.running(live) and (routed is None or not routed or not set(routed) <= allowed):
+            self.target.set_weights({live: 100})
+            notes.append(f"the router sent traffic to {sorted(routed or {})}; it routes to {live} again")
+        return notes
+
     def promote_canary(self) -> DeployResult:
         """Send all traffic to the canary color, verify it, and make it live."""
-        with self.store.lock():
+        with self._lock():
             state = self.store.load()
+            self.reconcile(state)
             canary = self._canary(state)
             if canary is None:
                 raise ConfigError("no canary is running", hint="start one with `mlship deploy --strategy canary`")
@@ -304,8 +441,9 @@ class Controller:
 
     def rollback(self, to: str | None = None) -> DeployResult:
         """Back to the previous color in one switch; `to` an older release: a full blue-green deploy."""
-        with self.store.lock():
+        with self._lock():
             state = self.store.load()
+            self.reconcile(state)
             self._reap(state)
             live = state.live
             canary = self._canary(state)
@@ -367,8 +505,20 @@ class Controller:
         return done
 
     def status(self) -> dict[str, Any]:
-        """Live URL, live color, what runs on each color, the history: for humans and scripts."""
-        state = self.store.load()
+        """Live URL, live color, what runs on each color, the router, the history — and whether it serves.
+
+        Reconciles first (unless a deploy holds the lock); `healthy` is true only when the live
+        path answers /ready (local: through the router), else `problem` says what is down.
+        """
+        notes: list[str] = []
+        busy = None
+        try:
+            with self._lock():
+                notes = self.reconcile(self.store.load())
+                state = self.store.load()  # with the history the reconciliation recorded
+        except LockHeld as exc:
+            busy = exc.message
+            state = self.store.load()
         colors: dict[str, Any] = {}
         for color in COLORS:
             release = state.colors.get(color)
@@ -376,23 +526,44 @@ class Controller:
                 "running": self.target.running(color),
                 "release": release.to_dict() if release else None,
             }
+        info = getattr(self.target, "router_info", None)
+        problem = self._problem(state)
         return {
             "env": self.env,
             "target": self.target.name,
             "live": state.live,
             "live_url": self.target.live_url() if state.live else None,
             "weights": self.target.weights() if state.live else None,
+            "healthy": problem is None,
+            "problem": problem,
+            "reconciled": notes,
+            "deploy_in_progress": busy,
+            "pending": state.pending,
+            "router": info() if info is not None else None,
             "colors": colors,
             "rollback_until": state.previous_until,
             "retire": self._retire_info(state),
             "history": [r.to_dict() for r in reversed(state.history)],
         }
 
+    def _problem(self, state: DeployState) -> str | None:
+        """None when live traffic is served; else what is down (one line for `status`)."""
+        if state.live is None:
+            return f"nothing is live in {self.env}"
+        if not self.target.running(state.live):
+            return f"the live color {state.live} is not running"
+        probe = getattr(self.target, "live_problem", None)  # local: /ready through the router
+        return probe() if probe is not None else None
+
     def down(self) -> list[str]:
         """Stop everything this environment started; the history stays."""
-        with self.store.lock():
+        with self._lock():
             stopped = self.target.down()
             state = self.store.load()
+            if state.pending is not None:
+                release = Release.from_dict(state.pending["release"])
+                self.store.record(release.with_(outcome="rolled back", detail="stopped by `mlship down` mid-deploy"))
+                state.pending = None
             if state.retire is not None and _cancel_retire(state.retire):
                 stopped.append(f"retirement of {state.retire.get('color')} (pid {state.retire.get('pid')})")
             state.retire = None
@@ -428,7 +599,7 @@ class Controller:
         Called by the retirement process (mlship.deploy.retire) under the deploy lock; a later
         deploy or rollback changed the state, so it is then a no-op.
         """
-        with self.store.lock():
+        with self._lock():
             state = self.store.load()
             release = state.colors.get(color)
             if state.live is None or state.live == color or release is None or release.uri != uri:
@@ -457,6 +628,7 @@ class Controller:
             return
         from mlship.deploy import retire
         from mlship.deploy.targets.local import spawn
+        from mlship.redaction import MLFLOW_CLIENT_SECRETS
 
         spec = {
             "state_dir": str(self.store.dir),
@@ -474,7 +646,7 @@ class Controller:
         spec_file.chmod(0o600)
         argv = [sys.executable, "-m", "mlship.deploy.retire", str(spec_file)]
         try:
-            handle = spawn(argv, self.store.dir / "retire.log", cwd=self.settings.root)
+            handle = spawn(argv, self.store.dir / "retire.log", cwd=self.settings.root, secrets=MLFLOW_CLIENT_SECRETS)
         except ColorFailed as exc:  # the switch stands; the next deploy/rollback still reaps it (`_reap`)
             with (self.store.dir / "retire.log").open("a") as log:
                 log.write(f"cannot schedule the retirement of {color}: {exc}\n")
@@ -500,7 +672,7 @@ class Controller:
 
     def reject_canary(self, reason: str = "canary rejected") -> DeployResult:
         """All traffic back to the live color, the canary stopped and recorded as rejected."""
-        with self.store.lock():
+        with self._lock():
             state = self.store.load()
             canary = self._canary(state)
             if canary is None or state.live is None:

@@ -31,7 +31,7 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
         state_dir = settings.state_path / "deploy" / env
         # A release with an image (--image) runs as a container, any other as a process.
         runner = ReleaseRunner(ProcessRunner(env=env_vars, cwd=settings.root), DockerRunner(env, scope_of(state_dir)))
-        local = LocalTarget(state_dir, port=settings.deploy.port, runner=runner)
+        local = LocalTarget(state_dir, port=settings.deploy.port, runner=runner, max_body=settings.serve.max_body_bytes)
         return Controller(settings, local, env, golden=_local_golden(settings), schedule_retirement=True)
     if target == "kubernetes":
         from mlship.deploy.targets.kubernetes import KubernetesTarget

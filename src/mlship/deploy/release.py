@@ -71,6 +71,24 @@ class DeployState:
     history: list[Release] = field(default_factory=list)
     retire: dict[str, Any] | None = None
     """The process that stops the previous color when the window ends: pid, start time, color, until."""
+    pending: dict[str, Any] | None = None
+    """A deploy's intent, written before it acts: {color, release, step, previous}. A deploy
+    that finishes clears it; one that crashed leaves it for the next command to reconcile."""
+
+    @classmethod
+    def from_dict(cls, raw: object, *, env: str, target: str = "local") -> DeployState:
+        """The state as persisted (a file or a ConfigMap), shape-checked: ValueError/TypeError if not."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"a {type(raw).__name__}, not an object")
+        return cls(
+            env=env,
+            target=str(raw.get("target", target)),
+            live=_color_or_none(raw.get("live")),
+            colors={_color(c): Release.from_dict(r) for c, r in (raw.get("colors") or {}).items()},
+            previous_until=_number_or_none(raw.get("previous_until")),
+            retire=_dict_or_none(raw.get("retire")),
+            pending=_dict_or_none(raw.get("pending")),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +98,7 @@ class DeployState:
             "colors": {c: r.to_dict() for c, r in self.colors.items()},
             "previous_until": self.previous_until,
             "retire": self.retire,
+            "pending": self.pending,
         }
 
 
@@ -123,16 +142,19 @@ class StateStore:
         return self.dir / "history.json"
 
     def load(self) -> DeployState:
-        raw = _read(self.state_file) or {}
-        state = DeployState(
-            env=self.env,
-            target=str(raw.get("target", "local")),
-            live=raw.get("live"),
-            colors={c: Release.from_dict(r) for c, r in (raw.get("colors") or {}).items()},
-            previous_until=raw.get("previous_until"),
-            retire=raw.get("retire"),
-        )
-        state.history = [Release.from_dict(r) for r in (_read(self.history_file) or [])]
+        raw = _read(self.state_file)
+        raw = {} if raw is None else raw
+        try:
+            state = DeployState.from_dict(raw, env=self.env)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise _bad_shape(self.state_file, exc) from None
+        try:
+            history = _read(self.history_file)
+            if history is not None and not isinstance(history, list):
+                raise ValueError(f"a {type(history).__name__}, not a list")
+            state.history = [Release.from_dict(r) for r in (history or [])]
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise _bad_shape(self.history_file, exc) from None
         return state
 
     def save(self, state: DeployState) -> None:
@@ -158,6 +180,40 @@ def find_release(history: list[Release], version: str) -> Release:
     raise ConfigError(
         f"version {version!r} is not in the deploy history",
         hint=f"redeployable: {', '.join(known) or 'none yet'}; or deploy it with `mlship deploy --model`",
+    )
+
+
+def _color(value: Any) -> str:
+    if value not in COLORS:
+        raise ValueError(f"{value!r} is not a color (blue or green)")
+    return str(value)
+
+
+def _color_or_none(value: Any) -> str | None:
+    return None if value is None else _color(value)
+
+
+def _number_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not an object")
+    return value
+
+
+def _bad_shape(path: Path, exc: Exception) -> ConfigError:
+    """A state file mlship did not write (edited by hand, another tool): bad input, exit 2."""
+    return ConfigError(
+        f"{path} is not a deploy state file mlship wrote ({exc})",
+        hint="restore it, or move it aside and run `mlship down` for this --env, then deploy again",
     )
 
 

@@ -1,14 +1,30 @@
 """The local router: owns the live port and forwards each HTTP/1.1 request to a color.
 
 Raw asyncio streams (uvloop when installed) keep it far cheaper than the model servers
-behind it. The route (backends + weights) is one immutable object replaced in a single
-assignment, so a switch is atomic: a request goes wholly to the old color or wholly to
-the new one. Per-color counters (requests, errors, latency histogram) are the signal the
-blue-green controller verifies a release on. Admin API (JSON, another loopback port):
-`GET /state`, `POST /route` with `{"backends": {"blue": "127.0.0.1:9001"}, "weights":
-{"blue": 100}}`. The route is also persisted, so a restarted router serves the same color.
+behind it. The route (backends + weights + standby) is one immutable object replaced in a
+single assignment, so a switch is atomic: a request goes wholly to the old color or wholly
+to the new one. Per-color counters (requests, errors, latency histogram, requests in
+flight) are the signal the blue-green controller verifies a release on and drains a color by.
 
-Run as `python -m mlship.deploy.router --port 8000 --admin-port 8001 --route-file F`.
+Failover: the route may name a `standby`, the previous color kept warm for the rollback
+window. A request the live color cannot answer is sent to the standby instead, and when
+the live color fails its `/ready` probes while the standby answers them, the router makes
+the standby live and records why (`failover` in the state); the controller then adopts it.
+
+Limits: request bodies over `max_body` get 413 before any of the body is read; a request
+head must arrive within the header timeout, a body within the body timeout, and a kept-alive
+connection that stays silent is closed after the idle timeout; at most `max_connections`
+clients at once (more get 503). Error bodies say what is wrong, never how (no addresses,
+no exception text).
+
+Admin API (JSON, another loopback port, `authorization: Bearer <token>` where the token is
+the content of a 0600 file): `GET /state`, `POST /route` with `{"backends": {"blue":
+"127.0.0.1:9001"}, "weights": {"blue": 100}, "standby": null}`. The route is also
+persisted, so a restarted router serves the same color.
+
+Run as `python -m mlship.deploy.router --port 8000 --admin-port 8001 --route-file F --token-file T`;
+with `--supervise` the process is a supervisor that runs the router as its child and
+restarts it whenever it dies, so the live port heals without waiting for an mlship command.
 """
 
 from __future__ import annotations
@@ -16,10 +32,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,14 +49,37 @@ BUCKETS_MS = (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 
 
 MAX_HEAD = 64 * 1024
 BACKEND_TIMEOUT_S = 30.0
+MAX_BODY = 1_000_000
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
+IDLE_TIMEOUT_S = 60.0
+MAX_CONNECTIONS = 1024
+PROBE_INTERVAL_S = 0.25
+FAILOVER_AFTER = 2
+"""Consecutive failed /ready probes of the live color (connection refused: it is gone) before the standby takes over."""
+FAILOVER_AFTER_SLOW = 8
+"""The same when the live color still accepts connections but does not answer /ready with 200
+(slow, stuck, or saying not ready): more patience, so a busy machine does not flap colors."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost the router."""
+
+    max_body: int = MAX_BODY
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    max_connections: int = MAX_CONNECTIONS
 
 
 @dataclass(frozen=True)
 class Route:
-    """Where requests go: color → "host:port", and color → weight (live color = 100)."""
+    """Where requests go: color → "host:port", color → weight (live = 100), and the warm standby."""
 
     backends: dict[str, str] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
+    standby: str | None = None
 
     def pick(self) -> str | None:
         live = [(c, w) for c, w in self.weights.items() if w > 0 and c in self.backends]
@@ -54,22 +95,35 @@ class Route:
                 return color
         return live[-1][0]
 
+    def fallback(self, color: str) -> str | None:
+        """Where a request `color` could not answer goes: the standby, if it is another color."""
+        if self.standby and self.standby != color and self.standby in self.backends:
+            return self.standby
+        return None
+
+    def live(self) -> str | None:
+        """The color with all the traffic (None during a canary split or with nothing live)."""
+        full = [c for c, w in self.weights.items() if w >= 100 and c in self.backends]
+        return full[0] if len(full) == 1 else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {"backends": dict(self.backends), "weights": dict(self.weights)}
+        return {"backends": dict(self.backends), "weights": dict(self.weights), "standby": self.standby}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Route:
         backends = {str(k): str(v) for k, v in (raw.get("backends") or {}).items()}
         weights = {str(k): int(v) for k, v in (raw.get("weights") or {}).items()}
-        return cls(backends=backends, weights=weights)
+        standby = raw.get("standby")
+        return cls(backends=backends, weights=weights, standby=str(standby) if standby else None)
 
 
 @dataclass
 class Counters:
-    """Requests, errors (5xx or unreachable backend) and a latency histogram for one color."""
+    """Requests, errors (5xx or unreachable backend), a latency histogram and requests in flight."""
 
     requests: int = 0
     errors: int = 0
+    in_flight: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))
 
     def observe(self, status: int, seconds: float) -> None:
@@ -84,30 +138,53 @@ class Counters:
         self.buckets[-1] += 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors": self.errors, "buckets": list(self.buckets)}
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "in_flight": self.in_flight,
+            "buckets": list(self.buckets),
+        }
 
 
 class BackendError(Exception):
     """The color could not be reached or answered garbage."""
 
 
+class ClientError(Exception):
+    """The client sent something the router refuses: answered with `status` and closed."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
 class Router:
     """Proxy state: the current route, per-color counters, the file the route persists in."""
 
-    def __init__(self, route_file: Path | None) -> None:
+    def __init__(self, route_file: Path | None, *, token: str | None = None, limits: Limits | None = None) -> None:
         self.route_file = route_file
         self.route = Route()
+        self.token = token
+        self.limits = limits or Limits()
         self.counters: dict[str, Counters] = {}
+        self.connections = 0
+        self.refused_connections = 0
+        self.failover: dict[str, Any] | None = None
         self.started = time.time()
         if route_file is not None and route_file.is_file():
-            with contextlib.suppress(OSError, ValueError):
-                self.route = Route.from_dict(json.loads(route_file.read_text()))
+            with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                raw = json.loads(route_file.read_text())
+                self.route = Route.from_dict(raw)
+                self.failover = raw.get("failover")
 
-    def set_route(self, route: Route) -> None:
+    def set_route(self, route: Route, *, failover: dict[str, Any] | None = None) -> None:
+        """Persist, then switch (one assignment). A route from the controller clears a failover record."""
         if self.route_file is not None:
             tmp = self.route_file.with_name(f".{self.route_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(route.to_dict()))
+            tmp.write_text(json.dumps({**route.to_dict(), "failover": failover}))
             os.replace(tmp, self.route_file)
+        self.failover = failover
         self.route = route  # one assignment: the switch
 
     def state(self) -> dict[str, Any]:
@@ -117,51 +194,112 @@ class Router:
             "buckets_ms": list(BUCKETS_MS),
             "pid": os.getpid(),
             "started": self.started,
+            "connections": self.connections,
+            "refused_connections": self.refused_connections,
+            "failover": self.failover,
+            "limits": self.limits.__dict__,
         }
 
     def count(self, color: str, status: int, seconds: float) -> None:
         self.counters.setdefault(color, Counters()).observe(status, seconds)
 
+    def _flight(self, color: str, delta: int) -> None:
+        self.counters.setdefault(color, Counters()).in_flight += delta
+
     # Proxy ---------------------------------------------------------------------------------
 
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= self.limits.max_connections:
+            self.refused_connections += 1
+            with contextlib.suppress(Exception):
+                writer.write(_simple(503, _detail("the router is at its connection limit; retry shortly"), close=True))
+                await writer.drain()
+                await _linger(reader, writer)
+            return
+        self.connections += 1
         pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        first = True
         try:
             while True:
-                request = await _read_request(reader)
+                try:
+                    request = await self._next_request(reader, first=first)
+                except ClientError as exc:
+                    writer.write(_simple(exc.status, _detail(exc.detail), close=True))
+                    await writer.drain()
+                    await _linger(reader, writer)
+                    break
+                first = False
                 if request is None:
                     break
                 head, body, keep_alive = request
                 color = self.route.pick()
                 if color is None:
-                    writer.write(_simple(503, b'{"detail":"no live color"}'))
+                    writer.write(_simple(503, _detail("no model version is live here; see `mlship status`")))
                     await writer.drain()
                     break
-                started = time.perf_counter()
-                try:
-                    status, response, reusable = await self._forward(pool, color, head, body)
-                except BackendError as exc:
-                    self.count(color, 502, time.perf_counter() - started)
-                    writer.write(_simple(502, json.dumps({"detail": f"{color}: {exc}"}).encode()))
-                    await writer.drain()
-                    _drop(pool, color)
-                    if not keep_alive:
-                        break
-                    continue
-                self.count(color, status, time.perf_counter() - started)
-                if not reusable:
-                    _drop(pool, color)
+                response, ok = await self._answer(pool, color, head, body)
                 writer.write(response)
                 await writer.drain()
+                if not ok:
+                    _drop(pool, color)
                 if not keep_alive:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, TimeoutError):
             pass
         finally:
+            self.connections -= 1
             for color in list(pool):
                 _drop(pool, color)
             with contextlib.suppress(Exception):
                 writer.close()
+
+    async def _next_request(self, reader: asyncio.StreamReader, *, first: bool) -> tuple[bytes, bytes, bool] | None:
+        """The next request within the limits; None when the client closed or stayed idle."""
+        wait = self.limits.header_timeout_s if first else self.limits.idle_timeout_s
+        try:
+            head = await asyncio.wait_for(_read_head(reader), wait)
+        except TimeoutError:
+            if first:
+                raise ClientError(408, "the request head did not arrive in time") from None
+            return None  # an idle keep-alive connection: close it quietly
+        except ValueError:
+            raise ClientError(431, "the request head is too large") from None
+        if head is None:
+            return None
+        try:
+            return await asyncio.wait_for(_read_body(reader, head, self.limits.max_body), self.limits.body_timeout_s)
+        except TimeoutError:
+            raise ClientError(408, "the request body did not arrive in time") from None
+
+    async def _answer(
+        self,
+        pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+        color: str,
+        head: bytes,
+        body: bytes,
+    ) -> tuple[bytes, bool]:
+        """Forward to `color`; what it cannot answer goes to the standby; else a counted 502."""
+        started = time.perf_counter()
+        tried = color
+        for candidate in (color, self.route.fallback(color)):
+            if candidate is None:
+                break
+            tried = candidate
+            self._flight(candidate, +1)
+            try:
+                status, response, reusable = await self._forward(pool, candidate, head, body)
+            except BackendError:
+                _drop(pool, candidate)
+                self.count(candidate, 502, time.perf_counter() - started)  # the color failed, whoever answers
+                continue
+            finally:
+                self._flight(candidate, -1)
+            self.count(candidate, status, time.perf_counter() - started)
+            if not reusable:
+                _drop(pool, candidate)
+            return response, True
+        detail = f"the model server for {tried} did not answer; retry, or see `mlship status`"
+        return _simple(502, _detail(detail)), False
 
     async def _forward(
         self,
@@ -192,31 +330,112 @@ class Router:
                     raise BackendError(str(exc) or exc.__class__.__name__) from None
         raise BackendError("unreachable")
 
+    # Failover ------------------------------------------------------------------------------
+
+    async def watch(self, interval_s: float = PROBE_INTERVAL_S) -> None:
+        """Probe the live color's /ready; after FAILOVER_AFTER failures make a ready standby live."""
+        failures = 0
+        while True:
+            await asyncio.sleep(interval_s)
+            route = self.route
+            live = route.live()
+            if live is None or route.fallback(live) is None:
+                failures = 0
+                continue
+            why = await _probe(route.backends[live])
+            if why is None:
+                failures = 0
+                continue
+            failures += 1
+            standby = route.fallback(live)
+            needed = FAILOVER_AFTER if why == "is unreachable" else FAILOVER_AFTER_SLOW
+            if failures < needed or standby is None or await _probe(route.backends[standby]) is not None:
+                continue
+            if self.route is not route:  # the controller switched meanwhile: its route wins
+                continue
+            record = {"from": live, "to": standby, "reason": f"{live} {why}", "at": time.time()}
+            self.set_route(Route(backends=dict(route.backends), weights={standby: 100}), failover=record)
+            print(f"router: failover {live} → {standby}: {live} {why}", file=sys.stderr, flush=True)
+            failures = 0
+
     # Admin ---------------------------------------------------------------------------------
+
+    def authorized(self, head: bytes) -> bool:
+        if self.token is None:
+            return False
+        given = _headers(head, lower_values=False).get(b"authorization", b"")
+        return hmac.compare_digest(given, b"Bearer " + self.token.encode())
 
     async def serve_admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await _read_request(reader)
+            try:
+                request = await asyncio.wait_for(_read_request(reader, 1_000_000), self.limits.header_timeout_s)
+            except (ClientError, TimeoutError):
+                return
             if request is None:
                 return
             head, body, _ = request
             method, path = head.split(b" ", 2)[:2]
-            if method == b"GET" and path == b"/state":
+            if not self.authorized(head):
+                writer.write(_simple(401, _detail("the admin endpoint needs the token from router.token")))
+            elif method == b"GET" and path == b"/state":
                 writer.write(_simple(200, json.dumps(self.state()).encode()))
             elif method == b"POST" and path == b"/route":
                 try:
-                    self.set_route(Route.from_dict(json.loads(body)))
+                    route = Route.from_dict(json.loads(body))
+                    # a route that keeps the failed-over color live (tidying up) keeps the record of why
+                    kept = self.failover if self.failover and route.live() == self.failover.get("to") else None
+                    self.set_route(route, failover=kept)
                     writer.write(_simple(200, json.dumps(self.state()).encode()))
-                except (ValueError, TypeError, AttributeError) as exc:
-                    writer.write(_simple(400, json.dumps({"detail": str(exc)}).encode()))
+                except (ValueError, TypeError, AttributeError):
+                    writer.write(_simple(400, _detail("a route is {backends, weights, standby}")))
             else:
-                writer.write(_simple(404, b'{"detail":"GET /state or POST /route"}'))
+                writer.write(_simple(404, _detail("GET /state or POST /route")))
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+LINGER_S = 1.0
+LINGER_BYTES = 1 << 20
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close after an early answer without a reset: stop writing, then read and drop what the
+    client still sends (bounded in time and bytes; nothing is kept), so it reads the answer."""
+    with contextlib.suppress(Exception):
+        if writer.can_write_eof():
+            writer.write_eof()
+        deadline = time.monotonic() + LINGER_S
+        dropped = 0
+        while dropped < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+            if not chunk:
+                break
+            dropped += len(chunk)
+
+
+async def _probe(backend: str, timeout_s: float = 1.0) -> str | None:
+    """None if `backend` answers GET /ready with 200, else why not."""
+    host, _, port = backend.rpartition(":")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (OSError, ValueError, TimeoutError):
+        return "is unreachable"
+    try:
+        writer.write(b"GET /ready HTTP/1.1\r\nhost: router\r\nx-mlship-synthetic: probe\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout_s)
+        status = int(line.split(b" ", 2)[1])
+    except (OSError, ValueError, IndexError, TimeoutError, asyncio.IncompleteReadError):
+        return "does not answer /ready"
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+    return None if status == 200 else f"answers /ready with {status}"
 
 
 def _drop(pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]], color: str) -> None:
@@ -226,20 +445,37 @@ def _drop(pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]], co
             conn[1].close()
 
 
-def _simple(status: int, body: bytes) -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 502: "Bad Gateway", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+def _detail(text: str) -> bytes:
+    return json.dumps({"detail": text}).encode()
+
+
+def _simple(status: int, body: bytes, *, close: bool = False) -> bytes:
+    connection = "connection: close\r\n" if close else ""
     return (
-        f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{connection}\r\n"
     ).encode() + body
 
 
-def _headers(head: bytes) -> dict[bytes, bytes]:
+def _headers(head: bytes, *, lower_values: bool = True) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     for line in head.split(b"\r\n")[1:]:
         name, sep, value = line.partition(b":")
         if sep:
-            out[name.strip().lower()] = value.strip().lower()
+            out[name.strip().lower()] = value.strip().lower() if lower_values else value.strip()
     return out
 
 
@@ -255,14 +491,27 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
     return head
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes, bool] | None:
-    """One client request: (head, body, keep-alive?). Chunked request bodies are de-chunked."""
+async def _read_request(reader: asyncio.StreamReader, max_body: int) -> tuple[bytes, bytes, bool] | None:
+    """One client request: (head, body, keep-alive?); ClientError for a body over `max_body`."""
     head = await _read_head(reader)
     if head is None:
         return None
+    return await _read_body(reader, head, max_body)
+
+
+async def _read_body(reader: asyncio.StreamReader, head: bytes, max_body: int) -> tuple[bytes, bytes, bool]:
+    """The body after `head`, refused (413) as soon as it is known to exceed `max_body`.
+
+    A declared length over the limit is refused before a byte of the body is read; a
+    chunked body is refused at the first chunk that crosses the limit. Chunked bodies are
+    de-chunked (the backend gets a content-length).
+    """
     headers = _headers(head)
+    too_large = ClientError(413, f"the request body is larger than {max_body} bytes")
     if b"chunked" in headers.get(b"transfer-encoding", b""):
-        body = await _read_chunked(reader, keep_framing=False)
+        body = await _read_chunked(reader, keep_framing=False, limit=max_body)
+        if body is None:
+            raise too_large
         lines = [
             ln
             for ln in head[:-4].split(b"\r\n")
@@ -270,15 +519,25 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes, boo
         ]
         head = b"\r\n".join([*lines, b"content-length: " + str(len(body)).encode()]) + b"\r\n\r\n"
     else:
-        body = await reader.readexactly(int(headers.get(b"content-length", b"0") or b"0"))
+        try:
+            length = int(headers.get(b"content-length", b"0") or b"0")
+        except ValueError:
+            raise ClientError(400, "the content-length header is not a number") from None
+        if length < 0:
+            raise ClientError(400, "the content-length header is negative")
+        if length > max_body:
+            raise too_large
+        body = await reader.readexactly(length)
     http10 = head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.0")
     connection = headers.get(b"connection", b"")
     keep_alive = (b"keep-alive" in connection) if http10 else (b"close" not in connection)
     return head, body, keep_alive
 
 
-async def _read_chunked(reader: asyncio.StreamReader, *, keep_framing: bool) -> bytes:
+async def _read_chunked(reader: asyncio.StreamReader, *, keep_framing: bool, limit: int | None = None) -> bytes | None:
+    """A chunked body; None as soon as it grows past `limit` (the rest is never read)."""
     parts: list[bytes] = []
+    size_so_far = 0
     while True:
         line = await reader.readuntil(b"\r\n")
         size = int(line.split(b";", 1)[0].strip() or b"0", 16)
@@ -292,6 +551,9 @@ async def _read_chunked(reader: asyncio.StreamReader, *, keep_framing: bool) -> 
             if keep_framing:
                 parts.append(line + trailer)
             return b"".join(parts)
+        size_so_far += size
+        if limit is not None and size_so_far > limit:
+            return None
         data = await reader.readexactly(size + 2)
         parts.append(line + data if keep_framing else data[:-2])
 
@@ -310,27 +572,79 @@ async def _read_response(reader: asyncio.StreamReader, request_head: bytes) -> t
     if request_head.startswith(b"HEAD ") or status in (204, 304) or 100 <= status < 200:
         return status, head, reusable
     if b"chunked" in headers.get(b"transfer-encoding", b""):
-        return status, head + await _read_chunked(reader, keep_framing=True), reusable
+        return status, head + (await _read_chunked(reader, keep_framing=True) or b""), reusable
     if b"content-length" in headers:
         return status, head + await reader.readexactly(int(headers[b"content-length"])), reusable
     return status, head + await reader.read(), False
 
 
-async def run(port: int, admin_port: int, route_file: Path | None, host: str = "127.0.0.1") -> None:
+async def run(
+    port: int,
+    admin_port: int,
+    route_file: Path | None,
+    host: str = "127.0.0.1",
+    *,
+    token: str | None = None,
+    limits: Limits | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish (≤ 2 s)."""
-    router = Router(route_file)
+    router = Router(route_file, token=token, limits=limits)
     proxy = await asyncio.start_server(router.serve_client, host, port, limit=MAX_HEAD, backlog=1024)
     admin = await asyncio.start_server(router.serve_admin, "127.0.0.1", admin_port, limit=MAX_HEAD)
+    watcher = asyncio.get_running_loop().create_task(router.watch())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"router listening on {host}:{port}, admin on 127.0.0.1:{admin_port}", file=sys.stderr, flush=True)
     await stop.wait()
+    watcher.cancel()
     proxy.close()
     admin.close()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proxy.wait_closed(), 2.0)
+
+
+RESTART_DELAY_S = 0.2
+MAX_RESTARTS = 20
+"""Restarts within RESTART_WINDOW_S after which the supervisor gives up (a router that cannot run)."""
+RESTART_WINDOW_S = 60.0
+
+
+def supervise(argv: list[str]) -> int:
+    """Run the router as a child and restart it whenever it dies, until SIGTERM/SIGINT.
+
+    A child that exits 3 (it cannot listen: the port was taken) is not restarted in a loop:
+    the supervisor gives up after MAX_RESTARTS restarts in RESTART_WINDOW_S.
+    """
+    child: subprocess.Popen[bytes] | None = None
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    restarts: list[float] = []
+    while not stopping:
+        child = subprocess.Popen([sys.executable, "-m", "mlship.deploy.router", *argv])
+        code = child.wait()
+        if stopping:
+            break
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
+        print(f"router supervisor: the router exited ({code}); restarting it", file=sys.stderr, flush=True)
+        if len(restarts) > MAX_RESTARTS:
+            print("router supervisor: the router keeps dying; giving up", file=sys.stderr, flush=True)
+            return 3
+        time.sleep(RESTART_DELAY_S)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5.0)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +653,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--admin-port", type=int, required=True)
     parser.add_argument("--route-file", type=Path, default=None)
-    args = parser.parse_args(argv)
+    parser.add_argument("--token-file", type=Path, default=None, help="0600 file holding the admin token")
+    parser.add_argument("--max-body", type=int, default=MAX_BODY)
+    parser.add_argument("--header-timeout", type=float, default=HEADER_TIMEOUT_S)
+    parser.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S)
+    parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S)
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
+    parser.add_argument("--supervise", action="store_true", help="run the router as a child, restart it if it dies")
+    raw = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(raw)
+    if args.supervise:
+        return supervise([a for a in raw if a != "--supervise"])
+    token = args.token_file.read_text().strip() if args.token_file else None
+    limits = Limits(args.max_body, args.header_timeout, args.body_timeout, args.idle_timeout, args.max_connections)
     try:
         import uvloop
 
@@ -347,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         pass
     try:
-        asyncio.run(run(args.port, args.admin_port, args.route_file, args.host))
+        asyncio.run(run(args.port, args.admin_port, args.route_file, args.host, token=token, limits=limits))
     except OSError as exc:
         print(f"router: cannot listen: {exc}", file=sys.stderr)
         return 3

@@ -14,6 +14,10 @@ from typing import Any
 
 import httpx
 
+SYNTHETIC_HEADER = "x-mlship-synthetic"
+"""Marks mlship's own requests (warm-up, smoke, verification, probes): the server answers them
+like any other but keeps them out of the prediction log, so drift sees only real traffic."""
+
 
 @dataclass(frozen=True)
 class Golden:
@@ -77,7 +81,7 @@ def smoke(
 ) -> SmokeResult:
     """Run every check against `url`; a check that cannot run counts as failed."""
     result = SmokeResult(url=url)
-    with httpx.Client(base_url=url, timeout=10.0) as client:
+    with httpx.Client(base_url=url, timeout=10.0, headers={SYNTHETIC_HEADER: "smoke"}) as client:
         for path in ("/health", "/ready"):
             result.checks.append(_status_check(client, path))
         result.checks.append(_version_check(client, expected_version))

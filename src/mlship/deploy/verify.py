@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from mlship.deploy.smoke import Golden
+from mlship.deploy.faults import checkpoint
+from mlship.deploy.smoke import SYNTHETIC_HEADER, Golden
 from mlship.deploy.targets.base import Signal, Target
 
 MIN_REQUESTS = 10
@@ -71,9 +72,13 @@ def verify(
     body = {"records": golden.records[:1]}
     interval = 1.0 / probe_rps
     delta: Signal | None = Signal(0, 0, before.buckets, before.bounds_ms)
-    with httpx.Client(base_url=target.traffic_url(color), timeout=5.0) as client:
+    halfway = started + window_s / 2
+    headers = {SYNTHETIC_HEADER: "verify"}
+    with httpx.Client(base_url=target.traffic_url(color), timeout=5.0, headers=headers) as client:
         while True:
             tick = time.monotonic()
+            if tick >= halfway:
+                checkpoint("mid-verification")
             # a failed probe is counted by the router; an unreachable router is a missing signal
             with contextlib.suppress(httpx.HTTPError):
                 client.post("/predict", json=body)

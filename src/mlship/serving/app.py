@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from starlette.requests import ClientDisconnect
 
 from mlship.redaction import redact
 from mlship.serving.batching import BatcherClosed, MicroBatcher
@@ -39,6 +40,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+SYNTHETIC_HEADER = "x-mlship-synthetic"
+"""mlship's own requests (smoke, verification, readiness probes) carry it: answered like any
+other, counted apart in the metrics, and kept out of the prediction log (drift sees real traffic)."""
+
+CLIENT_CLOSED = 499
+"""The client went away before its body arrived (nginx's code): a client error, not the server's."""
 
 
 class BodyTooLarge(Exception):
@@ -64,6 +73,8 @@ class ServerState:
     failure: str | None = None
     on_fatal: Callable[[BaseException], None] | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    synthetic_rows: set[int] = field(default_factory=set)
+    """ids of row dicts from synthetic requests now in the batcher: not written to the prediction log."""
 
     @property
     def name(self) -> str:
@@ -211,8 +222,14 @@ def _predict_batch(state: ServerState, model: ServedModel, rows: list[dict[str, 
     labels, probabilities = model.predict(rows)
     state.metrics.count_predictions(labels)
     if state.predictions is not None:
+        logged = (rows, labels, probabilities)
+        synthetic = state.synthetic_rows
+        if synthetic:
+            kept = [i for i, row in enumerate(rows) if id(row) not in synthetic]
+            logged = ([rows[i] for i in kept], [labels[i] for i in kept], [probabilities[i] for i in kept])
         try:
-            state.predictions.record(rows, labels, probabilities)
+            if logged[0]:
+                state.predictions.record(*logged)
         except OSError as exc:  # a full disk must not fail predictions: stop logging, say so once
             state.access.write({"event": "prediction_log_failed", "error": str(exc)})
             state.predictions.close()
@@ -287,10 +304,16 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             raw = await _read_body(request, limit)
         except BodyTooLarge:
             return _json({"detail": f"request body is larger than {limit} bytes"}, 413)
+        except ClientDisconnect:
+            return _json({"detail": "the client closed the connection before its body arrived"}, CLIENT_CLOSED)
         finally:
             batcher.arriving -= 1
+        synthetic: list[int] = []
         try:
             rows = schema.parse(raw)
+            if SYNTHETIC_HEADER in request.headers:
+                synthetic = [id(row) for row in rows]
+                state.synthetic_rows.update(synthetic)
             labels, probabilities = await batcher.predict(rows)
         except InvalidRequest as exc:
             return _json({"detail": exc.errors, "message": exc.message}, 422)
@@ -299,6 +322,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         except Exception as exc:  # noqa: BLE001 - a model error is this request's 500, not the server's end
             state.access.write({"event": "prediction_failed", "error": f"{type(exc).__name__}: {exc}"})
             return _json({"detail": f"prediction failed: {type(exc).__name__}"}, 500)
+        finally:
+            state.synthetic_rows.difference_update(synthetic)
         return _json(
             {
                 "predictions": labels,
@@ -356,6 +381,7 @@ class ObserveMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        synthetic = any(name == SYNTHETIC_HEADER.encode() for name, _ in scope.get("headers", ()))
 
         async def observed_send(message: Message) -> None:
             nonlocal status
@@ -363,10 +389,16 @@ class ObserveMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        self.state.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, observed_send)
         finally:
+            self.state.metrics.in_progress.dec()
             seconds = time.perf_counter() - started
             path, method = scope.get("path", ""), scope.get("method", "")
-            self.state.metrics.observe_request(path, method, status, seconds)
+            # a 503 while not ready (warm-up, shutdown) is the truth about readiness, not an error
+            unready = status == 503 and not self.state.ready
+            self.state.metrics.observe_request(
+                path, method, status, seconds, synthetic=synthetic, count_error=not unready
+            )
             self.state.access.access(method, path, status, seconds)

@@ -55,6 +55,13 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.in_progress = Gauge("mlship_in_progress", "HTTP requests being handled right now.", registry=self.registry)
+        self.synthetic = Counter(
+            "mlship_synthetic",
+            "mlship's own requests (smoke, verification, probes), by endpoint: also in mlship_requests.",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.ready = Gauge("mlship_ready", "1 once the model is loaded and warmed.", registry=self.registry)
         self.info = Gauge(
             "mlship_model_info",
@@ -63,10 +70,17 @@ class ServingMetrics:
             registry=self.registry,
         )
 
-    def observe_request(self, path: str, method: str, status: int, seconds: float) -> None:
+    def observe_request(
+        self, path: str, method: str, status: int, seconds: float, *, synthetic: bool = False, count_error: bool = True
+    ) -> None:
+        """One answered request; `count_error=False` for an answer that is not a failure (503 while warming up)."""
         endpoint = path if path in ENDPOINTS else "other"  # unknown paths must not grow the label set
         self.requests.labels(endpoint, method, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
+        if synthetic:
+            self.synthetic.labels(endpoint).inc()
+        if not count_error:
+            return
         if status >= 500:
             self.errors.labels(endpoint, "server").inc()
         elif status >= 400:

@@ -268,14 +268,13 @@ class ClusterStore:
         data = (obj or {}).get("data") or {}
         self._seen_state = data.get("state.json")
         raw = self._parse(data, "state.json", {})
-        state = DeployState(
-            env=self.env,
-            target="kubernetes",
-            live=raw.get("live"),
-            colors={c: Release.from_dict(r) for c, r in (raw.get("colors") or {}).items()},
-            previous_until=raw.get("previous_until"),
-            retire=raw.get("retire"),
-        )
+        try:
+            state = DeployState.from_dict(raw, env=self.env, target="kubernetes")
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"the release state in configmap {self.namespace}/{self.name} has the wrong shape: {exc}",
+                hint=f"inspect it with `kubectl get configmap {self.name} -o yaml`; fix or delete its state.json",
+            ) from None
         state.history = [Release.from_dict(r) for r in self._parse(data, "history.json", [])]
         return state
 

@@ -20,6 +20,7 @@ from mlship.deploy.release import Release
 from mlship.deploy.targets.base import ColorFailed
 from mlship.deploy.targets.local import Handle, spawn, terminate
 from mlship.errors import InfraError
+from mlship.redaction import DOCKER_SECRETS
 
 CONTAINER_PORT = 8000
 LABEL_DEPLOY = "io.mlship.deploy"
@@ -97,7 +98,7 @@ class DockerRunner:
             raise ColorFailed(f"docker run of {release.ref} printed no container id")
         handle: Handle = {"kind": "container", "id": container, "name": self.name(color), "image": release.image}
         if self.follow_logs:
-            handle["logger"] = spawn([self.docker, "logs", "--follow", container], log)
+            handle["logger"] = spawn([self.docker, "logs", "--follow", container], log, secrets=DOCKER_SECRETS)
         return handle
 
     def alive(self, handle: Handle) -> bool:

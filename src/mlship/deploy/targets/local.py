@@ -13,23 +13,29 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
 from mlship.deploy.lock import pid_alive
-from mlship.deploy.release import Release
+from mlship.deploy.release import COLORS, Release
+from mlship.deploy.router import MAX_BODY
+from mlship.deploy.smoke import SYNTHETIC_HEADER
 from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.errors import InfraError
 from mlship.fsutil import write_json
+from mlship.redaction import MLFLOW_CLIENT_SECRETS, env_for_child
 
 Handle = dict[str, Any]
+SYNTHETIC = {SYNTHETIC_HEADER: "ready-probe"}
 
 
 class ColorRunner(Protocol):
@@ -71,8 +77,17 @@ def _ours(handle: Handle) -> bool:
     return pid_alive(pid) and _start_time(pid) == handle.get("started")
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Handle:
-    """Start a detached process (own session, so it outlives the CLI) logging to `log`."""
+def spawn(
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    secrets: Iterable[str] = (),
+) -> Handle:
+    """Start a detached process (own session, so it outlives the CLI) logging to `log`.
+
+    It inherits the environment less every secret not named in `secrets` (redaction.env_for_child).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         try:
@@ -81,7 +96,7 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Pa
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
+                env=env_for_child(secrets, extra=env),
                 cwd=cwd,
                 start_new_session=True,
             )
@@ -130,7 +145,7 @@ class ProcessRunner:
         argv = [*self.serve_command, "--model", release.uri, "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--color", color]
         env = {**self.env, "MLSHIP_COLOR": color, "MLSHIP_GIT_SHA": release.git_sha}
-        return {"kind": "process", **spawn(argv, log, env=env, cwd=self.cwd)}
+        return {"kind": "process", **spawn(argv, log, env=env, cwd=self.cwd, secrets=MLFLOW_CLIENT_SECRETS)}
 
     def alive(self, handle: Handle) -> bool:
         return _ours(handle)
@@ -174,7 +189,7 @@ def describe(handle: Handle) -> str:
 
 
 class LocalTarget:
-    """Two colors on loopback, one router owning the live port."""
+    """Two colors on loopback, one supervised router owning the live port."""
 
     name = "local"
 
@@ -185,11 +200,14 @@ class LocalTarget:
         port: int = 8000,
         runner: ColorRunner | None = None,
         host: str = "127.0.0.1",
+        max_body: int = MAX_BODY,
     ) -> None:
         self.dir = state_dir
         self.port = port
         self.host = host
+        self.max_body = max_body
         self.runner: ColorRunner = runner or ProcessRunner()
+        self._router_epoch: dict[str, float] = {}
         self.dir.mkdir(parents=True, exist_ok=True)
 
     # Persisted handles ---------------------------------------------------------------------
@@ -202,8 +220,11 @@ class LocalTarget:
         try:
             raw = json.loads(self._file.read_text())
         except (OSError, ValueError):
-            return {"colors": {}}
+            return {"colors": {}, "parked": {}}
+        if not isinstance(raw, dict):
+            return {"colors": {}, "parked": {}}
         raw.setdefault("colors", {})
+        raw.setdefault("parked", {})
         return dict(raw)
 
     def _save(self, data: dict[str, Any]) -> None:
@@ -211,42 +232,112 @@ class LocalTarget:
 
     # Router --------------------------------------------------------------------------------
 
-    def _admin(self) -> str | None:
-        router = self._load().get("router")
-        if not router or not _ours(router):
-            return None
-        return f"http://127.0.0.1:{router['admin_port']}"
+    @property
+    def token_file(self) -> Path:
+        return self.dir / "router.token"
 
-    def _router_state(self) -> dict[str, Any] | None:
-        admin = self._admin()
-        if admin is None:
+    def _token(self) -> str:
+        """The admin token: created once, readable by the owner only (0600)."""
+        path = self.token_file
+        with contextlib.suppress(FileNotFoundError):
+            token = path.read_text().strip()
+            if token and (path.stat().st_mode & 0o077) == 0:
+                return token
+            path.unlink()
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        token = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token)
+        return token
+
+    def _admin_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response | None:
+        router = self._load().get("router")
+        if not router or not self.token_file.is_file():
             return None
         try:
-            response = httpx.get(f"{admin}/state", timeout=2.0)
-            return dict(response.json()) if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            return httpx.request(
+                method,
+                f"http://127.0.0.1:{router['admin_port']}{path}",
+                json=body,
+                headers={"authorization": f"Bearer {self.token_file.read_text().strip()}"},
+                timeout=5.0,
+            )
+        except (httpx.HTTPError, OSError):
+            return None
+
+    def _router_state(self) -> dict[str, Any] | None:
+        response = self._admin_call("GET", "/state")
+        if response is None or response.status_code != 200:
+            return None
+        try:
+            return dict(response.json())
+        except ValueError:
             return None
 
     def router_pid(self) -> int | None:
-        router = self._load().get("router")
-        return int(router["pid"]) if router and _ours(router) else None
+        """The pid of the router process serving the live port (the supervisor's child)."""
+        state = self._router_state()
+        return int(state["pid"]) if state else None
 
-    def prepare(self) -> None:
-        """Start the router if it is not running (also after it crashed: it restores its route)."""
-        if self._router_state() is not None:
+    def supervisor_alive(self) -> bool:
+        router = self._load().get("router")
+        return router is not None and _ours(router)
+
+    def router_info(self) -> dict[str, Any]:
+        """For `status`: is the router up and supervised, what it routes, and any failover it made."""
+        state = self._router_state()
+        router = self._load().get("router") or {}
+        return {
+            "url": self.live_url(),
+            "up": state is not None,
+            "pid": state["pid"] if state else None,
+            "supervisor_pid": router.get("pid") if self.supervisor_alive() else None,
+            "route": state["route"] if state else None,
+            "failover": state.get("failover") if state else None,
+            "connections": state.get("connections") if state else None,
+        }
+
+    def live_problem(self) -> str | None:
+        """None when the live URL answers /ready through the router, else what is down."""
+        if self._router_state() is None:
+            return f"the router on {self.live_url()} is down"
+        try:
+            status = httpx.get(f"{self.live_url()}/ready", headers=SYNTHETIC, timeout=5.0).status_code
+        except httpx.HTTPError as exc:
+            return f"{self.live_url()} does not answer ({exc.__class__.__name__})"
+        return None if status == 200 else f"{self.live_url()}/ready answers HTTP {status}"
+
+    def preflight(self) -> None:
+        """Fail fast (before any model loads): the live port must be ours or free."""
+        if self.supervisor_alive() or self._router_state() is not None:
             return
-        data = self._load()
-        old = data.get("router")
-        if old:
-            terminate(old, grace_s=2.0)
         if not port_free(self.port, self.host):
             raise InfraError(
                 f"port {self.port} is busy, so the router cannot own the live port",
                 hint="stop whatever listens there or set [tool.mlship.deploy] port",
             )
+
+    def prepare(self) -> None:
+        """Start the supervised router if it is not running (a restarted one restores its route)."""
+        data = self._load()
+        old = data.get("router")
+        if old and _ours(old):  # the supervisor runs: its router answers, or is being restarted
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                if self._router_state() is not None:
+                    return
+                time.sleep(0.05)
+        elif self._router_state() is not None:
+            return
+        if old:
+            terminate(old, grace_s=2.0)
+        self.preflight()
         admin_port = free_port()
-        argv = [sys.executable, "-m", "mlship.deploy.router", "--host", self.host, "--port", str(self.port)]
-        argv += ["--admin-port", str(admin_port), "--route-file", str(self.dir / "route.json")]
+        argv = [sys.executable, "-m", "mlship.deploy.router", "--supervise", "--host", self.host]
+        argv += ["--port", str(self.port), "--admin-port", str(admin_port)]
+        argv += ["--route-file", str(self.dir / "route.json"), "--max-body", str(self.max_body)]
+        self._token()
+        argv += ["--token-file", str(self.token_file)]
         try:
             handle = spawn(argv, self.dir / "router.log")
         except ColorFailed as exc:
@@ -264,23 +355,40 @@ class LocalTarget:
 
     def _post_route(self, route: dict[str, Any]) -> None:
         self.prepare()
-        admin = self._admin()
-        try:
-            response = httpx.post(f"{admin}/route", json=route, timeout=5.0)
-        except httpx.HTTPError as exc:
-            raise InfraError(f"the router's admin endpoint failed: {exc}") from None
+        response = self._admin_call("POST", "/route", route)
+        if response is None:
+            raise InfraError("the router's admin endpoint did not answer", hint=f"see {self.dir / 'router.log'}")
         if response.status_code != 200:
             raise InfraError(f"the router refused the route: HTTP {response.status_code} {response.text}")
 
     # Colors --------------------------------------------------------------------------------
 
     def start(self, color: str, release: Release) -> None:
-        self.stop(color)
+        """Start `release` on `color`; a release already running there is parked, not stopped.
+
+        The parked process keeps the previous release warm until the new one is verified
+        (`release_parked`) or refused (`stop` brings it back), so a refused deploy costs no
+        cold start of the release a rollback goes to.
+        """
         data = self._load()
+        current = data["colors"].pop(color, None)
+        if current is not None and self.runner.alive(current) and color not in data["parked"]:
+            data["parked"][color] = current
+        elif current is not None:
+            self.runner.stop(current)
+        self._save(data)
         port = free_port()
         handle = self.runner.start(color, release, port, self.dir / f"{color}.log")
         data["colors"][color] = {**handle, "port": port, "uri": release.uri}
         self._save(data)
+
+    def release_parked(self, color: str) -> None:
+        """The release on `color` is verified: stop the older release parked behind it."""
+        data = self._load()
+        parked = data["parked"].pop(color, None)
+        if parked is not None:
+            self.runner.stop(parked)
+            self._save(data)
 
     def _handle(self, color: str) -> Handle | None:
         handle = self._load()["colors"].get(color)
@@ -290,6 +398,11 @@ class LocalTarget:
         handle = self._handle(color)
         return handle is not None and self.runner.alive(handle)
 
+    def running_uri(self, color: str) -> str | None:
+        """The model URI the process on `color` was started with (None: nothing runs there)."""
+        handle = self._handle(color)
+        return str(handle.get("uri")) if handle is not None and self.runner.alive(handle) else None
+
     def wait_ready(self, color: str, timeout_s: float) -> None:
         url = self.preview_url(color)
         deadline = time.monotonic() + timeout_s
@@ -298,7 +411,7 @@ class LocalTarget:
             if not self.running(color):
                 raise ColorFailed(f"{color} exited before it was ready (see {log})")
             try:
-                if httpx.get(f"{url}/ready", timeout=2.0).status_code == 200:
+                if httpx.get(f"{url}/ready", timeout=2.0, headers=SYNTHETIC).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -320,12 +433,27 @@ class LocalTarget:
         return self.live_url()
 
     def set_weights(self, weights: dict[str, int]) -> None:
-        colors = self._load()["colors"]
+        """Route by weight; with one live color the other one, if it runs, is the standby."""
+        data = self._load()
+        colors = {c: h for c, h in data["colors"].items() if c not in weights or weights[c] > 0}
         backends = {c: f"127.0.0.1:{h['port']}" for c, h in colors.items()}
         missing = [c for c, w in weights.items() if w > 0 and c not in backends]
         if missing:
             raise ColorFailed(f"cannot route to {', '.join(missing)}: not running")
-        self._post_route({"backends": backends, "weights": weights})
+        standby = None
+        live = [c for c, w in weights.items() if w >= 100]
+        if len(live) == 1:
+            for color in COLORS:
+                if color == live[0]:
+                    continue
+                # the previous release parked behind a candidate, else the color itself
+                handle = data["parked"].get(color) or data["colors"].get(color)
+                if handle is not None and self.runner.alive(handle):
+                    backends[color] = f"127.0.0.1:{handle['port']}"
+                    standby = color
+                else:
+                    backends.pop(color, None)
+        self._post_route({"backends": backends, "weights": weights, "standby": standby})
 
     def weights(self) -> dict[str, int] | None:
         state = self._router_state()
@@ -337,31 +465,70 @@ class LocalTarget:
         state = self._router_state()
         if state is None:
             return None
+        # a router restarted between two readings has new counters: that is a reset, not a delta
+        seen, self._router_epoch[color] = self._router_epoch.get(color), state["started"]
+        if seen is not None and seen != state["started"]:
+            return None
         counters = state["counters"].get(color, {"requests": 0, "errors": 0, "buckets": []})
         bounds = tuple(float(b) for b in state["buckets_ms"])
         buckets = tuple(int(b) for b in counters["buckets"]) or (0,) * (len(bounds) + 1)
         return Signal(int(counters["requests"]), int(counters["errors"]), buckets, bounds)
 
+    def _drain(self, color: str, port: int, timeout_s: float = 5.0) -> None:
+        """Before a color stops: take it out of the route, then wait for its requests in flight."""
+        state = self._router_state()
+        if state is None:
+            return
+        route = state["route"]
+        address = f"127.0.0.1:{port}"
+        if route["backends"].get(color) == address:
+            if int(route["weights"].get(color, 0)) > 0:
+                return  # still live: the caller switches first; never cut live traffic here
+            backends = {c: a for c, a in route["backends"].items() if c != color}
+            standby = route.get("standby") if route.get("standby") != color else None
+            with contextlib.suppress(InfraError):
+                self._post_route({"backends": backends, "weights": route["weights"], "standby": standby})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self._router_state()
+            if state is None or int(state["counters"].get(color, {}).get("in_flight", 0)) == 0:
+                return
+            time.sleep(0.02)
+
     def stop(self, color: str) -> None:
+        """Stop what runs on `color` (drained first); a previous release parked behind it comes back."""
         data = self._load()
         handle = data["colors"].pop(color, None)
+        parked = data["parked"].pop(color, None)
         if handle is not None:
+            self._drain(color, int(handle["port"]))
             self.runner.stop(handle)
+        if parked is not None and self.runner.alive(parked):
+            data["colors"][color] = parked
+        if handle is not None or parked is not None:
             self._save(data)
 
     def down(self) -> list[str]:
         data = self._load()
         stopped: list[str] = []
-        for color in list(data["colors"]):
-            if self.running(color):
-                stopped.append(f"{color} ({describe(data['colors'][color])})")
-            self.stop(color)
+        for handle in data["parked"].values():
+            if self.runner.alive(handle):
+                stopped.append(f"parked ({describe(handle)})")
+            self.runner.stop(handle)
+        data["parked"] = {}
+        self._save(data)
         router = data.get("router")
         if router:
             if _ours(router):
                 stopped.append(f"router (pid {router['pid']})")
-            terminate(router, grace_s=3.0)
+            terminate(router, grace_s=5.0)
+        for color in list(data["colors"]):
+            handle = data["colors"][color]
+            if self.runner.alive(handle):
+                stopped.append(f"{color} ({describe(handle)})")
+            self.runner.stop(handle)
         data = self._load()
+        data["colors"] = {}
         data.pop("router", None)
         self._save(data)
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Run the serve/deploy tests N times in a row while another process keeps one core busy,
+# and print how many runs passed and failed. A flaky test is a bug: this is how to find one.
+#
+#   scripts/flaky-loop.sh [N] [pytest paths or -k/-m options...]
+#
+# Defaults: N=20 and every serve/deploy test file (docker-marked tests excluded). The busy
+# loop is one Python process started here, bounded in time (BUSY_MAX_S, default 3 h) and
+# stopped when the script ends. Logs of failed runs are kept in $LOG_DIR (printed at the end).
+set -u
+cd "$(dirname "$0")/.."
+
+N="${1:-20}"
+shift $(( $# > 0 ? 1 : 0 ))
+if [ "$#" -gt 0 ]; then
+    TESTS=("$@")
+else
+    TESTS=(
+        tests/unit/test_deploy_router.py tests/unit/test_deploy_units.py
+        tests/integration/test_deploy_local.py tests/integration/test_deploy_crash.py
+        tests/integration/test_deploy_cli.py tests/integration/test_deploy_retire.py
+        tests/integration/test_serve_app.py tests/integration/test_serve_cli.py
+        -m "not docker"
+    )
+fi
+LOG_DIR="${LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/flaky-loop.XXXXXX")}"
+BUSY_MAX_S="${BUSY_MAX_S:-10800}"
+
+python3 -c "import time
+end = time.monotonic() + $BUSY_MAX_S
+while time.monotonic() < end:
+    pass" &
+BUSY=$!
+trap 'kill "$BUSY" 2>/dev/null' EXIT
+
+passed=0
+failed=0
+for i in $(seq 1 "$N"); do
+    log="$LOG_DIR/run-$i.log"
+    if timeout 1800 uv run --quiet pytest -q -p no:cacheprovider "${TESTS[@]}" >"$log" 2>&1; then
+        passed=$((passed + 1))
+        rm -f "$log"
+        echo "run $i/$N: passed"
+    else
+        failed=$((failed + 1))
+        echo "run $i/$N: FAILED ($(grep -E '^(FAILED|ERROR)' "$log" | head -3 | tr '\n' ' '))"
+    fi
+done
+echo "flaky-loop: $N runs, $passed passed, $failed failed (other core busy; failed logs in $LOG_DIR)"
+[ "$failed" -eq 0 ]
