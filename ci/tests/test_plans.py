@@ -147,7 +147,10 @@ def test_test_runs_with_coverage_and_writes_junit_and_coverage_xml(pipe: MlPipel
     # a failing run still produces its reports: the exit code is read, not raised, and the
     # report directory exists even when pytest dies before writing into it
     assert argv[1:3] == ["-m", "not docker and not replay"]  # every tier that needs no Docker daemon
-    assert execs(pipe._test("not slow and not docker"))[-1][1:3] == ["-m", "not slow and not docker"]
+    assert "--cov-fail-under=0" not in argv  # the default selection is gated by the floor …
+    narrow = execs(pipe._test("not slow and not docker"))[-1]
+    assert narrow[1:3] == ["-m", "not slow and not docker"]
+    assert narrow[-1] == "--cov-fail-under=0"  # … a narrower one (replay found) reports coverage, not gates on it
     assert render(run).endswith("expect='ANY')")
     assert "withDirectory(path='/reports', source=<Directory:directory()>).withExec(args=['pytest'" in render(run)
 
