@@ -173,6 +173,9 @@ def test_a_model_that_cannot_load_stops_the_server_with_exit_3(model: ServingMod
     for item in model.model_dir.iterdir():
         (broken / item.name).write_bytes(item.read_bytes())
     (broken / "model.pkl").write_bytes(b"not a pickle")
+    # Without its recorded sha256 (a model logged before hashes were recorded) the load itself
+    # is what fails; with it, the swap is refused earlier as tampering (exit 2, test_registry_gate).
+    (broken / "mlship-sha256.txt").unlink()
     done = subprocess.run(
         [MLSHIP, "serve", "--model", str(broken), "--port", str(free_port())],
         cwd=tmp_path,
