@@ -66,3 +66,13 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, obj
     root = make_project(tmp_path_factory.mktemp("trained") / "proj")
     settings = load_settings(cwd=root)
     return root, train(settings)
+
+
+UNIT_DIR = Path(__file__).resolve().parent / "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests/unit as `unit`, so `-m unit` selects them (a quick, real run of the suite's core)."""
+    for item in items:
+        if UNIT_DIR in item.path.parents:
+            item.add_marker(pytest.mark.unit)

@@ -81,7 +81,10 @@ def model_dir(path: Path) -> dagger.Directory:
 def test_all_without_credentials_runs_every_stage_and_prints_its_summary(
     tier: Tier, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    summary = timed(tier, "all", pipeline().all)
+    # `tests="unit"`: the test stage runs the unit tier for real (pytest, --cov, junit) in its
+    # container; the default selection (every tier but docker/replay, ~20 min here) was replayed
+    # by hand once (README, "What the replay proves"), not on every CI run.
+    summary = timed(tier, "all", lambda: pipeline().all(tests="unit"))
     with capsys.disabled():
         print(f"\n`dagger call all` (replayed):\n{summary}")
     lines = {line.split()[0]: line for line in summary.splitlines() if line.strip()}
@@ -119,9 +122,10 @@ def test_a_stage_that_fails_makes_all_fail_naming_it_and_its_output(tier: Tier, 
     assert "failed: lint" in message.splitlines()[0], message
     lint = next(line for line in message.splitlines() if line.startswith("lint "))
     assert "FAILED" in lint, message
-    # Inside the stage's container no Docker daemon answers: the tier skips there, with its reason
-    # (the stage itself then fails on the coverage floor, since nothing else ran).
-    assert "replay tier needs a Docker daemon" in message, message
+    # A failing stage cancels no sibling: the test stage ran to its end beside it (the replay tier
+    # it selects skips in its container, where no Docker daemon answers; a narrow selection has no floor).
+    test = next(line for line in message.splitlines() if line.startswith("test "))
+    assert test.split()[1] == "ok", message
     assert "replay_lint_probe.py" in message and "F401" in message, "the failing exec's output is shown"
 
 
@@ -204,7 +208,7 @@ def test_batch_predict_scores_a_users_file(
 
 def test_test_report_returns_junit_and_coverage(tier: Tier, tmp_path: Path) -> None:
     async def body() -> str:
-        return await (await pipeline().test_report()).export(str(tmp_path / "reports"))
+        return await (await pipeline().test_report(selection="unit")).export(str(tmp_path / "reports"))
 
     out = Path(timed(tier, "test-report", body))
     junit = (out / "junit.xml").read_text()
