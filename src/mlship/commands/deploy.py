@@ -174,11 +174,9 @@ def _gitops_deploy(
     """Declare the release in the overlay (a reviewable change); the cluster is not touched."""
 
     def action(settings: Settings) -> int:
-        from mlship.deploy.bluegreen import require_approval
-        from mlship.deploy.release import Release
+        from mlship.deploy.bluegreen import require_approval, resolve_release
         from mlship.deploy.targets.gitops import split_image
         from mlship.errors import ConfigError
-        from mlship.provenance import git_sha
         from mlship.registry import Registry
 
         if not model or not image:
@@ -189,17 +187,8 @@ def _gitops_deploy(
         split_image(image)
         require_approval(env, approve)
         gitops = _gitops(settings, env, namespace)
-        resolved = Registry.from_settings(settings).resolve(model)
-        release = Release(
-            ref=model,
-            uri=resolved.uri,
-            name=resolved.name,
-            version=resolved.version,
-            run_id=resolved.run_id,
-            image=image,
-            git_sha=git_sha(settings.root),
-            env=env,
-            target="gitops",
+        release = resolve_release(
+            Registry.from_settings(settings), settings, model, image=image, env=env, target="gitops"
         )
         color, files = gitops.declare(release)
         out = cli.console()

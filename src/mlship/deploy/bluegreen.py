@@ -91,6 +91,26 @@ def golden_from_registry(registry: Registry) -> GoldenSource:
     return source
 
 
+def resolve_release(
+    registry: Registry, settings: Settings, model_ref: str, *, image: str | None, env: str, target: str
+) -> Release:
+    """A release pinned once: an alias becomes the version it names right now, with the git sha."""
+    from mlship.provenance import git_sha
+
+    resolved = registry.resolve(model_ref)
+    return Release(
+        ref=model_ref,
+        uri=resolved.uri,
+        name=resolved.name,
+        version=resolved.version,
+        run_id=resolved.run_id,
+        image=image,
+        git_sha=git_sha(settings.root),
+        env=env,
+        target=target,
+    )
+
+
 class Controller:
     """Blue-green over one target for one environment."""
 
@@ -132,19 +152,8 @@ class Controller:
 
     def resolve(self, model_ref: str, image: str | None = None) -> Release:
         """Pin the reference once: an alias becomes the version it names right now."""
-        from mlship.provenance import git_sha
-
-        resolved = self.registry.resolve(model_ref)
-        return Release(
-            ref=model_ref,
-            uri=resolved.uri,
-            name=resolved.name,
-            version=resolved.version,
-            run_id=resolved.run_id,
-            image=image,
-            git_sha=git_sha(self.settings.root),
-            env=self.env,
-            target=self.target.name,
+        return resolve_release(
+            self.registry, self.settings, model_ref, image=image, env=self.env, target=self.target.name
         )
 
     # Commands ------------------------------------------------------------------------------
