@@ -86,6 +86,9 @@ def test_a_rollback_inside_the_window_is_one_switch_and_cancels_the_retirement(t
         assert second is not None and second != first and ctl.status()["retire"]["color"] == "green"
         green = pid_of(ctl, "green")
         assert wait_gone(green), "green is now the previous color and retires after its own window"
+        # The retirement holds the deploy lock until it has recorded its work: `down` below would
+        # race it (LockHeld) if it ran while the retirement process was still finishing.
+        assert wait_gone(second, 10.0), "the retirement process ends once green is retired"
         assert pid_alive(blue) and served_version(ctl.target.live_url()) == "1"
     finally:
         ctl.down()
