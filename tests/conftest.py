@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if UNIT_DIR in item.path.parents:
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask for the test, whatever the runner's: permission checks are then exact."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,15 +57,6 @@ def test_same_data_and_seed_give_identical_predictions(tmp_path: Path) -> None:
     b = registry.load_model(second.run_model_uri).predict_proba(X)
     assert first.run_id != second.run_id
     np.testing.assert_array_equal(a, b)
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 @pytest.mark.usefixtures("umask_022")
