@@ -174,8 +174,9 @@ def retrain_on_drift(
 ) -> None:
     """The monitoring loop on synthetic drift: new data drifts → the drift check says so → retrain.
 
-    The retrained model is registered as the new `@challenger`; nothing is deployed
-    (production moves only through a gated, approved deploy).
+    The retrained model goes through the same gate as any candidate (on the drifted data) and only
+    then is registered as the new `@challenger`; nothing is deployed (production moves only through
+    a gated, approved deploy). A retrain that fails the gate stops the run (exit 1), unregistered.
     """
     from mlship.data.synth import write_synthetic
     from mlship.model.train import train
@@ -199,14 +200,39 @@ def retrain_on_drift(
     if not found["drift"]:
         return
 
+    retrained: dict[str, str] = {}
+
     def do_retrain() -> str:
         result = train(settings, current)
-        resolved = Registry.from_settings(settings).register(result.run_id, settings.model_name, alias="challenger")
         summary.run_id, summary.model_uri, summary.metrics = result.run_id, result.run_model_uri, result.metrics
-        summary.model_version = resolved.version
-        return f"retrained on drifted data: {resolved.label} is @challenger, roc_auc {result.metrics['roc_auc']:.4f}"
+        retrained["run_id"] = result.run_id
+        return f"retrained on drifted data: run {result.run_id[:12]}, roc_auc {result.metrics['roc_auc']:.4f}"
 
     stage("retrain", do_retrain)
+
+    def do_regate() -> str:
+        # the same gate as any candidate, on the data it will meet: a retrain is never registered ungated
+        from mlship.model.gates import run_gate
+
+        assert summary.model_uri is not None
+        gate_dir = settings.reports_path / "gate-retrain"
+        report = run_gate(settings, summary.model_uri, data_path=current, report_dir=gate_dir)
+        if not report.passed:
+            raise PipelineRejected(
+                f"the retrained model failed the gate and was not registered: {report.summary}",
+                hint=f"see {gate_dir / 'gate.md'}",
+            )
+        return report.summary
+
+    stage("gate-retrain", do_regate)
+
+    def do_register_retrain() -> str:
+        registry = Registry.from_settings(settings)
+        resolved = registry.register(retrained["run_id"], settings.model_name, alias="challenger")
+        summary.model_version = resolved.version
+        return f"{resolved.label} is @challenger"
+
+    stage("register-retrain", do_register_retrain)
 
 
 def _write(summary: RunSummary, reports: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -184,9 +185,32 @@ def test_run_drift_detects_and_retrains(fraud_project: Path) -> None:
     assert code == 0, err
     summary = json.loads((fraud_project / ".mlship/reports/run.json").read_text())
     names = [s["name"] for s in summary["stages"]]
-    assert names == ["validate", "train", "gate", "register", "synth-drifted", "drift", "retrain"]
+    assert names == [
+        "validate", "train", "gate", "register", "synth-drifted", "drift", "retrain", "gate-retrain", "register-retrain"
+    ]  # fmt: skip
     assert summary["model_version"] == "2"
     assert (fraud_project / ".mlship/reports/drift.md").is_file()
+    assert (fraud_project / ".mlship/reports/gate-retrain/gate.md").read_text().startswith("## ✅")
+
+
+def test_a_retrain_that_fails_the_gate_is_not_registered(fraud_project: Path) -> None:
+    """`run --drift` used to register its retrain as @challenger without a gate; now it gates first."""
+    from mlship.errors import PipelineRejected
+    from mlship.pipeline import RunSummary, retrain_on_drift
+
+    small_data_gates(fraud_project, "metric_floors = {roc_auc = 0.9999}\n")  # no model reaches it
+    settings = load_settings(cwd=fraud_project)
+    ran: list[str] = []
+
+    def stage(name: str, fn: Callable[[], str]) -> None:
+        ran.append(name)
+        fn()
+
+    with pytest.raises(PipelineRejected, match="failed the gate and was not registered"):
+        retrain_on_drift(settings, fraud_project / "data/transactions.parquet", 0.8, stage, RunSummary(data="drift"))
+    assert ran == ["synth-drifted", "drift", "retrain", "gate-retrain"]
+    assert Registry.from_settings(settings).alias_version(settings.model_name, "challenger") is None
+    assert "gates.metric_floors" in (fraud_project / ".mlship/reports/gate-retrain/gate.md").read_text()
 
 
 @pytest.mark.slow
