@@ -26,7 +26,10 @@ def run(
         typer.Option(
             "--drift",
             min=0.0,
-            help="Then demonstrate monitoring: synthesize data with this drift, check, retrain on drift.",
+            help=(
+                "Then demonstrate monitoring: synthesize data with this drift, check, retrain on drift, "
+                "gate the retrain, register it only if it passes."
+            ),
         ),
     ] = None,
     no_deploy: Annotated[
