@@ -7,6 +7,9 @@ the previous color under the deploy lock — unless a later switch made it live 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 
 from mlship.deploy import retire
 from mlship.deploy.bluegreen import Controller
-from mlship.deploy.lock import pid_alive
+from mlship.deploy.lock import LockHeld, pid_alive
 from tests.deploy_doubles.harness import fake_release, local_controller, served_version
 
 
@@ -86,8 +89,7 @@ def test_a_rollback_inside_the_window_is_one_switch_and_cancels_the_retirement(t
         assert second is not None and second != first and ctl.status()["retire"]["color"] == "green"
         green = pid_of(ctl, "green")
         assert wait_gone(green), "green is now the previous color and retires after its own window"
-        # The retirement holds the deploy lock until it has recorded its work: `down` below would
-        # race it (LockHeld) if it ran while the retirement process was still finishing.
+        # (`down` would also wait for it: see test_down_waits_for_a_retirement_that_holds_the_lock)
         assert wait_gone(second, 10.0), "the retirement process ends once green is retired"
         assert pid_alive(blue) and served_version(ctl.target.live_url()) == "1"
     finally:
@@ -103,6 +105,42 @@ def test_down_stops_the_scheduled_retirement(ctl: Controller) -> None:
     assert any(s.startswith("retirement of blue") for s in stopped)
     assert wait_gone(pid, 10.0)
     assert ctl.store.load().retire is None
+
+
+def test_down_waits_for_a_retirement_that_holds_the_lock(ctl: Controller) -> None:
+    """`down` racing the retirement's few seconds under the lock waits for it (it raised LockHeld)."""
+    ctl.deploy(fake_release("1"))
+    ctl.deploy(fake_release("2"))
+    pid = retire_pid(ctl)
+    assert pid is not None
+    lock = ctl.store.dir / "deploy.lock"
+    lock.write_text(str(pid))  # the retirement process holds the deploy lock, as while it records its work
+    release = threading.Timer(1.0, lock.unlink)
+    release.start()
+    started = time.monotonic()
+    try:
+        stopped = ctl.down()
+    finally:
+        release.cancel()
+    assert time.monotonic() - started >= 0.9, "down must have waited for the lock"
+    assert any(s.startswith("retirement of blue") for s in stopped)
+    assert ctl.store.load().live is None
+
+
+def test_down_does_not_wait_for_a_deploy_that_holds_the_lock(ctl: Controller) -> None:
+    ctl.deploy(fake_release("1"))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = ctl.store.dir / "deploy.lock"
+    try:
+        lock.write_text(str(other.pid))  # another live process (not our retirement) holds it
+        started = time.monotonic()
+        with pytest.raises(LockHeld, match=f"pid {other.pid}"):
+            ctl.down()
+        assert time.monotonic() - started < 2.0
+    finally:
+        other.kill()
+        other.wait()
+        lock.unlink(missing_ok=True)
 
 
 def test_a_superseded_retirement_touches_nothing(ctl: Controller) -> None:

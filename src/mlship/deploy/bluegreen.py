@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 ENVS = ("staging", "production")
 APPROVAL_VARS = ("MLSHIP_APPROVE",)
+RETIREMENT_WAIT_S = 15.0
+"""How long `down` waits for a retirement that holds the deploy lock (it holds it for seconds)."""
 GoldenSource = Callable[[Release], Golden]
 
 
@@ -566,7 +568,7 @@ class Controller:
 
     def down(self) -> list[str]:
         """Stop everything this environment started; the history stays."""
-        with self._lock():
+        with self._lock_after_retirement():
             stopped = self.target.down()
             state = self.store.load()
             if state.pending is not None:
@@ -583,6 +585,27 @@ class Controller:
             return stopped
 
     # Helpers -------------------------------------------------------------------------------
+
+    def _lock_after_retirement(self, wait_s: float = RETIREMENT_WAIT_S) -> contextlib.ExitStack:
+        """The deploy lock, waiting (up to `wait_s`) while our own retirement process holds it.
+
+        A retirement holds the lock only while it stops the previous color and records it (a few
+        seconds at most); `down` racing it should wait for it, not fail. Any other holder (a
+        deploy, a rollback) is reported at once, as before.
+        """
+        from mlship.deploy.targets.local import _ours
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            stack = contextlib.ExitStack()
+            try:
+                stack.enter_context(self._lock())
+                return stack
+            except LockHeld:
+                retire = self.store.load().retire
+                if retire is None or not _ours(retire) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
     def _canary(self, state: DeployState) -> str | None:
         for color, release in state.colors.items():
