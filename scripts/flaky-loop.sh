@@ -24,6 +24,7 @@ else
     )
 fi
 LOG_DIR="${LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/flaky-loop.XXXXXX")}"
+mkdir -p "$LOG_DIR"
 BUSY_MAX_S="${BUSY_MAX_S:-10800}"
 
 python3 -c "import time
