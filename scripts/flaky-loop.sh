@@ -41,10 +41,10 @@ for i in $(seq 1 "$N"); do
     if timeout 1800 uv run --quiet pytest -q -p no:cacheprovider "${TESTS[@]}" >"$log" 2>&1; then
         passed=$((passed + 1))
         rm -f "$log"
-        echo "run $i/$N: passed"
+        echo "run $i/$N: passed (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     else
         failed=$((failed + 1))
-        echo "run $i/$N: FAILED ($(grep -E '^(FAILED|ERROR)' "$log" | head -3 | tr '\n' ' '))"
+        echo "run $i/$N: FAILED, load average $(cut -d' ' -f1-3 /proc/loadavg) ($(grep -E '^(FAILED|ERROR)' "$log" | head -3 | tr '\n' ' '))"
     fi
 done
 echo "flaky-loop: $N runs, $passed passed, $failed failed (other core busy; failed logs in $LOG_DIR)"
