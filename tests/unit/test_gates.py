@@ -120,6 +120,10 @@ def test_a_disparity_is_judged_on_its_interval_and_a_straddle_fails_closed_by_de
     straddle = fairness_gates(_report(0.091, (0.02, 0.19)), GateSettings())[1]
     assert straddle.status == "fail" and "straddles 0.1, inconclusive (fails closed" in straddle.detail
     assert "gates.fairness_inconclusive = 'fail'" in straddle.detail
+    # what would settle it: 100 rows · (0.099 / 0.009)² = 12,100 rows in the smallest group
+    assert "about 12,100 rows in the smallest group (now 100) would settle it" in straddle.detail
+    at_limit = fairness_gates(_report(0.1, (0.05, 0.15)), GateSettings())[1]
+    assert at_limit.failed and "more rows will not make it pass" in at_limit.detail
     lenient = fairness_gates(_report(0.091, (0.02, 0.19)), GateSettings(fairness_inconclusive="pass"))[1]
     assert lenient.status == "pass" and "passes, reported only" in lenient.detail
     # no interval at all is never a pass

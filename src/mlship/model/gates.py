@@ -482,10 +482,24 @@ def _disparity_gate(
         value,
         limit,
         f"{interval}: straddles {limit:g}, inconclusive ({verdict}: gates.fairness_inconclusive = "
-        f"{gates.fairness_inconclusive!r}); more rows per group narrow the interval",
+        f"{gates.fairness_inconclusive!r}); {_rows_needed(value, high, limit, report)}",
         "CI ≤",
         setting,
     )
+
+
+def _rows_needed(value: float, high: float, limit: float, report: FairnessReport) -> str:
+    """What would settle a straddling interval: the rows per group that bring its upper end under the limit.
+
+    The interval's upper half-width shrinks as 1/sqrt(n); if the estimate holds, the smallest
+    measured group needs n · (half-width / (limit − estimate))² rows. An estimate at or beyond the
+    limit is not settled by more rows.
+    """
+    if value >= limit:
+        return f"the estimate itself is not below {limit:g}: more rows will not make it pass"
+    smallest = min(g.rows for g in report.measured)
+    needed = math.ceil(smallest * ((high - value) / (limit - value)) ** 2)
+    return f"about {needed:,} rows in the smallest group (now {smallest:,}) would settle it if the estimate holds"
 
 
 def _setting(key: str, value: float | bool) -> str:
