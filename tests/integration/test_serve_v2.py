@@ -228,3 +228,40 @@ def test_the_readme_example_infers(client: TestClient) -> None:
     response = client.post("/v2/models/card-fraud/infer", content=found.group(1).encode())
     assert response.status_code == 200, response.text
     assert [o["name"] for o in response.json()["outputs"]] == ["label", "probabilities"]
+
+
+def test_oversized_bodies_and_model_errors_answer_in_the_protocols_shape(model: ServingModel, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, max_body_bytes=2048)
+    served = load(resolve_source(str(model.model_dir), settings), settings)
+
+    class Picky:
+        classes_ = (0, 1)
+
+        def predict_proba(self, frame: Any) -> Any:
+            if (frame["amount"] < 0).any():
+                raise ValueError("negative amount")
+            return served.estimator.predict_proba(frame)
+
+    picky = ServedModel(
+        estimator=Picky(), columns=served.columns, name="card-fraud", version="1", example=served.example
+    )
+    with TestClient(create_app(picky, settings=settings, log_stream=io.StringIO())) as c:
+        wait_ready(c)
+        big = tensors(c, model.example[:1])
+        big["inputs"][0]["data"] = ["x" * 4096]
+        too_big = c.post("/v2/models/card-fraud/infer", json=big)
+        assert too_big.status_code == 413 and "larger than 2048 bytes" in too_big.json()["error"]
+        negative = tensors(c, [{**model.example[0], "amount": -1.0}])
+        failed = c.post("/v2/models/card-fraud/infer", json=negative)
+        assert failed.status_code == 500 and failed.json() == {"error": "prediction failed: ValueError"}
+        assert c.post("/v2/models/card-fraud/infer", json=tensors(c, model.example)).status_code == 200, "carries on"
+
+
+@pytest.mark.parametrize(
+    ("classes", "datatype"),
+    [([False, True], "BOOL"), ([0, 1], "INT64"), ([0.0, 1.0], "FP64"), (["no", "yes"], "BYTES")],
+)
+def test_the_label_datatype_follows_the_classes(classes: list[Any], datatype: str) -> None:
+    from mlship.serving.v2 import _label_datatype
+
+    assert _label_datatype(classes) == datatype
