@@ -180,11 +180,15 @@ def gate(settings: Settings, report: GateReport, report_dir: Path) -> bool:
     return send(notice, settings.notify)
 
 
-def deployed(settings: Settings, result: DeployResult) -> bool:
-    """A deploy or rollback that succeeded: what is live now, and where."""
+def deployed(settings: Settings, result: DeployResult, *, kind: str = "deploy") -> bool:
+    """A deploy or rollback (`kind`) that succeeded: what is live now, and where.
+
+    `mlship rollback` is a rollback whatever it took (one switch, or a full deploy of an older
+    release); a deploy that ends a canary by switching back is one too.
+    """
     r = result.release
     split = bool(result.weights and len(result.weights) > 1)
-    if result.action.startswith("rollback"):
+    if kind == "rollback" or result.action in ("rollback", "abort-canary"):
         event, verdict = "rollback", "manual"
     else:
         event, verdict = "deploy", "canary" if split else "live"

@@ -267,3 +267,12 @@ def test_mlflow_run_link_only_for_a_server_and_without_credentials() -> None:
         "https://gitlab.test/p/-/pipelines/9"
     )
     json.dumps(notify.Notice(event="gate", verdict="pass", summary="s").to_json())
+
+
+def test_a_rollback_command_is_a_rollback_whatever_it_took(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mlship rollback --to N` is a full deploy of an older release; aborting a canary switches back."""
+    with recorder() as hook:
+        monkeypatch.setenv(notify.WEBHOOK_ENV, hook.url)
+        notify.deployed(settings(tmp_path, format="json"), deploy_result("deploy"), kind="rollback")
+        notify.deployed(settings(tmp_path, format="json"), deploy_result("abort-canary"))
+    assert [(r.body["event"], r.body["verdict"]) for r in hook.requests] == [("rollback", "manual")] * 2

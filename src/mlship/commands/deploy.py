@@ -268,7 +268,7 @@ def rollback(
         finally:
             ctl.target.close()
         _print_result(result)
-        notify.deployed(settings, result)
+        notify.deployed(settings, result, kind="rollback")
         switch = result.timings_s.get("switch")
         if switch is not None:
             cli.console().print(f"switch took {switch * 1000:.1f} ms")
