@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlship.errors import InfraError, PipelineRejected
 from mlship.redaction import MASK, redact
@@ -33,6 +33,8 @@ NOTIFY_EVENTS = ("gate", "deploy", "rollback", "failover", "drift", "canary")
 
 WEBHOOK_ENV = "MLSHIP_WEBHOOK_URL"
 """The webhook URL is a secret: it is read from this variable only, never from a file."""
+
+T = TypeVar("T")
 
 FORMAT_ENV = "MLSHIP_NOTIFY_FORMAT"
 EVENTS_ENV = "MLSHIP_NOTIFY_EVENTS"
@@ -213,9 +215,7 @@ def deployed(settings: Settings, result: DeployResult, *, kind: str = "deploy") 
     return send(notice, settings.notify)
 
 
-def guard(
-    kind: str, action: Callable[[Settings], int | None], *, env: str, model: str | None = None
-) -> Callable[[Settings], int | None]:
+def guard(kind: str, action: Callable[[Settings], T], *, env: str, model: str | None = None) -> Callable[[Settings], T]:
     """Wrap a deploy/rollback command's action: a refusal or an infrastructure failure is told, then re-raised.
 
     It also puts the notify settings in this process's environment, which the local router it
@@ -225,7 +225,7 @@ def guard(
     deploy outcome and an automatic rollback. Usage errors (exit 2) are the caller's, not news.
     """
 
-    def guarded(settings: Settings) -> int | None:
+    def guarded(settings: Settings) -> T:
         os.environ.update(router_env(settings, env))  # a router this command starts tells of its failovers
         try:
             return action(settings)

@@ -167,3 +167,18 @@ def test_a_failing_webhook_never_changes_the_exit_code(
     for _, err in outcomes:
         warnings = [line for line in err.splitlines() if line.startswith("mlship: warning: drift notification")]
         assert len(warnings) == 1 and "127.0.0.1" not in warnings[0]
+
+
+@pytest.mark.slow
+def test_the_main_job_tells_of_its_gate_and_drift(fraud_project: Path, hook: Recorder) -> None:
+    """`mlship run` calls the same library functions as the stage commands, and tells the same things."""
+    pyproject = fraud_project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text()
+        + 'sensitive_feature = ""\n[tool.mlship.notify]\nformat = "json"\n'
+        + "[tool.mlship.gates]\nlatency_p99_ms = 5000.0\nlatency_rows = 20\n"
+    )
+    code, err = invoke("run", "--no-deploy", "--drift", "0.8")
+    assert code == 0, err
+    events = [(r.body["event"], r.body["verdict"]) for r in hook.requests]
+    assert events == [("gate", "pass"), ("drift", "fail")]
