@@ -103,16 +103,17 @@ def send(notice: Notice, cfg: NotifySettings, *, environ: Mapping[str, str] | No
     url = env.get(WEBHOOK_ENV, "").strip()
     if not url or not ({notice.event, *notice.also} & set(cfg.events)):
         return False
-    try:
-        import httpx
-
-        response = httpx.post(url, json=payload(notice, cfg.format), timeout=cfg.timeout_s)
-        if response.is_success:
-            return True
-        reason = f"the webhook answered HTTP {response.status_code}"
-    except Exception as exc:  # noqa: BLE001 - whatever broke delivery, the command's result stands
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        reason = f"{type(exc).__name__}{': ' + text if text else ''}"
+    outcome: list[str | None] = []
+    worker = threading.Thread(target=_deliver, args=(url, payload(notice, cfg.format), cfg.timeout_s, outcome))
+    worker.daemon = True  # a resolver that hangs past every timeout must not hold the process open
+    worker.start()
+    worker.join(cfg.timeout_s + 1.0)  # httpx's timeout does not bound name resolution: this does
+    if not outcome:
+        reason = f"no answer within {cfg.timeout_s:g} s"
+    elif outcome[0] is None:
+        return True
+    else:
+        reason = outcome[0]
     reason = redact(reason.replace(url, MASK))
     print(
         f"mlship: warning: {notice.event} notification not sent: {reason} (check {WEBHOOK_ENV}; the result stands)",
@@ -120,6 +121,18 @@ def send(notice: Notice, cfg: NotifySettings, *, environ: Mapping[str, str] | No
         flush=True,
     )
     return False
+
+
+def _deliver(url: str, body: dict[str, Any], timeout_s: float, outcome: list[str | None]) -> None:
+    """POST `body`; append None on a 2xx, else why not."""
+    try:
+        import httpx
+
+        response = httpx.post(url, json=body, timeout=timeout_s)
+        outcome.append(None if response.is_success else f"the webhook answered HTTP {response.status_code}")
+    except Exception as exc:  # noqa: BLE001 - whatever broke delivery, the command's result stands
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        outcome.append(f"{type(exc).__name__}{': ' + text if text else ''}")
 
 
 def send_in_background(notice: Notice, cfg: NotifySettings) -> threading.Thread:

@@ -276,3 +276,24 @@ def test_a_rollback_command_is_a_rollback_whatever_it_took(tmp_path: Path, monke
         notify.deployed(settings(tmp_path, format="json"), deploy_result("deploy"), kind="rollback")
         notify.deployed(settings(tmp_path, format="json"), deploy_result("abort-canary"))
     assert [(r.body["event"], r.body["verdict"]) for r in hook.requests] == [("rollback", "manual")] * 2
+
+
+def test_a_name_that_does_not_resolve_or_a_resolver_that_hangs_is_a_bounded_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import time
+
+    monkeypatch.setenv(notify.WEBHOOK_ENV, "http://mlship-webhook.invalid/hook")  # RFC 2606: never resolves
+    assert notify.deployed(settings(tmp_path, timeout_s=2), deploy_result()) is False
+    assert "notification not sent: " in capsys.readouterr().err
+
+    def hanging_resolver(*_args: Any, **_kwargs: Any) -> Any:
+        time.sleep(3)
+        raise OSError("resolver gave up")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_resolver)  # httpx's timeout does not cover it
+    started = time.monotonic()
+    assert notify.deployed(settings(tmp_path, timeout_s=0.2), deploy_result()) is False
+    assert time.monotonic() - started < 2.0
+    assert "notification not sent: no answer within 0.2 s" in capsys.readouterr().err
