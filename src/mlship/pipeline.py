@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship import notify
 from mlship.errors import PipelineRejected
 from mlship.fsutil import write_json, write_text
 
@@ -129,6 +130,7 @@ def run(
 
         assert summary.model_uri is not None
         report = run_gate(settings, summary.model_uri, data_path=path, report_dir=reports / "gate")
+        notify.gate(settings, report, reports / "gate")
         if not report.passed:
             raise PipelineRejected(f"gate failed: {report.summary}", hint=f"see {reports / 'gate' / 'gate.md'}")
         return report.summary
@@ -143,7 +145,8 @@ def run(
 
     stage("register", do_register)
     if deploy:
-        stage("deploy", lambda: deploy_registered(settings, summary))
+        deploy_once = notify.guard("deploy", lambda s: deploy_registered(s, summary), env="staging")
+        stage("deploy", lambda: deploy_once(settings))
     if drift is not None:
         retrain_on_drift(settings, path, drift, stage, summary)
     summary.success = True
@@ -161,6 +164,7 @@ def deploy_registered(settings: Settings, summary: RunSummary) -> str:
         result = ctl.deploy(release)
     finally:
         ctl.target.close()
+    notify.deployed(settings, result)
     summary.live_url = result.live_url
     return f"{result.release.label} is live on {result.live} at {result.live_url}"
 
@@ -192,6 +196,7 @@ def retrain_on_drift(
 
     def do_drift() -> str:
         report = detect(settings, reference, current, settings.reports_path)
+        notify.drift(settings, report, settings.reports_path)
         found["drift"] = report.dataset_drift
         state = "DRIFT" if report.dataset_drift else "no drift"
         return f"{state}: {len(report.drifted)}/{len(report.features)} features drifted ({', '.join(report.drifted)})"

@@ -54,6 +54,7 @@ SECRET_VARIABLES = (
     "DOCKER_AUTH_CONFIG",
     "GOOGLE_APPLICATION_CREDENTIALS",
     "AZURE_STORAGE_CONNECTION_STRING",
+    "MLSHIP_WEBHOOK_URL",
 )
 """Secret-bearing variables whose names do not say so."""
 

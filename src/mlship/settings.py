@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlship.errors import ConfigError
+from mlship.notify import NOTIFY_EVENTS, WEBHOOK_ENV
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss")
 """Every metric mlship computes for a binary classifier (log_loss is lower-is-better)."""
@@ -103,6 +104,24 @@ class DriftSettings(_Section):
     drift_share: float = Field(default=0.5, gt=0, le=1)
 
 
+class NotifySettings(_Section):
+    """`[tool.mlship.notify]`: the payload format and which events go to the webhook (its URL: MLSHIP_WEBHOOK_URL)."""
+
+    format: Literal["slack", "json"] = "slack"
+    events: list[Literal["gate", "deploy", "rollback", "failover", "drift", "canary"]] = Field(
+        default_factory=lambda: list(NOTIFY_EVENTS)  # type: ignore[arg-type]
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_url_in_files(cls, raw: Any) -> Any:
+        """A URL here would be committed with the project: refuse it, naming where it belongs."""
+        if isinstance(raw, dict) and any(k in raw for k in ("url", "webhook", "webhook_url")):
+            raise ValueError(f"the webhook URL is a secret: set it in the environment variable {WEBHOOK_ENV}")
+        return raw
+
+
 class Settings(_Section):
     """`[tool.mlship]`: the whole configuration of one project."""
 
@@ -128,6 +147,7 @@ class Settings(_Section):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @field_validator("sensitive_feature", mode="before")

@@ -87,3 +87,31 @@ def test_the_document_describes_the_model_input(api_schema: Any, live_url: str) 
         "num_tx_24h",
     }
     assert {op for path in doc["paths"].values() for op in path} == {"get", "post"}
+
+
+def test_the_v2_operations_are_in_the_document_and_fuzzed(api_schema: Any, live_url: str) -> None:
+    """The Open Inference Protocol operations, schema-valid and schema-violating bodies: 4xx at worst,
+    the errors in the protocol's `{"error": ...}` body, and some requests really inferred."""
+    doc = httpx.get(live_url + "/openapi.json").json()
+    infer = doc["paths"]["/v2/models/{name}/infer"]["post"]
+    assert infer["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/v2_inference_request"
+    }
+    names = doc["components"]["schemas"]["v2_request_input"]["properties"]["name"]["enum"]
+    assert set(names) == set(doc["components"]["schemas"]["Record"]["required"])
+    v2 = api_schema.include(path_regex="^/v2")
+    answered: list[tuple[str, int]] = []
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+        @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=v2.as_strategy(generation_mode=mode))
+        def fuzz(case: Any) -> None:
+            response = case.call_and_validate(base_url=live_url, checks=[not_a_server_error])
+            if case.path.endswith("/infer") and response.status_code >= 400:
+                assert set(response.json()) == {"error"}
+            answered.append((case.path, response.status_code))
+
+        fuzz()
+    assert answered and all(code < 500 for _, code in answered)
+    assert {path for path, _ in answered} >= {"/v2/models/{name}/infer", "/v2/health/ready", "/v2/models/{name}"}
+    assert any(path.endswith("/infer") and code == 400 for path, code in answered)

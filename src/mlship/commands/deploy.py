@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlship import cli
+from mlship import cli, notify
 from mlship.deploy.factory import controller
 
 if TYPE_CHECKING:
@@ -113,9 +113,10 @@ def deploy(
         finally:
             ctl.target.close()
         _print_result(result)
+        notify.deployed(settings, result)
         return 0
 
-    cli.run(ctx, action)
+    cli.run(ctx, notify.guard("deploy", action, env=env, model=model))
 
 
 def _check_kubernetes_args(model: str | None, image: str | None, env: str, from_env: str | None) -> str | None:
@@ -267,12 +268,13 @@ def rollback(
         finally:
             ctl.target.close()
         _print_result(result)
+        notify.deployed(settings, result, kind="rollback")
         switch = result.timings_s.get("switch")
         if switch is not None:
             cli.console().print(f"switch took {switch * 1000:.1f} ms")
         return 0
 
-    cli.run(ctx, action)
+    cli.run(ctx, notify.guard("rollback", action, env=env))
 
 
 def status(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlship import cli
+from mlship import cli, notify
 
 if TYPE_CHECKING:
     from mlship.model.gates import GateReport
@@ -65,6 +65,7 @@ def gate(
             report.registered = register_challenger(settings, report)
             write_report(report, out_dir)
         _print(report, out_dir)
+        notify.gate(settings, report, out_dir)
         return 0 if report.passed else 1
 
     cli.run(ctx, action)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlship import cli
+from mlship import cli, notify
 
 if TYPE_CHECKING:
     from mlship.monitoring.events import AbReport, Arm
@@ -52,6 +52,7 @@ def drift(
         cli.console().print(table)
         for w in report.warnings:
             cli.err_console().print(f"warning: {w}")
+        notify.drift(settings, report, report_dir)
         return check(report)
 
     cli.run(ctx, action)
@@ -174,6 +175,7 @@ def abtest(
                 design=design,
             )
         _print_abtest(report)
+        notify.canary(settings, report, applied=apply, env=env)
         return 1 if report.state in ("reject", "srm") else 0
 
     cli.run(ctx, action)

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlship import notify
+
 BUCKETS_MS = (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000)
 """Upper bounds of the latency histogram (ms); the last bucket is everything slower."""
 
@@ -356,6 +358,7 @@ class Router:
             record = {"from": live, "to": standby, "reason": f"{live} {why}", "at": time.time()}
             self.set_route(Route(backends=dict(route.backends), weights={standby: 100}), failover=record)
             print(f"router: failover {live} → {standby}: {live} {why}", file=sys.stderr, flush=True)
+            notify.failover(record)  # from a daemon thread: the watch loop and requests never wait for it
             failures = 0
 
     # Admin ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.requests import ClientDisconnect
 
 from mlship.redaction import redact
+from mlship.serving import v2
 from mlship.serving.batching import BatcherClosed, MicroBatcher
 from mlship.serving.logs import AccessLog, PredictionLog
 from mlship.serving.metrics import ServingMetrics
@@ -332,6 +333,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             }
         )
 
+    v2.add_routes(app, state)  # the Open Inference Protocol beside /predict
+
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refusing (before reading it all) anything over `limit` bytes."""
@@ -364,6 +367,8 @@ def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
         "required": True,
         "content": {"application/json": {"schema": body}},
     }
+    if state.model is not None:
+        v2.document(doc, state.model)
     app.openapi_schema = doc
     return doc
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
+from mlship.serving import v2
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ENDPOINTS = frozenset({"/predict", "/health", "/ready", "/version", "/metrics", "/docs", "/openapi.json"})
 
@@ -74,7 +76,7 @@ class ServingMetrics:
         self, path: str, method: str, status: int, seconds: float, *, synthetic: bool = False, count_error: bool = True
     ) -> None:
         """One answered request; `count_error=False` for an answer that is not a failure (503 while warming up)."""
-        endpoint = path if path in ENDPOINTS else "other"  # unknown paths must not grow the label set
+        endpoint = path if path in ENDPOINTS else v2.endpoint_label(path) or "other"  # a bounded label set
         self.requests.labels(endpoint, method, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
         if synthetic:

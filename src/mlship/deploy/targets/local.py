@@ -32,6 +32,7 @@ from mlship.deploy.smoke import SYNTHETIC_HEADER
 from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.errors import InfraError
 from mlship.fsutil import write_json
+from mlship.notify import WEBHOOK_ENV
 from mlship.redaction import MLFLOW_CLIENT_SECRETS, env_for_child
 
 Handle = dict[str, Any]
@@ -339,7 +340,7 @@ class LocalTarget:
         self._token()
         argv += ["--token-file", str(self.token_file)]
         try:
-            handle = spawn(argv, self.dir / "router.log")
+            handle = spawn(argv, self.dir / "router.log", secrets=(WEBHOOK_ENV,))  # it tells of failovers
         except ColorFailed as exc:
             raise InfraError(f"cannot start the router: {exc}") from None
         data["router"] = {**handle, "admin_port": admin_port, "port": self.port}
