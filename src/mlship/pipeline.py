@@ -222,6 +222,7 @@ def retrain_on_drift(
         assert summary.model_uri is not None
         gate_dir = settings.reports_path / "gate-retrain"
         report = run_gate(settings, summary.model_uri, data_path=current, report_dir=gate_dir)
+        notify.gate(settings, report, gate_dir)
         if not report.passed:
             raise PipelineRejected(
                 f"the retrained model failed the gate and was not registered: {report.summary}",
