@@ -99,6 +99,8 @@ class Route:
     sticky: str | None = None
     shadow: str | None = None
     sample: float = 1.0
+    shadow_address: str | None = None
+    """Where the shadow color's process listens, when its name is also the standby's (the release parked behind it)."""
 
     def split(self) -> bool:
         """More than one color shares live traffic (a canary or A/B split)."""
@@ -138,7 +140,7 @@ class Route:
         """Where copies go: the shadow color's address, when it is not itself taking live traffic."""
         if not self.shadow or self.weights.get(self.shadow, 0) > 0:
             return None
-        return self.backends.get(self.shadow)
+        return self.shadow_address or self.backends.get(self.shadow)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,6 +150,7 @@ class Route:
             "sticky": self.sticky,
             "shadow": self.shadow,
             "sample": self.sample,
+            "shadow_address": self.shadow_address,
         }
 
     @classmethod
@@ -162,6 +165,7 @@ class Route:
         if not 0.0 < sample <= 1.0:
             raise ValueError(f"shadow sample {sample} is not in (0, 1]")
         shadow = raw.get("shadow")
+        address = raw.get("shadow_address")
         return cls(
             backends=backends,
             weights=weights,
@@ -169,6 +173,7 @@ class Route:
             sticky=str(sticky) if sticky else None,
             shadow=str(shadow) if shadow else None,
             sample=sample,
+            shadow_address=str(address) if address else None,
         )
 
 
