@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -95,3 +96,17 @@ def test_the_live_server_copies_real_predictions_and_reports_the_comparison(
     assert stats["abs_diff"]["max"] == 0.0 and stats["errors"] == 0 and stats["dropped"] == 0
     assert stats["target"] == candidate_url.removeprefix("http://")
     assert stats["latency_ms"]["p99"] is not None
+
+
+def test_access_lines_carry_the_sticky_key_hash_the_router_sends(tmp_path: Path) -> None:
+    model = serving_model()
+    stream = io.StringIO()
+    settings = settings_from_mapping({}, root=tmp_path)
+    with TestClient(create_app(model.model_dir, settings=settings, log_stream=stream)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.post("/predict", json={"records": model.example[:1]}, headers={"x-mlship-key-hash": "0123abcd"})
+        client.post("/predict", json={"records": model.example[:1]})
+    lines = [json.loads(ln) for ln in stream.getvalue().splitlines() if '"access"' in ln and "/predict" in ln]
+    assert [ln.get("key_hash") for ln in lines] == ["0123abcd", None]
