@@ -73,6 +73,12 @@ def load(port: int, rate: float, seconds: float, connections: int, queue: Any) -
     queue.put({"latencies": latencies, "failed": len(failed)})
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -129,6 +135,9 @@ def main() -> int:
         ctx = mp.get_context("spawn")
         phases: dict[str, list[float]] = {"off": [], "on": []}
         failed = {"off": 0, "on": 0}
+        per_round: list[dict[str, Any]] = []
+        cpu = {"off": {"router": 0.0, "candidate": 0.0}, "on": {"router": 0.0, "candidate": 0.0}}
+        router_pid, candidate_pid = procs[2].pid, procs[1].pid
         shadow_figures: list[dict[str, Any]] = []
         # a short warm-up (connections, caches) that is not measured
         warm = ctx.Queue()
@@ -140,15 +149,26 @@ def main() -> int:
             for mode in ("off", "on"):
                 route(mode == "on")
                 queue = ctx.Queue()
+                before = cpu_seconds(router_pid), cpu_seconds(candidate_pid)
                 gen = ctx.Process(target=load, args=(port, args.rate, args.seconds, args.connections, queue))
                 gen.start()
                 result = queue.get(timeout=args.seconds + 60)
                 gen.join(timeout=30)
-                phases[mode] += result["latencies"]
-                failed[mode] += result["failed"]
                 if mode == "on":
                     time.sleep(0.5)  # let the last copies land before reading the figures
                     shadow_figures.append(state()["shadow"])
+                cpu[mode]["router"] += cpu_seconds(router_pid) - before[0]
+                cpu[mode]["candidate"] += cpu_seconds(candidate_pid) - before[1]
+                phases[mode] += result["latencies"]
+                failed[mode] += result["failed"]
+                per_round.append(
+                    {
+                        "mode": mode,
+                        "p50_ms": round(quantile(result["latencies"], 0.5), 3),
+                        "p99_ms": round(quantile(result["latencies"], 0.99), 3),
+                        "load_average_1m": round(os.getloadavg()[0], 2),
+                    }
+                )
         summary = {
             mode: {
                 "requests": len(values),
@@ -183,6 +203,11 @@ def main() -> int:
                 "target_added_p99_ms": 1.0,
                 "met": added < 1.0,
                 "copies": copies,
+                "phases": per_round,
+                "cpu_ms_per_request": {
+                    mode: {k: round(1000 * v / max(1, len(phases[mode])), 4) for k, v in parts.items()}
+                    for mode, parts in cpu.items()
+                },
                 "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             },
         )

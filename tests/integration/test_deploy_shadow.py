@@ -167,3 +167,38 @@ def test_a_shadow_refused_at_smoke_never_gets_a_copy(ctl: Controller) -> None:
     with pytest.raises(PipelineRejected, match="smoke test failed"):
         ctl.deploy(fake_release("2", "wrong"), strategy="shadow")
     assert ctl.store.load().shadow is None and ctl.target.shadowing() is None  # type: ignore[attr-defined]
+
+
+def test_a_shadow_that_fails_verification_on_promotion_is_switched_back(ctl: Controller) -> None:
+    ctl.deploy(fake_release("1"))
+    ctl.deploy(fake_release("2"))  # v1 warm on blue
+    ctl.deploy(fake_release("3", "errors_after:25"), strategy="shadow")  # passes smoke, then serves errors
+    with pytest.raises(PipelineRejected, match=r"promotion of shadow card-fraud v3 rolled back: verification failed"):
+        ctl.promote_shadow()
+    state = ctl.store.load()
+    assert state.live == "green" and state.pending is None and state.shadow is None
+    assert served_version(ctl.target.live_url()) == "2"
+    assert state.colors["blue"].version == "1", "the release parked behind the shadow is warm again"
+    assert state.history[-1].version == "3" and state.history[-1].outcome == "rolled back"
+    assert ctl.rollback().live == "blue"
+
+
+def test_a_shadow_the_target_cannot_start_copying_to_is_refused(
+    ctl: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlship.deploy.targets.base import ColorFailed
+
+    ctl.deploy(fake_release("1"))
+    real = ctl.target.set_shadow  # type: ignore[attr-defined]
+
+    def broken(color: str | None, sample: float = 1.0) -> None:
+        if color is not None:
+            raise ColorFailed("the router does not answer")
+        real(color, sample)
+
+    monkeypatch.setattr(ctl.target, "set_shadow", broken)
+    with pytest.raises(PipelineRejected, match="shadow of card-fraud v2 did not start: the router does not answer"):
+        ctl.deploy(fake_release("2"), strategy="shadow")
+    state = ctl.store.load()
+    assert state.shadow is None and "green" not in state.colors and not ctl.target.running("green")
+    assert state.history[-1].outcome == "rejected"

@@ -33,8 +33,15 @@ TOKEN = "tok"
 class Backend:
     """A /predict server: probability = amount/100 + `shift`, class = probability >= 0.5; remembers heads."""
 
-    def __init__(self, name: str, shift: float = 0.0, delay_s: float = 0.0, status: int = 200) -> None:
-        self.name, self.shift, self.delay_s, self.status = name, shift, delay_s, status
+    def __init__(
+        self,
+        name: str,
+        shift: float = 0.0,
+        status: int = 200,
+        gate: asyncio.Event | None = None,
+        framing: str = "length",
+    ) -> None:
+        self.name, self.shift, self.status, self.gate, self.framing = name, shift, status, gate, framing
         self.heads: list[bytes] = []
         self.server: asyncio.Server | None = None
 
@@ -48,14 +55,30 @@ class Backend:
                 )
                 body = await reader.readexactly(length)
                 self.heads.append(head)
-                if self.delay_s:
-                    await asyncio.sleep(self.delay_s)
+                if self.gate is not None:
+                    await self.gate.wait()  # a shadow that does not answer until the test lets it
                 records = json.loads(body or b"{}").get("records", [])
                 probs = [min(1.0, r.get("amount", 0) / 100 + self.shift) for r in records]
                 reply = json.dumps(
                     {"predictions": [int(p >= 0.5) for p in probs], "probabilities": probs, "color": self.name}
                 ).encode()
-                writer.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%s" % (self.status, len(reply), reply))
+                if self.framing == "chunked":
+                    half = len(reply) // 2
+                    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+                        half,
+                        reply[:half],
+                        len(reply) - half,
+                        reply[half:],
+                    )
+                    writer.write(b"HTTP/1.1 %d X\r\nTransfer-Encoding:chunked\r\n\r\n%s" % (self.status, chunks))
+                elif self.framing == "close":  # no length: the body ends when the connection does
+                    writer.write(b"HTTP/1.1 %d X\r\nconnection: close\r\n\r\n%s" % (self.status, reply))
+                    await writer.drain()
+                    writer.close()
+                    return
+                else:
+                    head = b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n" % (self.status, len(reply))
+                    writer.write(head + reply)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -216,20 +239,28 @@ def test_shadow_copies_predictions_compares_them_and_clients_get_the_live_answer
 
 def test_a_sample_copies_a_share_and_a_full_queue_drops_copies_without_slowing_clients(tmp_path: Path) -> None:
     async def scenario() -> None:
-        live, slow = Backend("blue"), Backend("green", delay_s=0.5)
-        async with rig(tmp_path, blue=live, green=slow) as (router, port, addr):
+        gate = asyncio.Event()
+        live, stuck = Backend("blue"), Backend("green", gate=gate)
+        async with rig(tmp_path, blue=live, green=stuck) as (router, port, addr):
             router.set_route(Route(backends=addr, weights={"blue": 100}, shadow="green", sample=0.5))
             assert router.copier is not None
             router.copier.queue = asyncio.Queue(2)  # a tiny queue: most copies must be dropped
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            for _ in range(200):
-                await post(port, {"records": [{"amount": 10}]})
-            elapsed = loop.time() - started
+
+            async def clients() -> None:
+                for _ in range(200):
+                    await post(port, {"records": [{"amount": 10}]})
+
+            # the shadow answers nothing until the clients are done: had a client waited for a
+            # copy, this would time out
+            await asyncio.wait_for(clients(), 30)
             stats = router.state()["shadow"]
             assert 60 < stats["offered"] < 140  # Binomial(200, 0.5) within ±5.6 sd
-            assert stats["dropped"] >= stats["offered"] - 2 - 4  # queue of 2 + the 4 workers' copies in hand
-            assert elapsed < 0.5 * 6, "clients waited for the slow shadow"
+            # accepted = the queue (2) + one copy in hand per worker (4), the rest dropped and counted
+            assert stats["dropped"] == stats["offered"] - 2 - 4
+            assert stats["requests"] == 0
+            gate.set()
+            stats = await settle(router, stats["offered"])
+            assert stats["requests"] == 6 and stats["errors"] == 0
 
     run(scenario())
 
@@ -296,3 +327,32 @@ def test_reservoir_quantiles_and_helpers() -> None:
     )
     head = copy_head(b"POST /predict HTTP/1.1\r\nHost: a\r\nconnection: close\r\n\r\n", "127.0.0.1:9")
     assert b"host: 127.0.0.1:9" in head and b"connection" not in head and b"x-mlship-shadow: 1" in head
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_shadow_answers_in_any_http_framing_are_compared(tmp_path: Path, framing: str) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path, blue=Backend("blue"), green=Backend("green", framing=framing)) as (router, port, addr):
+            router.set_route(Route(backends=addr, weights={"blue": 100}, shadow="green"))
+            for amount in (10, 60, 90):
+                await post(port, {"records": [{"amount": amount}]})
+            stats = await settle(router, 3)
+            assert stats["compared_rows"] == 3 and stats["agreement"] == 1.0 and stats["errors"] == 0
+
+    run(scenario())
+
+
+def test_an_unreachable_shadow_counts_errors_and_never_fails_a_client(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path, blue=Backend("blue")) as (router, port, addr):
+            closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+            gone = f"127.0.0.1:{closed.sockets[0].getsockname()[1]}"
+            closed.close()
+            await closed.wait_closed()
+            router.set_route(Route(backends={**addr, "green": gone}, weights={"blue": 100}, shadow="green"))
+            for _ in range(4):
+                assert (await post(port, {"records": [{"amount": 1}]}))["color"] == "blue"
+            stats = await settle(router, 4)
+            assert stats["errors"] == 4 and stats["requests"] == 4 and stats["compared_rows"] == 0
+
+    run(scenario())

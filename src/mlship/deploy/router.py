@@ -536,9 +536,7 @@ def _sticky(spec: str, head: bytes, body: bytes) -> tuple[bytes, int | None]:
 
 def _copyable(head: bytes) -> bool:
     """Only real predictions are copied: POST /predict without the synthetic marker."""
-    if not head.startswith(b"POST /predict "):
-        return False
-    return b"x-mlship-synthetic" not in _headers(head)
+    return head.startswith(b"POST /predict ") and b"x-mlship-synthetic:" not in head.lower()
 
 
 def _drop(pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]], color: str) -> None:

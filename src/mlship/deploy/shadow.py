@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 SHADOW_HEADER = "x-mlship-shadow"
 """Marks a copy (with x-mlship-synthetic) so the candidate does not count it as real traffic."""
 KEY_HASH_HEADER = "x-mlship-key-hash"
@@ -63,7 +65,7 @@ def parse_sticky(spec: str | None) -> tuple[str, str] | None:
 def body_field(body: bytes, name: str) -> str | None:
     """The value of `name` in the first record of a /predict body ({"records": [...]}, or one record)."""
     try:
-        raw = json.loads(body)
+        raw = orjson.loads(body)
     except ValueError:
         return None
     record = raw
@@ -140,10 +142,10 @@ class ShadowStats:
             self.errors += 1  # unreachable, or refused / failed what live answered
             return
         try:
-            live, cand = json.loads(live_body), json.loads(body)
+            live, cand = orjson.loads(live_body), orjson.loads(body)
             records = _records(request)
             self._compare(records, live, cand)
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError):  # orjson.JSONDecodeError is a ValueError
             self.errors += 1  # a candidate answer that does not parse is its error
 
     def _compare(self, records: list[Any], live: dict[str, Any], cand: dict[str, Any]) -> None:
@@ -200,7 +202,7 @@ class ShadowStats:
 
 
 def _records(request: bytes) -> list[Any]:
-    raw = json.loads(request) if request else {}
+    raw = orjson.loads(request) if request else {}
     if isinstance(raw, dict) and isinstance(raw.get("records"), list):
         return list(raw["records"])
     return [raw] if isinstance(raw, dict) else list(raw)
@@ -288,7 +290,7 @@ class ShadowCopier:
                         _close(conn)
                         conn = None
                     break
-                except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError):
+                except Exception:  # noqa: BLE001 - whatever the candidate did, it is its error; a worker never dies
                     if conn is not None:
                         _close(conn)
                     conn = None
@@ -313,9 +315,13 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
     """(status, body, reusable) of one response with a content-length or chunked body."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    lower = head.lower()
-    reusable = b"connection: close" not in lower
-    if b"transfer-encoding: chunked" in lower:
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            headers[name.strip().lower()] = value.strip().lower()
+    reusable = b"close" not in headers.get(b"connection", b"")
+    if b"chunked" in headers.get(b"transfer-encoding", b""):
         body = b""
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip() or b"0", 16)
@@ -324,9 +330,8 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
                     pass
                 return status, body, reusable
             body += (await reader.readexactly(size + 2))[:-2]
-    for line in lower.split(b"\r\n"):
-        if line.startswith(b"content-length:"):
-            return status, await reader.readexactly(int(line.split(b":", 1)[1])), reusable
+    if b"content-length" in headers:
+        return status, await reader.readexactly(int(headers[b"content-length"])), reusable
     return status, await reader.read(), False
 
 
