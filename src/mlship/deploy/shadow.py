@@ -162,6 +162,9 @@ class ShadowStats:
             self.diff_max = max(self.diff_max, diff)
             self.diffs.add(diff)
             weight = diff + (1.0 if not agreed else 0.0)  # a flipped class ranks above any probability gap
+            full = len(self.top) >= TOP_DISAGREEMENTS
+            if full and weight <= self.top[0][0]:
+                continue  # the common case: not among the most different rows, so no row record is built
             row = {
                 "record": records[i] if i < len(records) else None,
                 "live": {"prediction": live_y[i], "probability": a},
@@ -171,10 +174,10 @@ class ShadowStats:
             }
             self._seq += 1
             item = (weight, self._seq, row)
-            if len(self.top) < TOP_DISAGREEMENTS:
-                heapq.heappush(self.top, item)
-            elif weight > self.top[0][0]:
+            if full:
                 heapq.heapreplace(self.top, item)
+            else:
+                heapq.heappush(self.top, item)
 
     def to_dict(self) -> dict[str, Any]:
         p = self.diffs.quantile
@@ -281,11 +284,12 @@ class ShadowCopier:
             answer = b""
             for attempt in (0, 1):
                 try:
-                    if conn is None:
-                        conn = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5.0)
-                    conn[1].write(copy_head(head, self.backend) + body)
-                    await conn[1].drain()
-                    status, answer, reusable = await asyncio.wait_for(_read_answer(conn[0]), COPY_TIMEOUT_S)
+                    async with asyncio.timeout(COPY_TIMEOUT_S):  # cheaper than wait_for: no task per copy
+                        if conn is None:
+                            conn = await asyncio.open_connection(host, int(port))
+                        conn[1].write(copy_head(head, self.backend) + body)
+                        await conn[1].drain()
+                        status, answer, reusable = await _read_answer(conn[0])
                     if not reusable:
                         _close(conn)
                         conn = None
