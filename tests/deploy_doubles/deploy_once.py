@@ -1,8 +1,9 @@
 """One deploy of a fake release in a process of its own, so a test can kill it (`kill -9`).
 
-`python deploy_once.py ROOT PORT VERSION [VERIFY_S [STRATEGY]]` builds the same controller as the tests'
-`local_controller(ROOT, port=PORT)` and deploys `fake://card-fraud/VERSION`; exit 0
-deployed, 1 rolled back. STRATEGY (default bluegreen) may be canary or shadow. With MLSHIP_FAULT_AT=<step> the deploy kills itself at that step.
+`python deploy_once.py ROOT PORT VERSION [VERIFY_S [STRATEGY]]` builds the same controller as
+the tests' `local_controller(ROOT, port=PORT)` and deploys `fake://card-fraud/VERSION`; exit 0
+deployed, 1 rolled back. STRATEGY (default bluegreen) may be canary or shadow. With
+MLSHIP_FAULT_AT=<step> the deploy kills itself at that step.
 """
 
 from __future__ import annotations
