@@ -203,14 +203,22 @@ def deployed(settings: Settings, result: DeployResult, *, kind: str = "deploy") 
     """
     r = result.release
     split = bool(result.weights and len(result.weights) > 1)
+    where = f"({result.target}/{result.env})"
+    summary = f"{result.action}: {r.label} is live on {result.live} {where}"
     if kind == "rollback" or result.action in ("rollback", "abort-canary"):
         event, verdict = "rollback", "manual"
+    elif result.action == "shadow":  # the candidate only receives copies: the live release is unchanged
+        event, verdict = "deploy", "shadow"
+        summary = f"shadow: {r.label} receives copies of live traffic; {result.live} stays live {where}"
+    elif result.action == "stop-shadow":
+        event, verdict = "deploy", "stopped"
+        summary = f"stop-shadow: the shadow ended; {result.live} stays live {where}"
     else:
         event, verdict = "deploy", "canary" if split else "live"
     notice = Notice(
         event=event,
         verdict=verdict,
-        summary=f"{result.action}: {r.label} is live on {result.live} ({result.target}/{result.env})",
+        summary=summary,
         model=r.name,
         version=r.version,
         env=result.env,

@@ -105,6 +105,16 @@ def test_a_canary_split_deploy_is_reported_as_canary(tmp_path: Path, monkeypatch
     assert hook.requests[0].body["details"]["weights"] == {"blue": 90, "green": 10}
 
 
+def test_a_shadow_is_reported_as_a_shadow_not_as_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with recorder() as hook:
+        monkeypatch.setenv(notify.WEBHOOK_ENV, hook.url)
+        notify.deployed(settings(tmp_path, format="json"), deploy_result("shadow"))
+        notify.deployed(settings(tmp_path, format="json"), deploy_result("stop-shadow"))
+    started, stopped = (r.body for r in hook.requests)
+    assert started["verdict"] == "shadow" and "receives copies of live traffic; green stays live" in started["summary"]
+    assert stopped["verdict"] == "stopped" and stopped["summary"].startswith("stop-shadow: the shadow ended")
+
+
 @pytest.mark.parametrize(
     ("kind", "error", "event", "verdict", "also_rollback"),
     [

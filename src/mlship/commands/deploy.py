@@ -27,6 +27,12 @@ NS_HELP = "Kubernetes namespace (default: [tool.mlship.deploy] namespace)."
 def _print_result(result: Any) -> None:
     out = cli.console()
     r = result.release
+    if result.action in ("shadow", "stop-shadow"):
+        doing = "gets copies of live requests on" if result.action == "shadow" else "stopped; it ran on"
+        where = f"({result.target}/{result.env})"
+        out.print(f"{result.action}: {r.label} {doing} {r.color}; {result.live} stays live {where}")
+        out.print(f"live URL: {result.live_url}")
+        return
     out.print(f"{result.action}: {r.label} is live on {result.live} ({result.target}/{result.env})")
     if result.weights and len(result.weights) > 1:
         out.print("traffic split: " + ", ".join(f"{c} {w}%" for c, w in result.weights.items()))
@@ -46,9 +52,32 @@ def deploy(
     approve: Annotated[bool, typer.Option("--approve", help="Approve a production deploy.")] = False,
     namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
     strategy: Annotated[
-        str, typer.Option("--strategy", help="bluegreen (switch all traffic) or canary (send --weight % to it).")
+        str,
+        typer.Option(
+            "--strategy",
+            help="bluegreen (switch all traffic), canary (send --weight % to it) or shadow (copy live requests "
+            "to it, compare its answers; clients only get the live answer).",
+        ),
     ] = "bluegreen",
     weight: Annotated[int, typer.Option("--weight", help="Canary share of live traffic, in percent.")] = 10,
+    sample: Annotated[
+        float, typer.Option("--sample", help="Shadow: the share of live /predict requests copied, in (0, 1].")
+    ] = 1.0,
+    sticky_key: Annotated[
+        str | None,
+        typer.Option(
+            "--sticky-key",
+            help="Canary: route by a request key instead of at random, so one user sees one model: "
+            "header:X-User-Id or field:customer_id (a field of the record); local target.",
+        ),
+    ] = None,
+    promote_shadow: Annotated[
+        bool,
+        typer.Option("--promote-shadow", help="Make the running shadow live: the normal switch and verification."),
+    ] = False,
+    stop_shadow: Annotated[
+        bool, typer.Option("--stop-shadow", help="Stop the running shadow (live never moved); writes shadow.md.")
+    ] = False,
     image: Annotated[
         str | None,
         typer.Option(
@@ -82,6 +111,8 @@ def deploy(
         from mlship.deploy.bluegreen import require_approval
         from mlship.errors import ConfigError
 
+        if promote_shadow or stop_shadow:
+            return _end_shadow(settings, target, env, namespace, approve, promote=promote_shadow, stop=stop_shadow)
         source = from_env
         if target == "kubernetes" and not promote_canary:  # before anything runs (exit 2)
             source = _check_kubernetes_args(model, image, env, from_env)
@@ -92,6 +123,8 @@ def deploy(
             _check_model_options(image, model, target)
         ctl = controller(settings, target, env, namespace)
         try:
+            if not promote_canary:
+                ctl.check_options(strategy, weight=weight, sample=sample, sticky=sticky_key)
             ctl.preflight()  # a held lock or a busy port is reported now, before any model loads
             if promote_canary:
                 result = ctl.promote_canary()
@@ -109,7 +142,7 @@ def deploy(
 
                         require_staged(settings, release, namespace=from_namespace or namespace)
                 cli.err_console().print(f"deploying {release.label} ({release.uri}) to {target}/{env}…")
-                result = ctl.deploy(release, strategy=strategy, weight=weight)
+                result = ctl.deploy(release, strategy=strategy, weight=weight, sample=sample, sticky=sticky_key)
         finally:
             ctl.target.close()
         _print_result(result)
@@ -117,6 +150,27 @@ def deploy(
         return 0
 
     cli.run(ctx, notify.guard("deploy", action, env=env, model=model))
+
+
+def _end_shadow(
+    settings: Settings, target: str, env: str, namespace: str | None, approve: bool, *, promote: bool, stop: bool
+) -> int:
+    """--promote-shadow / --stop-shadow: one of them, and the shadow's figures written first."""
+    from mlship.deploy.bluegreen import require_approval
+    from mlship.errors import ConfigError
+
+    if promote and stop:
+        raise ConfigError("--promote-shadow and --stop-shadow exclude each other", hint="pass one of them")
+    require_approval(env, approve)
+    ctl = controller(settings, target, env, namespace)
+    try:
+        result = ctl.promote_shadow() if promote else ctl.stop_shadow()
+    finally:
+        ctl.target.close()
+    _print_result(result)
+    cli.console().print(f"shadow report: {settings.reports_path / 'shadow.md'}")
+    notify.deployed(settings, result)
+    return 0
 
 
 def _check_kubernetes_args(model: str | None, image: str | None, env: str, from_env: str | None) -> str | None:
@@ -283,6 +337,10 @@ def status(
     env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
     namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    shadow_report: Annotated[
+        bool,
+        typer.Option("--shadow-report", help="Also write the running shadow's figures to shadow.md/shadow.json."),
+    ] = False,
 ) -> None:
     """Live URL, live color, the router, what runs on each color, the release history.
 
@@ -296,6 +354,9 @@ def status(
         ctl = controller(settings, target, env, namespace)
         try:
             info = ctl.status()
+            if shadow_report:
+                json_path, md_path = ctl.shadow_report()
+                cli.err_console().print(f"wrote {md_path} and {json_path}")
         finally:
             ctl.target.close()
         info["rollback_to"] = _rollback_to(info)
@@ -361,6 +422,9 @@ def _print_status(info: dict[str, Any]) -> None:
         if router.get("failover"):
             f = router["failover"]
             out.print(f"failover: {f['from']} → {f['to']} because {f['reason']}")
+    shadow = info.get("shadow")
+    if shadow:
+        out.print(_shadow_line(shadow))
     colors = Table(title="colors")
     for col in ("color", "running", "release", "outcome"):
         colors.add_column(col)
@@ -386,6 +450,23 @@ def _print_status(info: dict[str, Any]) -> None:
         when = dt.datetime.fromtimestamp(r["deployed_at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         history.add_row(when, r.get("version") or r["uri"], r["color"], r["outcome"], r["detail"][:80])
     out.print(history)
+
+
+def _shadow_line(shadow: dict[str, Any]) -> str:
+    """One line: what the shadow compares and how it is doing."""
+    rel = shadow["release"]
+    head = f"shadow: {_label(rel)} on {shadow['color']} gets {shadow['sample']:.0%} of live /predict requests"
+    f = shadow.get("figures")
+    if not f:
+        return head + " (no figures: the copier did not answer)"
+    agreement = "-" if f["agreement"] is None else f"{f['agreement']:.2%}"
+    diff = f["abs_diff"]
+    mean = "-" if diff["mean"] is None else f"{diff['mean']:.4f}"
+    p99 = "-" if diff["p99"] is None else f"{diff['p99']:.4f}"
+    return (
+        f"{head}; {f['requests']} compared, class agreement {agreement}, |Δp| mean {mean} p99 {p99}, "
+        f"{f['errors']} errors, {f['dropped']} copies dropped"
+    )
 
 
 def down(

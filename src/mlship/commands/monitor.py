@@ -95,6 +95,14 @@ def abtest(
     outcome_column: Annotated[
         str, typer.Option("--outcome-column", help="Events column with the 0/1 outcome (1 = success).")
     ] = "outcome",
+    unit_column: Annotated[
+        str | None,
+        typer.Option(
+            "--unit-column",
+            help="Analyse per key, not per exposure: the events column holding each event's key (e.g. key_hash, "
+            "the hashed --sticky-key the servers log). One observation per key; a key seen in both arms is an error.",
+        ),
+    ] = None,
     control_arm: Annotated[
         str | None, typer.Option("--control-arm", help="Arm value of the control (default: the live color).")
     ] = None,
@@ -137,6 +145,8 @@ def abtest(
     if direction not in ("greater", "less"):
         raise typer.BadParameter(f"expected greater or less, got {direction!r}", param_hint="--direction")
     counts = _abtest_counts(control, treatment, events, apply)
+    if unit_column is not None and events is None:
+        raise typer.BadParameter("--unit-column analyses an events file: pass --events", param_hint="--unit-column")
 
     def action(settings: Settings) -> int:
         from mlship.monitoring.events import Arm, analyse, write_report
@@ -169,6 +179,7 @@ def abtest(
                 approve=approve,
                 arm_column=arm_column,
                 outcome_column=outcome_column,
+                unit_column=unit_column,
                 control_arm=control_arm,
                 treatment_arm=treatment_arm,
                 treatment_share=treatment_share,

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mlship.settings import Settings
 
 ENVS = ("staging", "production")
+STRATEGIES = ("bluegreen", "canary", "shadow")
 APPROVAL_VARS = ("MLSHIP_APPROVE",)
 RETIREMENT_WAIT_S = 15.0
 """How long `down` waits for a retirement that holds the deploy lock (it holds it for seconds)."""
@@ -160,17 +161,62 @@ class Controller:
 
     # Commands ------------------------------------------------------------------------------
 
-    def deploy(self, release: Release, *, strategy: str = "bluegreen", weight: int = 10) -> DeployResult:
-        """Blue-green (or canary) deploy of a pinned release; PipelineRejected if it was rolled back."""
-        if strategy not in ("bluegreen", "canary"):
-            raise ConfigError(f"unknown strategy {strategy!r}", hint="use bluegreen or canary")
-        if strategy == "canary" and not 1 <= weight <= 99:
-            raise ConfigError(f"canary weight {weight} is out of range", hint="use --weight between 1 and 99")
+    def deploy(
+        self,
+        release: Release,
+        *,
+        strategy: str = "bluegreen",
+        weight: int = 10,
+        sample: float = 1.0,
+        sticky: str | None = None,
+    ) -> DeployResult:
+        """Blue-green, canary or shadow deploy of a pinned release; PipelineRejected if it was rolled back.
+
+        `sample` is the share of live requests a shadow gets a copy of; `sticky` ("header:NAME" or
+        "field:NAME") routes a canary split by a hashed request key instead of at random.
+        """
+        self.check_options(strategy, weight=weight, sample=sample, sticky=sticky)
         with self._lock():
             state = self.store.load()
             self.reconcile(state)
             self._reap(state)
-            return self._deploy(state, release, strategy=strategy, weight=weight)
+            shadow, canary = self._shadow(state), self._canary(state)
+            if shadow is not None or (strategy == "shadow" and canary is not None):
+                kind, color = ("shadow", shadow) if shadow is not None else ("canary", canary)
+                raise ConfigError(
+                    f"a {kind} runs on {color}",
+                    hint=f"end it first: `mlship deploy --promote-{kind}`, or `mlship rollback`",
+                )
+            set_sticky = getattr(self.target, "set_sticky", None)
+            if strategy == "canary" and set_sticky is not None:
+                set_sticky(sticky)  # a canary without --sticky-key routes at random again
+            return self._deploy(state, release, strategy=strategy, weight=weight, sample=sample)
+
+    def check_options(self, strategy: str, *, weight: int, sample: float, sticky: str | None) -> None:
+        """Usage errors (exit 2) before anything runs."""
+        from mlship.deploy.shadow import parse_sticky
+
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {strategy!r}", hint=f"use one of: {', '.join(STRATEGIES)}")
+        if strategy == "canary" and not 1 <= weight <= 99:
+            raise ConfigError(f"canary weight {weight} is out of range", hint="use --weight between 1 and 99")
+        if strategy == "shadow":
+            if not 0.0 < sample <= 1.0:
+                raise ConfigError(f"shadow sample {sample:g} is out of range", hint="use --sample in (0, 1], e.g. 0.1")
+            if not hasattr(self.target, "set_shadow"):
+                raise ConfigError(f"the {self.target.name} target cannot run a shadow", hint="use local or kubernetes")
+        if sticky is not None:
+            if strategy != "canary":
+                raise ConfigError("--sticky-key routes a canary split", hint="add --strategy canary")
+            try:
+                parse_sticky(sticky)
+            except ValueError as exc:
+                raise ConfigError(str(exc), hint="use header:X-User-Id or field:customer_id") from None
+            if not hasattr(self.target, "set_sticky"):
+                raise ConfigError(
+                    f"the {self.target.name} target cannot route by key",
+                    hint="sticky routing needs the local router; a Service splits by pod, not by key",
+                )
 
     def _lock(self) -> contextlib.AbstractContextManager[object]:
         """The environment's deploy lock (one deploy, rollback or retirement at a time), kept by the store:
@@ -185,13 +231,17 @@ class Controller:
         if check is not None:
             check()
 
-    def _deploy(self, state: DeployState, release: Release, *, strategy: str, weight: int) -> DeployResult:
+    def _deploy(
+        self, state: DeployState, release: Release, *, strategy: str, weight: int, sample: float = 1.0
+    ) -> DeployResult:
         """The deploy proper. Intent is written to the state before each action (see `reconcile`)."""
         timings: dict[str, float] = {}
         clock = time.monotonic()
         live = state.live if state.live and self.target.running(state.live) else None
-        if strategy == "canary" and live is None:
-            raise ConfigError("a canary needs a live color to split traffic with", hint="deploy with bluegreen first")
+        if strategy in ("canary", "shadow") and live is None:
+            raise ConfigError(
+                f"a {strategy} needs a live color to take traffic from", hint="deploy with bluegreen first"
+            )
         idle = other(live) if live else (state.live and other(state.live)) or "blue"
         release = release.with_(color=idle, env=self.env, target=self.target.name, deployed_at=time.time())
         previous = state.colors.get(live) if live else None
@@ -237,6 +287,8 @@ class Controller:
             failed = "; ".join(f"{c.name}: {c.detail}" for c in result.failures)
             raise reject(f"smoke test failed ({failed})", switched=False)
         checkpoint("smoke-passed")
+        if strategy == "shadow" and live is not None:
+            return self._start_shadow(state, release, live=live, warm=warm, sample=sample, smoke=result, clock=clock)
         weights = {idle: 100} if strategy == "bluegreen" else {live or "blue": 100 - weight, idle: weight}
         # Intent before the switch: the state names the candidate (live, unverified, or canary)
         # before the router sends it a single request.
@@ -295,6 +347,235 @@ class Controller:
         )
         self._report(deployed)
         return deployed
+
+    # Shadow --------------------------------------------------------------------------------
+
+    def _start_shadow(
+        self,
+        state: DeployState,
+        release: Release,
+        *,
+        live: str,
+        warm: Release | None,
+        sample: float,
+        smoke: SmokeResult,
+        clock: float,
+    ) -> DeployResult:
+        """The smoke-tested candidate gets copies of live requests; live traffic never moves.
+
+        The state names the shadow before the target copies a single request to it, so a crash
+        in between leaves a shadow the next command resumes (or ends, if its color died).
+        """
+        idle = release.color
+        state.colors[idle] = release.with_(outcome="shadow")
+        state.shadow = {
+            "color": idle,
+            "sample": sample,
+            "warm": warm.to_dict() if warm else None,
+            "since": time.time(),
+        }
+        state.pending = None
+        self.store.save(state)
+        checkpoint("shadow-named")
+        try:
+            self.target.set_shadow(idle, sample)  # type: ignore[attr-defined]
+        except ColorFailed as exc:
+            self._end_shadow(state)
+            self.store.record(release.with_(outcome="rejected", detail=f"shadow could not start: {exc}"))
+            raise PipelineRejected(f"shadow of {release.label} did not start: {exc}") from None
+        self.store.record(release.with_(outcome="shadow", detail=f"copies {sample:.0%} of live /predict requests"))
+        done = DeployResult(
+            "shadow",
+            self.env,
+            self.target.name,
+            release.with_(outcome="shadow"),
+            self.target.live_url(),
+            live,
+            previous=state.colors.get(live),
+            smoke=smoke,
+            weights={live: 100},
+            timings_s={"total": round(time.monotonic() - clock, 3)},
+        )
+        self._report(done)
+        return done
+
+    def _shadow(self, state: DeployState) -> str | None:
+        color = (state.shadow or {}).get("color")
+        return str(color) if color and color in state.colors and color != state.live else None
+
+    def _end_shadow(self, state: DeployState) -> None:
+        """Stop copying, stop the candidate, bring back the release parked behind it (kept warm)."""
+        info = state.shadow or {}
+        color = info.get("color")
+        state.shadow = None
+        self.store.save(state)  # no shadow named before the candidate goes: a crash leaves nothing copying to it
+        with contextlib.suppress(ColorFailed, InfraError):
+            self.target.set_shadow(None, 1.0)  # type: ignore[attr-defined]
+        if not color:
+            return
+        warm = Release.from_dict(info["warm"]) if info.get("warm") else None
+        self.target.stop(str(color))
+        if warm is not None and self.target.running(str(color)):
+            state.colors[str(color)] = warm
+        else:
+            state.colors.pop(str(color), None)
+        self.store.save(state)
+
+    def shadow_summary(self, state: DeployState | None = None) -> dict[str, Any] | None:
+        """The running shadow: which color and release, its sample, and the target's comparison figures."""
+        state = state or self.store.load()
+        color = self._shadow(state)
+        if color is None or state.shadow is None:
+            return None
+        live = state.colors.get(state.live) if state.live else None
+        figures = getattr(self.target, "shadow_stats", None)
+        return {
+            "color": color,
+            "release": state.colors[color].to_dict(),
+            "live_release": live.to_dict() if live else None,
+            "sample": state.shadow.get("sample"),
+            "since": state.shadow.get("since"),
+            "figures": figures() if figures is not None else None,
+        }
+
+    def shadow_report(self, state: DeployState | None = None) -> tuple[Path, Path]:
+        """Write shadow.json / shadow.md (atomically) for the running shadow; ConfigError if none runs."""
+        from mlship.deploy.shadow import render_markdown as render_shadow
+
+        summary = self.shadow_summary(state)
+        if summary is None:
+            raise ConfigError("no shadow is running", hint="start one with `mlship deploy --strategy shadow`")
+        reports = self.settings.reports_path
+        figures = summary["figures"]
+        candidate = Release.from_dict(summary["release"]).label
+        live = Release.from_dict(summary["live_release"]).label if summary["live_release"] else "live"
+        if figures is None:
+            md = f"# Shadow: {candidate} vs {live}\n\nno figures: the target did not answer (see `mlship status`)\n"
+        else:
+            md = render_shadow(figures, live=live, candidate=candidate)
+        write_json(reports / "shadow.json", summary)
+        write_text(reports / "shadow.md", md)
+        return reports / "shadow.json", reports / "shadow.md"
+
+    def stop_shadow(self, reason: str = "shadow stopped") -> DeployResult:
+        """End the shadow without promoting it: copies stop, the candidate stops, live never moved."""
+        with self._lock():
+            state = self.store.load()
+            self.reconcile(state)
+            return self._stop_shadow(state, reason)
+
+    def _stop_shadow(self, state: DeployState, reason: str) -> DeployResult:
+        color = self._shadow(state)
+        if color is None or state.live is None:
+            raise ConfigError("no shadow is running", hint="start one with `mlship deploy --strategy shadow`")
+        release = state.colors[color]
+        with contextlib.suppress(ConfigError, OSError):
+            self.shadow_report(state)  # the last figures, before the router forgets them
+        self._end_shadow(state)
+        self.store.record(release.with_(outcome="rejected", detail=reason, deployed_at=time.time()))
+        done = DeployResult(
+            "stop-shadow",
+            self.env,
+            self.target.name,
+            release.with_(outcome="rejected"),
+            self.target.live_url(),
+            state.live,
+            previous=state.colors.get(state.live),
+            weights={state.live: 100},
+        )
+        self._report(done)
+        return done
+
+    def promote_shadow(self) -> DeployResult:
+        """The shadow becomes live by the normal switch and verification; any failure switches back."""
+        with self._lock():
+            state = self.store.load()
+            self.reconcile(state)
+            color = self._shadow(state)
+            if color is None or state.shadow is None:
+                raise ConfigError("no shadow is running", hint="start one with `mlship deploy --strategy shadow`")
+            with contextlib.suppress(OSError):
+                self.shadow_report(state)
+            release = state.colors[color].with_(deployed_at=time.time())
+            live = state.live
+            warm = Release.from_dict(state.shadow["warm"]) if state.shadow.get("warm") else None
+            previous = state.colors.get(live) if live else None
+            state.pending = {
+                "color": color,
+                "release": release.to_dict(),
+                "step": "verifying",
+                "previous": live,
+                "warm": warm.to_dict() if warm else None,
+            }
+            state.colors[color] = release.with_(outcome="verifying")
+            state.live = color
+            state.shadow = None
+            self.store.save(state)  # intent before the switch, as for a blue-green deploy
+
+            def reject(reason: str) -> PipelineRejected:
+                self._undo(state, color, live, warm, switched=True)
+                self.store.record(release.with_(outcome="rolled back", detail=reason))
+                back = f"{previous.label} on {live} is still live" if previous and live else "nothing is live"
+                return PipelineRejected(f"promotion of shadow {release.label} rolled back: {reason}", hint=back)
+
+            start = time.monotonic()
+            try:
+                self.target.set_shadow(None, 1.0)  # type: ignore[attr-defined]
+                self.target.set_weights({color: 100})
+            except ColorFailed as exc:
+                raise reject(str(exc)) from None
+            switch_s = round(time.monotonic() - start, 4)
+            try:
+                checked = verify(
+                    self.target,
+                    color,
+                    self.golden(release),
+                    window_s=self.cfg.verify_window_s,
+                    max_error_rate=self.cfg.max_error_rate,
+                    max_p99_ms=self.cfg.max_p99_ms,
+                )
+            except ColorFailed as exc:
+                raise reject(f"verification failed: {exc}") from None
+            if not checked.ok:
+                raise reject(f"verification failed: {checked.reason}")
+            state.pending["step"] = "verified"
+            state.pending["detail"] = checked.reason
+            self.store.save(state)
+            self._finish(state, color, release, live=live, detail=f"shadow promoted: {checked.reason}")
+            done = DeployResult(
+                "promote-shadow",
+                self.env,
+                self.target.name,
+                release.with_(outcome="live"),
+                self.target.live_url(),
+                color,
+                previous=previous,
+                verify=checked,
+                weights={color: 100},
+                timings_s={"switch": switch_s},
+            )
+            self._report(done)
+            return done
+
+    def _heal_shadow(self, state: DeployState) -> list[str]:
+        """A named shadow whose color died ends; one the target stopped copying to resumes."""
+        info = state.shadow
+        if info is None:
+            return []
+        color = str(info.get("color"))
+        release = state.colors.get(color)
+        live_ok = state.live is not None and self.target.running(state.live)
+        if release is None or color == state.live or not self.target.running(color) or not live_ok:
+            why = "the live color stopped" if not live_ok else f"{color} stopped running"
+            self._end_shadow(state)
+            if release is not None and color != state.live:
+                self.store.record(release.with_(outcome="rejected", detail=f"shadow ended: {why}"))
+            return [f"ended the shadow on {color}: {why}"]
+        copying = getattr(self.target, "shadowing", None)
+        if copying is not None and copying() != color:
+            self.target.set_shadow(color, float(info.get("sample", 1.0)))  # type: ignore[attr-defined]
+            return [f"the shadow on {color} gets copies again"]
+        return []
 
     def _finish(self, state: DeployState, color: str, release: Release, *, live: str | None, detail: str) -> None:
         """A verified blue-green release becomes live: champion, state, history, the warm previous."""
@@ -357,10 +638,11 @@ class Controller:
                 reason = f"the deploy died ({step}) before it was verified"
                 self.store.record(release.with_(outcome="rolled back", detail=reason))
                 notes.append(f"undid the interrupted deploy of {release.label}: {reason}")
+        notes += self._heal_shadow(state)
         notes += self._heal(state)
         if pending is None and not notes:
             settle = getattr(self.target, "release_parked", None)
-            if settle is not None and self._canary(state) is None:
+            if settle is not None and self._canary(state) is None and self._shadow(state) is None:
                 for color in COLORS:
                     settle(color)
         return notes
@@ -460,6 +742,10 @@ class Controller:
             canary = self._canary(state)
             if canary is not None and live and to is None:
                 return self._switch_back(state, live, from_color=canary, action="abort-canary")
+            if self._shadow(state) is not None:
+                if to is None:
+                    return self._stop_shadow(state, "shadow stopped by `mlship rollback`")
+                self._stop_shadow(state, "shadow stopped by `mlship rollback --to`")
             prev = other(live) if live else None
             warm = prev is not None and prev in state.colors and self.target.running(prev)
             if to is None:
@@ -550,6 +836,7 @@ class Controller:
             "reconciled": notes,
             "deploy_in_progress": busy,
             "pending": state.pending,
+            "shadow": self.shadow_summary(state),
             "router": info() if info is not None else None,
             "colors": colors,
             "rollback_until": state.previous_until,
@@ -578,6 +865,7 @@ class Controller:
             if state.retire is not None and _cancel_retire(state.retire):
                 stopped.append(f"retirement of {state.retire.get('color')} (pid {state.retire.get('pid')})")
             state.retire = None
+            state.shadow = None
             state.live = None
             state.colors = {}
             state.previous_until = None
@@ -617,7 +905,7 @@ class Controller:
         """Past the rollback window, stop the previous color (rollback then means a full deploy)."""
         if state.live is None or state.previous_until is None or time.time() < state.previous_until:
             return
-        if self._canary(state) is not None:
+        if self._canary(state) is not None or self._shadow(state) is not None:
             return
         idle = other(state.live)
         self.target.stop(idle)
@@ -638,8 +926,8 @@ class Controller:
                 return f"not retiring {color}: it is live or runs another release now"
             if state.previous_until != until or time.time() < until:
                 return f"not retiring {color}: a later switch moved the rollback window"
-            if self._canary(state) is not None:
-                return f"not retiring {color}: a canary is running"
+            if self._canary(state) is not None or self._shadow(state) is not None:
+                return f"not retiring {color}: a canary or shadow is running"
             self.target.stop(color)
             state.colors.pop(color, None)
             state.previous_until = None
@@ -656,7 +944,7 @@ class Controller:
             return
         color = other(state.live)
         release = state.colors.get(color)
-        if release is None or self._canary(state) is not None:
+        if release is None or self._canary(state) is not None or self._shadow(state) is not None:
             return
         from mlship.deploy import retire
         from mlship.deploy.targets.local import spawn

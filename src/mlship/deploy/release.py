@@ -74,6 +74,9 @@ class DeployState:
     pending: dict[str, Any] | None = None
     """A deploy's intent, written before it acts: {color, release, step, previous}. A deploy
     that finishes clears it; one that crashed leaves it for the next command to reconcile."""
+    shadow: dict[str, Any] | None = None
+    """A running shadow: {color, sample, warm (the release parked behind it), since}. Written
+    before the target copies a single request to it."""
 
     @classmethod
     def from_dict(cls, raw: object, *, env: str, target: str = "local") -> DeployState:
@@ -88,6 +91,7 @@ class DeployState:
             previous_until=_number_or_none(raw.get("previous_until")),
             retire=_dict_or_none(raw.get("retire")),
             pending=_dict_or_none(raw.get("pending")),
+            shadow=_dict_or_none(raw.get("shadow")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +103,7 @@ class DeployState:
             "previous_until": self.previous_until,
             "retire": self.retire,
             "pending": self.pending,
+            "shadow": self.shadow,
         }
 
 

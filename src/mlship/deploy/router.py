@@ -45,6 +45,16 @@ from pathlib import Path
 from typing import Any
 
 from mlship import notify
+from mlship.deploy.shadow import (
+    BUCKETS,
+    KEY_HASH_HEADER,
+    ShadowCopier,
+    body_field,
+    key_bucket,
+    key_hash,
+    parse_sticky,
+    split_response,
+)
 
 BUCKETS_MS = (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000)
 """Upper bounds of the latency histogram (ms); the last bucket is everything slower."""
@@ -77,20 +87,39 @@ class Limits:
 
 @dataclass(frozen=True)
 class Route:
-    """Where requests go: color → "host:port", color → weight (live = 100), and the warm standby."""
+    """Where requests go: color → "host:port", color → weight (live = 100), and the warm standby.
+
+    `sticky` ("header:NAME" or "field:NAME") routes a split by a request key's stable bucket
+    instead of at random; `shadow` names a color that gets a copy of a `sample` share of the
+    live /predict requests (its answers are compared, never returned).
+    """
 
     backends: dict[str, str] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
     standby: str | None = None
+    sticky: str | None = None
+    shadow: str | None = None
+    sample: float = 1.0
+    shadow_address: str | None = None
+    """Where the shadow color's process listens, when its name is also the standby's (the release parked behind it)."""
 
-    def pick(self) -> str | None:
-        live = [(c, w) for c, w in self.weights.items() if w > 0 and c in self.backends]
+    def split(self) -> bool:
+        """More than one color shares live traffic (a canary or A/B split)."""
+        return sum(1 for c, w in self.weights.items() if w > 0 and c in self.backends) > 1
+
+    def pick(self, bucket: int | None = None) -> str | None:
+        """The color for one request: by `bucket` (0..9999, a sticky key's) when given, else at random.
+
+        Buckets are laid out over the colors in name order, so a key keeps its color as long
+        as the weights stay the same.
+        """
+        live = sorted((c, w) for c, w in self.weights.items() if w > 0 and c in self.backends)
         if not live:
             return None
         if len(live) == 1:
             return live[0][0]
         total = sum(w for _, w in live)
-        x = random.random() * total
+        x = random.random() * total if bucket is None else (bucket + 0.5) * total / BUCKETS
         for color, weight in live:
             x -= weight
             if x < 0:
@@ -108,15 +137,45 @@ class Route:
         full = [c for c, w in self.weights.items() if w >= 100 and c in self.backends]
         return full[0] if len(full) == 1 else None
 
+    def shadow_backend(self) -> str | None:
+        """Where copies go: the shadow color's address, when it is not itself taking live traffic."""
+        if not self.shadow or self.weights.get(self.shadow, 0) > 0:
+            return None
+        return self.shadow_address or self.backends.get(self.shadow)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"backends": dict(self.backends), "weights": dict(self.weights), "standby": self.standby}
+        return {
+            "backends": dict(self.backends),
+            "weights": dict(self.weights),
+            "standby": self.standby,
+            "sticky": self.sticky,
+            "shadow": self.shadow,
+            "sample": self.sample,
+            "shadow_address": self.shadow_address,
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Route:
+        """A route from JSON; ValueError for a sticky key or sample the router cannot use."""
         backends = {str(k): str(v) for k, v in (raw.get("backends") or {}).items()}
         weights = {str(k): int(v) for k, v in (raw.get("weights") or {}).items()}
         standby = raw.get("standby")
-        return cls(backends=backends, weights=weights, standby=str(standby) if standby else None)
+        sticky = raw.get("sticky") or None
+        parse_sticky(sticky)
+        sample = float(raw.get("sample", 1.0) if raw.get("sample") is not None else 1.0)
+        if not 0.0 < sample <= 1.0:
+            raise ValueError(f"shadow sample {sample} is not in (0, 1]")
+        shadow = raw.get("shadow")
+        address = raw.get("shadow_address")
+        return cls(
+            backends=backends,
+            weights=weights,
+            standby=str(standby) if standby else None,
+            sticky=str(sticky) if sticky else None,
+            shadow=str(shadow) if shadow else None,
+            sample=sample,
+            shadow_address=str(address) if address else None,
+        )
 
 
 @dataclass
@@ -174,11 +233,13 @@ class Router:
         self.refused_connections = 0
         self.failover: dict[str, Any] | None = None
         self.started = time.time()
+        self.copier: ShadowCopier | None = None
         if route_file is not None and route_file.is_file():
             with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
                 raw = json.loads(route_file.read_text())
                 self.route = Route.from_dict(raw)
                 self.failover = raw.get("failover")
+        self._shadow_to(self.route)
 
     def set_route(self, route: Route, *, failover: dict[str, Any] | None = None) -> None:
         """Persist, then switch (one assignment). A route from the controller clears a failover record."""
@@ -187,7 +248,18 @@ class Router:
             tmp.write_text(json.dumps({**route.to_dict(), "failover": failover}))
             os.replace(tmp, self.route_file)
         self.failover = failover
+        self._shadow_to(route)
         self.route = route  # one assignment: the switch
+
+    def _shadow_to(self, route: Route) -> None:
+        """Start copying to the route's shadow (fresh figures for a new target), or stop copying."""
+        backend = route.shadow_backend()
+        current = self.copier
+        if current is not None and backend == current.backend and route.sample == current.sample:
+            return
+        if current is not None:
+            current.cancel()
+        self.copier = ShadowCopier(backend, route.sample) if backend else None
 
     def state(self) -> dict[str, Any]:
         return {
@@ -200,6 +272,7 @@ class Router:
             "refused_connections": self.refused_connections,
             "failover": self.failover,
             "limits": self.limits.__dict__,
+            "shadow": self.copier.stats.to_dict() if self.copier is not None else None,
         }
 
     def count(self, color: str, status: int, seconds: float) -> None:
@@ -234,7 +307,11 @@ class Router:
                 if request is None:
                     break
                 head, body, keep_alive = request
-                color = self.route.pick()
+                route = self.route
+                bucket = None
+                if route.sticky and route.split():
+                    head, bucket = _sticky(route.sticky, head, body)
+                color = route.pick(bucket)
                 if color is None:
                     writer.write(_simple(503, _detail("no model version is live here; see `mlship status`")))
                     await writer.drain()
@@ -244,6 +321,9 @@ class Router:
                 await writer.drain()
                 if not ok:
                     _drop(pool, color)
+                elif (copier := self.copier) is not None and _copyable(head) and copier.wanted():
+                    with contextlib.suppress(ValueError, IndexError):
+                        copier.offer(head, body, *split_response(response))
                 if not keep_alive:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, TimeoutError):
@@ -439,6 +519,26 @@ async def _probe(backend: str, timeout_s: float = 1.0) -> str | None:
         with contextlib.suppress(Exception):
             writer.close()
     return None if status == 200 else f"answers /ready with {status}"
+
+
+def _sticky(spec: str, head: bytes, body: bytes) -> tuple[bytes, int | None]:
+    """The request's routing key → (head carrying the key's hash, bucket); no key: (head, None)."""
+    kind, name = parse_sticky(spec) or ("", "")
+    if kind == "header":
+        raw = _headers(head, lower_values=False).get(name.encode())
+        key = raw.decode("latin-1") if raw else None
+    else:
+        key = body_field(body, name)
+    if key is None:
+        return head, None
+    lines = [ln for ln in head[:-4].split(b"\r\n") if not ln.lower().startswith(KEY_HASH_HEADER.encode() + b":")]
+    tagged = b"\r\n".join([*lines, f"{KEY_HASH_HEADER}: {key_hash(key)}".encode()]) + b"\r\n\r\n"
+    return tagged, key_bucket(key)
+
+
+def _copyable(head: bytes) -> bool:
+    """Only real predictions are copied: POST /predict without the synthetic marker."""
+    return head.startswith(b"POST /predict ") and b"x-mlship-synthetic:" not in head.lower()
 
 
 def _drop(pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]], color: str) -> None:

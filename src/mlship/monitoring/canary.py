@@ -65,6 +65,7 @@ def decide_canary(
     treatment_arm: str | None = None,
     treatment_share: float | None = None,
     design: dict[str, Any] | None = None,
+    unit_column: str | None = None,
 ) -> CanaryOutcome:
     """Analyse the events (arms given, or inferred from ``ctl``'s canary) and, with ``apply``, act.
 
@@ -92,9 +93,11 @@ def decide_canary(
             )
     if share is None and inferred is None:
         share = 0.5  # explicitly named arms: an even split unless --treatment-share says otherwise
-    events = read_events(events_path, arm_column, outcome_column)
+    events = read_events(events_path, arm_column, outcome_column, unit_column)
     c, t = count_arms(events, control, treatment, source=str(events_path))
     report = analyse(c, t, expected_treatment_share=share, source=str(events_path), **(design or {}))
+    if unit_column is not None:
+        report.notes.append(f"one observation per key ({unit_column!r}): a key converts if any of its events did")
     if inferred is not None and control_arm is None:
         report.notes.append(f"arms from the deployment: live {control} = control, canary {treatment} = treatment")
     outcome = CanaryOutcome(report)

@@ -156,8 +156,15 @@ class AbReport:
         }
 
 
-def read_events(path: Path, arm_column: str = "arm", outcome_column: str = "outcome") -> pd.DataFrame:
-    """The two columns of an events file (CSV, Parquet or JSONL), validated: exit 2 on anything odd."""
+def read_events(
+    path: Path, arm_column: str = "arm", outcome_column: str = "outcome", unit_column: str | None = None
+) -> pd.DataFrame:
+    """The two columns of an events file (CSV, Parquet or JSONL), validated: exit 2 on anything odd.
+
+    With `unit_column` (e.g. `key_hash`, the hashed sticky key the servers log) the rows become
+    one observation per unit: its arm (which must be the same for all its rows: a sticky split)
+    and 1 if any of its rows succeeded. Exposures of one user are not independent; users are.
+    """
     import pandas as pd
 
     if path.suffix.lower() in JSONL_SUFFIXES:
@@ -174,12 +181,13 @@ def read_events(path: Path, arm_column: str = "arm", outcome_column: str = "outc
         frame = read_table(path)
     if frame.empty:
         raise ConfigError(f"events file {path} has no events", hint="export at least one row per arm")
-    missing = [c for c in (arm_column, outcome_column) if c not in frame.columns]
+    wanted = (arm_column, outcome_column, *((unit_column,) if unit_column else ()))
+    missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise ConfigError(
             f"events file {path} has no column {', '.join(repr(c) for c in missing)} "
             f"(columns: {', '.join(map(str, frame.columns[:10]))})",
-            hint="name them with --arm-column / --outcome-column",
+            hint="name them with --arm-column / --outcome-column / --unit-column",
         )
     outcome = _binary(frame[outcome_column], path, outcome_column)
     arms = frame[arm_column]
@@ -188,7 +196,29 @@ def read_events(path: Path, arm_column: str = "arm", outcome_column: str = "outc
             f"events file {path}: {int(arms.isna().sum())} rows have no {arm_column!r}",
             hint="every event needs the arm that served it",
         )
-    return pd.DataFrame({"arm": arms.astype(str), "outcome": outcome})
+    rows = pd.DataFrame({"arm": arms.astype(str), "outcome": outcome})
+    return rows if unit_column is None else per_unit(rows, frame[unit_column], path, unit_column)
+
+
+def per_unit(rows: pd.DataFrame, units: pd.Series, path: Path, column: str) -> pd.DataFrame:
+    """One row per unit: its single arm and whether any of its exposures succeeded."""
+    import pandas as pd
+
+    if units.isna().any():
+        raise ConfigError(
+            f"events file {path}: {int(units.isna().sum())} rows have no {column!r}",
+            hint="a per-key analysis needs every event's key; drop --unit-column to count exposures",
+        )
+    grouped = rows.assign(unit=units.astype(str).to_numpy()).groupby("unit")
+    arms = grouped["arm"].nunique()
+    mixed = arms[arms > 1]
+    if len(mixed):
+        raise ConfigError(
+            f"events file {path}: {len(mixed)} of {len(arms)} keys in {column!r} were served by both arms "
+            f"(e.g. {mixed.index[0]}), so the split was not sticky",
+            hint="route the canary with --sticky-key, or analyse per exposure without --unit-column",
+        )
+    return pd.DataFrame({"arm": grouped["arm"].first(), "outcome": grouped["outcome"].max()}).reset_index(drop=True)
 
 
 def _binary(values: pd.Series, path: Path, column: str) -> pd.Series:

@@ -44,6 +44,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 SYNTHETIC_HEADER = "x-mlship-synthetic"
+KEY_HASH_HEADER = b"x-mlship-key-hash"
+"""A sticky canary's routing key, hashed by the router: logged so `mlship abtest` can count per key."""
 """mlship's own requests (smoke, verification, readiness probes) carry it: answered like any
 other, counted apart in the metrics, and kept out of the prediction log (drift sees real traffic)."""
 
@@ -152,6 +154,9 @@ def create_app(
     _routes(app, state)
     app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
     app.add_middleware(ObserveMiddleware, state=state)
+    from mlship.serving import mirror
+
+    mirror.install(app)  # a kubernetes shadow: MLSHIP_SHADOW_URL names the preview Service to copy to
     return app
 
 
@@ -387,6 +392,7 @@ class ObserveMiddleware:
         started = time.perf_counter()
         status = 500
         synthetic = any(name == SYNTHETIC_HEADER.encode() for name, _ in scope.get("headers", ()))
+        key = next((v.decode("latin-1") for n, v in scope.get("headers", ()) if n == KEY_HASH_HEADER), None)
 
         async def observed_send(message: Message) -> None:
             nonlocal status
@@ -406,4 +412,4 @@ class ObserveMiddleware:
             self.state.metrics.observe_request(
                 path, method, status, seconds, synthetic=synthetic, count_error=not unready
             )
-            self.state.access.access(method, path, status, seconds)
+            self.state.access.access(method, path, status, seconds, key_hash=key)

@@ -22,23 +22,25 @@ def _now() -> str:
 
 
 class AccessLog:
-    """Writes `{"ts", "event": "access", method, path, status, latency_ms, color, model_version}` lines."""
+    """Writes `{"ts", "event": "access", method, path, status, latency_ms, [key_hash], color, model_version}` lines."""
 
     def __init__(self, *, color: str, model_version: str, stream: IO[str] | None = None) -> None:
         self.color = color
         self.model_version = model_version
         self.stream = stream
 
-    def access(self, method: str, path: str, status: int, seconds: float) -> None:
-        self.write(
-            {
-                "event": "access",
-                "method": method,
-                "path": path,
-                "status": status,
-                "latency_ms": round(seconds * 1000.0, 3),
-            }
-        )
+    def access(self, method: str, path: str, status: int, seconds: float, *, key_hash: str | None = None) -> None:
+        """One access line; `key_hash` (a sticky canary's hashed routing key) when the router sent one."""
+        fields: dict[str, Any] = {
+            "event": "access",
+            "method": method,
+            "path": path,
+            "status": status,
+            "latency_ms": round(seconds * 1000.0, 3),
+        }
+        if key_hash is not None:
+            fields["key_hash"] = key_hash
+        self.write(fields)
 
     def write(self, fields: dict[str, Any]) -> None:
         line = {"ts": _now(), **fields, "color": self.color, "model_version": self.model_version}

@@ -240,6 +240,82 @@ class KubernetesTarget:
         color = service["spec"].get("selector", {}).get(COLOR_LABEL)
         return {color: 100} if color in COLORS else None
 
+    # Shadow ----------------------------------------------------------------------------------
+
+    def _live_color(self) -> str | None:
+        live = [c for c, w in (self.weights() or {}).items() if w >= 100]
+        return live[0] if len(live) == 1 else None
+
+    def set_shadow(self, color: str | None, sample: float = 1.0) -> None:
+        """Make the live pods copy `sample` of their /predict requests to the preview Service (None: stop).
+
+        The deploy points the preview Service at the shadow color (start); this sets
+        MLSHIP_SHADOW_URL/MLSHIP_SHADOW_SAMPLE on the live Deployment, which rolls its pods
+        (surge first, as the manifests' rolling update says) and waits for them to be ready.
+        An unchanged environment is not patched, so nothing restarts for nothing.
+        """
+        from mlship.serving.mirror import SAMPLE_VAR, URL_VAR
+
+        live = self._live_color()
+        if live is None:
+            if color is None:
+                return
+            raise ColorFailed("no single live color to copy requests from")
+        name = self._deployment(live)
+        obj = self._get("deployment", name)
+        if obj is None:
+            raise ColorFailed(f"{name} does not exist")
+        container = obj["spec"]["template"]["spec"]["containers"][0]
+        before = list(container.get("env", []))
+        env = [e for e in before if e.get("name") not in (URL_VAR, SAMPLE_VAR)]
+        if color is not None:
+            env += [
+                {"name": URL_VAR, "value": self.shadow_url()},
+                {"name": SAMPLE_VAR, "value": f"{sample:g}"},
+            ]
+        if env == before:
+            return
+        patch = {"spec": {"template": {"spec": {"containers": [{**container, "env": env}]}}}}
+        self._run("patch", "deployment", name, "--type", "merge", "-p", json.dumps(patch))
+        self._drop_forwards()
+        self.wait_ready(live, self.timeout_s)
+
+    def shadow_url(self) -> str:
+        """The preview Service as the live pods reach it (cluster DNS, the Services' port)."""
+        return f"http://{self.app}-preview.{self.namespace}.svc.cluster.local:{SERVICE_PORT}"
+
+    def shadowing(self) -> str | None:
+        """The color the live pods copy to (the preview Service's), None when they copy nothing."""
+        from mlship.serving.mirror import URL_VAR
+
+        live = self._live_color()
+        obj = self._get("deployment", self._deployment(live)) if live else None
+        if obj is None:
+            return None
+        env = obj["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        if not any(e.get("name") == URL_VAR and e.get("value") for e in env):
+            return None
+        service = self._get("service", f"{self.app}-preview")
+        color = (service or {}).get("spec", {}).get("selector", {}).get(COLOR_LABEL)
+        return str(color) if color in COLORS else None
+
+    def shadow_stats(self) -> dict[str, Any] | None:
+        """One live pod's comparison figures (GET /shadow through a port-forward); None if unreadable."""
+        live = self._live_color()
+        if live is None:
+            return None
+        try:
+            url = self._forward(f"deployment/{self._deployment(live)}")
+            response = httpx.get(f"{url}/shadow", timeout=5.0)
+        except (ColorFailed, httpx.HTTPError):
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            return dict(response.json())
+        except ValueError:
+            return None
+
     def signal(self, color: str) -> Signal | None:
         """The color's request counters from its /metrics (Prometheus text); None if unreadable."""
         try:

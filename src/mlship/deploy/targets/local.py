@@ -447,14 +447,55 @@ class LocalTarget:
             for color in COLORS:
                 if color == live[0]:
                     continue
-                # the previous release parked behind a candidate, else the color itself
-                handle = data["parked"].get(color) or data["colors"].get(color)
+                # the previous release parked behind a candidate, else the color itself (never a shadow:
+                # a candidate that has not been verified is no failover target)
+                shadowing = (data.get("shadow") or {}).get("color") == color
+                handle = data["parked"].get(color) or (None if shadowing else data["colors"].get(color))
                 if handle is not None and self.runner.alive(handle):
                     backends[color] = f"127.0.0.1:{handle['port']}"
                     standby = color
                 else:
                     backends.pop(color, None)
-        self._post_route({"backends": backends, "weights": weights, "standby": standby})
+        route: dict[str, Any] = {"backends": backends, "weights": weights, "standby": standby}
+        route["sticky"] = data.get("sticky")
+        shadow = data.get("shadow") or {}
+        handle = data["colors"].get(shadow.get("color")) if shadow else None
+        if handle is not None and weights.get(shadow["color"], 0) <= 0 and self.runner.alive(handle):
+            # the shadow color's own process: its name may also be the standby's (the release parked behind it)
+            route.update(shadow=shadow["color"], shadow_address=f"127.0.0.1:{handle['port']}", sample=shadow["sample"])
+        self._post_route(route)
+
+    def set_sticky(self, spec: str | None) -> None:
+        """Route the next split by this request key ("header:NAME" / "field:NAME"), or at random (None)."""
+        data = self._load()
+        data["sticky"] = spec
+        self._save(data)
+
+    def set_shadow(self, color: str | None, sample: float = 1.0) -> None:
+        """Copy `sample` of live /predict requests to `color` (None: stop copying); the live split stays."""
+        data = self._load()
+        if color is not None and not self.running(color):
+            raise ColorFailed(f"cannot shadow to {color}: not running")
+        data["shadow"] = {"color": color, "sample": sample} if color else None
+        self._save(data)
+        current = self.weights()
+        if current is None:
+            if color is None:
+                return  # no router: nothing copies
+            raise ColorFailed("the router does not answer, so nothing can be copied")
+        self.set_weights(current)
+
+    def shadowing(self) -> str | None:
+        """The color the router copies live requests to now (None: no shadow, or no router)."""
+        state = self._router_state()
+        if state is None or state.get("shadow") is None:
+            return None
+        return str(state["route"].get("shadow"))
+
+    def shadow_stats(self) -> dict[str, Any] | None:
+        """The router's comparison figures for the running shadow."""
+        state = self._router_state()
+        return dict(state["shadow"]) if state and state.get("shadow") else None
 
     def weights(self) -> dict[str, int] | None:
         state = self._router_state()
@@ -487,8 +528,11 @@ class LocalTarget:
                 return  # still live: the caller switches first; never cut live traffic here
             backends = {c: a for c, a in route["backends"].items() if c != color}
             standby = route.get("standby") if route.get("standby") != color else None
+            kept = {k: route.get(k) for k in ("sticky", "shadow", "shadow_address", "sample") if k in route}
+            if kept.get("shadow") == color:
+                kept = {"sticky": kept.get("sticky")}
             with contextlib.suppress(InfraError):
-                self._post_route({"backends": backends, "weights": route["weights"], "standby": standby})
+                self._post_route({"backends": backends, "weights": route["weights"], "standby": standby, **kept})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             state = self._router_state()
@@ -499,6 +543,10 @@ class LocalTarget:
     def stop(self, color: str) -> None:
         """Stop what runs on `color` (drained first); a previous release parked behind it comes back."""
         data = self._load()
+        if (data.get("shadow") or {}).get("color") == color:
+            with contextlib.suppress(ColorFailed, InfraError):
+                self.set_shadow(None)  # no copy goes to a stopping color
+            data = self._load()
         handle = data["colors"].pop(color, None)
         parked = data["parked"].pop(color, None)
         if handle is not None:
