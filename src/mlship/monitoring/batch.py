@@ -218,7 +218,7 @@ def predict_batch(
         dataset, names = Dataset(parent or "."), [leaf]
     else:
         dataset, names = Dataset(out_spec), [part_name(i) for i in inputs]
-    dataset.prepare()
+    dataset.prepare(dataset=not single)
     total = PartStats()
     entries: list[dict[str, Any]] = []
     refused: list[str] = []

@@ -2,8 +2,8 @@
 
 Inputs are listed (a file, every `.csv`/`.parquet` under a folder or prefix, or the matches of
 a glob) and read chunk by chunk, so memory is bounded by the chunk size, never by the file.
-Outputs are a Parquet dataset: one part per input, each staged under `_tmp/` and moved into
-place only once complete (locally a rename; on S3 a server-side copy, which publishes the
+Outputs are a Parquet dataset: one part per input, each staged under a `_tmp-`/`.` name and moved
+into place only once complete (locally a rename; on S3 a server-side copy, which publishes the
 whole object at once, then a delete of the staged key), and the `_SUCCESS` manifest written
 last. Readers (pandas, pyarrow, Spark) ignore `_`- and `.`-prefixed names, so a run that dies
 leaves only complete parts, and no manifest, visible.
@@ -126,8 +126,11 @@ def storage_error(exc: OSError, what: str) -> MlshipError:
     ):
         return InfraError(
             f"cannot {what}: access denied ({first})",
-            hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE to credentials that may",
+            hint="no or wrong credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE "
+            "to ones allowed there",
         )
+    if "HTTP status 5" in text:
+        return InfraError(f"cannot {what}: the object store failed ({first})", hint="retry, or check the store")
     if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
         return ConfigError(f"cannot {what}: no such bucket ({first})", hint="check the s3:// URI")
     return ConfigError(f"cannot {what}: {first}", hint="check the path and that it is readable")
@@ -207,6 +210,11 @@ def _hidden(path: str, root: str) -> bool:
     return any(part.startswith(("_", ".")) for part in rel.split("/"))
 
 
+def _is_staging(base: str) -> bool:
+    """A name `Dataset.staged` gives (`_tmp-<id>-name` on S3, `.name.<id>.tmp` locally), not anyone else's."""
+    return re.fullmatch(rf"{STAGING}-[0-9a-f]{{32}}-.+|\..+\.[0-9a-f]{{32}}\.tmp", base) is not None
+
+
 def part_name(inp: InputFile) -> str:
     """A stable, unique part name for an input: readable stem plus a hash of its relative path."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.splitext(inp.relative)[0].replace("/", "-")).strip("-.")
@@ -255,20 +263,17 @@ class Dataset:
     def uri(self, name: str) -> str:
         return uri_of(self.fs, f"{self.root}/{name}")
 
-    def prepare(self) -> None:
-        """Create the folder, drop the manifest (the dataset is about to change) and stale staging."""
+    def prepare(self, *, dataset: bool = True) -> None:
+        """Create the folder, drop stale staging and (for a dataset, about to change) the manifest."""
         import pyarrow.fs as pafs
 
         with storage(f"write to {self.spec}"):
-            if self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File:
+            if dataset and self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File:
                 self.fs.delete_file(f"{self.root}/{MANIFEST}")
-            if self.is_s3:
-                if self.fs.get_file_info(f"{self.root}/{STAGING}").type == pafs.FileType.Directory:
-                    self.fs.delete_dir(f"{self.root}/{STAGING}")
-                return
-            self.fs.create_dir(self.root, recursive=True)
-            for info in self.fs.get_file_info(pafs.FileSelector(self.root)):
-                if info.base_name.startswith(".") and info.base_name.endswith(".tmp"):
+            if not self.is_s3:
+                self.fs.create_dir(self.root, recursive=True)
+            for info in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True)):
+                if info.type == pafs.FileType.File and _is_staging(info.base_name):
                     self.fs.delete_file(info.path)  # left by a run that was killed mid-part
 
     def part_metadata(self, name: str) -> dict[bytes, bytes] | None:
@@ -282,7 +287,7 @@ class Dataset:
                 return None
         try:
             with self.fs.open_input_file(path) as handle:
-                return dict(pq.ParquetFile(handle).schema_arrow.metadata or {})
+                return dict(pq.ParquetFile(handle).metadata.metadata or {})
         except (OSError, ValueError):
             return None  # not a Parquet file we wrote: it is redone
 
@@ -291,12 +296,13 @@ class Dataset:
         """A writable stream for `name`; moved into place only if the block completes.
 
         Locally the staging file is a hidden `.name.<id>.tmp` beside the target (same
-        filesystem, so the rename is atomic); on S3 it is a key under `_tmp/`, and the move is
-        a server-side copy (the object appears whole or not at all) then a delete.
+        filesystem, so the rename is atomic); on S3 it is a
+        `_tmp-<id>-name` key beside the parts, and the move is a server-side copy (the object
+        appears whole or not at all) then a delete. Both names are ignored by readers.
         """
         final = f"{self.root}/{name}"
-        if self.is_s3:
-            staging = f"{self.root}/{STAGING}/{uuid.uuid4().hex}-{name.replace('/', '-')}"
+        if self.is_s3:  # beside the parts: a `_tmp/` folder would leave a marker object once emptied
+            staging = f"{self.root}/{STAGING}-{uuid.uuid4().hex}-{name.replace('/', '-')}"
         else:
             parent, base = os.path.split(final)
             staging = f"{parent}/.{base}.{uuid.uuid4().hex}.tmp"
