@@ -105,6 +105,13 @@ def test_a_folder_becomes_one_part_per_input_with_a_manifest_and_a_report(
     assert md.startswith("# Batch scoring: OK: 1,000 rows scored") and "batch.png" in md
     assert (project / "scored" / "_report" / "batch.png").read_bytes()[:4] == b"\x89PNG"
 
+    inside = runner.invoke(  # the output inside the input folder: its parts are never read as input
+        app, ["predict-batch", "--model", str(model_dir), "--input", "in", "--output", "in/scored"]
+    )
+    assert inside.exit_code == 0, inside.stderr
+    again = runner.invoke(app, ["predict-batch", "--model", str(model_dir), "--input", "in", "--output", "in/scored"])
+    assert again.exit_code == 0 and "skipped 3 of 3 parts" in again.stderr
+
     glob = runner.invoke(
         app, ["predict-batch", "--model", str(model_dir), "--input", "in/*.csv", "--output", "csv-only"]
     )
@@ -131,6 +138,7 @@ def test_refused_parts_are_not_written_and_the_dataset_has_no_manifest(project: 
     assert report["verdict"].startswith("REFUSED: 7 rows in 1 part(s)")
     assert report["parts"]["refused"] == ["in/bad.parquet"] and report["rows"]["scored"] == 1000
     assert "[4/4] in/sub/c.csv -> part-sub-c-" in r.stderr  # one line per part in a log
+    assert report["drift"] is None and report["drift_note"].startswith("Not computed: no reference data at ")
 
     flagged = runner.invoke(app, [*args, "--bad-rows", "flag"])
     assert flagged.exit_code == 0, flagged.stderr

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlship.errors import ConfigError
-from mlship.monitoring.batch_io import Dataset, InputFile, list_inputs, part_name, split
+from mlship.errors import ConfigError, InfraError
+from mlship.monitoring.batch import _Progress
+from mlship.monitoring.batch_io import Dataset, InputFile, list_inputs, part_name, split, storage_error
 from mlship.monitoring.batch_report import BINS, PartStats, Sample, coarse, quantile
 
 
@@ -102,3 +103,31 @@ def test_the_sample_is_bounded_and_uniform_over_chunks_of_any_size() -> None:
     sample.add(pd.DataFrame({"v": np.arange(10**6, 10**6 + 5000)}))
     sample.restore(kept)
     assert sample.frame is not None and sample.frame["v"].max() < 50_000
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "words"),
+    [  # the messages pyarrow's S3 client gives
+        ("AWS Error NETWORK_CONNECTION during ListObjectsV2 operation: curlCode: 7, Could not connect", InfraError,
+         "unreachable"),
+        ("AWS Error ACCESS_DENIED during HeadObject operation: No response body.", InfraError, "access denied"),
+        ("AWS Error UNKNOWN (HTTP status 503) during HeadObject operation", InfraError, "the object store failed"),
+        ("AWS Error NO_SUCH_BUCKET during ListObjectsV2 operation: The specified bucket does not exist",
+         ConfigError, "no such bucket"),
+        ("Path does not exist 'x'", ConfigError, "cannot list s3://b/x: Path does not exist"),
+    ],
+)  # fmt: skip
+def test_storage_errors_map_to_the_exit_code_contract(text: str, kind: type, words: str) -> None:
+    error = storage_error(OSError(text), "list s3://b/x")
+    assert type(error) is kind and words in str(error) and "\n" not in str(error)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_a_line_per_part_in_a_log(capsys: pytest.CaptureFixture[str]) -> None:
+    inp = InputFile(path="/in/a.csv", uri="in/a.csv", relative="a.csv", size=1, mtime_ns=1)
+    for tty in (True, False):
+        with _Progress(2, tty) as progress:
+            progress.part(1, inp, "part-a.parquet", "10 rows in 0.1 s")
+        assert "[1/2] in/a.csv -> part-a.parquet: 10 rows in 0.1 s" in capsys.readouterr().err
+    with _Progress(1, False) as progress:  # one file: the summary line says it all
+        progress.part(1, inp, "out.parquet", "10 rows in 0.1 s")
+    assert capsys.readouterr().err == ""

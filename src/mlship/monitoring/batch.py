@@ -187,12 +187,16 @@ def predict_batch(
     in_spec, out_spec = str(input_path), str(output_path)
     fs_in, inputs = list_inputs(in_spec)
     single = out_spec.lower().endswith(".parquet")
+    fs_out, out_root = split(out_spec)  # a bad output URI is exit 2 before the model is loaded
+    if fs_out.type_name == fs_in.type_name:  # an output inside the input folder is not input on the next run
+        inputs = [i for i in inputs if i.path != out_root and not i.path.startswith(out_root.rstrip("/") + "/")]
+        if not inputs:
+            raise ConfigError(f"{in_spec} holds only the output {out_spec}", hint="score another input")
     if single and len(inputs) > 1:
         raise ConfigError(
             f"--output {out_spec} is one file but {in_spec} holds {len(inputs)} input files",
             hint="pass a folder or s3:// prefix as --output: one part per input",
         )
-    split(out_spec)  # a bad output URI is exit 2 before the model is loaded
     registry = Registry.from_settings(settings)
     resolved = registry.resolve(model_ref)
     with tempfile.TemporaryDirectory(prefix="mlship-batch-") as tmp:

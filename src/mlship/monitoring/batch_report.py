@@ -122,6 +122,11 @@ class Sample:
         import pandas as pd
 
         keys = self.rng.random(len(chunk))
+        if self.keys is not None and len(self.keys) >= self.size:
+            wanted = keys < self.keys.max()  # only these can enter a full sample: few, once it is full
+            chunk, keys = chunk[wanted], keys[wanted]
+            if not len(chunk):
+                return
         if self.frame is None or self.keys is None:
             frame, allkeys = chunk.reset_index(drop=True), keys
         else:
