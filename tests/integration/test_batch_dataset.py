@@ -145,10 +145,26 @@ def test_refused_parts_are_not_written_and_the_dataset_has_no_manifest(project: 
     report = json.loads((project / "rep" / "batch.json").read_text())
     assert report["rows"] == {"total": 1100, "scored": 1093, "refused": 7}
     assert report["refused_by_reason"] == {"amount: missing or not a finite number": 7}
-    assert (project / "scored" / "_SUCCESS").exists()
+    assert (project / "scored" / "_SUCCESS").exists() and len(part_files(project / "scored")) == 4
+    refused_again = runner.invoke(app, args)  # the flagged part of the bad input must not outlive this refusal
+    assert refused_again.exit_code == 1 and len(part_files(project / "scored")) == 3
+
+    (project / "in" / "bad.parquet").unlink()
+    (project / "in" / "empty.csv").write_text(",".join(Settings().features) + "\n")  # a header, no rows
+    with_empty = runner.invoke(app, [*args, "--overwrite"])
+    assert with_empty.exit_code == 0, with_empty.stderr
+    assert len(part_files(project / "scored")) == 3 and "in/empty.csv -> part-empty-" in with_empty.stderr
+    assert "no rows: no part" in with_empty.stderr
+    manifest = json.loads((project / "scored" / "_SUCCESS").read_text())
+    assert [p["rows"] for p in manifest["parts"]] == [300, 500, 200]
+    (project / "in" / "a.csv").unlink()
+    gone = runner.invoke(app, args)  # the part of an input that is gone goes too: the folder is the manifest
+    assert gone.exit_code == 0 and "removed part-a-" in gone.stderr and len(part_files(project / "scored")) == 2
+    nothing = runner.invoke(app, [*args[:4], "in/empty.csv", "--output", "e.parquet"])
+    assert nothing.exit_code == 2 and "in/empty.csv has no rows" in nothing.stderr
 
     many = runner.invoke(app, ["predict-batch", "--model", str(model_dir), "--input", "in", "--output", "one.parquet"])
-    assert many.exit_code == 2 and "is one file but in holds 4 input files" in many.stderr
+    assert many.exit_code == 2 and "is one file but in holds 3 input files" in many.stderr
 
 
 def run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -242,7 +242,11 @@ def predict_batch(
                 seconds = time.perf_counter() - t0
                 if not ok:
                     refused.append(inp.uri)
+                    if not single:
+                        dataset.remove(name)  # an earlier run's part from other data or policy must not stay
                     show.part(k, inp, name, f"REFUSED: {stats.bad_rows:,} of {stats.rows:,} rows fail the input schema")
+                elif stats.rows == 0:
+                    show.part(k, inp, name, "no rows: no part")
                 else:
                     show.part(k, inp, name, f"{stats.rows:,} rows in {seconds:.1f} s")
                 checkpoint(f"batch-part-{k}")
@@ -258,6 +262,8 @@ def predict_batch(
             file=sys.stderr,
         )
     if not single and not refused:
+        for stale in dataset.drop_parts_except(set(names)):
+            print(f"removed {stale}: its input is gone", file=sys.stderr)
         dataset.finish(
             {"model_uri": resolved.uri, "bad_rows": bad_rows, "input": in_spec, "rows": total.rows, "parts": entries}
         )
@@ -327,6 +333,8 @@ def _score_part(run: _Run, fs: Any, inp: InputFile, dataset: Dataset, name: str,
             writer: pq.ParquetWriter | None = None
             try:
                 for chunk in read_chunks(fs, inp, run.chunk_size):
+                    if chunk.empty:
+                        continue  # a header-only CSV: no rows, no part
                     stats.rows += len(chunk)
                     if not flag:
                         stats.add_reasons(row_problems(run.columns, chunk) if run.columns else _none(chunk))

@@ -325,6 +325,29 @@ class Dataset:
             stream.write(data)
         return self.uri(name)
 
+    def remove(self, name: str) -> None:
+        """Delete `name` if it is there (a part this run refused must not stay from an earlier run)."""
+        import pyarrow.fs as pafs
+
+        with storage(f"delete {self.uri(name)}"):
+            if self.fs.get_file_info(f"{self.root}/{name}").type == pafs.FileType.File:
+                self.fs.delete_file(f"{self.root}/{name}")
+
+    def drop_parts_except(self, keep: set[str]) -> list[str]:
+        """Delete the `part-*.parquet` files of inputs that are gone, so the folder is what the manifest says."""
+        import pyarrow.fs as pafs
+
+        with storage(f"list {self.spec}"):
+            stale = [
+                i.base_name
+                for i in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+                if i.type == pafs.FileType.File and re.fullmatch(r"part-.+\.parquet", i.base_name)
+                and i.base_name not in keep
+            ]  # fmt: skip
+        for name in stale:
+            self.remove(name)
+        return stale
+
     def finish(self, manifest: dict[str, Any]) -> str:
         """Write the manifest: the mark of a complete dataset, written after every part."""
         return self.write_bytes(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
