@@ -126,7 +126,13 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_per_part_in_a_log(capsys: py
     inp = InputFile(path="/in/a.csv", uri="in/a.csv", relative="a.csv", size=1, mtime_ns=1)
     for tty in (True, False):
         with _Progress(2, tty) as progress:
+            progress.rows(10)
             progress.part(1, inp, "part-a.parquet", "10 rows in 0.1 s")
+            if tty:
+                assert progress.bar is not None and progress.rows_task is not None
+                assert progress.bar.tasks[progress.rows_task].completed == 10
+            else:
+                assert progress.bar is None
         assert "[1/2] in/a.csv -> part-a.parquet: 10 rows in 0.1 s" in capsys.readouterr().err
     with _Progress(1, False) as progress:  # one file: the summary line says it all
         progress.part(1, inp, "out.parquet", "10 rows in 0.1 s")

@@ -237,13 +237,13 @@ def predict_batch(
                 stats, skipped = done, skipped + 1
                 show.part(k, inp, name, f"skipped: already written from this input ({stats.rows:,} rows)")
             else:
-                stats, ok = _score_part(run, fs_in, inp, dataset, name, source)
+                stats, ok = _score_part(run, fs_in, inp, dataset, name, source, show)
                 rows_this_run += stats.rows
                 seconds = time.perf_counter() - t0
+                if not single and (not ok or stats.rows == 0):
+                    dataset.remove(name)  # an earlier run's part from other data or policy must not stay
                 if not ok:
                     refused.append(inp.uri)
-                    if not single:
-                        dataset.remove(name)  # an earlier run's part from other data or policy must not stay
                     show.part(k, inp, name, f"REFUSED: {stats.bad_rows:,} of {stats.rows:,} rows fail the input schema")
                 elif stats.rows == 0:
                     show.part(k, inp, name, "no rows: no part")
@@ -314,7 +314,9 @@ def _finished_part(dataset: Dataset, name: str, source: str) -> PartStats | None
     return PartStats.from_json(meta[b"mlship.stats"])
 
 
-def _score_part(run: _Run, fs: Any, inp: InputFile, dataset: Dataset, name: str, source: str) -> tuple[PartStats, bool]:
+def _score_part(
+    run: _Run, fs: Any, inp: InputFile, dataset: Dataset, name: str, source: str, show: _Progress
+) -> tuple[PartStats, bool]:
     """Score one input into its staged part; (stats, True) once the part is in place.
 
     Under `refuse` a part with any bad row is read to the end (to count the reasons) and
@@ -336,6 +338,7 @@ def _score_part(run: _Run, fs: Any, inp: InputFile, dataset: Dataset, name: str,
                     if chunk.empty:
                         continue  # a header-only CSV: no rows, no part
                     stats.rows += len(chunk)
+                    show.rows(len(chunk))
                     if not flag:
                         stats.add_reasons(row_problems(run.columns, chunk) if run.columns else _none(chunk))
                         if stats.refused:
@@ -382,7 +385,13 @@ class _Progress:
 
         self.parts = parts
         self.bar = Progress(console=Console(stderr=True), transient=True) if tty else None
-        self.task = self.bar.add_task("scoring", total=parts) if self.bar is not None else None
+        self.task = self.bar.add_task("parts", total=parts) if self.bar is not None else None
+        self.rows_task = self.bar.add_task("rows scored", total=None) if self.bar is not None else None
+
+    def rows(self, n: int) -> None:
+        """Count rows as chunks go by, so a single large file shows progress too (terminal only)."""
+        if self.bar is not None and self.rows_task is not None:
+            self.bar.update(self.rows_task, advance=n)
 
     def __enter__(self) -> _Progress:
         if self.bar is not None:
