@@ -12,7 +12,7 @@ import pytest
 from mlship.errors import ConfigError, InfraError
 from mlship.monitoring.batch import _Progress
 from mlship.monitoring.batch_io import Dataset, InputFile, list_inputs, part_name, split, storage_error
-from mlship.monitoring.batch_report import BINS, PartStats, Sample, coarse, quantile
+from mlship.monitoring.batch_report import BINS, PartStats, Sample, coarse, quantile, verdict
 
 
 def test_inputs_are_a_file_a_folder_or_a_glob_and_never_hidden_or_other_files(project: Path) -> None:
@@ -137,3 +137,24 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_per_part_in_a_log(capsys: py
     with _Progress(1, False) as progress:  # one file: the summary line says it all
         progress.part(1, inp, "out.parquet", "10 rows in 0.1 s")
     assert capsys.readouterr().err == ""
+
+
+def test_the_verdict_line_names_refusals_flags_and_drift_first() -> None:
+    from mlship.data.synth import generate
+    from mlship.monitoring.drift import compare
+    from mlship.settings import Settings
+
+    settings = Settings()
+    ref, cur = generate(3000, seed=1), generate(3000, seed=2)
+    same = compare(settings, ref, cur, ref_name="train", cur_name="batch")
+    shifted = cur.assign(**{f: cur[f] * 3 + 5 for f in settings.numeric_features})
+    drifted = compare(settings, ref, shifted, ref_name="train", cur_name="batch")
+    one = compare(settings, ref, cur.assign(amount=cur["amount"] * 3), ref_name="train", cur_name="batch")
+    stats = PartStats(rows=10, classes={"0": 9, "1": 1})
+    assert verdict(stats, [], "refuse", same) == "OK: 10 rows scored; no input drift"
+    assert verdict(stats, [], "refuse", None) == "OK: 10 rows scored; drift not computed"
+    assert verdict(stats, [], "refuse", drifted).startswith("OK: 10 rows scored; input DRIFT in ")
+    assert verdict(stats, [], "refuse", one) == "OK: 10 rows scored; drift in amount (below the dataset threshold)"
+    bad = PartStats(rows=12, refused={"amount: missing": 2}, classes={"0": 10})
+    assert verdict(bad, [], "flag", same).startswith("FLAGGED: 10 rows scored, 2 flagged as bad input (flag)")
+    assert verdict(bad, ["in/x.csv"], "refuse", None).startswith("REFUSED: 2 rows in 1 part(s)")

@@ -201,9 +201,13 @@ def verdict(stats: PartStats, refused_parts: list[str], policy: str, drift: Drif
         head = f"FLAGGED: {stats.scored:,} rows scored, {stats.bad_rows:,} flagged as bad input ({policy})"
     else:
         head = f"OK: {stats.scored:,} rows scored"
-    if drift is not None:
-        head += f"; input DRIFT in {', '.join(drift.drifted)}" if drift.dataset_drift else "; no input drift"
-    return head
+    if drift is None:
+        return head + "; drift not computed"
+    if drift.dataset_drift:
+        return head + f"; input DRIFT in {', '.join(drift.drifted)}"
+    if drift.drifted:
+        return head + f"; drift in {', '.join(drift.drifted)} (below the dataset threshold)"
+    return head + "; no input drift"
 
 
 def drift_dict(report: DriftReport) -> dict[str, Any]:
