@@ -227,6 +227,7 @@ def predict_batch(
     entries: list[dict[str, Any]] = []
     refused: list[str] = []
     skipped = rows_this_run = 0
+    scoring = 0.0
     show = _Progress(len(inputs), sys.stderr.isatty() if progress is None else progress)
     with show:
         for k, (inp, name) in enumerate(zip(inputs, names, strict=True), start=1):
@@ -240,6 +241,7 @@ def predict_batch(
                 stats, ok = _score_part(run, fs_in, inp, dataset, name, source, show)
                 rows_this_run += stats.rows
                 seconds = time.perf_counter() - t0
+                scoring += seconds
                 if not single and (not ok or stats.rows == 0):
                     dataset.remove(name)  # an earlier run's part from other data or policy must not stay
                 if not ok:
@@ -278,7 +280,7 @@ def predict_batch(
         refused,
         skipped,
         rows_this_run,
-        seconds,
+        (seconds, scoring),
         reference,
     )
     report = _write_report(summary, report_dir, dataset, single)
@@ -424,7 +426,7 @@ def _summary(
     refused: list[str],
     skipped: int,
     rows_this_run: int,
-    seconds: float,
+    seconds: tuple[float, float],
     reference: Path | None,
 ) -> BatchSummary:
     drift, note = _drift(run, reference)
@@ -439,7 +441,8 @@ def _summary(
         parts_skipped=skipped,
         parts_refused=refused,
         stats=total,
-        seconds=seconds,
+        seconds=seconds[0],
+        scoring_seconds=seconds[1],
         rows_this_run=rows_this_run,
         drift=drift_dict(drift) if drift is not None else None,
         drift_note=note,

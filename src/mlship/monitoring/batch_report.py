@@ -153,13 +153,16 @@ class BatchSummary:
     parts_refused: list[str]
     stats: PartStats
     seconds: float
+    """The whole run: listing, model load, scoring, drift, report."""
+    scoring_seconds: float
+    """Reading, checking, scoring and writing the parts of this run: what rows/s is measured on."""
     rows_this_run: int
     drift: dict[str, Any] | None
     drift_note: str
 
     @property
     def rows_per_second(self) -> float:
-        return self.rows_this_run / self.seconds if self.seconds > 0 else 0.0
+        return self.rows_this_run / self.scoring_seconds if self.scoring_seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         s = self.stats
@@ -185,6 +188,7 @@ class BatchSummary:
             "drift": self.drift,
             "drift_note": self.drift_note,
             "seconds": round(self.seconds, 3),
+            "scoring_seconds": round(self.scoring_seconds, 3),
             "rows_this_run": self.rows_this_run,
             "rows_per_second": round(self.rows_per_second, 1),
         }
@@ -236,8 +240,8 @@ def render_markdown(summary: BatchSummary) -> str:
         f"{summary.parts_skipped} already written and skipped, {len(summary.parts_refused)} refused)",
         f"- rows: {d['rows']['total']:,} read, {d['rows']['scored']:,} scored, "
         f"{d['rows']['refused']:,} refused or flagged (--bad-rows {summary.bad_rows_policy})",
-        f"- time: {summary.seconds:.1f} s for {summary.rows_this_run:,} rows read in this run "
-        f"({summary.rows_per_second:,.0f} rows/s)",
+        f"- time: {summary.seconds:.1f} s in all; {summary.scoring_seconds:.1f} s reading, scoring and writing "
+        f"the {summary.rows_this_run:,} rows of this run ({summary.rows_per_second:,.0f} rows/s)",
         "",
     ]
     if d["refused_by_reason"]:
