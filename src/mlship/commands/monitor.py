@@ -267,28 +267,71 @@ def _print_abtest(report: AbReport) -> None:
 def predict_batch(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Model URI (models:/name@alias, runs:/id/model, or a dir).")],
-    input_path: Annotated[Path, typer.Option("--input", help="CSV or Parquet file to score (any size).")],
-    output: Annotated[Path, typer.Option("--output", help="Parquet file to write (atomically).")],
+    input_path: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            help="What to score: a CSV/Parquet file, a folder or glob of them, or an s3://bucket/prefix (any size).",
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            help="A .parquet file (one input), or a folder / s3:// prefix: one Parquet part per input, "
+            "each written atomically, and a _SUCCESS manifest last.",
+        ),
+    ],
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Rows scored per chunk.")] = 100_000,
     bad_rows: Annotated[
         str,
         typer.Option(
             "--bad-rows",
-            help="Rows that fail the model's input schema (as /predict would reject them): 'refuse' scores "
-            "nothing and exits 1 saying how many and why; 'flag' scores the rest and adds an input_error column.",
+            help="Rows that fail the model's input schema (as /predict would reject them): 'refuse' writes no part "
+            "holding one and exits 1 saying how many and why; 'flag' scores the rest and adds an input_error column.",
         ),
     ] = "refuse",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo parts an earlier run already wrote from the same input.")
+    ] = False,
+    report_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--report-dir",
+            help="Where batch.md/json/png go (a folder or s3:// prefix); default: beside the output file, "
+            "or _report/ in the output dataset.",
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Data to measure input drift against (default: [tool.mlship] data)."),
+    ] = None,
 ) -> None:
-    """Score a file in chunks into Parquet, recording the model version in its metadata.
+    """Score files or an object-store prefix in chunks into Parquet, recording the model version in its metadata.
 
     Rows are validated like /predict requests; a bad row is never scored silently (see --bad-rows).
+    A re-run skips the parts already written (same input size and mtime, same model and policy).
     """
 
     def action(settings: Settings) -> int:
         from mlship.monitoring.batch import predict_batch as run_batch
 
-        r = run_batch(settings, model, input_path, output, chunk_size, bad_rows=bad_rows)
-        cli.console().print(f"scored {r.rows} rows with {r.model_uri} -> {r.output} in {r.seconds:.1f} s")
+        r = run_batch(
+            settings,
+            model,
+            input_path,
+            output,
+            chunk_size,
+            bad_rows=bad_rows,
+            overwrite=overwrite,
+            report_dir=report_dir,
+            reference=reference,
+        )
+        out = cli.console()
+        out.print(r.verdict, markup=False)
+        parts = f" in {r.parts} parts ({r.parts_skipped} skipped)" if r.parts > 1 or r.parts_skipped else ""
+        out.print(f"scored {r.rows} rows{parts} with {r.model_uri} -> {r.output} in {r.seconds:.1f} s", markup=False)
+        out.print(f"report: {r.report}", markup=False)
         if r.bad_rows:
             cli.err_console().print(
                 f"warning: {r.bad_rows:,} of {r.rows:,} rows fail the model's input schema ({r.bad_row_reasons}): "

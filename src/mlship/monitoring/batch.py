@@ -1,4 +1,9 @@
-"""Batch scoring of files larger than memory: chunked read, atomic Parquet with model metadata.
+"""Batch scoring where the data lives: files, folders, globs or s3:// prefixes, in bounded memory.
+
+Each input file becomes one Parquet part (atomic, named from the input), a `_SUCCESS`
+manifest is written last, and a re-run skips parts already written from the same input
+(size + mtime) with the same model and policy (see batch_io for what atomic means where).
+A report (batch.md/json/png, batch_report) says what was scored, refused, and drifted.
 
 Rows are checked against the model's input signature with the rules of `/predict` (numeric
 columns: a finite number; string columns: a string; booleans: a boolean; never null). A bad
@@ -9,17 +14,22 @@ failed and why (exit 1: the data said no); `flag` scores the good rows and gives
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship.deploy.faults import checkpoint
 from mlship.errors import ConfigError, PipelineRejected
-from mlship.fsutil import atomic_path
+from mlship.monitoring.batch_io import Dataset, InputFile, list_inputs, part_name, read_chunks, split
+from mlship.monitoring.batch_report import BatchSummary, PartStats, Sample, drift_dict, plot, render_markdown, verdict
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mlship.monitoring.drift import DriftReport
     from mlship.serving.model import Column
     from mlship.settings import Settings
 
@@ -40,34 +50,22 @@ class BatchResult:
     bad_rows: int = 0
     """Rows that failed the input schema (scored as nulls and flagged, under `flag`)."""
     bad_row_reasons: str = ""
+    parts: int = 1
+    parts_skipped: int = 0
+    """Parts already written by an earlier run from the same input, model and policy."""
+    report: str = ""
+    """Where batch.md was written."""
+    verdict: str = ""
 
 
 def iter_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
-    """Yield DataFrames of at most ``chunk_size`` rows without loading the whole file.
+    """Yield DataFrames of at most ``chunk_size`` rows without loading the whole file (or files).
 
     A file that is not what its suffix says, or is cut short, is bad input (exit 2), not a crash.
     """
-    if not path.exists():
-        raise ConfigError(f"cannot read {path}: no such file", hint="pass an existing CSV or Parquet file")
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise ConfigError(f"unsupported input {path.name}", hint="use .csv or .parquet")
-    try:
-        yield from _chunks(path, suffix, chunk_size)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot read {path}: {first}", hint="is the file complete and of that format?") from None
-
-
-def _chunks(path: Path, suffix: str, chunk_size: int) -> Iterator[pd.DataFrame]:
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    if suffix == ".parquet":
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
-            yield batch.to_pandas()
-    else:
-        yield from pd.read_csv(path, chunksize=chunk_size)
+    fs, inputs = list_inputs(str(path))
+    for inp in inputs:
+        yield from read_chunks(fs, inp, chunk_size)
 
 
 def row_problems(columns: list[Column], df: pd.DataFrame) -> pd.Series[Any]:
@@ -138,27 +136,47 @@ def score_frame(
     return out
 
 
+@dataclass
+class _Run:
+    """The fixed inputs of one batch run, shared by every part."""
+
+    settings: Settings
+    model: Any
+    columns: list[Column]
+    policy: str
+    chunk_size: int
+    meta: dict[bytes, bytes]
+    sample: Sample
+
+
+class _Refused(Exception):
+    """A part with bad rows under `refuse`: its staged file is dropped, never moved into place."""
+
+
 def predict_batch(
     settings: Settings,
     model_ref: str,
-    input_path: Path,
-    output_path: Path,
+    input_path: Path | str,
+    output_path: Path | str,
     chunk_size: int = 100_000,
     bad_rows: str = "refuse",
+    *,
+    overwrite: bool = False,
+    report_dir: Path | str | None = None,
+    reference: Path | None = None,
+    progress: bool | None = None,
 ) -> BatchResult:
-    """Score ``input_path`` chunk by chunk into ``output_path`` (Parquet, written atomically).
+    """Score every input file into one Parquet part each, then the manifest, then the report.
 
-    `bad_rows` is the policy for rows that fail the model's input schema: `refuse` writes
-    nothing and raises PipelineRejected naming how many rows failed and why; `flag` scores
-    the rest and adds the `input_error` column.
+    An output ending in `.parquet` is one file (the input must be one file); anything else is a
+    dataset folder or s3:// prefix. `bad_rows` is the policy for rows that fail the model's
+    input schema: `refuse` writes no part holding such rows and raises PipelineRejected naming
+    how many rows failed and why; `flag` scores the rest and adds the `input_error` column.
+    Parts already written from the same input (size + mtime), model and policy are skipped
+    unless `overwrite`. `progress` None means: a bar on a terminal, a line per part otherwise.
     """
     import tempfile
     import time
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from rich.console import Console
-    from rich.progress import Progress
 
     from mlship.registry import Registry, load_model_dir, model_input_schema
     from mlship.serving.model import Column
@@ -166,67 +184,306 @@ def predict_batch(
     if bad_rows not in BAD_ROW_POLICIES:
         raise ConfigError(f"unknown bad-row policy {bad_rows!r}", hint=f"use one of: {', '.join(BAD_ROW_POLICIES)}")
     started = time.perf_counter()
+    in_spec, out_spec = str(input_path), str(output_path)
+    fs_in, inputs = list_inputs(in_spec)
+    single = out_spec.lower().endswith(".parquet")
+    fs_out, out_root = split(out_spec)  # a bad output URI is exit 2 before the model is loaded
+    if fs_out.type_name == fs_in.type_name:  # an output inside the input folder is not input on the next run
+        inputs = [i for i in inputs if i.path != out_root and not i.path.startswith(out_root.rstrip("/") + "/")]
+        if not inputs:
+            raise ConfigError(f"{in_spec} holds only the output {out_spec}", hint="score another input")
+    if single and len(inputs) > 1:
+        raise ConfigError(
+            f"--output {out_spec} is one file but {in_spec} holds {len(inputs)} input files",
+            hint="pass a folder or s3:// prefix as --output: one part per input",
+        )
     registry = Registry.from_settings(settings)
     resolved = registry.resolve(model_ref)
     with tempfile.TemporaryDirectory(prefix="mlship-batch-") as tmp:
         directory = registry.download(resolved, Path(tmp))  # verified against the recorded sha256
         model = load_model_dir(directory)
         columns = [Column(name, kind) for name, kind in model_input_schema(directory)]
-    meta = {
-        b"mlship.model_uri": resolved.uri.encode(),
-        b"mlship.model_name": (resolved.name or "").encode(),
-        b"mlship.model_version": (resolved.version or "").encode(),
-        b"mlship.bad_rows": bad_rows.encode(),
-    }
-    rows = 0
-    flagged: dict[str, int] = {}
-    writer: pq.ParquetWriter | None = None
-    with atomic_path(output_path) as tmp_out, Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(f"scoring {input_path.name}", total=None)
-        try:
-            for chunk in iter_chunks(input_path, chunk_size):
-                rows += len(chunk)
-                progress.update(task, advance=len(chunk))
-                if bad_rows == "refuse":
-                    _count(flagged, row_problems(columns, chunk) if columns else None)
-                    if flagged:
-                        continue  # nothing more is written; keep counting for the message
-                scored = score_frame(settings, model, chunk, columns, flag=bad_rows == "flag")
-                if bad_rows == "flag":
-                    _count(flagged, scored[FLAG_COLUMN])
-                table = pa.Table.from_pandas(scored, preserve_index=False)
-                if writer is None:
-                    schema = _nullable(table.schema).with_metadata({**(table.schema.metadata or {}), **meta})
-                    writer = pq.ParquetWriter(tmp_out, schema)
-                writer.write_table(table.cast(writer.schema))
-            if rows == 0:
-                raise ConfigError(f"{input_path} has no rows", hint="score a non-empty file")
-            if bad_rows == "refuse" and flagged:
-                raise PipelineRejected(
-                    f"{sum(flagged.values()):,} of {rows:,} rows of {input_path} fail the model's input schema "
-                    f"({_reasons(flagged)}); nothing was scored",
-                    hint="fix the data, or pass --bad-rows flag to score the rest and flag these",
-                )
-        finally:
-            if writer is not None:
-                writer.close()
+    run = _Run(
+        settings,
+        model,
+        columns,
+        bad_rows,
+        chunk_size,
+        {
+            b"mlship.model_uri": resolved.uri.encode(),
+            b"mlship.model_name": (resolved.name or "").encode(),
+            b"mlship.model_version": (resolved.version or "").encode(),
+            b"mlship.bad_rows": bad_rows.encode(),
+        },
+        Sample(seed=settings.seed),
+    )
+    if single:
+        parent, _, leaf = out_spec.rstrip("/").rpartition("/")
+        dataset, names = Dataset(parent or "."), [leaf]
+    else:
+        dataset, names = Dataset(out_spec), [part_name(i) for i in inputs]
+    dataset.prepare(dataset=not single)
+    total = PartStats()
+    entries: list[dict[str, Any]] = []
+    refused: list[str] = []
+    skipped = rows_this_run = 0
+    scoring = 0.0
+    show = _Progress(len(inputs), sys.stderr.isatty() if progress is None else progress)
+    with show:
+        for k, (inp, name) in enumerate(zip(inputs, names, strict=True), start=1):
+            source = json.dumps({**inp.fingerprint(), "model_uri": resolved.uri, "bad_rows": bad_rows}, sort_keys=True)
+            done = None if overwrite else _finished_part(dataset, name, source)
+            t0 = time.perf_counter()
+            if done is not None:
+                stats, skipped = done, skipped + 1
+                show.part(k, inp, name, f"skipped: already written from this input ({stats.rows:,} rows)")
+            else:
+                stats, ok = _score_part(run, fs_in, inp, dataset, name, source, show)
+                rows_this_run += stats.rows
+                seconds = time.perf_counter() - t0
+                scoring += seconds
+                if not single and (not ok or stats.rows == 0):
+                    dataset.remove(name)  # an earlier run's part from other data or policy must not stay
+                if not ok:
+                    refused.append(inp.uri)
+                    show.part(k, inp, name, f"REFUSED: {stats.bad_rows:,} of {stats.rows:,} rows fail the input schema")
+                elif stats.rows == 0:
+                    show.part(k, inp, name, "no rows: no part")
+                else:
+                    show.part(k, inp, name, f"{stats.rows:,} rows in {seconds:.1f} s")
+                checkpoint(f"batch-part-{k}")
+            total.merge(stats)
+            if stats.rows and inp.uri not in refused:
+                entries.append({"part": name, **inp.fingerprint(), "rows": stats.rows, "bad_rows": stats.bad_rows})
+    if total.rows == 0:
+        raise ConfigError(f"{in_spec} has no rows", hint="score a non-empty file")
+    if skipped:
+        print(
+            f"skipped {skipped} of {len(inputs)} parts already written from the same input and model "
+            "(pass --overwrite to redo them)",
+            file=sys.stderr,
+        )
+    if not single and not refused:
+        for stale in dataset.drop_parts_except(set(names)):
+            print(f"removed {stale}: its input is gone", file=sys.stderr)
+        dataset.finish(
+            {"model_uri": resolved.uri, "bad_rows": bad_rows, "input": in_spec, "rows": total.rows, "parts": entries}
+        )
+    seconds = time.perf_counter() - started
+    summary = _summary(
+        run,
+        resolved.uri,
+        in_spec,
+        dataset.uri(names[0]) if single else out_spec,
+        inputs,
+        total,
+        refused,
+        skipped,
+        rows_this_run,
+        (seconds, scoring),
+        reference,
+    )
+    report = _write_report(summary, report_dir, dataset, single)
+    if refused:
+        where = f"of {inputs[0].uri}" if len(inputs) == 1 else f"in {len(refused)} of {len(inputs)} parts"
+        rest = "nothing was scored" if len(inputs) == 1 else "those parts were not written, the others were"
+        raise PipelineRejected(
+            f"{total.bad_rows:,} of {total.rows:,} rows {where} fail the model's input schema "
+            f"({_reasons(total.refused)}); {rest}",
+            hint="fix the data, or pass --bad-rows flag to score the rest and flag these",
+        )
     return BatchResult(
-        str(output_path),
-        rows,
+        dataset.uri(names[0]) if single else out_spec,
+        total.rows,
         resolved.uri,
         resolved.name,
         resolved.version,
-        time.perf_counter() - started,
-        bad_rows=sum(flagged.values()),
-        bad_row_reasons=_reasons(flagged),
+        seconds,
+        bad_rows=total.bad_rows,
+        bad_row_reasons=_reasons(total.refused),
+        parts=len(inputs),
+        parts_skipped=skipped,
+        report=report,
+        verdict=summary.verdict,
     )
 
 
-def _count(tally: dict[str, int], reasons: pd.Series[Any] | None) -> None:
-    if reasons is None:
-        return
-    for reason, n in reasons.dropna().value_counts().items():
-        tally[str(reason)] = tally.get(str(reason), 0) + int(n)
+def _finished_part(dataset: Dataset, name: str, source: str) -> PartStats | None:
+    """The stats of a part an earlier run wrote from this very input, model and policy; else None."""
+    meta = dataset.part_metadata(name)
+    if not meta or meta.get(b"mlship.source") != source.encode() or b"mlship.stats" not in meta:
+        return None
+    return PartStats.from_json(meta[b"mlship.stats"])
+
+
+def _score_part(
+    run: _Run, fs: Any, inp: InputFile, dataset: Dataset, name: str, source: str, show: _Progress
+) -> tuple[PartStats, bool]:
+    """Score one input into its staged part; (stats, True) once the part is in place.
+
+    Under `refuse` a part with any bad row is read to the end (to count the reasons) and
+    dropped: (stats, False).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlship.monitoring.drift import PROBABILITY
+
+    stats = PartStats()
+    flag = run.policy == "flag"
+    before = run.sample.state()
+    try:
+        with dataset.staged(name) as stream:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for chunk in read_chunks(fs, inp, run.chunk_size):
+                    if chunk.empty:
+                        continue  # a header-only CSV: no rows, no part
+                    stats.rows += len(chunk)
+                    show.rows(len(chunk))
+                    if not flag:
+                        stats.add_reasons(row_problems(run.columns, chunk) if run.columns else _none(chunk))
+                        if stats.refused:
+                            continue  # this part will not be written; keep counting for the message
+                    scored = score_frame(run.settings, run.model, chunk, run.columns, flag=flag)
+                    if flag:
+                        stats.add_reasons(scored[FLAG_COLUMN])
+                    probability = scored["probability"].to_numpy(dtype="float64")
+                    stats.add_scores(probability, scored["prediction"])
+                    good = ~scored["probability"].isna().to_numpy()
+                    features = [c.name for c in run.columns] if run.columns else run.settings.features
+                    run.sample.add(chunk.loc[good, features].assign(**{PROBABILITY: probability[good]}))
+                    table = pa.Table.from_pandas(scored, preserve_index=False)
+                    if writer is None:
+                        schema = _nullable(table.schema).with_metadata({**(table.schema.metadata or {}), **run.meta})
+                        writer = pq.ParquetWriter(stream, schema)
+                    writer.write_table(table.cast(writer.schema))
+                if stats.refused and not flag:
+                    raise _Refused
+                if writer is None:
+                    raise _Refused  # an empty input: no part to write
+                writer.add_key_value_metadata({"mlship.source": source, "mlship.stats": stats.to_json()})
+            finally:
+                if writer is not None:
+                    writer.close()
+    except _Refused:
+        run.sample.restore(before)  # a refused part's rows are not in the output, nor in the report
+        return PartStats(rows=stats.rows, refused=stats.refused), stats.rows == 0
+    return stats, True
+
+
+def _none(chunk: pd.DataFrame) -> pd.Series[Any]:
+    import pandas as pd
+
+    return pd.Series([None] * len(chunk), index=chunk.index, dtype=object)
+
+
+class _Progress:
+    """A rich bar over the parts on a terminal; one plain line per part in CI logs."""
+
+    def __init__(self, parts: int, tty: bool) -> None:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.parts = parts
+        self.bar = Progress(console=Console(stderr=True), transient=True) if tty else None
+        self.task = self.bar.add_task("parts", total=parts) if self.bar is not None else None
+        self.rows_task = self.bar.add_task("rows scored", total=None) if self.bar is not None else None
+
+    def rows(self, n: int) -> None:
+        """Count rows as chunks go by, so a single large file shows progress too (terminal only)."""
+        if self.bar is not None and self.rows_task is not None:
+            self.bar.update(self.rows_task, advance=n)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def part(self, k: int, inp: InputFile, name: str, what: str) -> None:
+        """Report part `k` done; a one-file run says it all in its summary (and error) line."""
+        line = f"[{k}/{self.parts}] {inp.uri} -> {name}: {what}"
+        if self.parts == 1:
+            return
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, advance=1, description=f"{k}/{self.parts} {inp.uri}")
+            self.bar.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _summary(
+    run: _Run,
+    model_uri: str,
+    in_spec: str,
+    out_spec: str,
+    inputs: list[InputFile],
+    total: PartStats,
+    refused: list[str],
+    skipped: int,
+    rows_this_run: int,
+    seconds: tuple[float, float],
+    reference: Path | None,
+) -> BatchSummary:
+    drift, note = _drift(run, reference)
+    return BatchSummary(
+        verdict=verdict(total, refused, run.policy, drift),
+        model_uri=model_uri,
+        input=in_spec,
+        output=out_spec,
+        bad_rows_policy=run.policy,
+        parts=len(inputs),
+        parts_scored=len(inputs) - skipped - len(refused),
+        parts_skipped=skipped,
+        parts_refused=refused,
+        stats=total,
+        seconds=seconds[0],
+        scoring_seconds=seconds[1],
+        rows_this_run=rows_this_run,
+        drift=drift_dict(drift) if drift is not None else None,
+        drift_note=note,
+    )
+
+
+def _drift(run: _Run, reference: Path | None) -> tuple[DriftReport | None, str]:
+    """Input (and prediction) drift of this run's sample against the reference data, and what was compared."""
+    from mlship.data.io import read_table
+    from mlship.monitoring.drift import compare, score
+
+    ref_path = reference or run.settings.data_path
+    sample = run.sample.frame
+    if sample is None or sample.empty:
+        return None, "Not computed: no rows were scored in this run (parts skipped or refused)."
+    if not ref_path.exists():
+        return None, (
+            f"Not computed: no reference data at {ref_path} "
+            "(pass --reference, or set [tool.mlship] data to the training data)."
+        )
+    try:
+        ref = score(run.settings, run.model, read_table(ref_path), str(ref_path))
+        report = compare(run.settings, ref, sample, ref_name=str(ref_path), cur_name="batch sample")
+    except ConfigError as exc:
+        return None, f"Not computed: {exc}"
+    return report, (
+        f"A uniform sample of {len(sample):,} rows scored in this run against {ref_path} "
+        f"({'--reference' if reference else 'the configured training data'}), "
+        "with the thresholds of `mlship drift`; informational, not part of the exit code."
+    )
+
+
+def _write_report(summary: BatchSummary, report_dir: Path | str | None, dataset: Dataset, single: bool) -> str:
+    """batch.json, batch.md, batch.png: in --report-dir, else next to the output file or under `_report/`."""
+    if report_dir is not None:
+        target, prefix = Dataset(str(report_dir)), ""
+    else:
+        target, prefix = dataset, "" if single else "_report/"
+    target.write_bytes(f"{prefix}batch.json", (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
+    target.write_bytes(f"{prefix}batch.png", plot(summary))
+    return target.write_bytes(f"{prefix}batch.md", render_markdown(summary).encode())
 
 
 def _reasons(tally: dict[str, int], limit: int = 3) -> str:
@@ -236,7 +493,7 @@ def _reasons(tally: dict[str, int], limit: int = 3) -> str:
 
 
 def _nullable(schema: Any) -> Any:
-    """The first chunk decides the file's schema: let later chunks carry nulls the first did not."""
+    """The first chunk decides the part's schema: let later chunks carry nulls the first did not."""
     import pyarrow as pa
 
     fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type, nullable=True) for f in schema]

@@ -1,0 +1,353 @@
+"""Where batch data lives: local files, folders, globs or `s3://` prefixes, read and written alike.
+
+Inputs are listed (a file, every `.csv`/`.parquet` under a folder or prefix, or the matches of
+a glob) and read chunk by chunk, so memory is bounded by the chunk size, never by the file.
+Outputs are a Parquet dataset: one part per input, each staged under a `_tmp-`/`.` name and moved
+into place only once complete (locally a rename; on S3 a server-side copy, which publishes the
+whole object at once, then a delete of the staged key), and the `_SUCCESS` manifest written
+last. Readers (pandas, pyarrow, Spark) ignore `_`- and `.`-prefixed names, so a run that dies
+leaves only complete parts, and no manifest, visible.
+
+S3 credentials come from the usual chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE
+and ~/.aws, instance roles); AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL points at any
+S3-compatible store (MinIO, Ceph, moto), AWS_REGION/AWS_DEFAULT_REGION picks the region.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlship.errors import ConfigError, InfraError, MlshipError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow.fs as pafs
+
+SUFFIXES = (".parquet", ".csv")
+MANIFEST = "_SUCCESS"
+STAGING = "_tmp"
+GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file: where it is, and the size and mtime that say whether it changed."""
+
+    path: str
+    """Path on its filesystem (`bucket/key` on S3)."""
+    uri: str
+    """As the user would write it (`s3://bucket/key` or a local path)."""
+    relative: str
+    """Path under the input root: what the part name is derived from."""
+    size: int
+    mtime_ns: int
+
+    @property
+    def suffix(self) -> str:
+        return os.path.splitext(self.path)[1].lower()
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"input": self.uri, "size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def is_s3(spec: str) -> bool:
+    return spec.startswith("s3://")
+
+
+def s3_filesystem() -> pafs.FileSystem:
+    """An S3 filesystem with the standard credential chain and the endpoint from the environment."""
+    import pyarrow.fs as pafs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    options: dict[str, Any] = {
+        "region": region,
+        "connect_timeout": 5,
+        "request_timeout": 30,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+    }
+    if endpoint:
+        options["endpoint_override"] = endpoint
+    return pafs.S3FileSystem(**options)
+
+
+def split(spec: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path on it) for a local path or an `s3://bucket/key` URI; other schemes are exit 2."""
+    import pyarrow.fs as pafs
+
+    if is_s3(spec):
+        path = spec[len("s3://") :].strip("/")
+        bucket = path.split("/")[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+            raise ConfigError(f"bad S3 URI {spec!r}: no valid bucket name", hint="write s3://bucket/prefix")
+        return s3_filesystem(), path
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://", spec):
+        raise ConfigError(f"unsupported URI scheme in {spec!r}", hint="use a local path or s3://bucket/prefix")
+    return pafs.LocalFileSystem(), os.path.abspath(spec)
+
+
+def uri_of(fs: pafs.FileSystem, path: str) -> str:
+    """How a path is shown: `s3://bucket/key`, or a local path relative to the working directory when under it."""
+    if fs.type_name == "s3":
+        return f"s3://{path}"
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def storage_error(exc: OSError, what: str) -> MlshipError:
+    """Classify a filesystem error: unreachable store or refused credentials is exit 3, a bad path exit 2."""
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if any(k in text for k in ("NETWORK_CONNECTION", "curlCode", "Could not resolve", "Timeout", "timed out")):
+        return InfraError(
+            f"cannot {what}: the object store is unreachable ({first})",
+            hint="check AWS_ENDPOINT_URL / the network",
+        )
+    if any(
+        k in text
+        for k in (
+            "ACCESS_DENIED",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "credentials",
+            "Forbidden",
+            "403",
+        )
+    ):
+        return InfraError(
+            f"cannot {what}: access denied ({first})",
+            hint="no or wrong credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE "
+            "to ones allowed there",
+        )
+    if "HTTP status 5" in text:
+        return InfraError(f"cannot {what}: the object store failed ({first})", hint="retry, or check the store")
+    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
+        return ConfigError(f"cannot {what}: no such bucket ({first})", hint="check the s3:// URI")
+    return ConfigError(f"cannot {what}: {first}", hint="check the path and that it is readable")
+
+
+@contextmanager
+def storage(what: str) -> Iterator[None]:
+    """Turn filesystem errors inside the block into one-line errors with the right exit code."""
+    try:
+        yield
+    except MlshipError:
+        raise
+    except OSError as exc:
+        raise storage_error(exc, what) from None
+
+
+def list_inputs(spec: str) -> tuple[pafs.FileSystem, list[InputFile]]:
+    """The `.csv`/`.parquet` files a spec names, sorted: a file, a folder or prefix, or a glob."""
+    import pyarrow.fs as pafs
+
+    fs, path = split(spec)
+    with storage(f"list {spec}"):
+        if GLOB_CHARS.search(path):
+            root = _glob_root(path)
+            files = [i for i in _walk(fs, root) if fnmatch.fnmatchcase(i.path, path)]
+        else:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.File:
+                if info.extension.lower() not in ("parquet", "csv"):
+                    raise ConfigError(f"unsupported input {info.base_name}", hint="use .csv or .parquet")
+                root, files = os.path.dirname(path), [info]
+            else:
+                root, files = path, _walk(fs, path) if info.type == pafs.FileType.Directory else []
+    chosen = sorted(
+        (i for i in files if i.extension.lower() in ("parquet", "csv") and not _hidden(i.path, root)),
+        key=lambda i: i.path,
+    )
+    if not chosen:
+        raise ConfigError(
+            f"cannot read {spec}: no such file, or no .csv/.parquet files there",
+            hint="pass an existing CSV or Parquet file, a folder or glob of them, or an s3:// prefix",
+        )
+    return fs, [
+        InputFile(
+            path=i.path,
+            uri=uri_of(fs, i.path),
+            relative=os.path.relpath(i.path, root) if root else i.path,
+            size=int(i.size or 0),
+            mtime_ns=int(i.mtime_ns or 0),
+        )
+        for i in chosen
+    ]
+
+
+def _glob_root(pattern: str) -> str:
+    """The longest folder of a glob without wildcards: where to start listing."""
+    parts = pattern.split("/")
+    fixed: list[str] = []
+    for part in parts:
+        if GLOB_CHARS.search(part):
+            break
+        fixed.append(part)
+    root = "/".join(fixed)
+    return root or ("/" if pattern.startswith("/") else "")
+
+
+def _walk(fs: pafs.FileSystem, root: str) -> list[Any]:
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return [i for i in infos if i.type == pafs.FileType.File]
+
+
+def _hidden(path: str, root: str) -> bool:
+    """Names starting with `_` or `.` (manifests, staging, reports) are not data, as for Spark and pyarrow."""
+    rel = os.path.relpath(path, root) if root else path
+    return any(part.startswith(("_", ".")) for part in rel.split("/"))
+
+
+def _is_staging(base: str) -> bool:
+    """A name `Dataset.staged` gives (`_tmp-<id>-name` on S3, `.name.<id>.tmp` locally), not anyone else's."""
+    return re.fullmatch(rf"{STAGING}-[0-9a-f]{{32}}-.+|\..+\.[0-9a-f]{{32}}\.tmp", base) is not None
+
+
+def part_name(inp: InputFile) -> str:
+    """A stable, unique part name for an input: readable stem plus a hash of its relative path."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.splitext(inp.relative)[0].replace("/", "-")).strip("-.")
+    digest = hashlib.sha256(inp.relative.encode()).hexdigest()[:8]
+    return f"part-{stem[:80] or 'input'}-{digest}.parquet"
+
+
+def read_chunks(fs: pafs.FileSystem, inp: InputFile, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """DataFrames of at most `chunk_size` rows, streamed: Parquet by record batch, CSV by chunk.
+
+    A file that is not what its suffix says, or is cut short, is bad input (exit 2), not a crash;
+    an unreachable store or refused credentials is exit 3.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    try:
+        if inp.suffix == ".parquet":
+            with fs.open_input_file(inp.path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_size):
+                    yield batch.to_pandas()
+        else:
+            with fs.open_input_stream(inp.path) as handle:
+                yield from pd.read_csv(handle, chunksize=chunk_size)
+    except OSError as exc:
+        if fs.type_name == "s3":
+            raise storage_error(exc, f"read {inp.uri}") from None
+        raise _bad_file(inp, exc) from None
+    except (ValueError, UnicodeDecodeError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise _bad_file(inp, exc) from None
+
+
+def _bad_file(inp: InputFile, exc: Exception) -> ConfigError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConfigError(f"cannot read {inp.uri}: {first}", hint="is the file complete and of that format?")
+
+
+class Dataset:
+    """The output: a folder or `s3://` prefix of Parquet parts, staged writes, manifest last."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec.rstrip("/")
+        self.fs, self.root = split(spec)
+        self.is_s3 = self.fs.type_name == "s3"
+
+    def uri(self, name: str) -> str:
+        return uri_of(self.fs, f"{self.root}/{name}")
+
+    def prepare(self, *, dataset: bool = True) -> None:
+        """Create the folder, drop stale staging and (for a dataset, about to change) the manifest."""
+        import pyarrow.fs as pafs
+
+        with storage(f"write to {self.spec}"):
+            if dataset and self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File:
+                self.fs.delete_file(f"{self.root}/{MANIFEST}")
+            if not self.is_s3:
+                self.fs.create_dir(self.root, recursive=True)
+            for info in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True)):
+                if info.type == pafs.FileType.File and _is_staging(info.base_name):
+                    self.fs.delete_file(info.path)  # left by a run that was killed mid-part
+
+    def part_metadata(self, name: str) -> dict[bytes, bytes] | None:
+        """The key-value metadata of a finished part (None when there is none, or it is unreadable)."""
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        path = f"{self.root}/{name}"
+        with storage(f"read {self.uri(name)}"):
+            if self.fs.get_file_info(path).type != pafs.FileType.File:
+                return None
+        try:
+            with self.fs.open_input_file(path) as handle:
+                return dict(pq.ParquetFile(handle).metadata.metadata or {})
+        except (OSError, ValueError):
+            return None  # not a Parquet file we wrote: it is redone
+
+    @contextmanager
+    def staged(self, name: str) -> Iterator[Any]:
+        """A writable stream for `name`; moved into place only if the block completes.
+
+        Locally the staging file is a hidden `.name.<id>.tmp` beside the target (same
+        filesystem, so the rename is atomic); on S3 it is a
+        `_tmp-<id>-name` key beside the parts, and the move is a server-side copy (the object
+        appears whole or not at all) then a delete. Both names are ignored by readers.
+        """
+        final = f"{self.root}/{name}"
+        if self.is_s3:  # beside the parts: a `_tmp/` folder would leave a marker object once emptied
+            staging = f"{self.root}/{STAGING}-{uuid.uuid4().hex}-{name.replace('/', '-')}"
+        else:
+            parent, base = os.path.split(final)
+            staging = f"{parent}/.{base}.{uuid.uuid4().hex}.tmp"
+        with storage(f"write {self.uri(name)}"):
+            if not self.is_s3:
+                self.fs.create_dir(os.path.dirname(final), recursive=True)
+            stream = self.fs.open_output_stream(staging)
+        try:
+            with stream:
+                yield stream
+            with storage(f"write {self.uri(name)}"):
+                self.fs.move(staging, final)
+        finally:
+            with suppress(OSError):
+                self.fs.delete_file(staging)  # fails when it was already moved into place
+
+    def write_bytes(self, name: str, data: bytes) -> str:
+        """Write a small file (report, manifest) atomically; return its URI."""
+        with self.staged(name) as stream:
+            stream.write(data)
+        return self.uri(name)
+
+    def remove(self, name: str) -> None:
+        """Delete `name` if it is there (a part this run refused must not stay from an earlier run)."""
+        import pyarrow.fs as pafs
+
+        with storage(f"delete {self.uri(name)}"):
+            if self.fs.get_file_info(f"{self.root}/{name}").type == pafs.FileType.File:
+                self.fs.delete_file(f"{self.root}/{name}")
+
+    def drop_parts_except(self, keep: set[str]) -> list[str]:
+        """Delete the `part-*.parquet` files of inputs that are gone, so the folder is what the manifest says."""
+        import pyarrow.fs as pafs
+
+        with storage(f"list {self.spec}"):
+            stale = [
+                i.base_name
+                for i in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
+                if i.type == pafs.FileType.File and re.fullmatch(r"part-.+\.parquet", i.base_name)
+                and i.base_name not in keep
+            ]  # fmt: skip
+        for name in stale:
+            self.remove(name)
+        return stale
+
+    def finish(self, manifest: dict[str, Any]) -> str:
+        """Write the manifest: the mark of a complete dataset, written after every part."""
+        return self.write_bytes(MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
