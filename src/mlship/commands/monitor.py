@@ -265,16 +265,40 @@ def predict_batch(
             "nothing and exits 1 saying how many and why; 'flag' scores the rest and adds an input_error column.",
         ),
     ] = "refuse",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="'local' scores in chunks on this machine; 'spark' scores through MLflow's Spark UDF on a Spark "
+            "session and writes a Parquet folder (needs Java and the spark extra).",
+        ),
+    ] = "local",
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            "--spark-master",
+            help="Spark master URL for --engine spark (default: $MLSHIP_SPARK_MASTER, else local[*]).",
+        ),
+    ] = None,
 ) -> None:
     """Score a file in chunks into Parquet, recording the model version in its metadata.
 
     Rows are validated like /predict requests; a bad row is never scored silently (see --bad-rows).
     """
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter(f"expected local or spark, got {engine!r}", param_hint="--engine")
+    if spark_master is not None and engine != "spark":
+        raise typer.BadParameter("--spark-master needs --engine spark", param_hint="--spark-master")
 
     def action(settings: Settings) -> int:
-        from mlship.monitoring.batch import predict_batch as run_batch
+        if engine == "spark":
+            from mlship.monitoring.batch_spark import predict_batch_spark
 
-        r = run_batch(settings, model, input_path, output, chunk_size, bad_rows=bad_rows)
+            r = predict_batch_spark(settings, model, str(input_path), str(output), bad_rows, spark_master)
+        else:
+            from mlship.monitoring.batch import predict_batch as run_batch
+
+            r = run_batch(settings, model, input_path, output, chunk_size, bad_rows=bad_rows)
         cli.console().print(f"scored {r.rows} rows with {r.model_uri} -> {r.output} in {r.seconds:.1f} s")
         if r.bad_rows:
             cli.err_console().print(
