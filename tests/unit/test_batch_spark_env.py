@@ -75,7 +75,9 @@ def test_missing_java_is_an_environment_error(monkeypatch: pytest.MonkeyPatch, t
     java.parent.mkdir(parents=True)
     java.write_text("")
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
-    require_spark()  # Java found through JAVA_HOME, pyspark importable
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    with pytest.raises(InfraError, match="needs pyspark"):
+        require_spark()  # Java was found through JAVA_HOME: the next thing missing is pyspark
 
 
 def test_missing_pyspark_is_an_environment_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
