@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -94,6 +95,20 @@ def test_cli_spark_engine_scores_like_the_local_engine(
     np.testing.assert_allclose(got["probability"], expected["probability"].astype("float64"), rtol=0, atol=1e-9)
     assert got["prediction"].astype("Int64").tolist() == expected["prediction"].tolist()
     assert got["probability"].isna().sum() == 37 and got["prediction"].isna().sum() == 37
+    part = next((tmp_path / "spark").glob("part-*.parquet"))
+    assert in_project in pq.read_schema(part).metadata[b"org.apache.spark.sql.parquet.row.metadata"].decode()
+
+
+def test_flag_with_no_good_row_scores_nothing(in_project: str, tmp_path: Path, spark: Any) -> None:
+    data = generate(50, seed=6)
+    data["country"] = None
+    data.to_parquet(tmp_path / "in.parquet")
+    r = predict_batch_spark(
+        Settings(estimator=LR), in_project, str(tmp_path / "in.parquet"), str(tmp_path / "o"), "flag", spark=spark
+    )
+    assert (r.rows, r.bad_rows, r.bad_row_reasons) == (50, 50, "country: missing or not a string (50)")
+    out = pd.read_parquet(tmp_path / "o")
+    assert out["probability"].isna().all() and out["prediction"].isna().all() and len(out) == 50
 
 
 def test_refuse_says_what_the_local_engine_says_and_writes_nothing(in_project: str, tmp_path: Path, spark: Any) -> None:

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 ENGINES = ("local", "spark")
 MASTER_ENV = "MLSHIP_SPARK_MASTER"
 DEFAULT_MASTER = "local[*]"
-ROW = "__mlship_row"
-"""Input order, carried through the split into good and bad rows so the output keeps it."""
 
 
 def spark_master(option: str | None) -> str:
@@ -177,7 +175,9 @@ def predict_batch_spark(
             from mlship.registry import spark_proba_udf
 
             udf = spark_proba_udf(spark, directory, Path(tmp))
-            scored = _scored(checked, udf, names, settings.id_column, flag=bad_rows == "flag", model_uri=resolved.uri)
+            scored = _scored(
+                checked, udf, names, settings.id_column, tally, flag=bad_rows == "flag", model_uri=resolved.uri
+            )
             _write(scored, output_location)
     finally:
         if own:
@@ -220,19 +220,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _checked(frame: Any, columns: list[Column]) -> Any:
-    """The input plus its row order and `input_error`: what `row_problems` says of every row."""
-    from pyspark.sql import functions as sf
+    """The input plus `input_error`: what `row_problems` says of every row, partition by partition."""
     from pyspark.sql.types import StringType, StructField, StructType
 
-    indexed = frame.withColumn(ROW, sf.monotonically_increasing_id())
-    schema = StructType([*indexed.schema.fields, StructField(FLAG_COLUMN, StringType(), True)])
+    schema = StructType([*frame.schema.fields, StructField(FLAG_COLUMN, StringType(), True)])
 
     def check(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             reasons = row_problems(columns, batch) if columns else None
             yield batch.assign(**{FLAG_COLUMN: None if reasons is None else reasons.to_numpy()})
 
-    return indexed.mapInPandas(check, schema)
+    return frame.mapInPandas(check, schema)
 
 
 def _tally(checked: Any) -> dict[str | None, int]:
@@ -240,28 +238,42 @@ def _tally(checked: Any) -> dict[str | None, int]:
     return {row[FLAG_COLUMN]: int(row["count"]) for row in checked.groupBy(FLAG_COLUMN).count().collect()}
 
 
-def _scored(checked: Any, udf: Any, names: list[str], id_column: str | None, *, flag: bool, model_uri: str) -> Any:
-    """[id], prediction, probability[, input_error], in input order; bad rows never reach the model."""
+def _scored(
+    checked: Any,
+    udf: Any,
+    names: list[str],
+    id_column: str | None,
+    tally: dict[str | None, int],
+    *,
+    flag: bool,
+    model_uri: str,
+) -> Any:
+    """[id], prediction, probability[, input_error], in input order, in one narrow pass.
+
+    The model never sees a bad row: under `flag` each one is replaced by the first good row's
+    features before the UDF, and its result thrown away (null). No split, union or sort, so
+    the output keeps the input's order and the UDF runs once per row.
+    """
     from pyspark.sql import functions as sf
     from pyspark.sql.types import DoubleType
 
-    good = checked.filter(sf.col(FLAG_COLUMN).isNull())
-    bad = checked.filter(sf.col(FLAG_COLUMN).isNotNull())
-    proba = udf(sf.struct(*[sf.col(n) for n in names])).getItem(1)
-    both = good.withColumn("probability", proba).unionByName(
-        bad.withColumn("probability", sf.lit(None).cast(DoubleType()))
-    )
-    prediction = sf.when(sf.col("probability").isNull(), sf.lit(None)).otherwise(
-        (sf.col("probability") >= 0.5).cast("long")
-    )
+    ok = sf.col(FLAG_COLUMN).isNull()
+    if not tally.get(None):  # every row is bad: nothing to score
+        proba = sf.lit(None).cast(DoubleType())
+    elif len(tally) == 1:  # every row is good
+        proba = udf(sf.struct(*[sf.col(n) for n in names])).getItem(1)
+    else:
+        stand_in = checked.filter(ok).select(*names).first().asDict()
+        features = [sf.when(ok, sf.col(n)).otherwise(sf.lit(stand_in[n])).alias(n) for n in names]
+        proba = sf.when(ok, udf(sf.struct(*features)).getItem(1))
     keep = [sf.col(id_column)] if id_column and id_column in checked.columns else []
     keep += [
-        prediction.cast("long").alias("prediction"),
-        sf.col("probability").alias("probability", metadata={"mlship.model_uri": model_uri}),
+        sf.when(proba.isNull(), sf.lit(None)).otherwise((proba >= 0.5).cast("long")).cast("long").alias("prediction"),
+        proba.alias("probability", metadata={"mlship.model_uri": model_uri}),  # in the files' Spark schema
     ]
     if flag:
         keep.append(sf.col(FLAG_COLUMN))
-    return both.orderBy(ROW).select(*keep)
+    return checked.select(*keep)
 
 
 def _write(scored: Any, output_location: str) -> None:
