@@ -99,3 +99,15 @@ def test_cli_engine_options_are_checked_before_anything_runs(project: Path) -> N
     assert bad.exit_code == 2 and "expected local or spark" in bad.stderr
     stray = runner.invoke(app, [*base, "--spark-master", "local[2]"])
     assert stray.exit_code == 2 and "--spark-master needs --engine spark" in stray.stderr
+
+
+def test_a_model_without_a_pyfunc_flavor_cannot_be_a_spark_udf(tmp_path: Path) -> None:
+    """The UDF is MLflow's pyfunc one: a model directory with no python_function flavor is bad input."""
+    pytest.importorskip("pyspark")
+    from mlship.registry import spark_proba_udf
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors:\n  sklearn:\n    pickled_model: model.pkl\n")
+    with pytest.raises(ConfigError, match="has no python_function flavor"):
+        spark_proba_udf(object(), model, tmp_path / "work")

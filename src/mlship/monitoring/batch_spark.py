@@ -55,7 +55,13 @@ def require_spark() -> None:
 
 def session(master: str) -> Any:
     """A Spark session on `master`; a local one stays on loopback, without the UI, on this Python."""
+    import warnings
+
     from pyspark.sql import SparkSession
+
+    # pyspark 4 warns on every pandas 3 conversion; the engine's results are checked against the
+    # local engine's (tests/integration/test_batch_spark.py), so the warning only adds noise.
+    warnings.filterwarnings("ignore", message=r".*PySpark does not yet fully support pandas", category=FutureWarning)
 
     builder = SparkSession.builder.appName("mlship-predict-batch").master(master)
     if master.startswith("local"):
@@ -69,7 +75,9 @@ def session(master: str) -> Any:
         )
     for key, value in _s3a_conf().items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")  # Spark's WARN lines are not the user's business; errors are
+    return spark
 
 
 def _s3a_conf() -> dict[str, str]:
