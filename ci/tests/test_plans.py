@@ -499,6 +499,8 @@ def test_batch_predict_takes_exactly_one_input_and_one_model(pipe: MlPipeline) -
         anyio.run(lambda: pipe.batch_predict(input=csv, input_uri="s3://b/p/"))
     with pytest.raises(UsageError, match="not both"):
         anyio.run(lambda: pipe.batch_predict(input_uri="s3://b/p/", model=dag.directory(), model_uri="models:/m/1"))
+    with pytest.raises(UsageError, match="pass --tracking-uri too"):
+        anyio.run(lambda: pipe.batch_predict(input_uri="s3://b/p/", model_uri="models:/m/1"))
 
 
 # --- all: every stage runs, each outcome is reported, failures are named ---

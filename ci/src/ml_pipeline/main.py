@@ -686,6 +686,8 @@ class MlPipeline:
         rows = _batch_rows(input, input_uri)
         if model_uri and model is not None:
             raise UsageError("pass --model (a directory) or --model-uri (a registered model), not both")
+        if model_uri and not tracking_uri:
+            raise UsageError("--model-uri is resolved by a tracking server: pass --tracking-uri too")
         run = self._batch_predict(
             model_uri or self._model(model), rows if isinstance(rows, str) else await _named_file(rows), job
         )
