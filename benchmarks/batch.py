@@ -1,36 +1,160 @@
-"""Batch scoring throughput (rows/second) on 500k synthetic rows, chunk size 100k."""
+"""Batch scoring beyond memory: the local engine's rows/s and peak RSS, and Spark local mode's rows/s.
+
+The input is N synthetic rows in several Parquet parts whose decoded size (Arrow, in memory)
+is larger than a memory cap. Each engine scores the same parts in its own subprocess, so the
+peak RSS (`ru_maxrss`) is that engine's alone: the local engine must stay below the cap while
+its input does not fit in it. Spark runs in local mode on this machine's cores; its JVM start
+is timed apart from the scoring. One JSON with both, side by side.
+
+    uv run python benchmarks/batch.py [--rows 6000000] [--parts 12] [--cap-mib 640] [--no-spark]
+
+Needs the spark extra and Java for the Spark half (`uv sync --extra spark`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import platform
+import resource
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-from mlship.data.synth import generate
-from mlship.model.train import train
-from mlship.monitoring.batch import predict_batch
-from mlship.settings import Settings
+CHUNK = 100_000
+MIB = 1024 * 1024
 
 
 def main() -> None:
-    rows = 500_000
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        settings = Settings()
-        generate(5000, seed=1).to_parquet("train.parquet")
-        model = train(settings, Path("train.parquet")).model_uri
-        generate(rows, seed=2).to_parquet("in.parquet")
-        r = predict_batch(settings, model, Path("in.parquet"), Path("out.parquet"), chunk_size=100_000)
-    result = {
-        "rows": rows,
-        "chunk_size": 100_000,
-        "seconds": round(r.seconds, 2),
-        "rows_per_second": round(rows / r.seconds),
+    args = _parse()
+    if args.worker:
+        print(json.dumps(_worker(args.worker, args.model, Path(args.input), Path(args.output))))
+        return
+    with tempfile.TemporaryDirectory(prefix="mlship-bench-batch-") as tmp:
+        root = Path(tmp)
+        model = _train(root)
+        decoded, on_disk = _write_parts(root / "in", args.rows, args.parts)
+        cap = args.cap_mib * MIB
+        if decoded <= cap:
+            raise SystemExit(f"the input ({decoded / MIB:.0f} MiB decoded) must exceed the cap: raise --rows")
+        local = _run(root, "local", model)
+        spark = None if args.no_spark else _run(root, "spark", model)
+    result: dict[str, Any] = {
+        "rows": args.rows,
+        "parts": args.parts,
+        "chunk_size": CHUNK,
+        "input_decoded_mib": round(decoded / MIB),
+        "input_parquet_mib": round(on_disk / MIB),
+        "memory_cap_mib": args.cap_mib,
+        "local": {
+            "seconds": round(local["seconds"], 2),
+            "rows_per_second": round(local["rows"] / local["seconds"]),
+            "peak_rss_mib": round(local["peak_rss"] / MIB),
+            "under_cap": local["peak_rss"] < cap,
+        },
+        "spark": None
+        if spark is None
+        else {
+            "master": spark["master"],
+            "session_start_seconds": round(spark["startup"], 2),
+            "seconds": round(spark["seconds"], 2),
+            "rows_per_second": round(spark["rows"] / spark["seconds"]),
+        },
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     out = Path(__file__).parent / "results" / "batch.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    print(json.dumps(result, indent=2))
+    if not result["local"]["under_cap"]:
+        raise SystemExit("the local engine's peak RSS reached the memory cap")
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=6_000_000)
+    p.add_argument("--parts", type=int, default=12)
+    p.add_argument("--cap-mib", type=int, default=640)
+    p.add_argument("--no-spark", action="store_true")
+    p.add_argument("--worker", choices=["local", "spark"], help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--input", help=argparse.SUPPRESS)
+    p.add_argument("--output", help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def _train(root: Path) -> str:
+    """The default estimator, trained on 5,000 rows in a project of its own (MLflow under root)."""
+    from mlship.data.synth import generate
+    from mlship.model.train import train
+    from mlship.settings import Settings
+
+    os.chdir(root)
+    generate(5000, seed=1).to_parquet("train.parquet")
+    return train(Settings(), Path("train.parquet")).model_uri
+
+
+def _write_parts(folder: Path, rows: int, parts: int) -> tuple[int, int]:
+    """Write the parts one at a time; (decoded Arrow bytes, Parquet bytes) of them all."""
+    import pyarrow.parquet as pq
+
+    from mlship.data.synth import generate
+
+    folder.mkdir()
+    decoded = 0
+    for i in range(parts):
+        n = rows // parts + (1 if i < rows % parts else 0)
+        path = folder / f"part-{i:03d}.parquet"
+        generate(n, seed=100 + i).to_parquet(path)
+        decoded += pq.read_table(path).nbytes
+    return decoded, sum(p.stat().st_size for p in folder.iterdir())
+
+
+def _run(root: Path, engine: str, model: str) -> dict[str, Any]:
+    out = root / f"out-{engine}"
+    cmd = [sys.executable, __file__, "--worker", engine, "--model", model, "--input", str(root / "in")]
+    done = subprocess.run(
+        [*cmd, "--output", str(out)], cwd=root, capture_output=True, text=True, timeout=1200, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{engine} engine failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _worker(engine: str, model: str, folder: Path, out: Path) -> dict[str, Any]:
+    from mlship.settings import Settings
+
+    settings = Settings()
+    parts = sorted(folder.glob("*.parquet"))
+    if engine == "local":
+        from mlship.monitoring.batch import predict_batch
+
+        out.mkdir()
+        started, rows = time.perf_counter(), 0
+        for part in parts:
+            rows += predict_batch(settings, model, part, out / part.name, CHUNK).rows
+        seconds = time.perf_counter() - started
+        return {"rows": rows, "seconds": seconds, "peak_rss": _peak_rss()}
+    from mlship.monitoring.batch_spark import DEFAULT_MASTER, predict_batch_spark, session
+
+    started = time.perf_counter()
+    spark = session(DEFAULT_MASTER)
+    spark.range(1).count()  # the JVM and the first executor are up
+    startup = time.perf_counter() - started
+    try:
+        r = predict_batch_spark(settings, model, str(folder), str(out), spark=spark)
+    finally:
+        spark.stop()
+    return {"rows": r.rows, "seconds": r.seconds, "startup": startup, "master": DEFAULT_MASTER}
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":

@@ -442,8 +442,65 @@ def test_serve_monitor_and_batch_predict(pipe: MlPipeline) -> None:
         "--input",
         "/work/input/x.csv",
         "--output",
-        "/out/predictions.parquet",
+        "/out/batch/predictions",
+        "--report-dir",
+        "/out/batch/report",
+        "--bad-rows",
+        "refuse",
     ]
+    assert fresh(batch) == []  # a file handed in is an input like any other: a cache hit when unchanged
+
+
+def test_batch_predict_scores_a_bucket_prefix_with_secret_credentials(pipe: MlPipeline) -> None:
+    """The nightly shape: a registered model, an s3:// prefix in and out, credentials as secrets."""
+    job = main.BatchJob(
+        output="s3://scores/2026-12-01/",
+        tracking_uri="http://mlflow:5000",
+        tracking_token=dag.set_secret("token", "t"),
+        bad_rows=main.BadRows.FLAG,
+        aws_access_key_id=dag.set_secret("key-id", "AKIDEXAMPLE"),
+        aws_secret_access_key=dag.set_secret("secret-key", "s3cr3t"),
+        endpoint_url="http://minio:9000",
+        region="eu-west-1",
+    )
+    run = pipe._batch_predict("models:/card-fraud@champion", "s3://landing/transactions/", job)
+    assert execs(run)[-1] == [
+        "mlship",
+        "predict-batch",
+        "--model",
+        "models:/card-fraud@champion",
+        "--input",
+        "s3://landing/transactions/",
+        "--output",
+        "s3://scores/2026-12-01/",
+        "--report-dir",
+        "/out/batch/report",
+        "--bad-rows",
+        "flag",
+    ]
+    chain = render(run)
+    for name, secret in (("AWS_ACCESS_KEY_ID", "key-id"), ("AWS_SECRET_ACCESS_KEY", "secret-key")):
+        assert f"withSecretVariable(name='{name}', secret=<Secret:setSecret(name='{secret}'" in chain
+    assert "AWS_SESSION_TOKEN" not in chain  # an optional secret not given is not set at all
+    plain = re.findall(r"withEnvVariable\(name='\w+', value='([^']*)'\)", chain) + execs(run)[-1]
+    assert not {"AKIDEXAMPLE", "s3cr3t"} & set(plain)  # never an env value nor an argument
+    assert "withEnvVariable(name='AWS_ENDPOINT_URL', value='http://minio:9000')" in chain
+    assert "withEnvVariable(name='AWS_DEFAULT_REGION', value='eu-west-1')" in chain
+    assert "withSecretVariable(name='MLFLOW_TRACKING_TOKEN'" in chain
+    # the bucket and the registry change without the engine knowing: the scoring always re-runs
+    assert fresh(run) == ["MLSHIP_FRESH_TRACKING_SERVER_STATE", "MLSHIP_FRESH_BATCH_INPUT"]
+
+
+def test_batch_predict_takes_exactly_one_input_and_one_model(pipe: MlPipeline) -> None:
+    csv = dag.host().file("/in/x.csv")
+    with pytest.raises(UsageError, match="exactly one"):
+        anyio.run(pipe.batch_predict)
+    with pytest.raises(UsageError, match="exactly one"):
+        anyio.run(lambda: pipe.batch_predict(input=csv, input_uri="s3://b/p/"))
+    with pytest.raises(UsageError, match="not both"):
+        anyio.run(lambda: pipe.batch_predict(input_uri="s3://b/p/", model=dag.directory(), model_uri="models:/m/1"))
+    with pytest.raises(UsageError, match="pass --tracking-uri too"):
+        anyio.run(lambda: pipe.batch_predict(input_uri="s3://b/p/", model_uri="models:/m/1"))
 
 
 # --- all: every stage runs, each outcome is reported, failures are named ---

@@ -199,11 +199,13 @@ def test_batch_predict_scores_a_users_file(
         scored = await pipeline().batch_predict(
             input=host_file(user_data[fmt]["data"]), model=model_dir(trained / "model")
         )
-        return await scored.export(str(tmp_path / "predictions.parquet"))
+        return await scored.export(str(tmp_path / "batch"))
 
     out = Path(timed(tier, f"batch-predict ({fmt})", body))
-    predictions = pd.read_parquet(out)
+    predictions = pd.read_parquet(out / "predictions")
     assert len(predictions) == 1500
+    assert (out / "exit-code").read_text().strip() == "0"
+    assert (out / "report" / "batch.json").is_file()
 
 
 def test_test_report_returns_junit_and_coverage(tier: Tier, tmp_path: Path) -> None:

@@ -212,16 +212,26 @@ def test_staging_release_step_reads_the_release_all_prints(tmp_path: Path, monke
     assert result.returncode != 0 and "no release" in result.stdout
 
 
+SECRET_FLAGS = (
+    "--password=",
+    "--kubeconfig=",
+    "--tracking-token=",
+    "--aws-access-key-id=",
+    "--aws-secret-access-key=",
+    "--aws-session-token=",
+)
+
+
 def test_secrets_reach_dagger_only_as_secret_providers() -> None:
     for path in WORKFLOWS.glob("*.yml"):
         for step in dagger_steps(load(path)):
             call = str(step["with"].get("call", ""))
             assert "secrets." not in call, path.name
-            for flag in ("--password=", "--kubeconfig=", "--tracking-token="):
+            for flag in SECRET_FLAGS:
                 if flag in call:
                     assert f"{flag}env://" in call, (path.name, flag)
     gitlab = (ROOT / ".gitlab-ci.yml").read_text()
-    for flag in ("--password=", "--kubeconfig=", "--tracking-token="):
+    for flag in SECRET_FLAGS:
         assert all(f"{flag}env://" in line for line in gitlab.splitlines() if flag in line), flag
 
 
@@ -235,7 +245,7 @@ def test_gitlab_exports_reports_when_all_fails_and_hands_the_release_to_producti
         assert gitlab[name]["artifacts"]["when"] == "always"
     assert gitlab["release-staging"]["artifacts"]["reports"]["dotenv"] == "release.env"
     prod = gitlab["deploy-production"]
-    assert prod["needs"] == ["release-staging"] and prod["rules"][0]["when"] == "manual"
+    assert prod["needs"] == ["release-staging"] and prod["rules"][-1]["when"] == "manual"
     deploy = prod["script"][-1]
     assert "--model=$MLSHIP_MODEL" in deploy and "--image=$MLSHIP_IMAGE" in deploy and "--approve" in deploy
 
@@ -278,5 +288,61 @@ def test_monitor_retrains_on_drift_and_never_deploys() -> None:
     on = wf.get("on", wf.get(True))
     assert on["schedule"]
     calls = [action_command(s["with"])[1][0] for s in dagger_steps(wf)]
-    assert calls == ["monitor", "train"]
+    assert calls == ["monitor", "train", "batch-predict"]
     assert "deploy" not in " ".join(str(s["with"]) for s in dagger_steps(wf))
+
+
+def _batch_step(name: str) -> dict[str, Any]:
+    return next(s for s in load(WORKFLOWS / "monitor.yml")["jobs"]["batch"]["steps"] if s.get("name") == name)
+
+
+def test_nightly_batch_scores_a_bucket_prefix_with_secret_credentials() -> None:
+    wf = load(WORKFLOWS / "monitor.yml")
+    on = wf.get("on", wf.get(True))
+    assert on["schedule"] and "batch" in wf["jobs"]
+    verb, argv = action_command(_batch_step("dagger call batch-predict")["with"])
+    assert verb == "call" and argv[0] == "batch-predict" and argv[-2:] == ["export", "--path=reports/batch"]
+    flags = dict(a.split("=", 1) for a in argv[1:-2])
+    assert {"--input-uri", "--output-uri", "--model-uri", "--tracking-uri"} <= flags.keys()
+    for secret in ("--aws-access-key-id", "--aws-secret-access-key", "--tracking-token"):
+        assert flags[secret].startswith("env://"), secret
+    env = _batch_step("dagger call batch-predict")["env"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == "${{ secrets.AWS_SECRET_ACCESS_KEY }}"
+    upload = next(s for s in wf["jobs"]["batch"]["steps"] if str(s.get("uses", "")).startswith("actions/upload-"))
+    assert upload["if"] == "always()" and upload["with"]["path"] == "reports/batch"
+
+
+@pytest.mark.parametrize("code", [0, 1, 3])
+def test_batch_verdict_step_keeps_the_report_and_fails_with_mlships_exit_code(tmp_path: Path, code: int) -> None:
+    """The step reads the exit-code file batch-predict returns beside report/ (as `monitor` does)."""
+    out = tmp_path / "reports" / "batch"
+    (out / "report").mkdir(parents=True)
+    (out / "exit-code").write_text(f"{code}\n")
+    if code != 3:  # an environment error (exit 3) writes no report
+        (out / "report" / "batch.md").write_text("# batch: 37 rows refused\n")
+    summary = tmp_path / "summary.md"
+    ran = _run_step(_batch_step("Batch verdict")["run"], tmp_path, {"GITHUB_STEP_SUMMARY": str(summary)})
+    assert ran.returncode == code, ran.stderr
+    assert f"exited {code}" in ran.stdout
+    assert summary.exists() == (code != 3)
+
+
+def test_batch_verdict_step_fails_without_an_exit_code(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.md"
+    ran = _run_step(_batch_step("Batch verdict")["run"], tmp_path, {"GITHUB_STEP_SUMMARY": str(summary)})
+    assert ran.returncode != 0 and "exit-code" in ran.stderr
+
+
+def test_gitlab_schedule_runs_only_the_batch_scoring() -> None:
+    """A nightly schedule on the default branch scores the bucket; it never releases or deploys."""
+    gitlab = load(ROOT / ".gitlab-ci.yml")
+    jobs = {name: job for name, job in gitlab.items() if isinstance(job, dict) and "script" in job}
+    for name, job in jobs.items():
+        first = job["rules"][0]
+        on_schedule = first["if"] == '$CI_PIPELINE_SOURCE == "schedule"' and first.get("when") != "never"
+        assert on_schedule == (name == "batch-scoring"), name
+    batch = jobs["batch-scoring"]
+    assert batch["artifacts"]["when"] == "always" and batch["artifacts"]["paths"] == ["reports/batch/"]
+    call, *rest = batch["script"]
+    assert call.startswith("dagger call batch-predict ") and call.endswith("export --path=reports/batch")
+    assert rest[0] == "code=$(cat reports/batch/exit-code)" and rest[-1] == 'exit "$code"'

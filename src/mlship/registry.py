@@ -581,3 +581,30 @@ def model_dir_info(model_dir: Path) -> dict[str, str | None]:
                 value = loaded.get(field_name)
                 info[key] = str(value) if value not in (None, "") else None
     return info
+
+
+def spark_proba_udf(spark: Any, model_dir: Path, work_dir: Path) -> Any:
+    """MLflow's Spark UDF over a model's positive-class probability (a column of [p0, p1] arrays).
+
+    mlship logs scikit-learn models whose pyfunc `predict` gives labels; the UDF is built on a
+    copy of the (already verified) model directory whose pyfunc flavor calls `predict_proba`
+    instead, the flavor option MLflow itself writes for `pyfunc_predict_fn`.
+    """
+    _quiet()
+    import shutil
+
+    import mlflow.pyfunc
+    import yaml
+    from pyspark.sql.types import ArrayType, DoubleType
+
+    view = work_dir / "proba-model"
+    shutil.copytree(model_dir, view)
+    meta = yaml.safe_load((view / "MLmodel").read_text())
+    pyfunc = meta.get("flavors", {}).get("python_function")
+    if not isinstance(pyfunc, dict):
+        raise ConfigError(f"{model_dir} has no python_function flavor", hint="score an MLflow model logged by mlship")
+    pyfunc["predict_fn"] = "predict_proba"
+    (view / "MLmodel").write_text(yaml.safe_dump(meta, sort_keys=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return mlflow.pyfunc.spark_udf(spark, str(view), result_type=ArrayType(DoubleType()), env_manager="local")

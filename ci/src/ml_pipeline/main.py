@@ -27,6 +27,7 @@ VENV = "/opt/venv"
 OUT = "/out"
 DATA_DIR = "/work/data"
 REPORTS = "/reports"
+BATCH_OUT = f"{OUT}/batch"
 EXIT_CODE = "exit-code"
 DEFAULT_MODEL_NAME = "card-fraud"
 SYNTHETIC = "synthetic.parquet"
@@ -103,12 +104,53 @@ class Environment(enum.Enum):
     """Needs --approve (a human approved this release)"""
 
 
+@enum_type
+class BadRows(enum.Enum):
+    """What batch-predict does with rows that fail the model's input schema."""
+
+    REFUSE = "refuse"
+    """Score nothing, exit 1 naming how many rows failed and why"""
+    FLAG = "flag"
+    """Score the rest; the bad rows get null predictions and an input_error"""
+
+
 class UsageError(ValueError):
     """Arguments that cannot work together: raised before any container runs."""
 
 
 class PipelineFailed(RuntimeError):
     """One or more stages of `all` failed; the message carries the per-stage summary."""
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """Where batch predictions go and what reaching the data and the registry needs."""
+
+    output: str = ""
+    tracking_uri: str = ""
+    tracking_token: dagger.Secret | None = None
+    bad_rows: BadRows = BadRows.REFUSE
+    aws_access_key_id: dagger.Secret | None = None
+    aws_secret_access_key: dagger.Secret | None = None
+    aws_session_token: dagger.Secret | None = None
+    endpoint_url: str = ""
+    region: str = ""
+
+    def with_credentials(self, ctr: dagger.Container) -> dagger.Container:
+        """The usual AWS variables (secrets as secrets), which mlship's object-store client reads."""
+        secrets = {
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_SESSION_TOKEN": self.aws_session_token,
+        }
+        for name, secret in secrets.items():
+            if secret is not None:
+                ctr = ctr.with_secret_variable(name, secret)
+        if self.endpoint_url:
+            ctr = ctr.with_env_variable("AWS_ENDPOINT_URL", self.endpoint_url)
+        if self.region:
+            ctr = ctr.with_env_variable("AWS_DEFAULT_REGION", self.region)
+        return ctr
 
 
 @dataclass(frozen=True)
@@ -380,24 +422,46 @@ class MlPipeline:
             )
         )
 
-    def _batch_predict(self, model: dagger.Directory, rows: DataFile) -> dagger.Container:
-        path = f"/work/input/{rows.name}"
-        return (
-            self._base()
-            .with_directory("/work/model", model)
-            .with_file(path, rows.file)
-            .with_exec(
-                [
-                    "mlship",
-                    "predict-batch",
-                    "--model",
-                    "/work/model",
-                    "--input",
-                    path,
-                    "--output",
-                    f"{OUT}/predictions.parquet",
-                ]
-            )
+    def _batch_predict(
+        self, model: dagger.Directory | str, rows: DataFile | str, job: BatchJob | None = None
+    ) -> dagger.Container:
+        """`mlship predict-batch` on a model directory or registry URI, a user's file or a data URI.
+
+        A URI (s3://bucket/prefix/…) is read where it lives, so the exec re-runs every time: the
+        bucket changes without the engine knowing. Predictions go to `job.output` when it is set,
+        else to /out/batch/predictions; the report always goes to /out/batch/report.
+        """
+        job = job or BatchJob()
+        ctr = self._base()
+        if isinstance(model, str):
+            model_ref = model
+            ctr = self._with_mlflow(ctr, job.tracking_uri, job.tracking_token)
+        else:
+            model_ref = "/work/model"
+            ctr = ctr.with_directory(model_ref, model)
+        if isinstance(rows, str):
+            source = rows
+            ctr = _fresh(ctr, "batch input")
+        else:
+            source = f"/work/input/{rows.name}"
+            ctr = ctr.with_file(source, rows.file)
+        ctr = job.with_credentials(ctr)
+        return ctr.with_directory(BATCH_OUT, dag.directory()).with_exec(
+            [
+                "mlship",
+                "predict-batch",
+                "--model",
+                model_ref,
+                "--input",
+                source,
+                "--output",
+                job.output or f"{BATCH_OUT}/predictions",
+                "--report-dir",
+                f"{BATCH_OUT}/report",
+                "--bad-rows",
+                job.bad_rows.value,
+            ],
+            expect=dagger.ReturnType.ANY,
         )
 
     def _model(self, model: dagger.Directory | None) -> dagger.Directory:
@@ -581,11 +645,53 @@ class MlPipeline:
     @function
     async def batch_predict(
         self,
-        input: Annotated[dagger.File, Doc("CSV or Parquet rows to score, read by their extension")],
+        input: Annotated[dagger.File | None, Doc("A CSV or Parquet file to score, read by its extension")] = None,
+        input_uri: Annotated[
+            str, Doc("Or where the rows live: s3://bucket/prefix/ (every CSV/Parquet file under it) or a glob")
+        ] = "",
+        output_uri: Annotated[
+            str, Doc("Write the predictions there (s3://bucket/prefix/) instead of into the returned directory")
+        ] = "",
         model: Annotated[dagger.Directory | None, Doc("MLflow model directory (default: train one now)")] = None,
-    ) -> dagger.File:
-        """Score a file offline: predictions as Parquet."""
-        return self._batch_predict(self._model(model), await _named_file(input)).file(f"{OUT}/predictions.parquet")
+        model_uri: Annotated[
+            str, Doc("Or a registered model, e.g. models:/card-fraud@champion (needs --tracking-uri)")
+        ] = "",
+        tracking_uri: Annotated[str, Doc("MLflow tracking URI that resolves --model-uri")] = "",
+        tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
+        bad_rows: Annotated[
+            BadRows, Doc("Rows that fail the model's input schema: refuse (exit 1) or flag them")
+        ] = BadRows.REFUSE,
+        aws_access_key_id: Annotated[dagger.Secret | None, Doc("Object-store key id (AWS_ACCESS_KEY_ID)")] = None,
+        aws_secret_access_key: Annotated[
+            dagger.Secret | None, Doc("Object-store secret key (AWS_SECRET_ACCESS_KEY)")
+        ] = None,
+        aws_session_token: Annotated[
+            dagger.Secret | None, Doc("Temporary credentials' session token (AWS_SESSION_TOKEN)")
+        ] = None,
+        endpoint_url: Annotated[str, Doc("S3-compatible endpoint (AWS_ENDPOINT_URL), e.g. a MinIO server")] = "",
+        region: Annotated[str, Doc("Object-store region (AWS_DEFAULT_REGION)")] = "",
+    ) -> dagger.Directory:
+        """Score files or a bucket prefix offline: predictions/ (unless --output-uri), report/ and exit-code."""
+        job = BatchJob(
+            output=output_uri,
+            tracking_uri=tracking_uri,
+            tracking_token=tracking_token,
+            bad_rows=bad_rows,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            endpoint_url=endpoint_url,
+            region=region,
+        )
+        rows = _batch_rows(input, input_uri)
+        if model_uri and model is not None:
+            raise UsageError("pass --model (a directory) or --model-uri (a registered model), not both")
+        if model_uri and not tracking_uri:
+            raise UsageError("--model-uri is resolved by a tracking server: pass --tracking-uri too")
+        run = self._batch_predict(
+            model_uri or self._model(model), rows if isinstance(rows, str) else await _named_file(rows), job
+        )
+        return _with_exit_code(run.directory(BATCH_OUT), await _exit_code(run))
 
     @_function_with_cache("never")
     async def all(
@@ -869,6 +975,13 @@ def _with_exit_code(reports: dagger.Directory, code: int) -> dagger.Directory:
 
 async def _file_name(file: dagger.File) -> str:
     return await file.name()
+
+
+def _batch_rows(file: dagger.File | None, uri: str) -> dagger.File | str:
+    """Exactly one of a file handed in and a URI read where it lives."""
+    if (file is None) == (not uri):
+        raise UsageError("pass --input (a file) or --input-uri (s3://bucket/prefix/ or a glob), exactly one")
+    return file if file is not None else uri
 
 
 async def _named_file(file: dagger.File) -> DataFile:

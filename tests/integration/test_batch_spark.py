@@ -1,0 +1,178 @@
+"""`predict-batch --engine spark`: a real PySpark session in local mode, against the local engine.
+
+One small session (local[2], no UI, loopback) and one model serve the module; the CLI test
+starts and stops its own session, as a user's run does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from mlship.cli import app
+from mlship.commands import register_all
+from mlship.data.synth import generate
+from mlship.errors import ConfigError, InfraError, PipelineRejected
+from mlship.monitoring.batch import predict_batch
+from mlship.monitoring.batch_spark import predict_batch_spark, session
+from mlship.settings import Settings
+
+pytest.importorskip("pyspark", reason="the spark extra is not installed (`uv sync --extra spark`, as .ci/run does)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime (.ci/run installs one)"),
+]
+
+LR = "mlship.model.estimators:logistic_regression"
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    s = session("local[2]")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(project root, model URI): a logistic regression trained once in its own project."""
+    from mlship.model.train import train
+
+    root = tmp_path_factory.mktemp("spark-project")
+    (root / "pyproject.toml").write_text(f'[tool.mlship]\nestimator = "{LR}"\n')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        generate(1500, seed=3).to_parquet("train.parquet")
+        return root, train(Settings(estimator=LR), Path("train.parquet")).model_uri
+
+
+@pytest.fixture
+def in_project(trained: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Work in the trained project (its MLflow store), with the inputs of this test in tmp_path."""
+    monkeypatch.chdir(trained[0])
+    return trained[1]
+
+
+def _with_bad_rows(rows: int = 400) -> pd.DataFrame:
+    """37 rows /predict would refuse: 30 null and 5 infinite amounts, 2 null countries."""
+    data = generate(rows, seed=4)
+    data["amount"] = data["amount"].astype("float64")
+    data.loc[data.index[:30], "amount"] = np.nan
+    data.loc[data.index[30:35], "amount"] = np.inf
+    data.loc[data.index[40:42], "country"] = None
+    return data
+
+
+def test_cli_spark_engine_scores_like_the_local_engine(
+    in_project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same rows flagged, same columns in the same order, same probabilities (1e-9), master from the env."""
+    monkeypatch.setenv("MLSHIP_SPARK_MASTER", "local[2]")
+    _with_bad_rows().to_parquet(tmp_path / "in.parquet")
+    register_all(app)
+    runner = CliRunner()
+    common = ["predict-batch", "--model", in_project, "--input", str(tmp_path / "in.parquet"), "--bad-rows", "flag"]
+    local = runner.invoke(app, [*common, "--output", str(tmp_path / "local.parquet")])
+    assert local.exit_code == 0, local.stderr
+    on_spark = runner.invoke(app, [*common, "--output", str(tmp_path / "spark"), "--engine", "spark"])
+    assert on_spark.exit_code == 0, on_spark.stderr
+    assert "scored 400 rows" in on_spark.stdout
+    assert "warning: 37 of 400 rows fail the model's input schema" in on_spark.stderr
+
+    expected = pd.read_parquet(tmp_path / "local.parquet")
+    got = pd.read_parquet(tmp_path / "spark")
+    assert list(got.columns) == list(expected.columns) == ["transaction_id", "prediction", "probability", "input_error"]
+    assert list(got["transaction_id"]) == list(expected["transaction_id"])  # input order kept
+    assert got["input_error"].tolist() == expected["input_error"].tolist()
+    np.testing.assert_allclose(got["probability"], expected["probability"].astype("float64"), rtol=0, atol=1e-9)
+    assert got["prediction"].astype("Int64").tolist() == expected["prediction"].tolist()
+    assert got["probability"].isna().sum() == 37 and got["prediction"].isna().sum() == 37
+    part = next((tmp_path / "spark").glob("part-*.parquet"))
+    assert in_project in pq.read_schema(part).metadata[b"org.apache.spark.sql.parquet.row.metadata"].decode()
+
+
+def test_flag_with_no_good_row_scores_nothing(in_project: str, tmp_path: Path, spark: Any) -> None:
+    data = generate(50, seed=6)
+    data["country"] = None
+    data.to_parquet(tmp_path / "in.parquet")
+    r = predict_batch_spark(
+        Settings(estimator=LR), in_project, str(tmp_path / "in.parquet"), str(tmp_path / "o"), "flag", spark=spark
+    )
+    assert (r.rows, r.bad_rows, r.bad_row_reasons) == (50, 50, "country: missing or not a string (50)")
+    out = pd.read_parquet(tmp_path / "o")
+    assert out["probability"].isna().all() and out["prediction"].isna().all() and len(out) == 50
+
+
+def test_refuse_says_what_the_local_engine_says_and_writes_nothing(in_project: str, tmp_path: Path, spark: Any) -> None:
+    data = tmp_path / "in.parquet"
+    _with_bad_rows().to_parquet(data)
+    settings = Settings(estimator=LR)
+    with pytest.raises(PipelineRejected) as local:
+        predict_batch(settings, in_project, data, tmp_path / "local.parquet")
+    with pytest.raises(PipelineRejected) as on_spark:
+        predict_batch_spark(settings, in_project, str(data), str(tmp_path / "out"), spark=spark)
+    assert str(on_spark.value) == str(local.value)
+    assert "37 of 400 rows" in str(on_spark.value)
+    assert not (tmp_path / "out").exists()
+    assert spark.sparkContext._jsc is not None  # a session passed in is left running
+
+
+def test_a_folder_of_csv_files_is_one_dataset(in_project: str, tmp_path: Path, spark: Any) -> None:
+    """Every part of the folder is scored once; a re-run replaces the output folder whole."""
+    from mlship.registry import Registry
+
+    settings = Settings(estimator=LR)
+    parts = [generate(300, seed=11), generate(200, seed=12)]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, part in enumerate(parts):
+        part.to_csv(folder / f"part-{i}.csv", index=False)
+    out = tmp_path / "scored"
+    (out).mkdir()
+    (out / "stale.parquet").write_bytes(b"from an older run")
+    result = predict_batch_spark(settings, in_project, str(folder), str(out), spark=spark)
+    assert result.rows == 500 and result.bad_rows == 0 and result.output == str(out)
+    assert not (out / "stale.parquet").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scored.")]  # no staging left behind
+    got = pd.read_parquet(out).set_index("transaction_id")
+    data = pd.concat(parts).set_index("transaction_id")
+    assert sorted(got.index) == sorted(data.index)
+    model = Registry.from_settings(settings).load_model(in_project)
+    expected = model.predict_proba(data[settings.features])[:, 1]
+    np.testing.assert_allclose(got.loc[data.index, "probability"], expected, rtol=0, atol=1e-9)
+
+
+def test_bad_inputs_are_one_line_errors(in_project: str, tmp_path: Path, spark: Any) -> None:
+    settings = Settings(estimator=LR)
+    with pytest.raises(ConfigError, match=r"cannot read .*nope\.parquet"):
+        predict_batch_spark(settings, in_project, str(tmp_path / "nope.parquet"), str(tmp_path / "o"), spark=spark)
+    generate(10, seed=1).drop(columns=["amount"]).to_parquet(tmp_path / "narrow.parquet")
+    with pytest.raises(ConfigError, match=r"input lacks feature columns \['amount'\]"):
+        predict_batch_spark(settings, in_project, str(tmp_path / "narrow.parquet"), str(tmp_path / "o"), spark=spark)
+    generate(10, seed=1).iloc[:0].to_parquet(tmp_path / "empty.parquet")
+    with pytest.raises(ConfigError, match="has no rows"):
+        predict_batch_spark(settings, in_project, str(tmp_path / "empty.parquet"), str(tmp_path / "o"), spark=spark)
+    (tmp_path / "o.txt").write_text("x")
+    generate(10, seed=1).to_parquet(tmp_path / "ok.parquet")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        predict_batch_spark(settings, in_project, str(tmp_path / "ok.parquet"), str(tmp_path / "o.txt"), spark=spark)
+    with pytest.raises(ConfigError, match="unknown bad-row policy"):
+        predict_batch_spark(settings, in_project, "x.parquet", "o", bad_rows="ignore", spark=spark)
+    assert not (tmp_path / "o").exists()
+
+
+def test_s3_without_hadoop_aws_names_the_fix(in_project: str, tmp_path: Path, spark: Any) -> None:
+    """pyspark ships no s3a filesystem: an s3:// input on local mode is an environment error (exit 3)."""
+    with pytest.raises(InfraError, match="no s3a filesystem") as err:
+        predict_batch_spark(
+            Settings(estimator=LR), in_project, "s3://bucket/in.parquet", str(tmp_path / "o"), spark=spark
+        )
+    assert err.value.exit_code == 3 and "hadoop-aws" in str(err.value)
