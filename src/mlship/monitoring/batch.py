@@ -289,7 +289,7 @@ def predict_batch(
         rest = "nothing was scored" if len(inputs) == 1 else "those parts were not written, the others were"
         raise PipelineRejected(
             f"{total.bad_rows:,} of {total.rows:,} rows {where} fail the model's input schema "
-            f"({_reasons(total.refused)}); {rest}",
+            f"({reasons_line(total.refused)}); {rest}",
             hint="fix the data, or pass --bad-rows flag to score the rest and flag these",
         )
     return BatchResult(
@@ -300,7 +300,7 @@ def predict_batch(
         resolved.version,
         seconds,
         bad_rows=total.bad_rows,
-        bad_row_reasons=_reasons(total.refused),
+        bad_row_reasons=reasons_line(total.refused),
         parts=len(inputs),
         parts_skipped=skipped,
         report=report,
@@ -486,7 +486,8 @@ def _write_report(summary: BatchSummary, report_dir: Path | str | None, dataset:
     return target.write_bytes(f"{prefix}batch.md", render_markdown(summary).encode())
 
 
-def _reasons(tally: dict[str, int], limit: int = 3) -> str:
+def reasons_line(tally: dict[str, int], limit: int = 3) -> str:
+    """`reason (n); …`, most frequent first: how both engines word refused or flagged rows."""
     ranked = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
     text = "; ".join(f"{reason} ({n:,})" for reason, n in ranked[:limit])
     return text + (f"; and {len(ranked) - limit} more reasons" if len(ranked) > limit else "")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from mlship.monitoring.batch import BAD_ROW_POLICIES, FLAG_COLUMN, BatchResult, row_problems
+from mlship.monitoring.batch import BAD_ROW_POLICIES, FLAG_COLUMN, BatchResult, reasons_line, row_problems
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,7 +177,7 @@ def predict_batch_spark(
             if bad_rows == "refuse" and flagged:
                 raise PipelineRejected(
                     f"{sum(flagged.values()):,} of {rows:,} rows of {input_location} fail the model's input schema "
-                    f"({_reasons(flagged)}); nothing was scored",
+                    f"({reasons_line(flagged)}); nothing was scored",
                     hint="fix the data, or pass --bad-rows flag to score the rest and flag these",
                 )
             from mlship.registry import spark_proba_udf
@@ -198,7 +198,7 @@ def predict_batch_spark(
         resolved.version,
         time.perf_counter() - started,
         bad_rows=sum(flagged.values()),
-        bad_row_reasons=_reasons(flagged),
+        bad_row_reasons=reasons_line(flagged),
     )
 
 
@@ -304,10 +304,3 @@ def _write(scored: Any, output_location: str) -> None:
         (staging / "data").rename(dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _reasons(tally: dict[str, int], limit: int = 3) -> str:
-    """`reason (n); …` most frequent first, as the local engine words it."""
-    ranked = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
-    text = "; ".join(f"{reason} ({n:,})" for reason, n in ranked[:limit])
-    return text + (f"; and {len(ranked) - limit} more reasons" if len(ranked) > limit else "")
