@@ -7,6 +7,7 @@ with the same exit code and one warning line.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,4 +182,5 @@ def test_the_main_job_tells_of_its_gate_and_drift(fraud_project: Path, hook: Rec
     code, err = invoke("run", "--no-deploy", "--drift", "0.8")
     assert code == 0, err
     events = [(r.body["event"], r.body["verdict"]) for r in hook.requests]
-    assert events == [("gate", "pass"), ("drift", "fail")]
+    assert events == [("gate", "pass"), ("drift", "fail"), ("gate", "pass")]  # the retrain is gated too
+    assert "gate-retrain" in json.dumps(hook.requests[2].body)
