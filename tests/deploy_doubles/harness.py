@@ -82,10 +82,17 @@ def make_settings(root: Path, **deploy: Any) -> Settings:
 def local_controller(
     root: Path, env: str = "staging", target_cls: type[LocalTarget] = LocalTarget, **deploy: Any
 ) -> Controller:
-    settings = make_settings(root, **deploy)
+    return fake_controller(make_settings(root, **deploy), env, target_cls)[1]
+
+
+def fake_controller(
+    settings: Settings, env: str = "staging", target_cls: type[LocalTarget] = LocalTarget
+) -> tuple[LocalTarget, Controller]:
+    """A local target serving the fake server, and its controller, for a project's own settings."""
     runner = ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)])
     target = target_cls(settings.state_path / "deploy" / env, port=settings.deploy.port, runner=runner)
-    return Controller(settings, target, env, golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    ctl = Controller(settings, target, env, golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    return target, ctl
 
 
 def served_version(url: str) -> str | None:

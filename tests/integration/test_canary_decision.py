@@ -7,7 +7,6 @@ which colors still run, and what the history says.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +19,15 @@ from mlship.commands import register_all
 from mlship.deploy.bluegreen import Controller
 from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.deploy.targets.kubernetes import KubernetesTarget
-from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port
+from mlship.deploy.targets.local import LocalTarget, free_port
 from mlship.errors import ConfigError, PipelineRejected
 from mlship.monitoring.canary import canary_arms, decide_canary
 from mlship.settings import load_settings, settings_from_mapping
 from tests.deploy_doubles.harness import (
-    FAKE_SERVER,
     REPO,
     FakeRegistry,
     double_objects,
+    fake_controller,
     fake_golden,
     fake_release,
     install_kubectl_double,
@@ -55,12 +54,7 @@ def canary(project: Path) -> Iterator[Controller]:
         "[tool.mlship.deploy]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in deploy.items())
     )
     settings = load_settings(cwd=project)
-    target = LocalTarget(
-        settings.state_path / "deploy" / "staging",
-        port=settings.deploy.port,
-        runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
-    )
-    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    target, ctl = fake_controller(settings)
     try:
         ctl.deploy(fake_release("1"))
         ctl.deploy(fake_release("2"), strategy="canary", weight=50)
@@ -155,12 +149,7 @@ def test_a_promotion_that_fails_verification_is_rolled_back_and_reported(
 ) -> None:
     deploy = {"port": free_port(), "verify_window_s": 1.0, "smoke_latency_ms": 5000.0, "max_p99_ms": 5000.0}
     settings = settings_from_mapping({"deploy": deploy}, root=project)
-    target = target_cls(
-        settings.state_path / "deploy" / "staging",
-        port=settings.deploy.port,
-        runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
-    )
-    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    target, ctl = fake_controller(settings, target_cls=target_cls)
     try:
         ctl.deploy(fake_release("1"))
         ctl.deploy(fake_release("2"), strategy="canary", weight=50)

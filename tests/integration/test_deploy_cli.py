@@ -11,14 +11,11 @@ from typer.testing import CliRunner
 
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.deploy.bluegreen import Controller
-from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port
+from mlship.deploy.targets.local import free_port
 from mlship.settings import load_settings
 from tests.conftest import make_project
 from tests.deploy_doubles.harness import (
-    FAKE_SERVER,
-    FakeRegistry,
-    fake_golden,
+    fake_controller,
     fake_release,
     served_version,
 )
@@ -72,12 +69,7 @@ def test_status_and_down_on_a_fresh_project(project: Path) -> None:
 def test_status_rollback_and_down_drive_what_a_deploy_started(project: Path) -> None:
     write_deploy_config(project, port=free_port(), verify_window_s=1.0)
     settings = load_settings(cwd=project)
-    target = LocalTarget(
-        settings.state_path / "deploy" / "staging",
-        port=settings.deploy.port,
-        runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
-    )
-    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    target, ctl = fake_controller(settings)
     try:
         ctl.deploy(fake_release("1"))
         ctl.deploy(fake_release("2"))
@@ -105,12 +97,7 @@ def test_status_exits_3_with_what_is_down_when_the_live_color_died(project: Path
 
     write_deploy_config(project, port=free_port(), verify_window_s=1.0)
     settings = load_settings(cwd=project)
-    target = LocalTarget(
-        settings.state_path / "deploy" / "staging",
-        port=settings.deploy.port,
-        runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
-    )
-    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    target, ctl = fake_controller(settings)
     try:
         ctl.deploy(fake_release("1"))
         code, output = mlship("status")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import httpx
@@ -12,10 +11,9 @@ from typer.testing import CliRunner
 
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.deploy.bluegreen import Controller
-from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port
+from mlship.deploy.targets.local import free_port
 from mlship.settings import load_settings
-from tests.deploy_doubles.harness import FAKE_SERVER, RECORDS, FakeRegistry, fake_golden, fake_release, served_version
+from tests.deploy_doubles.harness import RECORDS, fake_controller, fake_release, served_version
 from tests.integration.test_deploy_cli import write_deploy_config
 
 register_all(app)
@@ -47,12 +45,7 @@ def test_shadow_and_sticky_usage_errors_exit_2_with_one_line(project: Path, args
 def test_status_shows_the_shadow_writes_its_report_and_stop_shadow_ends_it(project: Path) -> None:
     write_deploy_config(project, port=free_port(), verify_window_s=1.0)
     settings = load_settings(cwd=project)
-    target = LocalTarget(
-        settings.state_path / "deploy" / "staging",
-        port=settings.deploy.port,
-        runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
-    )
-    ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+    target, ctl = fake_controller(settings)
     try:
         ctl.deploy(fake_release("1"))
         ctl.deploy(fake_release("2"), strategy="shadow", sample=1.0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -16,10 +15,9 @@ from typer.testing import CliRunner
 from mlship import notify
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.deploy.bluegreen import Controller
-from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port
+from mlship.deploy.targets.local import free_port
 from mlship.settings import load_settings
-from tests.deploy_doubles.harness import FAKE_SERVER, FakeRegistry, fake_golden, fake_release, served_version
+from tests.deploy_doubles.harness import fake_controller, fake_release, served_version
 from tests.http_recorder import recorder
 
 register_all(app)
@@ -37,12 +35,7 @@ def test_rollback_and_the_routers_failover_reach_the_webhook(project: Path, monk
         monkeypatch.setenv(notify.WEBHOOK_ENV, hook.url + "/hook")
         for name, value in notify.router_env(settings, "staging").items():  # what `mlship deploy` hands its router
             monkeypatch.setenv(name, value)
-        target = LocalTarget(
-            settings.state_path / "deploy" / "staging",
-            port=settings.deploy.port,
-            runner=ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)]),
-        )
-        ctl = Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry())  # type: ignore[arg-type]
+        target, ctl = fake_controller(settings)
         try:
             ctl.deploy(fake_release("1"))
             ctl.deploy(fake_release("2"))
