@@ -56,4 +56,4 @@ def test_rollback_and_the_routers_failover_reach_the_webhook(project: Path, monk
             assert (failover[0]["details"]["from"], failover[0]["details"]["to"]) == ("blue", "green")
             assert served_version(target.live_url()) == "2", "the router really moved live traffic"
         finally:
-            target.down()
+            ctl.down()  # also stops the retirement `mlship rollback` scheduled (target.down() left it running)
