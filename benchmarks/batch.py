@@ -11,6 +11,10 @@ the two reports must agree on rows, classes and quantiles. One JSON with both, s
 
     uv run python benchmarks/batch.py [--rows 12000000] [--parts 24] [--cap-mib 640] [--no-spark]
 
+`--cap-mib 0` drops the memory cap: a comparison of the two engines at a size that fits in memory
+(for a machine too loaded to score 12M rows twice in reasonable time), written to
+`results/batch_engines.json` so that `results/batch.json` stays the beyond-memory run.
+
 Needs the spark extra and Java for the Spark half (`uv sync --extra spark`).
 """
 
@@ -42,7 +46,7 @@ def main() -> None:
         model = _train(root)
         decoded, on_disk = _write_parts(root / "in", args.rows, args.parts)
         cap = args.cap_mib * MIB
-        if decoded <= cap:
+        if cap and decoded <= cap:
             raise SystemExit(f"the input ({decoded / MIB:.0f} MiB decoded) must exceed the cap: raise --rows")
         local = _run(root, "local", model)
         spark = None if args.no_spark else _run(root, "spark", model)
@@ -53,12 +57,12 @@ def main() -> None:
         "chunk_size": CHUNK,
         "input_decoded_mib": round(decoded / MIB),
         "input_parquet_mib": round(on_disk / MIB),
-        "memory_cap_mib": args.cap_mib,
+        "memory_cap_mib": args.cap_mib or None,
         "local": {
             "seconds": round(local["seconds"], 2),
             "rows_per_second": round(local["rows"] / local["seconds"]),
             "peak_rss_mib": round(local["peak_rss"] / MIB),
-            "under_cap": local["peak_rss"] < cap,
+            "under_cap": local["peak_rss"] < cap if cap else None,
             "rerun_seconds": round(local["rerun"], 2),
             "verdict": local["verdict"],
         },
@@ -76,10 +80,10 @@ def main() -> None:
         "reports_agree": agree,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    out = Path(__file__).parent / "results" / "batch.json"
+    out = Path(__file__).parent / "results" / ("batch.json" if cap else "batch_engines.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    if not result["local"]["under_cap"]:
+    if result["local"]["under_cap"] is False:
         raise SystemExit("the local engine's peak RSS reached the memory cap")
 
 
@@ -127,7 +131,7 @@ def _run(root: Path, engine: str, model: str) -> dict[str, Any]:
     out = root / f"out-{engine}"
     cmd = [sys.executable, __file__, "--worker", engine, "--model", model, "--input", str(root / "in")]
     done = subprocess.run(
-        [*cmd, "--output", str(out)], cwd=root, capture_output=True, text=True, timeout=1200, check=False
+        [*cmd, "--output", str(out)], cwd=root, capture_output=True, text=True, timeout=3600, check=False
     )
     if done.returncode != 0:
         raise SystemExit(f"{engine} engine failed:\n{done.stderr[-3000:]}")
