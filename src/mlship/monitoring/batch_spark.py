@@ -324,7 +324,7 @@ def _require_s3a(spark: Any, uri: str) -> None:
     except Exception as exc:  # py4j's Java errors: ClassNotFoundException, UnsupportedFileSystemException
         if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
             raise InfraError(
-                f"cannot read {uri}: this Spark has no s3a filesystem (hadoop-aws)",
+                f"cannot use {uri}: this Spark has no s3a filesystem (hadoop-aws)",
                 hint="run on a cluster with the hadoop-aws jars (see the README: Spark on a cluster)",
             ) from None
         raise
