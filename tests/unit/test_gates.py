@@ -186,14 +186,18 @@ def test_equalized_odds_says_how_many_positives_would_settle_it() -> None:
 
 
 def test_a_rate_of_one_on_few_rows_does_not_claim_certainty() -> None:
-    """12 of 12 positives flagged in one group, 9 of 12 in the other: a plug-in bootstrap gives the first
-    group a standard error of 0; the Agresti–Caffo draws do not."""
-    from mlship.model.fairness import disparity_intervals
-
-    a = GroupRates("a", 100, 12, 88, 0.2, 1.0, 0.1, True)
-    b = GroupRates("b", 100, 12, 88, 0.2, 0.75, 0.1, True)
-    _, (low, high) = disparity_intervals([a, b], [a, b], samples=2000, confidence=0.95, seed=0)
-    assert low < 0.15 < high  # a 0.25 gap on 12 positives a group is not shown beyond 0.15
+    """12 positives a group, every one flagged in both: a plug-in bootstrap gives each TPR a standard
+    error of 0, so the TPR gap's interval was [0, 0] and equalized odds "passed" on 24 people. The
+    Agresti–Caffo draws keep the uncertainty: not shown within 0.15, so not enough evidence."""
+    y = np.array(([1] * 12 + [0] * 88) * 2)
+    groups = np.array(["a"] * 100 + ["b"] * 100)
+    pred = np.array(([1] * 12 + [1] * 9 + [0] * 79) * 2)  # TPR 1.0, FPR 9/88 in both groups
+    report = group_rates(y, pred, groups, feature="g", min_group_size=30)
+    assert report.equalized_odds_difference == 0.0
+    low, high = report.equalized_odds_ci
+    assert low == 0.0 and high > 0.15
+    eo = fairness_gates(report, GateSettings())[2]
+    assert eo.status == "inconclusive" and "about " in eo.settle and "positives" in eo.settle
 
 
 def test_fairness_intervals_cover_the_estimate_and_narrow_with_more_rows() -> None:
