@@ -29,11 +29,13 @@ MODEL_ARTIFACT = "model"
 ALIASES = ("challenger", "champion")
 GATE_TAG = "mlship.gate"
 """The gate's verdict (`pass`/`fail`), set on the candidate's run by the gate and copied to its version."""
+GATE_WARNING_TAG = "mlship.gate_warning"
+"""The gate passed with ⚠ not enough evidence on these gates (and what would settle each); empty otherwise."""
 GATE_REPORT_TAG = "mlship.gate_report"
 """Where that gate's report is: the local gate.md, and the run artifact `gate/gate.md`."""
 FORCED_TAG = "mlship.gate_override"
 """`--force --reason TEXT` on register/promote: the reason, recorded on the version."""
-RECORD_TAGS = (GATE_TAG, GATE_REPORT_TAG, FORCED_TAG, "mlship.model_sha256")
+RECORD_TAGS = (GATE_TAG, GATE_WARNING_TAG, GATE_REPORT_TAG, FORCED_TAG, "mlship.model_sha256")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/(?P<path>.+)$")
 _LOGGED_URI = re.compile(r"^models:/(?P<id>m-[0-9a-zA-Z]+)$")
@@ -526,8 +528,11 @@ def model_input_example(model_dir: Path) -> pd.DataFrame | None:
 
 
 def gate_label(record: Mapping[str, str]) -> str:
-    """`pass`, `fail` or `never ran`, with `+ forced` when someone overrode the gate (and said why)."""
+    """`pass`, `pass ⚠` (not enough evidence on some gate), `fail` or `never ran`, with `+ forced`
+    when someone overrode the gate (and said why)."""
     verdict = record.get(GATE_TAG) or "never ran"
+    if verdict == "pass" and record.get(GATE_WARNING_TAG):
+        verdict = "pass ⚠"
     return f"{verdict} + forced" if record.get(FORCED_TAG) else verdict
 
 

@@ -38,10 +38,14 @@ class GateSettings(_Section):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     max_demographic_parity_difference: float = Field(default=0.10, ge=0, le=1)
     max_equalized_odds_difference: float = Field(default=0.15, ge=0, le=1)
-    fairness_inconclusive: Literal["fail", "pass"] = "fail"
-    """A disparity whose confidence interval straddles its limit: fail (closed) or pass (reported)."""
+    fairness_inconclusive: Literal["warn", "fail"] = "warn"
+    """Not enough evidence on a disparity (its interval straddles the limit, or a group has too few
+    positives or negatives): "warn" passes the gate with a visible ⚠ recorded on the run and the
+    registered version; "fail" fails it, for teams that must show fairness before shipping."""
     min_group_size: int = Field(default=30, ge=1)
     """Rows a group needs to be measured at all; the intervals then say whether that is enough."""
+    min_group_class_rows: int = Field(default=10, ge=1)
+    """Positives, and negatives, a group needs for its TPR and FPR to enter equalized odds."""
     insufficient_group_fails: bool = True
     latency_p99_ms: float = Field(default=50.0, gt=0)
     latency_rows: int = Field(default=200, ge=10)
@@ -49,6 +53,12 @@ class GateSettings(_Section):
     robustness_noise: float = Field(default=0.01, ge=0)
     max_flip_rate: float = Field(default=0.02, ge=0, le=1)
     reproducibility: bool = False
+
+    @field_validator("fairness_inconclusive", mode="before")
+    @classmethod
+    def _pass_is_warn(cls, v: object) -> object:
+        """ "pass" (before three-state verdicts) let an inconclusive result through: that is "warn" now."""
+        return "warn" if v == "pass" else v
 
     @field_validator("metric_floors")
     @classmethod
