@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from mlship.deploy.faults import checkpoint
 from mlship.errors import ConfigError, PipelineRejected
-from mlship.monitoring.batch_io import Dataset, InputFile, list_inputs, part_name, read_chunks, split
+from mlship.monitoring.batch_io import (
+    Dataset,
+    InputFile,
+    list_inputs,
+    part_name,
+    read_chunks,
+    real_path,
+    split,
+    within,
+)
 from mlship.monitoring.batch_report import BatchSummary, PartStats, Sample, drift_dict, plot, render_markdown, verdict
 
 if TYPE_CHECKING:
@@ -189,9 +198,15 @@ def predict_batch(
     single = out_spec.lower().endswith(".parquet")
     fs_out, out_root = split(out_spec)  # a bad output URI is exit 2 before the model is loaded
     if fs_out.type_name == fs_in.type_name:  # an output inside the input folder is not input on the next run
-        inputs = [i for i in inputs if i.path != out_root and not i.path.startswith(out_root.rstrip("/") + "/")]
+        # compared as the filesystem will resolve them: an output symlinked into the input folder is in it
+        out_real = real_path(fs_out, out_root)
+        inputs = [i for i in inputs if not within(real_path(fs_in, i.path), out_real)]
         if not inputs:
-            raise ConfigError(f"{in_spec} holds only the output {out_spec}", hint="score another input")
+            shown = out_spec if out_real == out_root else f"{out_spec} (which resolves to {out_real})"
+            raise ConfigError(
+                f"--output {shown} holds the input {in_spec}: the parts would be written among the input files",
+                hint="write the output outside the input",
+            )
     if single and len(inputs) > 1:
         raise ConfigError(
             f"--output {out_spec} is one file but {in_spec} holds {len(inputs)} input files",
@@ -337,6 +352,7 @@ def _score_part(
             writer: pq.ParquetWriter | None = None
             try:
                 for chunk in read_chunks(fs, inp, run.chunk_size):
+                    require_columns(inp, chunk, [c.name for c in run.columns] or run.settings.features)
                     if chunk.empty:
                         continue  # a header-only CSV: no rows, no part
                     stats.rows += len(chunk)
@@ -370,6 +386,21 @@ def _score_part(
         run.sample.restore(before)  # a refused part's rows are not in the output, nor in the report
         return PartStats(rows=stats.rows, refused=stats.refused), stats.rows == 0
     return stats, True
+
+
+def require_columns(inp: InputFile, chunk: pd.DataFrame, names: list[str]) -> None:
+    """Every column the model reads is in the file: a missing one is a wrong file (exit 2), not bad rows."""
+    from mlship.report_text import one_line
+
+    missing = [n for n in names if n not in chunk.columns]
+    if not missing:
+        return
+    has = ", ".join(map(str, chunk.columns))
+    raise ConfigError(
+        f"{inp.uri} lacks the model's feature column(s) {one_line(', '.join(missing), 120)} "
+        f"(it has {len(chunk.columns)}: {one_line(has, 120)})",
+        hint="score a file with the columns of the model's input signature",
+    )
 
 
 def _none(chunk: pd.DataFrame) -> pd.Series[Any]:

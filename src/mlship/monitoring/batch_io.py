@@ -95,6 +95,16 @@ def split(spec: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(spec)
 
 
+def real_path(fs: pafs.FileSystem, path: str) -> str:
+    """Where a path really is: symlinks and `..` resolved locally (object keys have neither)."""
+    return path if fs.type_name == "s3" else os.path.realpath(path)
+
+
+def within(path: str, root: str) -> bool:
+    """`path` is `root` or under it."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def uri_of(fs: pafs.FileSystem, path: str) -> str:
     """How a path is shown: `s3://bucket/key`, or a local path relative to the working directory when under it."""
     if fs.type_name == "s3":
@@ -231,14 +241,20 @@ def read_chunks(fs: pafs.FileSystem, inp: InputFile, chunk_size: int) -> Iterato
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from mlship.data.io import LineCapped, check_column_names, check_csv
+
     try:
         if inp.suffix == ".parquet":
             with fs.open_input_file(inp.path) as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_size):
+                parquet = pq.ParquetFile(handle)
+                check_column_names(parquet.schema_arrow.names, inp.uri)
+                for batch in parquet.iter_batches(batch_size=chunk_size):
                     yield batch.to_pandas()
         else:
+            check_csv(fs, inp.path, inp.uri, inp.size)
             with fs.open_input_stream(inp.path) as handle:
-                yield from pd.read_csv(handle, chunksize=chunk_size)
+                capped: Any = LineCapped(handle, inp.uri)  # duck-typed: pandas only calls read()
+                yield from pd.read_csv(capped, chunksize=chunk_size)
     except OSError as exc:
         if fs.type_name == "s3":
             raise storage_error(exc, f"read {inp.uri}") from None
@@ -248,8 +264,10 @@ def read_chunks(fs: pafs.FileSystem, inp: InputFile, chunk_size: int) -> Iterato
 
 
 def _bad_file(inp: InputFile, exc: Exception) -> ConfigError:
+    from mlship.report_text import one_line
+
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return ConfigError(f"cannot read {inp.uri}: {first}", hint="is the file complete and of that format?")
+    return ConfigError(f"cannot read {inp.uri}: {one_line(first)}", hint="is the file complete and of that format?")
 
 
 class Dataset:
