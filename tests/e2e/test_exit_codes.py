@@ -72,6 +72,14 @@ def tamper(root: Path) -> None:
     (root / "tampered" / "model.pkl").write_bytes(pickle.dumps({"not": "the model"}))
 
 
+def bare(root: Path) -> None:
+    """A copy of the exported model without its mlship-sha256.txt: nothing records what it should hold."""
+    import shutil
+
+    shutil.copytree(root / "out" / "model", root / "bare", dirs_exist_ok=True)
+    (root / "bare" / "mlship-sha256.txt").unlink()
+
+
 def bad_config(root: Path) -> None:
     (root / "bad.toml").write_text("seeed = 1\n")
 
@@ -216,6 +224,28 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
         r"model .*tampered does not match the sha256 recorded",
     ),
     (
+        "gate tampered champion",
+        ["gate", "--candidate", "out/model", "--champion", "tampered"],
+        tamper,
+        2,
+        r"champion tampered: model .*tampered does not match the sha256 recorded when it was logged",
+    ),
+    (
+        "predict-batch bare model dir under --require-integrity",
+        ["--require-integrity", "predict-batch", "--model", "bare", "--input", "in", "--output", "o.parquet"],
+        bare,
+        2,
+        r"model .*bare has no recorded sha256 \(no mlship-sha256\.txt in it and none in the tracking store\); "
+        r"--require-integrity refuses to load it",
+    ),
+    (
+        "predict-batch unwritable output folder",
+        ["predict-batch", "--model", "out/model", "--input", "in", "--output", "/sys/mlship-unwritable/"],
+        nothing,
+        2,
+        r"cannot write to /sys/mlship-unwritable: .* \(check the path and that it is writable\)",
+    ),
+    (
         "gate unknown model",
         ["gate", "--candidate", "models:/card-fraud@nobody"],
         nothing,
@@ -332,3 +362,15 @@ def test_an_output_symlinked_to_the_input_folder_writes_nothing_there(
     result = runner.invoke(app, ["predict-batch", "--model", "out/model", "--input", "in", "--output", "link/"])
     assert result.exit_code == 2, result.stderr
     assert sorted(p.name for p in (root / "in").iterdir()) == before == ["a.csv"]
+
+
+def test_a_bare_model_dir_loads_with_one_warning_line(
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = trained
+    monkeypatch.chdir(root)
+    bare(root)
+    result = runner.invoke(app, ["predict-batch", "--model", "bare", "--input", "in", "--output", "bare-out.parquet"])
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("mlship: warning:")]
+    assert len(warnings) == 1 and "model " in warnings[0] and "bare has no recorded sha256" in warnings[0]

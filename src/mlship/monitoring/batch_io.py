@@ -113,8 +113,11 @@ def uri_of(fs: pafs.FileSystem, path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def storage_error(exc: OSError, what: str) -> MlshipError:
-    """Classify a filesystem error: unreachable store or refused credentials is exit 3, a bad path exit 2."""
+def storage_error(exc: OSError, what: str, *, write: bool = False) -> MlshipError:
+    """Classify a filesystem error: unreachable store or refused credentials is exit 3, a bad path exit 2.
+
+    `write` says the operation writes (or deletes): the hint then asks for a writable path.
+    """
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
     if any(k in text for k in ("NETWORK_CONNECTION", "curlCode", "Could not resolve", "Timeout", "timed out")):
@@ -143,18 +146,19 @@ def storage_error(exc: OSError, what: str) -> MlshipError:
         return InfraError(f"cannot {what}: the object store failed ({first})", hint="retry, or check the store")
     if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
         return ConfigError(f"cannot {what}: no such bucket ({first})", hint="check the s3:// URI")
-    return ConfigError(f"cannot {what}: {first}", hint="check the path and that it is readable")
+    access = "writable" if write else "readable"
+    return ConfigError(f"cannot {what}: {first}", hint=f"check the path and that it is {access}")
 
 
 @contextmanager
-def storage(what: str) -> Iterator[None]:
+def storage(what: str, *, write: bool = False) -> Iterator[None]:
     """Turn filesystem errors inside the block into one-line errors with the right exit code."""
     try:
         yield
     except MlshipError:
         raise
     except OSError as exc:
-        raise storage_error(exc, what) from None
+        raise storage_error(exc, what, write=write) from None
 
 
 def list_inputs(spec: str) -> tuple[pafs.FileSystem, list[InputFile]]:
@@ -285,7 +289,7 @@ class Dataset:
         """Create the folder, drop stale staging and (for a dataset, about to change) the manifest."""
         import pyarrow.fs as pafs
 
-        with storage(f"write to {self.spec}"):
+        with storage(f"write to {self.spec}", write=True):
             if dataset and self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File:
                 self.fs.delete_file(f"{self.root}/{MANIFEST}")
             if not self.is_s3:
@@ -324,14 +328,14 @@ class Dataset:
         else:
             parent, base = os.path.split(final)
             staging = f"{parent}/.{base}.{uuid.uuid4().hex}.tmp"
-        with storage(f"write {self.uri(name)}"):
+        with storage(f"write {self.uri(name)}", write=True):
             if not self.is_s3:
                 self.fs.create_dir(os.path.dirname(final), recursive=True)
             stream = self.fs.open_output_stream(staging)
         try:
             with stream:
                 yield stream
-            with storage(f"write {self.uri(name)}"):
+            with storage(f"write {self.uri(name)}", write=True):
                 self.fs.move(staging, final)
         finally:
             with suppress(OSError):
@@ -347,7 +351,7 @@ class Dataset:
         """Delete `name` if it is there (a part this run refused must not stay from an earlier run)."""
         import pyarrow.fs as pafs
 
-        with storage(f"delete {self.uri(name)}"):
+        with storage(f"delete {self.uri(name)}", write=True):
             if self.fs.get_file_info(f"{self.root}/{name}").type == pafs.FileType.File:
                 self.fs.delete_file(f"{self.root}/{name}")
 
