@@ -2,7 +2,8 @@
 
 Each input file becomes one Parquet part (atomic, named from the input), a `_SUCCESS`
 manifest is written last, and a re-run skips parts already written from the same input
-(size + mtime) with the same model and policy (see batch_io for what atomic means where).
+(size, mtime and a content key: batch_io.content_fingerprint) with the same model and policy
+(see batch_io for what atomic means where).
 A report (batch.md/json/png, batch_report) says what was scored, refused, and drifted.
 
 Rows are checked against the model's input signature with the rules of `/predict` (numeric
@@ -26,6 +27,7 @@ from mlship.errors import ConfigError, PipelineRejected
 from mlship.monitoring.batch_io import (
     Dataset,
     InputFile,
+    content_fingerprint,
     list_inputs,
     part_name,
     read_chunks,
@@ -181,7 +183,7 @@ def predict_batch(
     dataset folder or s3:// prefix. `bad_rows` is the policy for rows that fail the model's
     input schema: `refuse` writes no part holding such rows and raises PipelineRejected naming
     how many rows failed and why; `flag` scores the rest and adds the `input_error` column.
-    Parts already written from the same input (size + mtime), model and policy are skipped
+    Parts already written from the same input (content_fingerprint), model and policy are skipped
     unless `overwrite`. `progress` None means: a bar on a terminal, a line per part otherwise.
     """
     import tempfile
@@ -237,7 +239,8 @@ def predict_batch(
         dataset, names = Dataset(parent or "."), [leaf]
     else:
         dataset, names = Dataset(out_spec), [part_name(i) for i in inputs]
-    dataset.prepare(dataset=not single)
+    for upload in dataset.prepare(dataset=not single):
+        print(f"aborted the unfinished upload of {upload}: a killed run left it", file=sys.stderr)
     total = PartStats()
     entries: list[dict[str, Any]] = []
     refused: list[str] = []
@@ -246,7 +249,8 @@ def predict_batch(
     show = _Progress(len(inputs), sys.stderr.isatty() if progress is None else progress)
     with show:
         for k, (inp, name) in enumerate(zip(inputs, names, strict=True), start=1):
-            source = json.dumps({**inp.fingerprint(), "model_uri": resolved.uri, "bad_rows": bad_rows}, sort_keys=True)
+            fingerprint = content_fingerprint(fs_in, inp)
+            source = json.dumps({**fingerprint, "model_uri": resolved.uri, "bad_rows": bad_rows}, sort_keys=True)
             done = None if overwrite else _finished_part(dataset, name, source)
             t0 = time.perf_counter()
             if done is not None:
@@ -269,7 +273,7 @@ def predict_batch(
                 checkpoint(f"batch-part-{k}")
             total.merge(stats)
             if stats.rows and inp.uri not in refused:
-                entries.append({"part": name, **inp.fingerprint(), "rows": stats.rows, "bad_rows": stats.bad_rows})
+                entries.append({"part": name, **fingerprint, "rows": stats.rows, "bad_rows": stats.bad_rows})
     if total.rows == 0:
         raise ConfigError(f"{in_spec} has no rows", hint="score a non-empty file")
     if skipped:
