@@ -142,6 +142,8 @@ def test_the_line_cap_holds_across_read_boundaries_and_names_the_line() -> None:
     with pytest.raises(ConfigError, match=r"t\.csv: line 7 is longer than"):
         while capped.read(7):
             pass
+    with pytest.raises(ConfigError, match=r"t\.csv: line 7 is longer than"):
+        LineCapped(io.BytesIO(body), "t.csv", cap=999).read()  # one block holding the whole line
     fine = LineCapped(io.BytesIO(body), "t.csv", cap=1000)
     assert b"".join(iter(lambda: fine.read(7), b"")) == body
 

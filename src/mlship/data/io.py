@@ -161,7 +161,7 @@ class LineCapped:
 
     pandas' C parser buffers a whole line, however long, before it can say anything: this
     wrapper bounds that buffer without a second pass over the file (newlines are found with
-    numpy, so the cost is a memory scan, not a Python loop).
+    `bytes.find`/`count`, C scans of each block, not a Python loop over lines).
     """
 
     def __init__(self, raw: Any, uri: str, cap: int = MAX_LINE_BYTES) -> None:
@@ -173,24 +173,36 @@ class LineCapped:
         self.line = 1
 
     def read(self, size: int = -1) -> bytes:
-        import numpy as np
-
         data = bytes(self.raw.read(size))
-        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-        # line lengths in this block: the line carried over, the ones between newlines, the one left open
-        ends = np.concatenate(([-1], newlines, [len(data)]))
-        lengths = np.diff(ends) - 1
-        lengths[0] += self.run
-        over = np.flatnonzero(lengths > self.cap)
-        if len(over):
+        first = data.find(b"\n")
+        if first < 0:
+            self.run += len(data)
+            self._check(self.run, 0)
+            return data
+        self._check(self.run + first, 0)
+        newlines = data.count(b"\n")
+        if len(data) > self.cap:  # only a block longer than the cap can hold a whole line over it
+            self._interior(data)
+        self.run = len(data) - data.rfind(b"\n") - 1
+        self._check(self.run, newlines)
+        self.line += newlines
+        return data
+
+    def _check(self, length: int, offset: int) -> None:
+        if length > self.cap:
             raise ConfigError(
-                f"{self.uri}: line {self.line + int(over[0]):,} is longer than {_size(self.cap)} "
-                "(the cap on a CSV line)",
+                f"{self.uri}: line {self.line + offset:,} is longer than {_size(self.cap)} (the cap on a CSV line)",
                 hint="is the file complete, one row per line? For very long values, use Parquet",
             )
-        self.run = int(lengths[-1])
-        self.line += len(newlines)
-        return data
+
+    def _interior(self, data: bytes) -> None:
+        import numpy as np
+
+        ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        lengths = np.diff(ends) - 1
+        over = np.flatnonzero(lengths > self.cap)
+        if len(over):
+            self._check(int(lengths[over[0]]), int(over[0]) + 1)
 
     def readable(self) -> bool:
         return True
