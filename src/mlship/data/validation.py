@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json, write_text
+from mlship.report_text import MAX_TEXT, cell, code, one_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -409,9 +410,11 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return one_line(value, MAX_TEXT) if len(value) > MAX_TEXT else value  # a column name or cell from the file
+    if value is None or isinstance(value, (int, float, bool)):
         return value
-    return str(value)
+    return one_line(value, MAX_TEXT)
 
 
 def _gx() -> tuple[Any, Any]:
@@ -524,7 +527,7 @@ def render_markdown(report: ValidationReport) -> str:
     lines = [
         f"# Data validation: {verdict}",
         "",
-        f"`{report.data}` ({report.rows:,} rows × {report.columns} columns) against `{report.suite}`: "
+        f"{code(report.data)} ({report.rows:,} rows × {report.columns} columns) against {code(report.suite)}: "
         f"{len(report.outcomes)} expectations, {len(report.failures)} failed, {len(report.warnings)} warnings.",
         "",
     ]
@@ -539,19 +542,24 @@ def render_markdown(report: ValidationReport) -> str:
         ]
         for o in rows:
             lines.append(
-                f"| {o.expectation} | {o.column or '—'} | {_short(o.expected)} | {describe_observed(o)} | "
-                f"{_short(o.sample) if o.sample else '—'} |"
+                f"| {cell(o.expectation)} | {cell(o.column or '—')} | {cell(_short(o.expected))} | "
+                f"{cell(describe_observed(o), 2 * MAX_TEXT)} | {cell(_short(o.sample)) if o.sample else '—'} |"
             )
         lines.append("")
     passed = [o for o in report.outcomes if o.success]
     if passed:
         lines += ["<details><summary>Passed expectations</summary>", ""]
-        lines += [f"- {o.expectation} ({o.column or 'table'})" for o in passed]
+        lines += [f"- {cell(o.expectation)} ({cell(o.column or 'table')})" for o in passed]
         lines += ["", "</details>", ""]
     return "\n".join(lines)
 
 
 def describe_observed(o: ExpectationOutcome) -> str:
+    """What was observed, in one bounded line (column names come from the file: see report_text)."""
+    return one_line(_observed(o), 2 * MAX_TEXT)
+
+
+def _observed(o: ExpectationOutcome) -> str:
     if o.error:
         return o.error
     if o.expectation == "expect_table_columns_to_match_set" and isinstance(o.observed, list):
@@ -573,6 +581,6 @@ def describe_observed(o: ExpectationOutcome) -> str:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    text = text.replace("|", "\\|")
+    """A value in one line of at most `limit` characters (markdown escaping is `cell`'s job)."""
+    text = json.dumps(value, default=str) if not isinstance(value, str) else one_line(value, limit)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -283,9 +283,17 @@ def champion_reference(settings: Settings, registry: Registry, champion: str | N
 
 
 def load_champion(registry: Registry, ref: str, workdir: Path) -> LoadedModel:
-    """Load the champion, failing closed: a champion that exists but won't load is exit 3."""
+    """Load the champion, failing closed: a champion that exists but won't load is exit 3.
+
+    A champion whose files do not match their recorded sha256 (or, under --require-integrity,
+    have no record) is exit 2 like a tampered candidate: a refusal to unpickle, not an outage.
+    """
+    from mlship.integrity import IntegrityError
+
     try:
         return _materialise(registry, ref, workdir / "champion")
+    except IntegrityError as exc:
+        raise IntegrityError(f"champion {ref}: {exc.message}", hint=exc.hint) from None
     except Exception as exc:  # noqa: BLE001 — fail closed, whatever the reason
         raise InfraError(
             f"champion {ref} cannot be loaded: {_first_line(exc)}",
