@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from mlship.errors import ConfigError
+from mlship.errors import ConfigError, InfraError
 
 SIDECAR = "mlship-sha256.txt"
 """Written into the logged model directory: the digest travels with the model (e.g. into an image)."""
@@ -82,6 +82,12 @@ def verify(directory: Path, expected: str | None = None, *, what: str | None = N
     if not records:
         unverified(directory, label)
         return None
+    if not any(p.is_file() for p in Path(directory).rglob("*")):
+        # Nothing arrived at all: the store lost the files (an outage to fix), not a tamper to refuse.
+        raise InfraError(
+            f"model {label} has no files in the artifact store (its record says it was logged)",
+            hint="restore the artifact store, or re-log the model",
+        )
     actual = model_digest(directory)
     for record in records:
         if record != actual:
