@@ -36,6 +36,7 @@ import hmac
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httptools
 
 from mlship import notify
 from mlship.deploy.shadow import (
@@ -306,7 +309,7 @@ class Router:
                 first = False
                 if request is None:
                     break
-                head, body, keep_alive = request
+                head, body, keep_alive, synthetic = request
                 route = self.route
                 bucket = None
                 if route.sticky and route.split():
@@ -321,7 +324,7 @@ class Router:
                 await writer.drain()
                 if not ok:
                     _drop(pool, color)
-                elif (copier := self.copier) is not None and _copyable(head) and copier.wanted():
+                elif (copier := self.copier) is not None and not synthetic and _copyable(head) and copier.wanted():
                     with contextlib.suppress(ValueError, IndexError):
                         copier.offer(head, body, *split_response(response))
                 if not keep_alive:
@@ -335,7 +338,9 @@ class Router:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _next_request(self, reader: asyncio.StreamReader, *, first: bool) -> tuple[bytes, bytes, bool] | None:
+    async def _next_request(
+        self, reader: asyncio.StreamReader, *, first: bool
+    ) -> tuple[bytes, bytes, bool, bool] | None:
         """The next request within the limits; None when the client closed or stayed idle."""
         wait = self.limits.header_timeout_s if first else self.limits.idle_timeout_s
         try:
@@ -557,7 +562,9 @@ REASONS = {
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
+    501: "Not Implemented",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 
 
@@ -599,48 +606,197 @@ async def _read_request(reader: asyncio.StreamReader, max_body: int) -> tuple[by
     head = await _read_head(reader)
     if head is None:
         return None
-    return await _read_body(reader, head, max_body)
-
-
-async def _read_body(reader: asyncio.StreamReader, head: bytes, max_body: int) -> tuple[bytes, bytes, bool]:
-    """The body after `head`, refused (413) as soon as it is known to exceed `max_body`.
-
-    A declared length over the limit is refused before a byte of the body is read; a
-    chunked body is refused at the first chunk that crosses the limit. Chunked bodies are
-    de-chunked (the backend gets a content-length).
-    """
-    headers = _headers(head)
-    too_large = ClientError(413, f"the request body is larger than {max_body} bytes")
-    if b"chunked" in headers.get(b"transfer-encoding", b""):
-        body = await _read_chunked(reader, keep_framing=False, limit=max_body)
-        if body is None:
-            raise too_large
-        lines = [
-            ln
-            for ln in head[:-4].split(b"\r\n")
-            if not ln.lower().startswith((b"transfer-encoding:", b"content-length:"))
-        ]
-        head = b"\r\n".join([*lines, b"content-length: " + str(len(body)).encode()]) + b"\r\n\r\n"
-    else:
-        try:
-            length = int(headers.get(b"content-length", b"0") or b"0")
-        except ValueError:
-            raise ClientError(400, "the content-length header is not a number") from None
-        if length < 0:
-            raise ClientError(400, "the content-length header is negative")
-        if length > max_body:
-            raise too_large
-        body = await reader.readexactly(length)
-    http10 = head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.0")
-    connection = headers.get(b"connection", b"")
-    keep_alive = (b"keep-alive" in connection) if http10 else (b"close" not in connection)
+    head, body, keep_alive, _ = await _read_body(reader, head, max_body)
     return head, body, keep_alive
 
 
-async def _read_chunked(reader: asyncio.StreamReader, *, keep_framing: bool, limit: int | None = None) -> bytes | None:
-    """A chunked body; None as soon as it grows past `limit` (the rest is never read)."""
+# Strict request parsing (RFC 9112) -----------------------------------------------------------
+#
+# The router is a proxy: where it and the color behind it could read one byte stream as
+# different requests (request smuggling), or where a client could make it loop or buffer
+# without bound, it refuses. The request line and field lines are parsed by llhttp (the
+# parser of Node.js, via httptools, which uvicorn also uses), in its strict mode; the rules
+# below are checked again here, on the fields llhttp hands over, so each one is visible.
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))?)*)\r\n"
+)
+"""RFC 9112 §7.1: chunk-size = 1*HEXDIG, then chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ), CRLF."""
+_FIELD_LINE = re.compile(_TOKEN + rb":[\t -~\x80-\xff]*\r\n")
+"""RFC 9112 §5: field-name ":" OWS field-value OWS, no whitespace before the colon (used for trailer lines)."""
+CHUNK_LINE_MAX = 4096
+"""Longest chunk-size line (size and extensions) the router reads; longer is a 400, never a buffer that grows."""
+TRAILER_MAX = 16 * 1024
+"""Largest trailer section of a chunked request (the trailers are dropped: RFC 9112 §7.1.2 allows it)."""
+_STRIPPED = (b"transfer-encoding:", b"upgrade:")
+
+
+class _Fields:
+    """llhttp's callbacks for one request head: its field lines (names lower-cased), heads seen."""
+
+    __slots__ = ("fields", "heads")
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.heads = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.heads += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """A request head the router accepted: the head to forward, how its body is framed, keep-alive."""
+
+    head: bytes
+    length: int | None
+    """The body's content-length; None: chunked (the forwarded head gets a content-length once it is read)."""
+    keep_alive: bool
+
+
+def _malformed(exc: Exception) -> ClientError:
+    why = "".join(c for c in str(exc)[:80] if c.isprintable()) or "unparsable"
+    return ClientError(400, f"the request is not valid HTTP/1.1 ({why})")
+
+
+def parse_head(head: bytes) -> Framing:
+    """Check one request head (ending in CRLF CRLF) against RFC 9112; ClientError says why not."""
+    fields = _Fields()
+    parser = httptools.HttpRequestParser(fields)
+    upgrade = False
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        # llhttp stops after the head of a CONNECT or of an `upgrade` request. The router
+        # does not tunnel (501); an upgrade request is served as plain HTTP/1.1 without the
+        # Upgrade field (RFC 9110 §7.8: a server MAY ignore it).
+        if parser.get_method() == b"CONNECT":
+            raise ClientError(501, "the router does not tunnel (CONNECT)") from None
+        upgrade = True
+    except httptools.HttpParserError as exc:
+        # among others: whitespace between a field name and its colon (RFC 9112 §5.1),
+        # obs-fold (§5.2), bare CR or LF (§2.2), a content-length that is not 1*DIGIT or
+        # appears twice (§6.3 item 5), transfer-encoding with content-length (§6.3 item 3)
+        raise _malformed(exc) from None
+    if fields.heads != 1:
+        raise ClientError(400, "the request is not valid HTTP/1.1 (incomplete head)")
+    version = parser.get_http_version()
+    if version not in ("1.1", "1.0"):
+        raise ClientError(505, "the router speaks HTTP/1.1 (and 1.0)")
+    hosts = 0
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    for name, value in fields.fields:
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings.extend(c.strip().lower() for c in value.split(b",") if c.strip())
+        elif name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            connection.extend(c.strip().lower() for c in value.split(b","))
+    if hosts > 1 or (hosts == 0 and version == "1.1"):
+        raise ClientError(400, "an HTTP/1.1 request needs exactly one host header")  # RFC 9112 §3.2
+    # RFC 9112 §9.3: HTTP/1.1 is persistent unless "close"; HTTP/1.0 only with "keep-alive"
+    keep_alive = b"close" not in connection and (version == "1.1" or b"keep-alive" in connection)
+    length: int | None = 0
+    if codings:
+        if version == "1.0":  # RFC 9112 §6.1: a 1.0 message with transfer-encoding has faulty framing
+            raise ClientError(400, "an HTTP/1.0 request cannot use transfer-encoding")
+        if lengths:  # RFC 9112 §6.3 item 3: both is how requests are smuggled
+            raise ClientError(400, "a request cannot have both transfer-encoding and content-length")
+        if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:  # RFC 9112 §6.3 item 4, §6.1
+            raise ClientError(400, "transfer-encoding must end with chunked, once")
+        if len(codings) > 1:  # RFC 9112 §6.1: a coding the server does not understand is 501
+            raise ClientError(501, "the router only understands transfer-encoding: chunked")
+        length = None
+    elif lengths:
+        # RFC 9112 §6.3 item 5 / RFC 9110 §8.6: Content-Length = 1*DIGIT; several differing values
+        # (or a list) make the length unknowable: 400
+        if len(set(lengths)) > 1 or not all(v.isdigit() for v in lengths):
+            raise ClientError(400, "the content-length header is not one number")
+        length = int(lengths[0])
+    if length is None or upgrade:
+        lines = head[:-4].split(b"\r\n")
+        kept = [lines[0], *(ln for ln in lines[1:] if not ln.lower().startswith(_STRIPPED))]
+        head = b"\r\n".join(kept) + b"\r\n\r\n"
+    return Framing(head, length, keep_alive)
+
+
+async def _read_body(reader: asyncio.StreamReader, head: bytes, max_body: int) -> tuple[bytes, bytes, bool, bool]:
+    """(head to forward, body, keep-alive?, synthetic?) after a strict parse of `head`.
+
+    A declared length over `max_body` is refused (413) before a byte of the body is read; a
+    chunked body at the first chunk that crosses it. Chunked bodies are de-chunked (the
+    backend gets a content-length).
+    """
+    framing = parse_head(head)
+    if framing.length is None:
+        body = await _read_chunked_request(reader, max_body)
+        head = framing.head[:-2] + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
+    else:
+        if framing.length > max_body:
+            raise ClientError(413, f"the request body is larger than {max_body} bytes")
+        head = framing.head
+        body = await reader.readexactly(framing.length) if framing.length else b""
+    return head, body, framing.keep_alive, False
+
+
+async def _read_line(reader: asyncio.StreamReader, limit: int, what: str) -> bytes:
+    """One CRLF-ended line of at most `limit` bytes; longer is a 400 (never an unhandled overrun)."""
+    try:
+        line = await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError:
+        raise ClientError(400, f"the {what} is longer than {limit} bytes") from None
+    if len(line) > limit:
+        raise ClientError(400, f"the {what} is longer than {limit} bytes")
+    return line
+
+
+async def _read_chunked_request(reader: asyncio.StreamReader, limit: int) -> bytes:
+    """A chunked request body (RFC 9112 §7.1), de-chunked; 413 at the first chunk past `limit`."""
     parts: list[bytes] = []
-    size_so_far = 0
+    total = 0
+    while True:
+        line = await _read_line(reader, CHUNK_LINE_MAX, "chunk-size line")
+        match = _CHUNK_LINE.fullmatch(line)
+        if match is None:
+            raise ClientError(400, "a chunk-size line is not hex digits with optional extensions")
+        size = int(match.group(1), 16)
+        if size == 0:
+            break
+        total += size
+        if total > limit:
+            raise ClientError(413, f"the request body is larger than {limit} bytes")
+        data = await reader.readexactly(size + 2)
+        if data[-2:] != b"\r\n":
+            raise ClientError(400, "a chunk is longer than its chunk-size says")
+        parts.append(data[:-2])
+    seen = 0
+    while True:  # the trailer section (§7.1.2): field lines up to an empty line, bounded, dropped
+        line = await _read_line(reader, TRAILER_MAX - seen, "trailer section")
+        if line == b"\r\n":
+            return b"".join(parts)
+        seen += len(line)
+        if _FIELD_LINE.fullmatch(line) is None:
+            raise ClientError(400, "a trailer line is not a field line")
+
+
+async def _relay_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A color's chunked response, framing kept as sent (the client de-chunks it)."""
+    parts: list[bytes] = []
     while True:
         line = await reader.readuntil(b"\r\n")
         size = int(line.split(b";", 1)[0].strip() or b"0", 16)
@@ -651,14 +807,9 @@ async def _read_chunked(reader: asyncio.StreamReader, *, keep_framing: bool, lim
                 trailer += t
                 if t == b"\r\n":
                     break
-            if keep_framing:
-                parts.append(line + trailer)
+            parts.append(line + trailer)
             return b"".join(parts)
-        size_so_far += size
-        if limit is not None and size_so_far > limit:
-            return None
-        data = await reader.readexactly(size + 2)
-        parts.append(line + data if keep_framing else data[:-2])
+        parts.append(line + await reader.readexactly(size + 2))
 
 
 async def _read_response(reader: asyncio.StreamReader, request_head: bytes) -> tuple[int, bytes, bool]:
@@ -674,10 +825,13 @@ async def _read_response(reader: asyncio.StreamReader, request_head: bytes) -> t
     reusable = b"close" not in headers.get(b"connection", b"")
     if request_head.startswith(b"HEAD ") or status in (204, 304) or 100 <= status < 200:
         return status, head, reusable
-    if b"chunked" in headers.get(b"transfer-encoding", b""):
-        return status, head + (await _read_chunked(reader, keep_framing=True) or b""), reusable
-    if b"content-length" in headers:
-        return status, head + await reader.readexactly(int(headers[b"content-length"])), reusable
+    try:
+        if b"chunked" in headers.get(b"transfer-encoding", b""):
+            return status, head + await _relay_chunked(reader), reusable
+        if b"content-length" in headers:
+            return status, head + await reader.readexactly(int(headers[b"content-length"])), reusable
+    except (ValueError, asyncio.LimitOverrunError):
+        raise BackendError("sent a malformed body") from None
     return status, head + await reader.read(), False
 
 
