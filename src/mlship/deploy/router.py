@@ -48,6 +48,7 @@ from typing import Any
 import httptools
 
 from mlship import notify
+from mlship.deploy import synthetic
 from mlship.deploy.shadow import (
     BUCKETS,
     KEY_HASH_HEADER,
@@ -354,7 +355,8 @@ class Router:
         if head is None:
             return None
         try:
-            return await asyncio.wait_for(_read_body(reader, head, self.limits.max_body), self.limits.body_timeout_s)
+            reading = _read_body(reader, head, self.limits.max_body, self.token)
+            return await asyncio.wait_for(reading, self.limits.body_timeout_s)
         except TimeoutError:
             raise ClientError(408, "the request body did not arrive in time") from None
 
@@ -542,8 +544,8 @@ def _sticky(spec: str, head: bytes, body: bytes) -> tuple[bytes, int | None]:
 
 
 def _copyable(head: bytes) -> bool:
-    """Only real predictions are copied: POST /predict without the synthetic marker."""
-    return head.startswith(b"POST /predict ") and b"x-mlship-synthetic:" not in head.lower()
+    """Only predictions are copied: POST /predict (the caller leaves out the deploy's own requests)."""
+    return head.startswith(b"POST /predict ")
 
 
 def _drop(pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]], color: str) -> None:
@@ -637,6 +639,12 @@ CHUNK_LINE_MAX = 4096
 TRAILER_MAX = 16 * 1024
 """Largest trailer section of a chunked request (the trailers are dropped: RFC 9112 §7.1.2 allows it)."""
 _STRIPPED = (b"transfer-encoding:", b"upgrade:")
+_SYNTHETIC = synthetic.SYNTHETIC_HEADER.encode()
+_PROOF = synthetic.PROOF_HEADER.encode()
+_KEY_HASH = KEY_HASH_HEADER.encode()
+_MARKS = (_SYNTHETIC, _PROOF, _KEY_HASH)
+"""Fields only mlship sets: stripped from every client request (a proven synthetic marker is put back)."""
+_MARK_PREFIXES = tuple(m + b":" for m in _MARKS)
 
 
 class _Fields:
@@ -663,6 +671,8 @@ class Framing:
     length: int | None
     """The body's content-length; None: chunked (the forwarded head gets a content-length once it is read)."""
     keep_alive: bool
+    synthetic: bool = False
+    """The deploy's own request (marked, with the router's proof): kept out of shadow copies."""
 
 
 def _malformed(exc: Exception) -> ClientError:
@@ -670,8 +680,12 @@ def _malformed(exc: Exception) -> ClientError:
     return ClientError(400, f"the request is not valid HTTP/1.1 ({why})")
 
 
-def parse_head(head: bytes) -> Framing:
-    """Check one request head (ending in CRLF CRLF) against RFC 9112; ClientError says why not."""
+def parse_head(head: bytes, token: str | None = None) -> Framing:
+    """Check one request head (ending in CRLF CRLF) against RFC 9112; ClientError says why not.
+
+    Also takes mlship's own fields out of the head (`mlship.deploy.synthetic`): the synthetic
+    marker is kept only with a proof made with `token`, the proof and the key hash never.
+    """
     fields = _Fields()
     parser = httptools.HttpRequestParser(fields)
     upgrade = False
@@ -698,6 +712,7 @@ def parse_head(head: bytes) -> Framing:
     lengths: list[bytes] = []
     codings: list[bytes] = []
     connection: list[bytes] = []
+    marks: dict[bytes, list[bytes]] = {}
     for name, value in fields.fields:
         if name == b"content-length":
             lengths.append(value)
@@ -707,6 +722,8 @@ def parse_head(head: bytes) -> Framing:
             hosts += 1
         elif name == b"connection":
             connection.extend(c.strip().lower() for c in value.split(b","))
+        elif name in _MARKS:
+            marks.setdefault(name, []).append(value)
     if hosts > 1 or (hosts == 0 and version == "1.1"):
         raise ClientError(400, "an HTTP/1.1 request needs exactly one host header")  # RFC 9112 §3.2
     # RFC 9112 §9.3: HTTP/1.1 is persistent unless "close"; HTTP/1.0 only with "keep-alive"
@@ -728,21 +745,29 @@ def parse_head(head: bytes) -> Framing:
         if len(set(lengths)) > 1 or not all(v.isdigit() for v in lengths):
             raise ClientError(400, "the content-length header is not one number")
         length = int(lengths[0])
-    if length is None or upgrade:
+    proven = False
+    if length is None or upgrade or marks:
+        purpose, given = marks.get(_SYNTHETIC, []), marks.get(_PROOF, [])
+        proven = len(purpose) == 1 and len(given) == 1 and synthetic.valid(token, purpose[0], given[0])
+        stripped = _STRIPPED + _MARK_PREFIXES if marks else _STRIPPED
         lines = head[:-4].split(b"\r\n")
-        kept = [lines[0], *(ln for ln in lines[1:] if not ln.lower().startswith(_STRIPPED))]
+        kept = [lines[0], *(ln for ln in lines[1:] if not ln.lower().startswith(stripped))]
+        if proven:
+            kept.append(_SYNTHETIC + b": " + purpose[0])
         head = b"\r\n".join(kept) + b"\r\n\r\n"
-    return Framing(head, length, keep_alive)
+    return Framing(head, length, keep_alive, proven)
 
 
-async def _read_body(reader: asyncio.StreamReader, head: bytes, max_body: int) -> tuple[bytes, bytes, bool, bool]:
+async def _read_body(
+    reader: asyncio.StreamReader, head: bytes, max_body: int, token: str | None = None
+) -> tuple[bytes, bytes, bool, bool]:
     """(head to forward, body, keep-alive?, synthetic?) after a strict parse of `head`.
 
     A declared length over `max_body` is refused (413) before a byte of the body is read; a
     chunked body at the first chunk that crosses it. Chunked bodies are de-chunked (the
     backend gets a content-length).
     """
-    framing = parse_head(head)
+    framing = parse_head(head, token)
     if framing.length is None:
         body = await _read_chunked_request(reader, max_body)
         head = framing.head[:-2] + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
@@ -751,7 +776,7 @@ async def _read_body(reader: asyncio.StreamReader, head: bytes, max_body: int) -
             raise ClientError(413, f"the request body is larger than {max_body} bytes")
         head = framing.head
         body = await reader.readexactly(framing.length) if framing.length else b""
-    return head, body, framing.keep_alive, False
+    return head, body, framing.keep_alive, framing.synthetic
 
 
 async def _read_line(reader: asyncio.StreamReader, limit: int, what: str) -> bytes:

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from mlship.deploy import synthetic
 from mlship.deploy.lock import pid_alive
 from mlship.deploy.release import COLORS, Release
 from mlship.deploy.router import MAX_BODY
-from mlship.deploy.smoke import SYNTHETIC_HEADER
 from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.errors import InfraError
 from mlship.fsutil import write_json
@@ -36,7 +36,8 @@ from mlship.notify import WEBHOOK_ENV
 from mlship.redaction import MLFLOW_CLIENT_SECRETS, env_for_child
 
 Handle = dict[str, Any]
-SYNTHETIC = {SYNTHETIC_HEADER: "ready-probe"}
+SYNTHETIC = synthetic.headers("ready-probe")
+"""For requests straight to a color's own port (not the public one): no proof needed."""
 
 
 class ColorRunner(Protocol):
@@ -251,6 +252,14 @@ class LocalTarget:
             fh.write(token)
         return token
 
+    def synthetic_headers(self, purpose: str) -> dict[str, str]:
+        """The synthetic marker with the router's proof, for mlship's own requests to the live port."""
+        try:
+            token: str | None = self.token_file.read_text().strip()
+        except OSError:
+            token = None  # no router token: the router strips the marker, the request counts as real
+        return synthetic.headers(purpose, token)
+
     def _admin_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response | None:
         router = self._load().get("router")
         if not router or not self.token_file.is_file():
@@ -303,7 +312,8 @@ class LocalTarget:
         if self._router_state() is None:
             return f"the router on {self.live_url()} is down"
         try:
-            status = httpx.get(f"{self.live_url()}/ready", headers=SYNTHETIC, timeout=5.0).status_code
+            probe = self.synthetic_headers("ready-probe")
+            status = httpx.get(f"{self.live_url()}/ready", headers=probe, timeout=5.0).status_code
         except httpx.HTTPError as exc:
             return f"{self.live_url()} does not answer ({exc.__class__.__name__})"
         return None if status == 200 else f"{self.live_url()}/ready answers HTTP {status}"
