@@ -248,9 +248,12 @@ def test_connections_are_bounded_and_errors_say_what_without_internals(tmp_path:
     async def scenario() -> None:
         async with make_rig(tmp_path, Limits(max_connections=1)) as r:
             _, held = await asyncio.open_connection("127.0.0.1", r.port)
+            held.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")  # busy: mid-body
+            await held.drain()
             await asyncio.sleep(0.05)
             refused = await r.raw(get("/x"))
-            assert refused.startswith(b"HTTP/1.1 503") and b"connection limit" in refused
+            assert refused.startswith(b"HTTP/1.1 503") and b"saturated" in refused and b"retry-after: 1" in refused
+            assert r.router.state()["saturated_at"] is not None
             held.close()
             await asyncio.sleep(0.05)
             r.router.set_route(Route(backends={"green": "127.0.0.1:1"}, weights={"green": 100}))
@@ -439,5 +442,84 @@ def test_what_rfc_9112_allows_still_passes(tmp_path: Path) -> None:
             ten = b"GET /x HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGET /y HTTP/1.0\r\n\r\n"
             assert (await r.raw(ten)).count(b"echo:") == 2
             assert r.router.counters["blue"].requests == 4
+
+    run(scenario())
+
+
+def test_the_idle_timeout_tightens_with_the_load() -> None:
+    limits = Limits(idle_timeout_s=60.0, max_connections=100)
+    assert limits.idle_timeout(0) == limits.idle_timeout(50) == 60.0
+    assert limits.idle_timeout(75) == pytest.approx(30.0)
+    assert limits.idle_timeout(90) == pytest.approx(12.0)
+    assert limits.idle_timeout(100) == limits.idle_timeout(500) == 1.0
+
+
+async def wait_for(check: Any, what: str, timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        assert loop.time() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def flood(port: int, source: str, count: int, *, one_request: bool) -> list[asyncio.StreamWriter]:
+    """`count` connections from `source` that go idle: silent from the start, or after one request."""
+    held = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        if one_request:
+            writer.write(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+            await writer.drain()
+            with contextlib.suppress(ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+                await asyncio.wait_for(reader.readuntil(b"echo:"), 5)
+        held.append(writer)
+    return held
+
+
+async def served(r: Rig, n: int) -> list[bytes]:
+    """`n` requests from 127.0.0.1 (a new connection each): the answers' status lines."""
+    out = []
+    for i in range(n):
+        answer = await r.raw(get(f"/ok{i}"))
+        out.append(answer.split(b"\r\n", 1)[0])
+    return out
+
+
+def test_one_address_flooding_idle_connections_cannot_starve_another(tmp_path: Path) -> None:
+    """Per-address share: 300 idle sockets from 127.0.0.2 hold at most 16; 127.0.0.1 keeps 0 failures."""
+
+    async def scenario() -> None:
+        async with make_rig(tmp_path, Limits(max_connections=64, max_per_address=16)) as r:
+            held = await flood(r.port, "127.0.0.2", 150, one_request=False)
+            held += await flood(r.port, "127.0.0.2", 150, one_request=True)
+            await wait_for(lambda: r.router.per_address.get("127.0.0.2", 0) <= 16, "the flood holds its share")
+            statuses = await served(r, 50)
+            assert statuses == [b"HTTP/1.1 200 OK"] * 50, statuses
+            state = r.router.state()
+            assert state["refused_address"] + state["evicted_idle"] >= 300 - 16
+            assert state["refused_connections"] == 0 and state["saturated_at"] is None
+            for w in held:
+                w.close()
+
+    run(scenario())
+
+
+def test_idle_connections_filling_the_router_make_room_for_a_new_client(tmp_path: Path) -> None:
+    """Eight addresses fill all 64 connections with idle keep-alive sockets: a newcomer still gets in."""
+
+    async def scenario() -> None:
+        async with make_rig(tmp_path, Limits(max_connections=64, max_per_address=16)) as r:
+            held = []
+            for n in range(2, 10):
+                held += await flood(r.port, f"127.0.0.{n}", 16, one_request=n % 2 == 0)
+            await wait_for(lambda: r.router.connections == 64 and len(r.router.idle) == 64, "the router is full")
+            assert r.router.state()["idle_timeout_s"] == 1.0, "at the cap the idle timeout is the shortest"
+            statuses = await served(r, 30)
+            assert statuses == [b"HTTP/1.1 200 OK"] * 30, statuses
+            state = r.router.state()
+            assert state["evicted_idle"] >= 30 and state["refused_connections"] == 0
+            assert r.router.connections <= 64
+            for w in held:
+                w.close()
 
     run(scenario())

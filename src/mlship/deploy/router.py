@@ -13,9 +13,13 @@ the standby live and records why (`failover` in the state); the controller then 
 
 Limits: request bodies over `max_body` get 413 before any of the body is read; a request
 head must arrive within the header timeout, a body within the body timeout, and a kept-alive
-connection that stays silent is closed after the idle timeout; at most `max_connections`
-clients at once (more get 503). Error bodies say what is wrong, never how (no addresses,
-no exception text).
+connection that stays silent is closed after the idle timeout. Fair share: at most
+`max_per_address` connections from one client address (more get 429), at most
+`max_connections` in all; past half of that the idle timeout shrinks with the load, and at
+the cap a new client takes the place of an idle connection (waiting for its next request)
+of the address holding the most, so idle sockets cannot lock others out. Only when every
+connection is busy with a request does a newcomer get 503 ("saturated"). Error bodies say
+what is wrong, never how (no addresses, no exception text).
 
 Admin API (JSON, another loopback port, `authorization: Bearer <token>` where the token is
 the content of a 0600 file): `GET /state`, `POST /route` with `{"backends": {"blue":
@@ -43,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 
@@ -70,6 +74,13 @@ HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
 IDLE_TIMEOUT_S = 60.0
 MAX_CONNECTIONS = 1024
+MAX_PER_ADDRESS = 256
+"""Connections one client address may hold (a quarter of the router): one local user cannot take it all."""
+PRESSURE = 0.5
+"""Share of `max_connections` in use past which the idle timeout shrinks (linearly, to MIN_IDLE_S at the cap)."""
+MIN_IDLE_S = 1.0
+SATURATED_FOR_S = 60.0
+"""A router that refused a client for want of a free connection this recently counts as saturated in `status`."""
 PROBE_INTERVAL_S = 0.25
 FAILOVER_AFTER = 2
 """Consecutive failed /ready probes of the live color (connection refused: it is gone) before the standby takes over."""
@@ -87,6 +98,14 @@ class Limits:
     body_timeout_s: float = BODY_TIMEOUT_S
     idle_timeout_s: float = IDLE_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
+    max_per_address: int = MAX_PER_ADDRESS
+
+    def idle_timeout(self, connections: int) -> float:
+        """The keep-alive idle timeout with `connections` open: the full one up to PRESSURE, then less."""
+        load = connections / self.max_connections if self.max_connections else 1.0
+        if load <= PRESSURE:
+            return self.idle_timeout_s
+        return max(MIN_IDLE_S, self.idle_timeout_s * (1.0 - load) / (1.0 - PRESSURE))
 
 
 @dataclass(frozen=True)
@@ -224,6 +243,17 @@ class ClientError(Exception):
         self.detail = detail
 
 
+class _Conn:
+    """One client connection's place in the router's accounting."""
+
+    __slots__ = ("address", "open", "writer")
+
+    def __init__(self, address: str, writer: asyncio.StreamWriter) -> None:
+        self.address = address
+        self.writer = writer
+        self.open = True
+
+
 class Router:
     """Proxy state: the current route, per-color counters, the file the route persists in."""
 
@@ -234,7 +264,13 @@ class Router:
         self.limits = limits or Limits()
         self.counters: dict[str, Counters] = {}
         self.connections = 0
+        self.per_address: dict[str, int] = {}
+        self.idle: dict[_Conn, None] = {}
+        """Connections waiting for their next request head, oldest first (the ones a newcomer may replace)."""
         self.refused_connections = 0
+        self.refused_address = 0
+        self.evicted_idle = 0
+        self.saturated_at: float | None = None
         self.failover: dict[str, Any] | None = None
         self.started = time.time()
         self.copier: ShadowCopier | None = None
@@ -274,6 +310,12 @@ class Router:
             "started": self.started,
             "connections": self.connections,
             "refused_connections": self.refused_connections,
+            "refused_address": self.refused_address,
+            "evicted_idle": self.evicted_idle,
+            "idle_connections": len(self.idle),
+            "idle_timeout_s": round(self.limits.idle_timeout(self.connections), 3),
+            "busiest": max(self.per_address.items(), key=lambda kv: kv[1], default=None),
+            "saturated_at": self.saturated_at,
             "failover": self.failover,
             "limits": self.limits.__dict__,
             "shadow": self.copier.stats.to_dict() if self.copier is not None else None,
@@ -287,21 +329,69 @@ class Router:
 
     # Proxy ---------------------------------------------------------------------------------
 
-    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.connections >= self.limits.max_connections:
+    def _admit(self, writer: asyncio.StreamWriter) -> _Conn | tuple[int, str]:
+        """Count a new client in, or say why not: (429, …) for its address's share, (503, …) when saturated."""
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if self.per_address.get(address, 0) >= self.limits.max_per_address and not self._evict(address):
+            self.refused_address += 1
+            detail = "this client address holds the most connections the router allows one address; reuse or close them"
+            return 429, detail
+        if self.connections >= self.limits.max_connections and not self._evict(None):
             self.refused_connections += 1
+            self.saturated_at = time.time()
+            return 503, "the router is saturated (every connection is busy with a request); retry shortly"
+        self.connections += 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        return _Conn(address, writer)
+
+    def _release(self, conn: _Conn) -> None:
+        """Count a connection out (once)."""
+        if not conn.open:
+            return
+        conn.open = False
+        self.idle.pop(conn, None)
+        self.connections -= 1
+        left = self.per_address.get(conn.address, 1) - 1
+        if left > 0:
+            self.per_address[conn.address] = left
+        else:
+            self.per_address.pop(conn.address, None)
+
+    def _evict(self, address: str | None) -> bool:
+        """Close the oldest idle connection of `address` (None: of the address holding the most); False if none.
+
+        Closing a persistent connection between requests is what RFC 9112 §9.5 allows a server
+        to do at any time; the client opens a new one.
+        """
+        if not self.idle:
+            return False
+        if address is None:
+            address = max({c.address for c in self.idle}, key=lambda a: self.per_address.get(a, 0))
+        victim = next((c for c in self.idle if c.address == address), None)
+        if victim is None:
+            return False
+        self._release(victim)
+        self.evicted_idle += 1
+        with contextlib.suppress(Exception):
+            victim.writer.close()  # its reader sees EOF: the connection ends quietly
+        return True
+
+    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = self._admit(writer)
+        if not isinstance(conn, _Conn):
+            status, detail = conn
             with contextlib.suppress(Exception):
-                writer.write(_simple(503, _detail("the router is at its connection limit; retry shortly"), close=True))
+                writer.write(_simple(status, _detail(detail), close=True, extra="retry-after: 1\r\n"))
                 await writer.drain()
                 await _linger(reader, writer)
             return
-        self.connections += 1
         pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
         first = True
         try:
             while True:
                 try:
-                    request = await self._next_request(reader, first=first)
+                    request = await self._next_request(reader, conn, first=first)
                 except ClientError as exc:
                     writer.write(_simple(exc.status, _detail(exc.detail), close=True))
                     await writer.drain()
@@ -333,17 +423,19 @@ class Router:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, TimeoutError):
             pass
         finally:
-            self.connections -= 1
+            self._release(conn)
             for color in list(pool):
                 _drop(pool, color)
             with contextlib.suppress(Exception):
                 writer.close()
 
     async def _next_request(
-        self, reader: asyncio.StreamReader, *, first: bool
+        self, reader: asyncio.StreamReader, conn: _Conn, *, first: bool
     ) -> tuple[bytes, bytes, bool, bool] | None:
-        """The next request within the limits; None when the client closed or stayed idle."""
-        wait = self.limits.header_timeout_s if first else self.limits.idle_timeout_s
+        """The next request within the limits; None when the client closed, stayed idle or was evicted."""
+        idle = self.limits.idle_timeout(self.connections)
+        wait = min(self.limits.header_timeout_s, idle) if first else idle
+        self.idle[conn] = None  # until its head arrives, a newcomer may take its place
         try:
             head = await asyncio.wait_for(_read_head(reader), wait)
         except TimeoutError:
@@ -352,7 +444,9 @@ class Router:
             return None  # an idle keep-alive connection: close it quietly
         except ValueError:
             raise ClientError(431, "the request head is too large") from None
-        if head is None:
+        finally:
+            self.idle.pop(conn, None)
+        if head is None or not conn.open:
             return None
         try:
             reading = _read_body(reader, head, self.limits.max_body, self.token)
@@ -562,6 +656,7 @@ REASONS = {
     404: "Not Found",
     408: "Request Timeout",
     413: "Content Too Large",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
     501: "Not Implemented",
@@ -574,11 +669,11 @@ def _detail(text: str) -> bytes:
     return json.dumps({"detail": text}).encode()
 
 
-def _simple(status: int, body: bytes, *, close: bool = False) -> bytes:
+def _simple(status: int, body: bytes, *, close: bool = False, extra: str = "") -> bytes:
     connection = "connection: close\r\n" if close else ""
     return (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n{connection}\r\n"
+        f"content-length: {len(body)}\r\n{connection}{extra}\r\n"
     ).encode() + body
 
 
@@ -647,8 +742,12 @@ _MARKS = (_SYNTHETIC, _PROOF, _KEY_HASH)
 _MARK_PREFIXES = tuple(m + b":" for m in _MARKS)
 
 
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"host", b"connection", *_MARKS))
+"""The fields the router reads or rewrites; the others pass through as they came."""
+
+
 class _Fields:
-    """llhttp's callbacks for one request head: its field lines (names lower-cased), heads seen."""
+    """llhttp's callbacks for one request head: the fields in _FRAMING (names lower-cased), heads seen."""
 
     __slots__ = ("fields", "heads")
 
@@ -657,14 +756,15 @@ class _Fields:
         self.heads = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name.lower(), value))
+        name = name.lower()
+        if name in _FRAMING:
+            self.fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.heads += 1
 
 
-@dataclass(frozen=True, slots=True)
-class Framing:
+class Framing(NamedTuple):
     """A request head the router accepted: the head to forward, how its body is framed, keep-alive."""
 
     head: bytes
@@ -722,7 +822,7 @@ def parse_head(head: bytes, token: str | None = None) -> Framing:
             hosts += 1
         elif name == b"connection":
             connection.extend(c.strip().lower() for c in value.split(b","))
-        elif name in _MARKS:
+        else:
             marks.setdefault(name, []).append(value)
     if hosts > 1 or (hosts == 0 and version == "1.1"):
         raise ClientError(400, "an HTTP/1.1 request needs exactly one host header")  # RFC 9112 §3.2
@@ -941,13 +1041,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S)
     parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S)
     parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
+    parser.add_argument("--max-per-address", type=int, default=MAX_PER_ADDRESS)
     parser.add_argument("--supervise", action="store_true", help="run the router as a child, restart it if it dies")
     raw = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(raw)
     if args.supervise:
         return supervise([a for a in raw if a != "--supervise"])
     token = args.token_file.read_text().strip() if args.token_file else None
-    limits = Limits(args.max_body, args.header_timeout, args.body_timeout, args.idle_timeout, args.max_connections)
+    limits = Limits(
+        args.max_body,
+        args.header_timeout,
+        args.body_timeout,
+        args.idle_timeout,
+        args.max_connections,
+        args.max_per_address,
+    )
     try:
         import uvloop
 
