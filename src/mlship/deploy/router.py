@@ -265,6 +265,7 @@ class Router:
         self.counters: dict[str, Counters] = {}
         self.connections = 0
         self.per_address: dict[str, int] = {}
+        self.open: dict[_Conn, None] = {}
         self.idle: dict[_Conn, None] = {}
         """Connections waiting for their next request head, oldest first (the ones a newcomer may replace)."""
         self.refused_connections = 0
@@ -343,7 +344,9 @@ class Router:
             return 503, "the router is saturated (every connection is busy with a request); retry shortly"
         self.connections += 1
         self.per_address[address] = self.per_address.get(address, 0) + 1
-        return _Conn(address, writer)
+        conn = _Conn(address, writer)
+        self.open[conn] = None
+        return conn
 
     def _release(self, conn: _Conn) -> None:
         """Count a connection out (once)."""
@@ -351,6 +354,7 @@ class Router:
             return
         conn.open = False
         self.idle.pop(conn, None)
+        self.open.pop(conn, None)
         self.connections -= 1
         left = self.per_address.get(conn.address, 1) - 1
         if left > 0:
@@ -371,11 +375,29 @@ class Router:
         victim = next((c for c in self.idle if c.address == address), None)
         if victim is None:
             return False
-        self._release(victim)
+        self._close(victim)  # its reader sees EOF: the connection ends quietly
         self.evicted_idle += 1
-        with contextlib.suppress(Exception):
-            victim.writer.close()  # its reader sees EOF: the connection ends quietly
         return True
+
+    async def close_connections(self, grace_s: float) -> None:
+        """On shutdown: close idle connections at once, busy ones after their request (≤ `grace_s`), then the rest.
+
+        Each connection's task then ends on its own (EOF), instead of being cancelled by the loop's teardown.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.open and loop.time() < deadline:
+            for conn in list(self.idle):
+                self._close(conn)
+            await asyncio.sleep(0.02)
+        for conn in list(self.open):
+            self._close(conn)
+        await asyncio.sleep(0.05)
+
+    def _close(self, conn: _Conn) -> None:
+        self._release(conn)
+        with contextlib.suppress(Exception):
+            conn.writer.close()
 
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = self._admit(writer)
@@ -983,8 +1005,7 @@ async def run(
     watcher.cancel()
     proxy.close()
     admin.close()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proxy.wait_closed(), 2.0)
+    await router.close_connections(2.0)
 
 
 RESTART_DELAY_S = 0.2
