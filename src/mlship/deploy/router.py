@@ -764,23 +764,24 @@ _MARKS = (_SYNTHETIC, _PROOF, _KEY_HASH)
 _MARK_PREFIXES = tuple(m + b":" for m in _MARKS)
 
 
-_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"host", b"connection", *_MARKS))
-"""The fields the router reads or rewrites; the others pass through as they came."""
+_FRAMING = re.compile(
+    rb"\r\n(content-length|transfer-encoding|host|connection|"
+    + b"|".join(re.escape(m) for m in _MARKS)
+    + rb"):[ \t]*([^\r]*)"
+)
+"""The fields the router reads or rewrites (the others pass through as they came), found in the
+lower-cased head once llhttp has validated it: every line is then `name:value` with a token
+name, no whitespace before the colon, no CR or LF inside. One C-level scan, no per-field
+Python callback (8 callbacks cost more than the whole old parse)."""
 
 
-class _Fields:
-    """llhttp's callbacks for one request head: the fields in _FRAMING (names lower-cased), heads seen."""
+class _Heads:
+    """llhttp's one callback the router uses: how many request heads it completed."""
 
-    __slots__ = ("fields", "heads")
+    __slots__ = ("heads",)
 
     def __init__(self) -> None:
-        self.fields: list[tuple[bytes, bytes]] = []
         self.heads = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        name = name.lower()
-        if name in _FRAMING:
-            self.fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.heads += 1
@@ -808,7 +809,7 @@ def parse_head(head: bytes, token: str | None = None) -> Framing:
     Also takes mlship's own fields out of the head (`mlship.deploy.synthetic`): the synthetic
     marker is kept only with a proof made with `token`, the proof and the key hash never.
     """
-    fields = _Fields()
+    fields = _Heads()
     parser = httptools.HttpRequestParser(fields)
     upgrade = False
     try:
@@ -827,32 +828,34 @@ def parse_head(head: bytes, token: str | None = None) -> Framing:
         raise _malformed(exc) from None
     if fields.heads != 1:
         raise ClientError(400, "the request is not valid HTTP/1.1 (incomplete head)")
-    version = parser.get_http_version()
-    if version not in ("1.1", "1.0"):
+    end = head.find(b"\r\n")
+    version = head[end - 3 : end]  # llhttp checked the request line ends in HTTP/<digit>.<digit>
+    if version not in (b"1.1", b"1.0"):
         raise ClientError(505, "the router speaks HTTP/1.1 (and 1.0)")
     hosts = 0
     lengths: list[bytes] = []
     codings: list[bytes] = []
     connection: list[bytes] = []
     marks: dict[bytes, list[bytes]] = {}
-    for name, value in fields.fields:
+    for name, raw in _FRAMING.findall(head.lower()):
+        value = raw.rstrip(b" \t")
         if name == b"content-length":
             lengths.append(value)
         elif name == b"transfer-encoding":
-            codings.extend(c.strip().lower() for c in value.split(b",") if c.strip())
+            codings.extend(c.strip() for c in value.split(b",") if c.strip())
         elif name == b"host":
             hosts += 1
         elif name == b"connection":
-            connection.extend(c.strip().lower() for c in value.split(b","))
+            connection.extend([c.strip() for c in value.split(b",")] if b"," in value else (value,))
         else:
             marks.setdefault(name, []).append(value)
-    if hosts > 1 or (hosts == 0 and version == "1.1"):
+    if hosts > 1 or (hosts == 0 and version == b"1.1"):
         raise ClientError(400, "an HTTP/1.1 request needs exactly one host header")  # RFC 9112 §3.2
     # RFC 9112 §9.3: HTTP/1.1 is persistent unless "close"; HTTP/1.0 only with "keep-alive"
-    keep_alive = b"close" not in connection and (version == "1.1" or b"keep-alive" in connection)
+    keep_alive = b"close" not in connection and (version == b"1.1" or b"keep-alive" in connection)
     length: int | None = 0
     if codings:
-        if version == "1.0":  # RFC 9112 §6.1: a 1.0 message with transfer-encoding has faulty framing
+        if version == b"1.0":  # RFC 9112 §6.1: a 1.0 message with transfer-encoding has faulty framing
             raise ClientError(400, "an HTTP/1.0 request cannot use transfer-encoding")
         if lengths:  # RFC 9112 §6.3 item 3: both is how requests are smuggled
             raise ClientError(400, "a request cannot have both transfer-encoding and content-length")
@@ -864,9 +867,10 @@ def parse_head(head: bytes, token: str | None = None) -> Framing:
     elif lengths:
         # RFC 9112 §6.3 item 5 / RFC 9110 §8.6: Content-Length = 1*DIGIT; several differing values
         # (or a list) make the length unknowable: 400
-        if len(set(lengths)) > 1 or not all(v.isdigit() for v in lengths):
+        first = lengths[0]
+        if not first.isdigit() or (len(lengths) > 1 and any(v != first for v in lengths)):
             raise ClientError(400, "the content-length header is not one number")
-        length = int(lengths[0])
+        length = int(first)
     proven = False
     if length is None or upgrade or marks:
         purpose, given = marks.get(_SYNTHETIC, []), marks.get(_PROOF, [])

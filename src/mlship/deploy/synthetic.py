@@ -39,7 +39,11 @@ def valid(token: str | None, purpose: bytes, given: bytes) -> bool:
 
 
 def headers(purpose: str, token: str | None = None) -> dict[str, str]:
-    """The marker for a request with `purpose`, and its proof when the request goes through a router."""
+    """The marker for a request with `purpose`, and its proof when the request goes through a router.
+
+    Purposes are lower-case: the router reads field values case-insensitively.
+    """
+    purpose = purpose.lower()
     out = {SYNTHETIC_HEADER: purpose}
     if token:
         out[PROOF_HEADER] = proof(token, purpose)
