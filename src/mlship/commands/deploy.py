@@ -400,6 +400,8 @@ def _repair(info: dict[str, Any], env: str) -> str:
         return f"deploy a model: `mlship deploy --model models:/NAME@ALIAS{flags}`"
     if info["deploy_in_progress"]:
         return "a deploy is running: wait for it, then run `mlship status` again"
+    if "is saturated, not the release" in str(info.get("problem")):  # from the local router's own figures
+        return "a rollback cannot help: stop or slow the client holding the connections, then run `mlship status`"
     return f"roll back with `mlship rollback{flags}`, or redeploy; `mlship down{flags}` stops what is left"
 
 

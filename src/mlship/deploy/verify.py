@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
+from mlship.deploy import synthetic
 from mlship.deploy.faults import checkpoint
-from mlship.deploy.smoke import SYNTHETIC_HEADER, Golden
+from mlship.deploy.smoke import Golden
 from mlship.deploy.targets.base import Signal, Target
 
 MIN_REQUESTS = 10
@@ -73,7 +74,7 @@ def verify(
     interval = 1.0 / probe_rps
     delta: Signal | None = Signal(0, 0, before.buckets, before.bounds_ms)
     halfway = started + window_s / 2
-    headers = {SYNTHETIC_HEADER: "verify"}
+    headers = synthetic.headers_for(target, "verify")  # through the router: with its proof
     with httpx.Client(base_url=target.traffic_url(color), timeout=5.0, headers=headers) as client:
         while True:
             tick = time.monotonic()
