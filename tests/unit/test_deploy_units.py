@@ -168,3 +168,21 @@ def test_a_history_file_of_the_wrong_shape_is_a_config_error(tmp_path: Path) -> 
     store.state_file.write_text('{"retire": [1]}')
     with pytest.raises(ConfigError, match="is not an object"):
         store.load()
+
+
+def test_verification_stops_early_only_when_the_error_limit_is_out_of_reach() -> None:
+    from mlship.deploy.verify import unreachable
+
+    def seen(requests: int, errors: int) -> Signal:
+        return Signal(requests, errors, (requests,), (1.0,))
+
+    # 1 % limit, 10 s window: after 1 s, 25 requests seen → at most 2 × 250 = 500 by the end → 5 errors allowed
+    assert not unreachable(seen(25, 5), 1.0, 10.0, 0.01)
+    assert unreachable(seen(25, 6), 1.0, 10.0, 0.01)
+    assert not unreachable(seen(25, 0), 1.0, 10.0, 0.01), "no error, no early stop"
+    # a quiet window still needs MIN_REQUESTS (10) before it can pass: 1 error of 1 is not yet over 10 %
+    assert not unreachable(seen(1, 1), 5.0, 5.0, 0.10)
+    assert unreachable(seen(1, 2), 5.0, 5.0, 0.10)
+    # past the window (the grace for a slow path), the bound is twice what was seen
+    assert unreachable(seen(100, 3), 20.0, 10.0, 0.01) and not unreachable(seen(100, 2), 20.0, 10.0, 0.01)
+    assert not unreachable(seen(100, 50), 0.0, 10.0, 0.01), "no time elapsed: no rate to project"
