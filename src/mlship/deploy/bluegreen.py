@@ -435,14 +435,18 @@ class Controller:
         if color is None or state.shadow is None:
             return None
         live = state.colors.get(state.live) if state.live else None
-        figures = getattr(self.target, "shadow_stats", None)
+        stats = getattr(self.target, "shadow_stats", None)
+        figures = stats() if stats is not None else None
         return {
             "color": color,
             "release": state.colors[color].to_dict(),
             "live_release": live.to_dict() if live else None,
             "sample": state.shadow.get("sample"),
             "since": state.shadow.get("since"),
-            "figures": figures() if figures is not None else None,
+            "figures": figures,
+            "limits": {"max_error_rate": self.cfg.max_error_rate, "max_p99_ms": self.cfg.max_p99_ms},
+            # what `--promote-shadow` would refuse it for now (None: its figures are within the limits)
+            "promotion_refused": self._recorded_problem(state, color, "shadow", figures) if figures else None,
         }
 
     def shadow_report(self, state: DeployState | None = None) -> tuple[Path, Path]:
@@ -634,18 +638,21 @@ class Controller:
             raise PipelineRejected(f"smoke test failed ({failed})")
         return golden
 
-    def _recorded_problem(self, state: DeployState, color: str, kind: str) -> str | None:
+    def _recorded_problem(
+        self, state: DeployState, color: str, kind: str, figures: dict[str, Any] | None = None
+    ) -> str | None:
         """The candidate's own record as a shadow (its copies) or a canary (its share), over the limits?"""
         from mlship.deploy.verify import MIN_REQUESTS
 
         max_rate, max_p99 = self.cfg.max_error_rate, self.cfg.max_p99_ms
         if kind == "shadow":
-            stats = getattr(self.target, "shadow_stats", None)
-            figures = stats() if stats is not None else None
+            if figures is None:
+                stats = getattr(self.target, "shadow_stats", None)
+                figures = stats() if stats is not None else None
             if not figures:
                 return None  # nothing recorded (or unreadable): verification after the switch decides
             n, errors, p99 = int(figures["requests"]), int(figures["errors"]), figures["latency_ms"]["p99"]
-            what = "copies"
+            what, top = "copies", float("inf")
         else:
             info = state.canary or {}
             base = _signal_from(info.get("baseline")) if info.get("color") == color else None
@@ -654,11 +661,12 @@ class Controller:
             if delta is None:
                 return None  # no baseline or counters reset: verification after the switch decides
             n, errors, p99 = delta.requests, delta.errors, delta.quantile_ms(0.99)
-            what = "requests"
+            what, top = "requests", max(delta.bounds_ms, default=float("inf"))
         if n and errors / n > max_rate:
             return f"the {kind} failed {errors} of {n} {what} ({errors / n:.1%}, limit {max_rate:.1%})"
         if n >= MIN_REQUESTS and p99 is not None and p99 > max_p99:
-            return f"the {kind}'s p99 latency {p99:g} ms over {n} {what} exceeds {max_p99:g} ms"
+            shown = f"{p99:g} ms" if p99 <= top else f"over {top:g} ms"  # past the histogram's last bound
+            return f"the {kind}'s p99 latency ({shown}, {n} {what}) exceeds {max_p99:g} ms"
         return None
 
     def _end_candidate(self, state: DeployState, color: str, kind: str) -> None:
