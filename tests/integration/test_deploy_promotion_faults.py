@@ -227,3 +227,21 @@ def test_a_failed_promotion_leaves_the_previous_release_live_and_status_says_why
     code_, output = mlship("status")
     assert code_ == 0 and "live blue" in output and newest["outcome"] in output, output
     assert answered_by(target.live_url()) == Counter({"1": 40}), "v2 answered no client after the command"
+
+
+def test_status_never_calls_a_color_that_takes_all_traffic_a_canary(
+    setup: tuple[LocalTarget, Controller, CandidateGolden],
+) -> None:
+    """A route that sends everything to the canary (the state of a killed promotion before intent was
+    written, or a route changed by hand) is put back to the canary's split, and status says so."""
+    target, ctl, _ = setup
+    ctl.deploy(fake_release("1"))
+    ctl.deploy(fake_release("2"), strategy="canary", weight=50)
+    target.set_weights({"green": 100})
+    assert answered_by(target.live_url(), 10) == Counter({"2": 10})
+    code, output = mlship("status", "--json")
+    assert code == 0, output
+    info = json.loads(output[output.index("{") : output.rindex("}") + 1])
+    assert any("sent all traffic to the canary green" in note for note in info["reconciled"]), info["reconciled"]
+    assert info["weights"] == {"blue": 50, "green": 50} and info["live"] == "blue"
+    assert answered_by(target.live_url())["1"] > 0
