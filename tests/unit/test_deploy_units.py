@@ -232,3 +232,24 @@ def test_a_promotion_judges_what_the_shadow_or_canary_recorded_with_the_verifica
     )
     target.now = Signal(20, 0, (20, 0, 0, 0), bounds)  # counters went backwards: a restart, no verdict
     assert ctl._recorded_problem(state, "green", "canary") is None
+
+
+def test_the_promotion_guard_does_nothing_when_its_command_ended_without_a_pending_promotion(tmp_path: Path) -> None:
+    import json
+
+    from mlship.deploy import guard
+
+    state_dir = tmp_path / "deploy" / "staging"
+    state_dir.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import os; print(os.getpid())"]
+    child = subprocess.run(argv, check=True, capture_output=True, text=True)
+    gone = int(child.stdout)  # a pid that has exited
+    (state_dir / "state.json").write_text(json.dumps({"live": "blue", "pending": {"pid": gone + 1, "color": "green"}}))
+    spec = {"state_dir": str(state_dir), "pid": gone, "started": "1", "max_s": 5.0}
+    spec_file = guard.spec_path(state_dir)
+    spec_file.write_text(json.dumps(spec))
+    assert guard.run(spec_file) == f"pid {gone} ended; its promotion is not pending"
+    assert guard.main([str(spec_file)]) == 0
+    assert guard.main([]) == 2
+    spec_file.write_text("{}")
+    assert guard.main([str(spec_file)]) == 3, "a spec without its fields is a failure, not a traceback"

@@ -562,36 +562,41 @@ class Controller:
         state.shadow = None
         state.canary = None
         self.store.save(state)  # intent before the switch: the state names what the router will serve
-        start = time.monotonic()
+        guard = self._spawn_guard()  # switches back if this command is killed from here on
         try:
-            if kind == "shadow":
-                self.target.set_shadow(None, 1.0)  # type: ignore[attr-defined]
-            self.target.set_weights({color: 100})
-            switch_s = round(time.monotonic() - start, 4)
-            checkpoint("switched")
-            checked = verify(
-                self.target,
-                color,
-                golden,
-                window_s=self.cfg.verify_window_s,
-                max_error_rate=self.cfg.max_error_rate,
-                max_p99_ms=self.cfg.max_p99_ms,
-            )
-            failure = None if checked.ok else f"verification failed: {checked.reason}"
-        except BaseException as exc:  # any exception after the switch: switch back first, then say why
-            reason = _why(exc)
-            self._fail_promotion(state, color, live, warm, release, reason)
-            if not isinstance(exc, Exception):
-                raise  # Ctrl-C, SystemExit: switched back, the interruption goes on
-            raise _as_error(exc, f"promotion of {kind} {release.label} rolled back: {reason}", hint=where) from None
-        if failure is not None:
-            self._fail_promotion(state, color, live, warm, release, failure)
-            raise PipelineRejected(f"promotion of {kind} {release.label} rolled back: {failure}", hint=where)
-        state.pending["step"] = "verified"
-        state.pending["detail"] = checked.reason
-        self.store.save(state)
-        checkpoint("verified")
-        self._finish(state, color, release, live=live, detail=f"{kind} promoted: {checked.reason}")
+            start = time.monotonic()
+            try:
+                if kind == "shadow":
+                    self.target.set_shadow(None, 1.0)  # type: ignore[attr-defined]
+                self.target.set_weights({color: 100})
+                switch_s = round(time.monotonic() - start, 4)
+                checkpoint("switched")
+                checked = verify(
+                    self.target,
+                    color,
+                    golden,
+                    window_s=self.cfg.verify_window_s,
+                    max_error_rate=self.cfg.max_error_rate,
+                    max_p99_ms=self.cfg.max_p99_ms,
+                )
+                failure = None if checked.ok else f"verification failed: {checked.reason}"
+            except BaseException as exc:  # any exception after the switch: switch back first, then say why
+                reason = _why(exc)
+                self._fail_promotion(state, color, live, warm, release, reason)
+                if not isinstance(exc, Exception):
+                    raise  # Ctrl-C, SystemExit: switched back, the interruption goes on
+                raise _as_error(exc, f"promotion of {kind} {release.label} rolled back: {reason}", hint=where) from None
+            if failure is not None:
+                self._fail_promotion(state, color, live, warm, release, failure)
+                raise PipelineRejected(f"promotion of {kind} {release.label} rolled back: {failure}", hint=where)
+            state.pending["step"] = "verified"
+            state.pending["detail"] = checked.reason
+            self.store.save(state)
+            checkpoint("verified")
+            self._finish(state, color, release, live=live, detail=f"{kind} promoted: {checked.reason}")
+        finally:
+            if guard is not None:
+                _cancel_retire(guard)  # the promotion settled: nothing left to guard
         done = DeployResult(
             f"promote-{kind}",
             self.env,
@@ -668,6 +673,42 @@ class Controller:
             shown = f"{p99:g} ms" if p99 <= top else f"over {top:g} ms"  # past the histogram's last bound
             return f"the {kind}'s p99 latency ({shown}, {n} {what}) exceeds {max_p99:g} ms"
         return None
+
+    def _spawn_guard(self) -> dict[str, Any] | None:
+        """Start the detached guard that switches back if this command dies mid-promotion (mlship.deploy.guard).
+
+        Only where detached processes are ours to start (the CLI: `schedule_retirement`); without a
+        guard, the next command's `reconcile` switches back.
+        """
+        if not self.schedule_retirement:
+            return None
+        from mlship.deploy import guard
+        from mlship.deploy.targets.local import _start_time, spawn
+        from mlship.deploy.verify import SIGNAL_GRACE_S
+        from mlship.redaction import MLFLOW_CLIENT_SECRETS
+
+        window = self.cfg.verify_window_s
+        spec = {
+            "state_dir": str(self.store.dir),
+            "root": str(self.settings.root),
+            "settings": self.settings.model_dump(mode="json"),
+            "target": self.target.name,
+            "env": self.env,
+            "namespace": getattr(self.target, "namespace", None),
+            "pid": os.getpid(),
+            "started": _start_time(os.getpid()),
+            "max_s": window + max(2 * window, SIGNAL_GRACE_S) + 600.0,  # verification is bounded
+        }
+        spec_file = guard.spec_path(self.store.dir)
+        write_json(spec_file, spec)
+        spec_file.chmod(0o600)
+        argv = [sys.executable, "-m", "mlship.deploy.guard", str(spec_file)]
+        try:
+            return spawn(argv, self.store.dir / "guard.log", cwd=self.settings.root, secrets=MLFLOW_CLIENT_SECRETS)
+        except ColorFailed as exc:  # no guard: the next command still reconciles
+            with (self.store.dir / "guard.log").open("a") as log:
+                log.write(f"cannot start the promotion guard: {exc}\n")
+            return None
 
     def _end_candidate(self, state: DeployState, color: str, kind: str) -> None:
         """A promotion refused before the switch: the shadow or canary ends, live never moved."""
