@@ -123,7 +123,7 @@ def setup(project: Path) -> Iterator[tuple[LocalTarget, Controller, CandidateGol
     try:
         yield target, ctl, golden
     finally:
-        target.down()
+        ctl.down()  # the colors, the router, and a retirement a promotion scheduled
 
 
 def _start_candidate(target: LocalTarget, ctl: Controller, kind: str, fault: str) -> None:
@@ -247,3 +247,36 @@ def test_status_never_calls_a_color_that_takes_all_traffic_a_canary(
     assert any("sent all traffic to the canary green" in note for note in info["reconciled"]), info["reconciled"]
     assert info["weights"] == {"blue": 50, "green": 50} and info["live"] == "blue"
     assert answered_by(target.live_url())["1"] > 0
+
+
+def _processes_with(text: str) -> list[int]:
+    """Pids whose command line names `text` (the guard's spec file)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_promotion_that_succeeds_stops_its_guard(
+    setup: tuple[LocalTarget, Controller, CandidateGolden], project: Path
+) -> None:
+    target, ctl, _ = setup
+    ctl.deploy(fake_release("1"))
+    ctl.deploy(fake_release("2"), strategy="canary", weight=50)
+    done = subprocess.run(
+        [sys.executable, str(PROMOTE_ONCE), str(project), "canary"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert target.weights() == {"green": 100} and answered_by(target.live_url(), 10) == Counter({"2": 10})
+    spec = str(ctl.store.dir / "guard.json")
+    assert (ctl.store.dir / "guard.json").is_file() and _processes_with(spec) == [], "the guard was stopped"
+    assert "undid" not in (ctl.store.dir / "guard.log").read_text()
