@@ -141,7 +141,10 @@ class UnreachableAfterCanary(LocalTarget):
 
 @pytest.mark.parametrize(
     ("target_cls", "reason"),
-    [(BlindAfterCanary, "rolled back: missing signal"), (UnreachableAfterCanary, "port-forward to green failed")],
+    [
+        (BlindAfterCanary, "rolled back: verification failed: missing signal"),
+        (UnreachableAfterCanary, "port-forward to green failed"),
+    ],
     ids=["counters-vanish", "canary-unreachable"],
 )
 def test_a_promotion_that_fails_verification_is_rolled_back_and_reported(

@@ -286,10 +286,10 @@ def test_a_sample_copies_a_share_and_a_full_queue_drops_copies_without_slowing_c
             assert 60 < stats["offered"] < 140  # Binomial(200, 0.5) within ±5.6 sd
             # accepted = the queue (2) + one copy in hand per worker (4), the rest dropped and counted
             assert stats["dropped"] == stats["offered"] - 2 - 4
-            assert stats["requests"] == 0
+            assert stats["requests"] == 0 and stats["queued"] == 6, "accepted copies not answered yet: waiting"
             gate.set()
             stats = await settle(router, stats["offered"])
-            assert stats["requests"] == 6 and stats["errors"] == 0
+            assert stats["requests"] == 6 and stats["errors"] == 0 and stats["queued"] == 0
 
     run(scenario())
 
@@ -385,3 +385,31 @@ def test_an_unreachable_shadow_counts_errors_and_never_fails_a_client(tmp_path: 
             assert stats["errors"] == 4 and stats["requests"] == 4 and stats["compared_rows"] == 0
 
     run(scenario())
+
+
+def test_the_status_line_counts_rows_and_shows_the_candidates_p99_its_queue_and_a_refusal() -> None:
+    """Issue 26: it said "1070 compared" for 327 rows and "0 errors, 0 dropped" for a 4 s p99 with 362 waiting."""
+    from mlship.commands.deploy import _shadow_line
+
+    stats = ShadowStats(sample=1.0)
+    request = json.dumps({"records": [{"a": 1}, {"a": 2}, {"a": 3}]}).encode()
+    answer = json.dumps({"predictions": [0, 1, 1], "probabilities": [0.1, 0.9, 0.8]}).encode()
+    for _ in range(5):
+        stats.offered += 1
+        stats.record(request, 200, answer, 200, answer, 4.0)
+    stats.offered += 362
+    figures = stats.to_dict()
+    assert figures["requests"] == 5 and figures["compared_rows"] == 15 and figures["queued"] == 362
+    shadow = {
+        "release": {"name": "card-fraud", "version": "3"},
+        "color": "green",
+        "sample": 1.0,
+        "figures": figures,
+        "promotion_refused": "the shadow's p99 latency (4000 ms, 5 copies) exceeds 250 ms",
+    }
+    line = _shadow_line(shadow)
+    assert "15 rows compared (5 copies answered)" in line and "class agreement 100.00%" in line
+    assert "candidate p99 4000 ms, 0 errors, 362 copies waiting, 0 dropped" in line
+    assert line.endswith(
+        "--promote-shadow would be refused: the shadow's p99 latency (4000 ms, 5 copies) exceeds 250 ms"
+    )

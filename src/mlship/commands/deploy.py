@@ -465,10 +465,16 @@ def _shadow_line(shadow: dict[str, Any]) -> str:
     diff = f["abs_diff"]
     mean = "-" if diff["mean"] is None else f"{diff['mean']:.4f}"
     p99 = "-" if diff["p99"] is None else f"{diff['p99']:.4f}"
-    return (
-        f"{head}; {f['requests']} compared, class agreement {agreement}, |Δp| mean {mean} p99 {p99}, "
-        f"{f['errors']} errors, {f['dropped']} copies dropped"
+    latency = f["latency_ms"]["p99"]
+    took = "-" if latency is None else f"{latency:.0f} ms"
+    waiting = f.get("queued", 0)
+    line = (
+        f"{head}; {f['compared_rows']} rows compared ({f['requests']} copies answered), class agreement "
+        f"{agreement}, |Δp| mean {mean} p99 {p99}; candidate p99 {took}, {f['errors']} errors, "
+        f"{waiting} copies waiting, {f['dropped']} dropped"
     )
+    refused = shadow.get("promotion_refused")
+    return f"{line}; --promote-shadow would be refused: {refused}" if refused else line
 
 
 def down(
