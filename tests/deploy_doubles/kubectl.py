@@ -87,11 +87,40 @@ def locked() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+BUILTIN_NAMESPACES = ["default", "kube-node-lease", "kube-public", "kube-system"]
+"""What a new cluster has (kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/#initial-namespaces)."""
+
+
 def load() -> dict[str, Any]:
     p = state_path()
-    if p.is_file():
-        return dict(json.loads(p.read_text()))
-    return {"objects": {}, "servers": {}, "calls": [], "rv": 0, "image_faults": {}}
+    state = dict(json.loads(p.read_text())) if p.is_file() else {}
+    for k, v in {"objects": {}, "servers": {}, "calls": [], "rv": 0, "image_faults": {}}.items():
+        state.setdefault(k, v)
+    state.setdefault("namespaces", list(BUILTIN_NAMESPACES))
+    return state
+
+
+def namespace_missing(state: dict[str, Any], ns: str, verb: str) -> int | None:
+    """The NamespaceLifecycle admission plugin refuses to create objects in a namespace that does not exist.
+
+    kubernetes.io/docs/reference/access-authn-authz/admission-controllers/#namespacelifecycle; the
+    text is kubectl's for a failed create from stdin: `Error from server (NotFound): error when
+    creating "STDIN": namespaces "x" not found`. Reads (GET) are not refused: they find no object.
+    """
+    if ns in state["namespaces"]:
+        return None
+    return fail(f'Error from server (NotFound): error when {verb} "STDIN": namespaces "{ns}" not found')
+
+
+def namespace_mismatch(obj: dict[str, Any], ns: str) -> int | None:
+    """kubectl refuses an object whose metadata.namespace differs from --namespace (kubectl/pkg/cmd/apply)."""
+    declared = obj.get("metadata", {}).get("namespace")
+    if declared and declared != ns:
+        return fail(
+            f'error: the namespace from the provided object "{declared}" does not match the namespace "{ns}". '
+            f"You must pass '--namespace={declared}' to perform this operation."
+        )
+    return None
 
 
 def save(state: dict[str, Any]) -> None:
@@ -191,24 +220,90 @@ def fail(msg: str, code: int = 1) -> int:
     return code
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+MERGE_KEYS = {
+    "containers": "name",
+    "env": "name",
+    "ports": "containerPort",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+}
+"""Strategic-merge list keys of the fields the manifests use (the API reference's `patchMergeKey`)."""
+
+
+def three_way(original: Any, modified: Any, live: Any, field: str = "") -> Any:
+    """Client-side apply (kubernetes.io/docs/tasks/manage-kubernetes-objects/declarative-config/
+    #how-apply-calculates-differences-and-merges-changes): a field in the new configuration is set;
+    a field in the last-applied configuration but not in the new one is deleted; a field set by
+    another writer (kubectl patch, set env, scale), in neither configuration, is kept. Lists of
+    the fields in MERGE_KEYS merge element by element on their key; other lists are replaced."""
+    if isinstance(modified, dict):
+        orig = original if isinstance(original, dict) else {}
+        out = dict(live) if isinstance(live, dict) else {}
+        for k in orig:
+            if k not in modified:
+                out.pop(k, None)
+        for k, v in modified.items():
+            out[k] = three_way(orig.get(k), v, out.get(k), k)
+        return out
+    if isinstance(modified, list) and field in MERGE_KEYS and isinstance(live, list):
+        mk = MERGE_KEYS[field]
+        orig_items = {str(i.get(mk)): i for i in (original or []) if isinstance(i, dict)}
+        live_items = {str(i.get(mk)): i for i in live if isinstance(i, dict)}
+        wanted = [str(i.get(mk)) for i in modified]
+        merged = [three_way(orig_items.get(str(i.get(mk))), i, live_items.get(str(i.get(mk)))) for i in modified]
+        kept = [i for k, i in live_items.items() if k not in wanted and k not in orig_items]
+        return merged + kept
+    return modified
+
+
 def cmd_apply(state: dict[str, Any], ns: str, args: list[str]) -> int:
     for obj in read_objects(args):
         kind, name = obj["kind"], obj["metadata"]["name"]
+        refused = namespace_mismatch(obj, ns)
+        if refused is not None:
+            return refused
         k = key(kind, ns, name)
         old = state["objects"].get(k)
+        if old is None:
+            missing = namespace_missing(state, ns, "creating")
+            if missing is not None:
+                return missing
         sent = obj.get("metadata", {}).get("resourceVersion")
         if sent and (old is None or old["metadata"].get("resourceVersion") != sent):
             return conflict(obj, "applying patch")
-        if kind == "Deployment" and old is not None and template_hash(old) != template_hash(obj):
+        config = json.loads(json.dumps(obj))
+        config["metadata"].setdefault("annotations", {}).pop(LAST_APPLIED, None)
+        if not config["metadata"]["annotations"]:
+            del config["metadata"]["annotations"]
+        config["metadata"].pop("resourceVersion", None)
+        if old is None:
+            new = json.loads(json.dumps(config))
+        else:
+            raw = old.get("metadata", {}).get("annotations", {}).get(LAST_APPLIED)
+            original = json.loads(raw) if raw else {}
+            new = three_way(original, config, {k2: v for k2, v in old.items() if k2 != "status"})
+            new["metadata"]["resourceVersion"] = old["metadata"].get("resourceVersion")
+        new["metadata"].setdefault("annotations", {})[LAST_APPLIED] = json.dumps(config, sort_keys=True)
+        new["metadata"]["namespace"] = ns
+        if old is not None and new == old:
+            print(f"{kind.lower()}/{name} unchanged")
+            continue
+        if kind == "Deployment" and old is not None and template_hash(old) != template_hash(new):
             stop_server(state, k)
-        store(state, k, obj)
+        store(state, k, new)
         print(f"{kind.lower()}/{name} {'configured' if old else 'created'}")
     return 0
 
 
 def cmd_create(state: dict[str, Any], ns: str, args: list[str]) -> int:
+    if args and args[0] in ("namespace", "ns"):
+        return create_namespace(state, args[1])
     for obj in read_objects(args):
         kind, name = obj["kind"], obj["metadata"]["name"]
+        refused = namespace_mismatch(obj, ns) or namespace_missing(state, ns, "creating")
+        if refused is not None:
+            return refused
         k = key(kind, ns, name)
         if k in state["objects"]:
             resource = RESOURCES.get(kind, kind.lower() + "s")
@@ -222,9 +317,21 @@ def cmd_create(state: dict[str, Any], ns: str, args: list[str]) -> int:
     return 0
 
 
+def create_namespace(state: dict[str, Any], name: str) -> int:
+    """`kubectl create namespace NAME` (a cluster-scoped object)."""
+    if name in state["namespaces"]:
+        return fail(f'Error from server (AlreadyExists): namespaces "{name}" already exists')
+    state["namespaces"].append(name)
+    print(f"namespace/{name} created")
+    return 0
+
+
 def cmd_replace(state: dict[str, Any], ns: str, args: list[str]) -> int:
     for obj in read_objects(args):
         kind, name = obj["kind"], obj["metadata"]["name"]
+        refused = namespace_mismatch(obj, ns)
+        if refused is not None:
+            return refused
         k = key(kind, ns, name)
         old = state["objects"].get(k)
         if old is None:
@@ -263,6 +370,11 @@ def not_found(kind: str, name: str) -> int:
 
 
 def cmd_get(state: dict[str, Any], ns: str, args: list[str]) -> int:
+    if args[0] in ("namespace", "namespaces", "ns"):
+        if args[1] not in state["namespaces"]:
+            return fail(f'Error from server (NotFound): namespaces "{args[1]}" not found')
+        print(json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": args[1]}}))
+        return 0
     kind, name = resolve(args)
     k = key(kind, ns, name)
     if k not in state["objects"]:

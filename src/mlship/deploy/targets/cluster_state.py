@@ -67,6 +67,20 @@ def parse_time(value: str | None) -> float | None:
         return None
 
 
+def ci_job() -> str:
+    """The CI job this runs in, as a link when the CI says where (GitHub Actions, GitLab, Jenkins); "-" outside CI."""
+    env = os.environ
+    if env.get("GITHUB_RUN_ID"):
+        if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY"):
+            return f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+        return f"github run {env['GITHUB_RUN_ID']}"
+    if env.get("CI_JOB_ID"):
+        return env.get("CI_JOB_URL") or f"gitlab job {env['CI_JOB_ID']}"
+    if env.get("BUILD_ID"):
+        return env.get("BUILD_URL") or f"build {env['BUILD_ID']}"
+    return "-"
+
+
 def holder_identity() -> str:
     """Who holds the lock, readable by a person: host, pid and the CI job when there is one."""
     job = next((os.environ[v] for v in ("GITHUB_RUN_ID", "CI_JOB_ID", "BUILD_ID") if os.environ.get(v)), None)

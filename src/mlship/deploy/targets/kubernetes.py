@@ -42,6 +42,19 @@ SERVICE_PORT = 80
 """The Services' port; kubectl port-forward maps it to the pods' targetPort `http`."""
 
 
+ENV_LABEL = "mlship.dev/env"
+
+
+def deployment_name(app: str, color: str, env: str) -> str:
+    """A color's Deployment as the overlay names it (`nameSuffix: -<env>`)."""
+    return f"{app}-{color}-{env}"
+
+
+def live_service_name(app: str, env: str) -> str:
+    """The Service users call, as the overlay names it."""
+    return f"{app}-{env}"
+
+
 class KubernetesTarget:
     """Blue-green on a cluster, driven by kubectl."""
 
@@ -112,7 +125,10 @@ class KubernetesTarget:
         if not (self.overlay / "kustomization.yaml").is_file():
             raise ConfigError(f"no kustomize overlay at {self.overlay}", hint="see deployment/k8s/overlays")
         done = self._run("kustomize", str(self.overlay))
-        return [dict(doc) for doc in yaml.safe_load_all(done.stdout) if doc]
+        objects = [dict(doc) for doc in yaml.safe_load_all(done.stdout) if doc]
+        for obj in objects:  # the overlay declares the environment's default; the settings decide
+            obj.setdefault("metadata", {})["namespace"] = self.namespace
+        return objects
 
     def _object(self, objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
         for obj in objects:
@@ -121,7 +137,15 @@ class KubernetesTarget:
         raise ConfigError(f"{self.overlay} renders no {kind} {name}", hint="deploy.app must match the manifests")
 
     def _deployment(self, color: str) -> str:
-        return f"{self.app}-{color}"
+        return deployment_name(self.app, color, self.env)
+
+    @property
+    def live_service(self) -> str:
+        return live_service_name(self.app, self.env)
+
+    @property
+    def preview_service(self) -> str:
+        return f"{self.app}-preview-{self.env}"
 
     # Target --------------------------------------------------------------------------------
 
@@ -147,7 +171,7 @@ class KubernetesTarget:
             {"name": "MLSHIP_GIT_SHA", "value": release.git_sha},
         ]
         container["env"] = env
-        preview = self._object(objects, "Service", f"{self.app}-preview")
+        preview = self._object(objects, "Service", self.preview_service)
         preview["spec"]["selector"][COLOR_LABEL] = color
         shared = [o for o in objects if o.get("kind") in ("PodDisruptionBudget", "HorizontalPodAutoscaler")]
         self._drop_forwards()
@@ -168,13 +192,13 @@ class KubernetesTarget:
         return wanted > 0 and available > 0
 
     def preview_url(self, color: str) -> str:
-        service = self._get("service", f"{self.app}-preview")
+        service = self._get("service", self.preview_service)
         if service is not None and service["spec"].get("selector", {}).get(COLOR_LABEL) == color:
-            return self._forward(f"service/{self.app}-preview")
+            return self._forward(f"service/{self.preview_service}")
         return self._forward(f"deployment/{self._deployment(color)}")
 
     def live_url(self) -> str:
-        return f"http://{self.app}.{self.namespace}.svc.cluster.local"
+        return f"http://{self.live_service}.{self.namespace}.svc.cluster.local"
 
     def traffic_url(self, color: str) -> str:
         """Where verification probes go: the live Service once it selects `color` alone.
@@ -183,14 +207,14 @@ class KubernetesTarget:
         the Service with the live color, and a port-forward to a Service picks one pod (kubectl
         does not load-balance), so a canary is probed on its own pods.
         """
-        service = self._get("service", self.app)
+        service = self._get("service", self.live_service)
         if service is not None and service["spec"].get("selector", {}).get(COLOR_LABEL) == color:
-            return self._forward(f"service/{self.app}")
+            return self._forward(f"service/{self.live_service}")
         return self._forward(f"deployment/{self._deployment(color)}")
 
     def set_weights(self, weights: dict[str, int]) -> None:
         serving = {c: w for c, w in weights.items() if w > 0}
-        service = self._get("service", self.app)
+        service = self._get("service", self.live_service)
         if len(serving) == 1:
             (color,) = serving
             selector_patch: dict[str, Any] = {COLOR_LABEL: color}
@@ -201,7 +225,7 @@ class KubernetesTarget:
             selector_patch = {COLOR_LABEL: "none"}
         annotation = json.dumps(serving, sort_keys=True)
         if service is None:
-            live = self._object(self.render(), "Service", self.app)
+            live = self._object(self.render(), "Service", self.live_service)
             selector = {k: v for k, v in {**live["spec"]["selector"], **selector_patch}.items() if v is not None}
             live["spec"]["selector"] = selector
             live.setdefault("metadata", {}).setdefault("annotations", {})[WEIGHTS_ANNOTATION] = annotation
@@ -211,7 +235,7 @@ class KubernetesTarget:
                 "metadata": {"annotations": {WEIGHTS_ANNOTATION: annotation}},
                 "spec": {"selector": selector_patch},
             }
-            self._run("patch", "service", self.app, "--type", "merge", "-p", json.dumps(patch))
+            self._run("patch", "service", self.live_service, "--type", "merge", "-p", json.dumps(patch))
         self._drop_forwards()
 
     def _set_ratio(self, weights: dict[str, int]) -> dict[str, int]:
@@ -230,7 +254,7 @@ class KubernetesTarget:
         return {live: 100 - canary_share, canary: canary_share}
 
     def weights(self) -> dict[str, int] | None:
-        service = self._get("service", self.app)
+        service = self._get("service", self.live_service)
         if service is None:
             return None
         raw = service.get("metadata", {}).get("annotations", {}).get(WEIGHTS_ANNOTATION)
@@ -282,7 +306,7 @@ class KubernetesTarget:
 
     def shadow_url(self) -> str:
         """The preview Service as the live pods reach it (cluster DNS, the Services' port)."""
-        return f"http://{self.app}-preview.{self.namespace}.svc.cluster.local:{SERVICE_PORT}"
+        return f"http://{self.preview_service}.{self.namespace}.svc.cluster.local:{SERVICE_PORT}"
 
     def shadowing(self) -> str | None:
         """The color the live pods copy to (the preview Service's), None when they copy nothing."""
@@ -295,7 +319,7 @@ class KubernetesTarget:
         env = obj["spec"]["template"]["spec"]["containers"][0].get("env", [])
         if not any(e.get("name") == URL_VAR and e.get("value") for e in env):
             return None
-        service = self._get("service", f"{self.app}-preview")
+        service = self._get("service", self.preview_service)
         color = (service or {}).get("spec", {}).get("selector", {}).get(COLOR_LABEL)
         return str(color) if color in COLORS else None
 
