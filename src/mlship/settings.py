@@ -98,6 +98,8 @@ class DeploySettings(_Section):
     probes allow (startupProbe, then readinessProbe) plus `pull_allowance_s`."""
     pull_allowance_s: float = Field(default=300.0, ge=0)
     """kubernetes: added to the probes' budget for pulling the image on a node that lacks it."""
+    pull_secret: str | None = None
+    """kubernetes: the docker-registry Secret (in the environment's namespace) the pods pull the image with."""
     smoke_latency_ms: float = Field(default=250.0, gt=0)
     verify_window_s: float = Field(default=10.0, ge=0)
     max_error_rate: float = Field(default=0.01, ge=0, le=1)

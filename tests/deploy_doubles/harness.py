@@ -186,3 +186,34 @@ def write_kubeconfig(path: Path, state_file: Path, namespace: str = "default") -
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
+
+
+def _edit_state(state_file: Path, change: Any) -> None:
+    from tests.deploy_doubles.kubectl import BUILTIN_NAMESPACES
+
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {"objects": {}, "servers": {}, "calls": []}
+    state.setdefault("namespaces", list(BUILTIN_NAMESPACES))
+    change(state)
+    state_file.write_text(json.dumps(state))
+
+
+def set_image_behaviour(state_file: Path, image: str, **behaviour: Any) -> None:
+    """What the double's cluster does with `image`: pull="why it fails", unschedulable="scheduler message",
+    ready_after_s=seconds before its pods pass readiness."""
+    _edit_state(state_file, lambda s: s.setdefault("images", {}).setdefault(image, {}).update(behaviour))
+
+
+def add_secret(state_file: Path, namespace: str, name: str) -> None:
+    """A docker-registry Secret in the double's cluster (its content does not matter to it)."""
+    _edit_state(state_file, lambda s: s.setdefault("secrets", []).append(f"{namespace}/{name}"))
+
+
+def set_role(state_file: Path, user: str, rules: list[dict[str, Any]] | None) -> None:
+    """Make the double's cluster enforce RBAC for the caller (`user` holding `rules`); None: no RBAC."""
+    _edit_state(state_file, lambda s: s.update(rbac={"user": user, "rules": rules} if rules is not None else None))
+
+
+def used_permissions(state_file: Path) -> set[str]:
+    """Every `VERB GROUP/RESOURCE` the double authorized so far."""
+    log = state_file.with_suffix(".authz")
+    return set(log.read_text().splitlines()) if log.is_file() else set()

@@ -46,6 +46,8 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
             app=settings.deploy.app,
             namespace=namespace or settings.deploy.namespace_for(env),
             timeout_s=settings.deploy.ready_timeout_s,
+            pull_allowance_s=settings.deploy.pull_allowance_s,
+            pull_secret=settings.deploy.pull_secret,
         )
         # The cluster holds the state and the lock, so a fresh CI runner sees the same truth. No
         # detached retirement process: it would die with the runner's job; past the rollback

@@ -28,7 +28,7 @@ import httpx
 
 from mlship.deploy.release import COLORS, Release
 from mlship.deploy.targets.base import ColorFailed, Signal
-from mlship.deploy.targets.cluster_state import ClusterStore
+from mlship.deploy.targets.cluster_state import ClusterStore, forbidden, kubectl_error
 from mlship.errors import ConfigError, InfraError
 from mlship.redaction import KUBECTL_SECRETS, env_for_child
 
@@ -43,6 +43,38 @@ SERVICE_PORT = 80
 
 
 ENV_LABEL = "mlship.dev/env"
+SHARED_KINDS = ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy")
+"""Objects of the overlay applied with every color (they name no release)."""
+_PULL_SECRETS = re.compile(r"image pull secrets \(([^)]*)\)")
+
+
+def probe_budget_s(container: dict[str, Any]) -> float:
+    """The longest one pod may take to be ready under its probes (kubernetes.io/docs/concepts/workloads/pods/
+    pod-lifecycle/#container-probes): the startupProbe may fail failureThreshold times, periodSeconds
+    apart, after initialDelaySeconds; the readinessProbe then needs successThreshold passes."""
+    total = 0.0
+    for name in ("startupProbe", "readinessProbe"):
+        probe = container.get(name)
+        if not isinstance(probe, dict):
+            continue
+        period = float(probe.get("periodSeconds", 10))
+        total += float(probe.get("initialDelaySeconds", 0)) + float(probe.get("timeoutSeconds", 1))
+        if name == "startupProbe":
+            total += period * float(probe.get("failureThreshold", 3))
+        else:
+            total += period * float(probe.get("successThreshold", 1))
+    return total
+
+
+def rollout_budget_s(deployment: dict[str, Any]) -> float:
+    """A Deployment's pods come up maxSurge at a time (the rolling update the manifests declare)."""
+    spec = deployment.get("spec", {})
+    containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+    per_pod = max((probe_budget_s(c) for c in containers), default=0.0)
+    replicas = max(1, int(spec.get("replicas", 1) or 1))
+    surge = (spec.get("strategy", {}).get("rollingUpdate") or {}).get("maxSurge", 1)
+    step = max(1, int(surge)) if isinstance(surge, int) else 1
+    return per_pod * -(-replicas // step)
 
 
 def deployment_name(app: str, color: str, env: str) -> str:
@@ -69,6 +101,8 @@ class KubernetesTarget:
         namespace: str = "default",
         kubectl: str = "kubectl",
         timeout_s: float = 60.0,
+        pull_allowance_s: float = 0.0,
+        pull_secret: str | None = None,
     ) -> None:
         self.overlay = manifests / "overlays" / env
         self.env = env
@@ -76,6 +110,9 @@ class KubernetesTarget:
         self.namespace = namespace
         self.kubectl = kubectl
         self.timeout_s = timeout_s
+        """The least a color is waited for; the manifests' probes (plus the pull allowance) may ask for more."""
+        self.pull_allowance_s = pull_allowance_s
+        self.pull_secret = pull_secret
         self._forwards: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
 
     def release_store(self, local_dir: Path, *, keep: int = 10) -> ClusterStore:
@@ -86,7 +123,9 @@ class KubernetesTarget:
 
     # kubectl -------------------------------------------------------------------------------
 
-    def _run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *args: str, stdin: str | None = None, check: bool = True, wait_s: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
         exe = shutil.which(self.kubectl)
         if exe is None:
             raise InfraError(f"{self.kubectl} is not installed", hint="install kubectl and set KUBECONFIG")
@@ -96,14 +135,14 @@ class KubernetesTarget:
                 input=stdin,
                 capture_output=True,
                 text=True,
-                timeout=self.timeout_s + 30,
+                timeout=(wait_s if wait_s is not None else self.timeout_s) + 30,
                 check=False,
                 env=env_for_child(KUBECTL_SECRETS),
             )
         except subprocess.TimeoutExpired:
             raise InfraError(f"kubectl {args[0]} timed out", hint="check the cluster and KUBECONFIG") from None
         if check and done.returncode != 0:
-            raise InfraError(f"kubectl {' '.join(args[:2])} failed: {_first_line(done.stderr)}")
+            raise kubectl_error(f"kubectl {' '.join(args[:2])}", done.stderr)
         return done
 
     def _get(self, kind: str, name: str) -> dict[str, Any] | None:
@@ -111,7 +150,7 @@ class KubernetesTarget:
         if done.returncode != 0:
             if "NotFound" in done.stderr or "not found" in done.stderr:
                 return None
-            raise InfraError(f"kubectl get {kind} {name} failed: {_first_line(done.stderr)}")
+            raise kubectl_error(f"kubectl get {kind} {name}", done.stderr)
         return dict(json.loads(done.stdout))
 
     def _apply(self, objects: list[dict[str, Any]]) -> None:
@@ -171,17 +210,103 @@ class KubernetesTarget:
             {"name": "MLSHIP_GIT_SHA", "value": release.git_sha},
         ]
         container["env"] = env
+        if self.pull_secret:  # a private registry: the kubelet pulls with this docker-registry Secret
+            pod = deployment["spec"]["template"]["spec"]
+            pod["imagePullSecrets"] = [{"name": self.pull_secret}]
         preview = self._object(objects, "Service", self.preview_service)
         preview["spec"]["selector"][COLOR_LABEL] = color
-        shared = [o for o in objects if o.get("kind") in ("PodDisruptionBudget", "HorizontalPodAutoscaler")]
+        shared = [o for o in objects if o.get("kind") in SHARED_KINDS]
         self._drop_forwards()
         self._apply([deployment, preview, *shared])
 
+    def ready_budget(self, color: str, timeout_s: float) -> float:
+        """How long the color may take: at least `timeout_s`; as long as its probes allow, plus the pull allowance."""
+        obj = self._get("deployment", self._deployment(color))
+        if obj is None:
+            return timeout_s
+        return max(timeout_s, self.pull_allowance_s + rollout_budget_s(obj))
+
     def wait_ready(self, color: str, timeout_s: float) -> None:
         name = self._deployment(color)
-        done = self._run("rollout", "status", f"deployment/{name}", f"--timeout={int(timeout_s)}s", check=False)
+        budget = self.ready_budget(color, timeout_s)
+        done = self._run(
+            "rollout", "status", f"deployment/{name}", f"--timeout={int(budget)}s", check=False, wait_s=budget
+        )
         if done.returncode != 0:
-            raise ColorFailed(f"{name} did not become ready: {_first_line(done.stderr or done.stdout)}")
+            if forbidden(done.stderr):
+                raise kubectl_error(f"kubectl rollout status deployment/{name}", done.stderr)
+            why = self.diagnose(color) or _first_line(done.stderr or done.stdout)
+            raise ColorFailed(f"{name} was not ready within {budget:.0f} s: {why}")
+
+    def diagnose(self, color: str) -> str | None:
+        """What the color's pods are doing, from their status, events and logs, and the fix; None if nothing is seen."""
+        obj = self._get("deployment", self._deployment(color))
+        if obj is None:
+            return None
+        labels = obj["spec"].get("selector", {}).get("matchLabels", {})
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = json.loads(self._run("get", "pods", "-l", selector, "-o", "json").stdout).get("items", [])
+        findings = [f for f in (self._pod_problem(pod) for pod in pods) if f]
+        if not findings:
+            return f"no pod of it is ready ({len(pods)} pods)" if pods else None
+        return findings[0]
+
+    def _events(self, pod: str) -> list[dict[str, Any]]:
+        done = self._run("get", "events", "--field-selector", f"involvedObject.name={pod}", "-o", "json")
+        items = json.loads(done.stdout).get("items", [])
+        return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
+    def _pod_problem(self, pod: dict[str, Any]) -> str | None:
+        """One pod's blocking condition as `pod P: what (fix)`; None if it is ready."""
+        name = pod["metadata"]["name"]
+        status = pod.get("status", {})
+        ns = self.namespace
+        for cond in status.get("conditions", []):
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return (
+                    f"pod {name} is Pending, unschedulable: {cond.get('message') or cond.get('reason')} "
+                    "(add nodes or capacity, or lower resources.requests in the overlay)"
+                )
+        for cs in status.get("containerStatuses", []):
+            if cs.get("ready"):
+                continue
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason", "")
+            if reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+                events = self._events(name)
+                secret = next((e for e in events if e.get("reason") == "FailedToRetrieveImagePullSecret"), None)
+                if secret is not None:
+                    missing = _PULL_SECRETS.search(str(secret.get("message", "")))
+                    which = missing.group(1) if missing else self.pull_secret or "the pull secret"
+                    return (
+                        f"pod {name} cannot pull {cs.get('image')}: pull secret {which} does not exist in namespace "
+                        f"{ns} (create it: `kubectl create secret docker-registry {which} -n {ns} "
+                        "--docker-server=REGISTRY --docker-username=USER --docker-password=TOKEN`)"
+                    )
+                failed = [e for e in events if str(e.get("message", "")).startswith("Failed to pull image")]
+                detail = _first_line(str(failed[-1].get("message"))) if failed else waiting.get("message", "")
+                return (
+                    f"pod {name} is {reason}: {detail} (check that the image exists and the nodes may pull it; "
+                    "a private registry needs [tool.mlship.deploy] pull_secret)"
+                )
+            if reason == "CrashLoopBackOff" or int(cs.get("restartCount", 0) or 0) > 0:
+                logs = self._run("logs", name, "-c", cs.get("name", "server"), "--previous", "--tail=5", check=False)
+                if logs.returncode != 0 and forbidden(logs.stderr):
+                    raise kubectl_error(f"kubectl logs {name}", logs.stderr)
+                last = " | ".join(ln.strip() for ln in logs.stdout.splitlines() if ln.strip())[-400:] or "no log"
+                return (
+                    f"pod {name} is {reason or 'restarting'}, last log lines: {last} "
+                    f"(fix the server's start; full log: `kubectl logs {name} -n {ns} --previous`)"
+                )
+            if (cs.get("state") or {}).get("running") is not None:
+                return (
+                    f"pod {name} is running but not ready: its startup/readiness probes have not passed "
+                    "(a slow model load needs a larger startupProbe failureThreshold or "
+                    "[tool.mlship.deploy] pull_allowance_s; else see /ready and its log)"
+                )
+            if reason:
+                return f"pod {name} is waiting: {reason} {waiting.get('message', '')}".rstrip()
+        return None
 
     def running(self, color: str) -> bool:
         obj = self._get("deployment", self._deployment(color))
@@ -396,6 +521,8 @@ class KubernetesTarget:
                 return url
             if proc.poll() is not None:
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                if forbidden(err):
+                    raise kubectl_error(f"kubectl port-forward {resource}", err)
                 raise ColorFailed(f"port-forward to {resource} failed: {_first_line(err)}")
             time.sleep(0.05)
         proc.kill()
