@@ -58,7 +58,7 @@ def test_manifests_render_and_validate_strictly(env: str, tmp_path: Path) -> Non
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.count("passed") == 8
+    assert check.stdout.count("passed") == 9
 
 
 def test_manifests_have_what_a_blue_green_model_server_needs() -> None:
@@ -119,6 +119,46 @@ def test_staging_and_production_never_collide() -> None:
             for selector in _selectors(obj):
                 assert not any(_selects(selector, labels) for labels in pods), (obj["kind"], obj["metadata"]["name"])
                 assert any(_selects(selector, labels) for labels in mine), (obj["kind"], obj["metadata"]["name"])
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_network_policy_closes_everything_but_the_http_port_dns_and_shadow_copies(env: str) -> None:
+    objects = render(env)
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"], "both directions closed by default"
+    for dep in deployments:  # it covers every model-server pod of the environment
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert _selects(spec["podSelector"], labels)
+        (port,) = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+        assert port["name"] == "http"
+    (ingress,) = spec["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}], "the http port only"
+    assert ingress["from"] == [
+        {"podSelector": {}},  # the same namespace
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+    ]
+    dns, shadow = spec["egress"]
+    assert dns == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
+    assert shadow["ports"] == [{"port": "http", "protocol": "TCP"}] and list(shadow["to"][0]) == ["podSelector"]
+    # the shadow's copies: live pods → the preview Service → its pods, whichever color it selects
+    preview = services[f"mlship-model-preview-{env}"]
+    assert preview["spec"]["ports"][0]["targetPort"] == "http"
+    for dep in deployments:
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert _selects(shadow["to"][0]["podSelector"], labels)
+        assert _selects({**preview["spec"]["selector"], "mlship.dev/color": labels["mlship.dev/color"]}, labels)
+    other = "production" if env == "staging" else "staging"
+    assert not any(
+        _selects(shadow["to"][0]["podSelector"], d["spec"]["template"]["metadata"]["labels"])
+        for d in render(other)
+        if d["kind"] == "Deployment"
+    ), "no egress to the other environment's pods"
 
 
 @pytest.fixture
