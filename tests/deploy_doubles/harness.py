@@ -208,9 +208,29 @@ def add_secret(state_file: Path, namespace: str, name: str) -> None:
     _edit_state(state_file, lambda s: s.setdefault("secrets", []).append(f"{namespace}/{name}"))
 
 
-def set_role(state_file: Path, user: str, rules: list[dict[str, Any]] | None) -> None:
-    """Make the double's cluster enforce RBAC for the caller (`user` holding `rules`); None: no RBAC."""
-    _edit_state(state_file, lambda s: s.update(rbac={"user": user, "rules": rules} if rules is not None else None))
+def set_role(state_file: Path, user: str, rules: list[dict[str, Any]] | None, namespace: str | None = None) -> None:
+    """Make the double's cluster enforce RBAC for the caller (`user` holding `rules`, in `namespace` only
+    when given, as a Role binds); None: no RBAC."""
+    rbac = {"user": user, "rules": rules, "namespace": namespace} if rules is not None else None
+    _edit_state(state_file, lambda s: s.update(rbac=rbac))
+
+
+def manifests_with_small_probes(tmp_path: Path) -> Path:
+    """The repo's manifests with probes a test can wait out: startup 1 s × 3, readiness 1 s (a 6 s budget)."""
+    import shutil
+
+    import yaml
+
+    manifests = tmp_path / "k8s"
+    shutil.copytree(REPO / "deployment" / "k8s", manifests)
+    for color in ("blue", "green"):
+        path = manifests / "base" / f"deployment-{color}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        c = doc["spec"]["template"]["spec"]["containers"][0]
+        c["startupProbe"].update(periodSeconds=1, failureThreshold=3)
+        c["readinessProbe"].update(periodSeconds=1)
+        path.write_text(yaml.safe_dump(doc))
+    return manifests
 
 
 def used_permissions(state_file: Path) -> set[str]:

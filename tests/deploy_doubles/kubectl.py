@@ -96,7 +96,8 @@ def authorize(state: dict[str, Any], ns: str, verb: str, kind: str, name: str = 
         log.write(f"{verb} {group}/{resource}\n")
     if not rbac:
         return None
-    for rule in rbac.get("rules", []):
+    rules = rbac.get("rules", []) if rbac.get("namespace") in (None, ns) else []  # a Role binds one namespace
+    for rule in rules:
         if (
             (group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", []))
             and (resource in rule.get("resources", []) or "*" in rule.get("resources", []))

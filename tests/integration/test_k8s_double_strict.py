@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from mlship.cli import app
@@ -30,6 +29,7 @@ from tests.deploy_doubles.harness import (
     fake_release,
     install_kubectl_double,
     kill_double_servers,
+    manifests_with_small_probes,
     set_image_behaviour,
     set_image_fault,
     set_role,
@@ -186,20 +186,6 @@ def test_double_pods_say_what_blocks_them(cluster: Path) -> None:
     assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ContainerCreating"
 
 
-def small_probes(tmp_path: Path) -> Path:
-    """The repo's manifests with probes a test can wait out: startup 1 s × 3, readiness 1 s."""
-    manifests = tmp_path / "k8s"
-    shutil.copytree(MANIFESTS, manifests)
-    for color in ("blue", "green"):
-        path = manifests / "base" / f"deployment-{color}.yaml"
-        doc = yaml.safe_load(path.read_text())
-        c = doc["spec"]["template"]["spec"]["containers"][0]
-        c["startupProbe"].update(periodSeconds=1, failureThreshold=3)
-        c["readinessProbe"].update(periodSeconds=1)
-        path.write_text(yaml.safe_dump(doc))
-    return manifests
-
-
 def test_the_readiness_budget_follows_the_probes() -> None:
     container = {
         "startupProbe": {"periodSeconds": 5, "failureThreshold": 30},
@@ -214,7 +200,7 @@ def test_the_readiness_budget_follows_the_probes() -> None:
 
 def test_wait_ready_names_what_the_pods_are_doing(cluster: Path, tmp_path: Path) -> None:
     """Budget 1 s (ready_timeout) < probes (1+1×3 + 1+1×1 = 6 s): slow pods make it; stuck ones are named."""
-    manifests = small_probes(tmp_path)
+    manifests = manifests_with_small_probes(tmp_path)
     target = KubernetesTarget(manifests, namespace="ml", timeout_s=1.0)
     slow = "registry.invalid/slow@sha256:" + "1" * 64
     set_image_behaviour(cluster, slow, ready_after_s=3)
@@ -258,7 +244,9 @@ def test_wait_ready_names_what_the_pods_are_doing(cluster: Path, tmp_path: Path)
 
 
 def test_missing_pull_secret_is_one_line_naming_the_command(cluster: Path, tmp_path: Path) -> None:
-    target = KubernetesTarget(small_probes(tmp_path), namespace="ml", timeout_s=1.0, pull_secret="regcred")
+    target = KubernetesTarget(
+        manifests_with_small_probes(tmp_path), namespace="ml", timeout_s=1.0, pull_secret="regcred"
+    )
     target.start("blue", fake_release("1").with_(image=IMAGE))
     pod = double_objects(cluster)["Deployment/ml/mlship-model-blue-staging"]["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
