@@ -89,7 +89,7 @@ def test_gitops_needs_an_image_pinned_by_digest(manifests: Path) -> None:
 def test_gitops_status_says_whether_the_cluster_runs_what_git_declares(
     manifests: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state = install_kubectl_double(tmp_path, monkeypatch)
+    state = install_kubectl_double(tmp_path, monkeypatch, namespaces=("mlship-staging",))
     gitops = GitOpsTarget(manifests, env="staging", app="mlship-model", namespace="mlship-staging", timeout_s=30)
     try:
         assert gitops.status()["differences"] == ["Git declares no release for staging yet"]

@@ -29,6 +29,7 @@ from tests.deploy_doubles.harness import (
     install_kubectl_double,
     kill_double_servers,
     make_settings,
+    manifests_with_small_probes,
     served_version,
 )
 
@@ -165,15 +166,16 @@ def test_network_policy_closes_everything_but_the_http_port_dns_and_shadow_copie
 def k8s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Controller, Path]]:
     state = install_kubectl_double(tmp_path, monkeypatch)
     settings = make_settings(tmp_path, ready_timeout_s=5.0)
-    ctl = k8s_controller(settings, tmp_path / "runner")
+    # probes a test can wait out (a 6 s budget): a color that never gets ready is refused in seconds
+    ctl = k8s_controller(settings, tmp_path / "runner", manifests=manifests_with_small_probes(tmp_path))
     yield ctl, state
     ctl.target.close()
     kill_double_servers(state)
 
 
-def k8s_controller(settings: Any, local_dir: Path, env: str = "staging") -> Controller:
+def k8s_controller(settings: Any, local_dir: Path, env: str = "staging", manifests: Path = MANIFESTS) -> Controller:
     """A controller as one CI runner builds it: state and lock in the (double's) cluster."""
-    target = KubernetesTarget(MANIFESTS, env=env, namespace="ml", timeout_s=5.0)
+    target = KubernetesTarget(manifests, env=env, namespace="ml", timeout_s=5.0)
     store = target.release_store(local_dir, keep=settings.deploy.history)
     return Controller(settings, target, env, golden=fake_golden, registry=FakeRegistry(), store=store)  # type: ignore[arg-type]
 
@@ -240,8 +242,8 @@ def test_kubernetes_deploy_switches_the_live_service_and_rolls_back_in_one_patch
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ("exit", "did not become ready"),
-        ("never_ready", "did not become ready"),
+        ("exit", "CrashLoopBackOff, last log lines: fake server: injected start failure"),
+        ("never_ready", "was not ready within 6 s: pod .* is running but not ready"),
         ("wrong", "golden"),
         ("errors_after:25", "error rate"),
         ("die_after:25", "stopped running"),
