@@ -15,10 +15,24 @@ Like the API server, every write bumps `metadata.resourceVersion`; `replace` (an
 of an object that carries a stale resourceVersion fails with 409 Conflict, `create` of an
 existing object with 409 AlreadyExists.
 
-Implements: apply -f FILE|-, create -f - [-o json], replace -f - [-o json], delete KIND NAME,
-get KIND NAME -o json (deployments, services, configmaps, leases), patch KIND NAME --type
-merge -p JSON, scale deployment/NAME --replicas=N, rollout status deployment/NAME
---timeout=Ns, port-forward service/NAME|deployment/NAME :PORT, kustomize DIR, version.
+Stricter than a file of objects, as kubectl and the API server are: `apply` is client-side
+apply (the last-applied-configuration three-way merge keeps what `patch`/`scale` set);
+namespaces must exist to create in (`create namespace NAME`); an object's metadata.namespace
+must match --namespace; with state["rbac"] (harness.set_role) every request is authorized
+against a Role and refused with the API server's 403 text; pods are derived from each
+Deployment and what the cluster does with its image (harness.set_image_behaviour: pull
+failure, unschedulable, slow readiness; image_faults: crash), with imagePullSecrets checked
+against state["secrets"] (harness.add_secret).
+
+Two clusters: two state files, each named by its own kubeconfig (harness.write_kubeconfig);
+a process that holds one kubeconfig sees only that cluster.
+
+Implements: apply -f FILE|-, create -f - [-o json], create namespace NAME, replace -f - [-o json],
+delete KIND NAME, get KIND NAME -o json (deployments, services, configmaps, leases, namespaces),
+get pods -l SELECTOR -o json, get events [--field-selector involvedObject.name=POD] -o json,
+logs POD [-c C] [--previous] [--tail=N], patch KIND NAME --type merge -p JSON, scale
+deployment/NAME --replicas=N, rollout status deployment/NAME --timeout=Ns, port-forward
+service/NAME|deployment/NAME :PORT, kustomize DIR, version.
 """
 
 from __future__ import annotations
