@@ -185,8 +185,8 @@ def test_kubernetes_canary_rejected_scales_the_canary_down_and_reselects_live(
         outcome = decide_canary(events, tmp_path / "rep", ctl=ctl, apply=True, design=DESIGN)
         assert outcome.report.state == "reject" and not outcome.report.srm
         objects = double_objects(state)
-        assert objects["Service/ml/mlship-model"]["spec"]["selector"]["mlship.dev/color"] == "blue"
-        assert objects["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 0
+        assert objects["Service/ml/mlship-model-staging"]["spec"]["selector"]["mlship.dev/color"] == "blue"
+        assert objects["Deployment/ml/mlship-model-green-staging"]["spec"]["replicas"] == 0
         assert ctl.status()["history"][0]["outcome"] == "rejected"
     finally:
         target.close()
