@@ -8,6 +8,7 @@ pipeline behaves the same whatever the current directory is.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,9 @@ METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_lo
 
 DEFAULT_CATEGORICAL = ["merchant_category", "country", "device_type"]
 DEFAULT_NUMERIC = ["amount", "hour", "account_age_days", "num_tx_24h"]
+DEFAULT_NAMESPACES = {"staging": "mlship-staging", "production": "mlship-production"}
+"""Each environment's namespace, as deployment/k8s/overlays/<env> declares it."""
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class _Section(BaseModel):
@@ -38,10 +42,14 @@ class GateSettings(_Section):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     max_demographic_parity_difference: float = Field(default=0.10, ge=0, le=1)
     max_equalized_odds_difference: float = Field(default=0.15, ge=0, le=1)
-    fairness_inconclusive: Literal["fail", "pass"] = "fail"
-    """A disparity whose confidence interval straddles its limit: fail (closed) or pass (reported)."""
+    fairness_inconclusive: Literal["warn", "fail"] = "warn"
+    """Not enough evidence on a disparity (its interval straddles the limit, or a group has too few
+    positives or negatives): "warn" passes the gate with a visible ⚠ recorded on the run and the
+    registered version; "fail" fails it, for teams that must show fairness before shipping."""
     min_group_size: int = Field(default=30, ge=1)
     """Rows a group needs to be measured at all; the intervals then say whether that is enough."""
+    min_group_class_rows: int = Field(default=10, ge=1)
+    """Positives, and negatives, a group needs for its TPR and FPR to enter equalized odds."""
     insufficient_group_fails: bool = True
     latency_p99_ms: float = Field(default=50.0, gt=0)
     latency_rows: int = Field(default=200, ge=10)
@@ -49,6 +57,12 @@ class GateSettings(_Section):
     robustness_noise: float = Field(default=0.01, ge=0)
     max_flip_rate: float = Field(default=0.02, ge=0, le=1)
     reproducibility: bool = False
+
+    @field_validator("fairness_inconclusive", mode="before")
+    @classmethod
+    def _pass_is_warn(cls, v: object) -> object:
+        """ "pass" (before three-state verdicts) let an inconclusive result through: that is "warn" now."""
+        return "warn" if v == "pass" else v
 
     @field_validator("metric_floors")
     @classmethod
@@ -83,15 +97,47 @@ class DeploySettings(_Section):
 
     app: str = "mlship-model"
     port: int = Field(default=8000, ge=1, le=65535)
-    namespace: str = "default"
+    namespace: str | None = None
+    """kubernetes: one namespace for every environment (their objects are named and labelled per
+    environment, so they can share it); unset: `namespaces[env]`."""
+    namespaces: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_NAMESPACES))
+    """kubernetes: the namespace of each environment (the overlays declare these defaults)."""
     manifests: Path = Path("deployment/k8s")
     ready_timeout_s: float = Field(default=60.0, gt=0)
+    """The wait for a color to be ready. kubernetes: at least this, and as long as the manifests'
+    probes allow (startupProbe, then readinessProbe) plus `pull_allowance_s`."""
+    pull_allowance_s: float = Field(default=300.0, ge=0)
+    """kubernetes: added to the probes' budget for pulling the image on a node that lacks it."""
+    pull_secret: str | None = None
+    """kubernetes: the docker-registry Secret (in the environment's namespace) the pods pull the image with."""
     smoke_latency_ms: float = Field(default=250.0, gt=0)
     verify_window_s: float = Field(default=10.0, ge=0)
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_p99_ms: float = Field(default=250.0, gt=0)
     rollback_window_s: float = Field(default=600.0, ge=0)
     history: int = Field(default=10, ge=5)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_name(cls, v: str | None) -> str | None:
+        if v is not None and not _DNS_LABEL.fullmatch(v):
+            raise ValueError(f"{v!r} is not a namespace name (lower-case letters, digits and '-', at most 63)")
+        return v
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for env, name in v.items():
+            if env not in DEFAULT_NAMESPACES:
+                raise ValueError(f"unknown environment {env!r}; use {', '.join(DEFAULT_NAMESPACES)}")
+            cls._namespace_name(name)
+        return v
+
+    def namespace_for(self, env: str) -> str:
+        """Where `env`'s objects live: `namespace` if set, else `namespaces[env]`, else the overlay's default."""
+        if self.namespace:
+            return self.namespace
+        return self.namespaces.get(env) or DEFAULT_NAMESPACES.get(env, f"mlship-{env}")
 
 
 class DriftSettings(_Section):
