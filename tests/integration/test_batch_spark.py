@@ -182,8 +182,11 @@ def test_bad_inputs_are_one_line_errors(in_project: str, tmp_path: Path, spark: 
     with pytest.raises(ConfigError, match=r"cannot read .*nope\.parquet"):
         predict_batch_spark(settings, in_project, str(tmp_path / "nope.parquet"), str(tmp_path / "o"), spark=spark)
     generate(10, seed=1).drop(columns=["amount"]).to_parquet(tmp_path / "narrow.parquet")
-    with pytest.raises(ConfigError, match=r"input lacks feature columns \['amount'\]"):
+    with pytest.raises(ConfigError, match=r"narrow\.parquet lacks the model's feature column\(s\) amount \(it has "):
         predict_batch_spark(settings, in_project, str(tmp_path / "narrow.parquet"), str(tmp_path / "o"), spark=spark)
+    (tmp_path / "semi.csv").write_text("transaction_id;amount\n1;2.5\n")  # refused by the local engine's CSV check
+    with pytest.raises(ConfigError, match=r"semi\.csv looks .*-delimited"):
+        predict_batch_spark(settings, in_project, str(tmp_path / "semi.csv"), str(tmp_path / "o"), spark=spark)
     generate(10, seed=1).iloc[:0].to_parquet(tmp_path / "empty.parquet")
     with pytest.raises(ConfigError, match="has no rows"):
         predict_batch_spark(settings, in_project, str(tmp_path / "empty.parquet"), str(tmp_path / "o"), spark=spark)

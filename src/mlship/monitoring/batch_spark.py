@@ -36,9 +36,21 @@ from mlship.monitoring.batch import (
     _summary,
     _write_report,
     reasons_line,
+    require_columns,
     row_problems,
 )
-from mlship.monitoring.batch_io import Dataset, InputFile, is_s3, list_inputs, part_name, split, storage
+from mlship.monitoring.batch_io import (
+    Dataset,
+    InputFile,
+    content_fingerprint,
+    is_s3,
+    list_inputs,
+    part_name,
+    real_path,
+    split,
+    storage,
+    within,
+)
 from mlship.monitoring.batch_report import PartStats
 
 if TYPE_CHECKING:
@@ -201,9 +213,10 @@ def predict_batch_spark(
             from mlship.registry import spark_proba_udf
 
             dataset = Dataset(out_spec)
-            dataset.prepare()
+            for upload in dataset.prepare():
+                print(f"aborted the unfinished upload of {upload}: a killed run left it", file=sys.stderr)
             _drop_stale_staging(dataset)
-            job = _Job(spark, spark_proba_udf(spark, directory, Path(tmp)), run, dataset, resolved.uri)
+            job = _Job(spark, spark_proba_udf(spark, directory, Path(tmp)), run, dataset, resolved.uri, fs_in)
             outcome = _run_parts(job, fs_in, inputs, overwrite=overwrite, progress=progress)
     finally:
         if own:
@@ -272,6 +285,7 @@ class _Job:
     run: _Run
     dataset: Dataset
     model_uri: str
+    fs_in: Any
 
     @property
     def names(self) -> list[str]:
@@ -302,10 +316,15 @@ class _Outcome:
 def _inputs(in_spec: str, fs_out: Any, out_root: str, out_spec: str) -> tuple[Any, list[InputFile]]:
     """The input files, as the local engine lists them; an output inside the input folder is not input."""
     fs_in, inputs = list_inputs(in_spec)
-    if fs_out.type_name == fs_in.type_name:
-        inputs = [i for i in inputs if i.path != out_root and not i.path.startswith(out_root.rstrip("/") + "/")]
+    if fs_out.type_name == fs_in.type_name:  # compared as batch.predict_batch compares them (symlinks resolved)
+        out_real = real_path(fs_out, out_root)
+        inputs = [i for i in inputs if not within(real_path(fs_in, i.path), out_real)]
         if not inputs:
-            raise ConfigError(f"{in_spec} holds only the output {out_spec}", hint="score another input")
+            shown = out_spec if out_real == out_root else f"{out_spec} (which resolves to {out_real})"
+            raise ConfigError(
+                f"--output {shown} holds the input {in_spec}: the parts would be written among the input files",
+                hint="write the output outside the input",
+            )
     return fs_in, inputs
 
 
@@ -353,9 +372,9 @@ def _run_parts(job: _Job, fs_in: Any, inputs: list[InputFile], *, overwrite: boo
 
     run, out = job.run, _Outcome()
     names = [part_name(i) for i in inputs]
+    fingerprints = [content_fingerprint(fs_in, i) for i in inputs]
     sources = [
-        json.dumps({**i.fingerprint(), "model_uri": job.model_uri, "bad_rows": run.policy}, sort_keys=True)
-        for i in inputs
+        json.dumps({**f, "model_uri": job.model_uri, "bad_rows": run.policy}, sort_keys=True) for f in fingerprints
     ]  # the local engine's footer: either engine resumes the other's dataset
     done = [None if overwrite else _finished_part(job.dataset, n, s) for n, s in zip(names, sources, strict=True)]
     pending = iter([k for k, d in enumerate(done) if d is None])
@@ -402,7 +421,7 @@ def _run_parts(job: _Job, fs_in: Any, inputs: list[InputFile], *, overwrite: boo
                 out.total.merge(stats)
                 if stats.rows and inp.uri not in out.refused:
                     out.entries.append(
-                        {"part": name, **inp.fingerprint(), "rows": stats.rows, "bad_rows": stats.bad_rows}
+                        {"part": name, **fingerprints[k - 1], "rows": stats.rows, "bad_rows": stats.bad_rows}
                     )
     except BaseException:
         job.spark.sparkContext.cancelJobGroup(group)  # the parts still running are not wanted any more
@@ -421,12 +440,16 @@ def _stage(job: _Job, group: str, inp: InputFile, name: str) -> _Staged:
     import time
     import uuid
 
+    from mlship.data.io import check_column_names, check_csv
+
     started = time.perf_counter()
     job.spark.sparkContext.setJobGroup(group, f"mlship predict-batch {inp.uri}")
+    if inp.suffix == ".csv":
+        with storage(f"read {inp.uri}"):
+            check_csv(job.fs_in, inp.path, inp.uri, inp.size)  # the local engine's refusals of a CSV's head and tail
     frame = _read(job.spark, "csv" if inp.suffix == ".csv" else "parquet", spark_uri(inp.uri))
-    missing = [f for f in job.names if f not in frame.columns]
-    if missing:
-        raise ConfigError(f"input lacks feature columns {missing}", hint="score a file with the training schema")
+    check_column_names(list(frame.columns), inp.uri)
+    require_columns(inp, frame, job.names)  # a Spark DataFrame has the `columns` it reads
     checked = _checked(frame, job.run.columns)
     tally = _tally(checked)
     rows = sum(tally.values())
