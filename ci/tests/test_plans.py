@@ -332,6 +332,8 @@ def test_scan_runs_trivy_on_the_tarball_with_db_cache_then_scan_gate(pipe: MlPip
     chain = render(trivy)
     assert froms(chain)[0] == images.TRIVY
     assert "withMountedCache(path='/root/.cache/trivy', cache=<CacheVolume:cacheVolume(key='mlship-trivy-db')>" in chain
+    # Trivy's fs cache takes an exclusive lock: concurrent scans on the volume must take turns
+    assert "cacheVolume(key='mlship-trivy-db')>, sharing='LOCKED')" in chain
     assert "asTarball()" in chain
     assert execs(trivy) == [
         ["trivy", "image", "--input", "/scan/image.tar", "--format", "json", "--output", "/scan/report.json"]

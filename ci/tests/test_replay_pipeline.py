@@ -84,9 +84,20 @@ def test_all_without_credentials_runs_every_stage_and_prints_its_summary(
     # `tests="unit"`: the test stage runs the unit tier for real (pytest, --cov, junit) in its
     # container; the default selection (every tier but docker/replay, ~20 min here) was replayed
     # by hand once (README, "What the replay proves"), not on every CI run.
+    first = len(tier.interp.terminals)
     summary = timed(tier, "all", lambda: pipeline().all(tests="unit"))
     with capsys.disabled():
         print(f"\n`dagger call all` (replayed):\n{summary}")
+    # lint ∥ test ∥ validate-data run side by side, as the engine runs a task group's awaits:
+    # their awaits' wall-clock intervals overlap pairwise
+    ran = tier.interp.terminals[first:]
+    parallel = {
+        stage: next(t for t in ran if marker in t.label)
+        for stage, marker in (("lint", "mypy --strict"), ("test", "pytest -m"), ("validate", "mlship validate"))
+    }
+    for a, b in (("lint", "test"), ("lint", "validate"), ("test", "validate")):
+        x, y = parallel[a], parallel[b]
+        assert x.started < y.ended and y.started < x.ended, f"{a} and {b} did not overlap: {x} / {y}"
     lines = {line.split()[0]: line for line in summary.splitlines() if line.strip()}
     for stage in STAGES:
         assert stage in lines, f"{stage} missing from the summary:\n{summary}"

@@ -329,7 +329,14 @@ class MlPipeline:
         ctr = (
             dag.container()
             .from_(images.TRIVY)
-            .with_mounted_cache("/root/.cache/trivy", dag.cache_volume("mlship-trivy-db"))
+            # LOCKED: Trivy's fs cache backend takes an exclusive BoltDB lock, so two scans sharing
+            # the volume at once (`scan` and `scan-report` in parallel) would wait or fail; the
+            # engine makes them take turns. uv's cache (in _base) locks itself: SHARED is right.
+            .with_mounted_cache(
+                "/root/.cache/trivy",
+                dag.cache_volume("mlship-trivy-db"),
+                sharing=dagger.CacheSharingMode.LOCKED,
+            )
             .with_env_variable("TRIVY_NO_PROGRESS", "true")
             .with_file("/scan/image.tar", image.as_tarball())
         )

@@ -156,7 +156,7 @@ class Config:
     cmd: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     exposed: tuple[int, ...] = ()
-    caches: tuple[tuple[str, str], ...] = ()
+    caches: tuple[tuple[str, str, str], ...] = ()  # (path, volume key, sharing mode)
     secret_env: tuple[tuple[str, SecretValue], ...] = ()
     secret_files: tuple[tuple[str, SecretValue, int], ...] = ()
     auths: tuple[tuple[str, str, SecretValue], ...] = ()
