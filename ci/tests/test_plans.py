@@ -584,6 +584,7 @@ def release(**kwargs: Any) -> main.Release:
         tracking_token=None,
         severity=Severity.HIGH,
         ignore_unfixed=False,
+        strict=False,
         tests=main.TEST_SELECTION,
         git_sha="abc",
         created="",

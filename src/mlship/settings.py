@@ -122,6 +122,14 @@ class NotifySettings(_Section):
         return raw
 
 
+class ScanSettings(_Section):
+    """`[tool.mlship.scan]`: the image scan gate's policy (`mlship scan-gate`)."""
+
+    fail_on_unfixed: bool = False
+    """Also fail on vulnerabilities at or above the threshold that have no fixed version yet
+    (by default they are listed, not failed; `scan-gate --strict` fails on them too)."""
+
+
 class Settings(_Section):
     """`[tool.mlship]`: the whole configuration of one project."""
 
@@ -148,6 +156,7 @@ class Settings(_Section):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
+    scan: ScanSettings = Field(default_factory=ScanSettings)
     root: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @field_validator("sensitive_feature", mode="before")

@@ -353,12 +353,23 @@ class MlPipeline:
             ]
         )
 
-    def _scan_gate(self, report: dagger.File, severity: Severity, ignore_unfixed: bool) -> dagger.Container:
+    def _scan_gate(
+        self,
+        report: dagger.File,
+        severity: Severity,
+        ignore_unfixed: bool,
+        strict: bool = False,
+        expect: dagger.ReturnType = dagger.ReturnType.SUCCESS,
+    ) -> dagger.Container:
+        """`mlship scan-gate` on the report: fixable findings fail; unfixed ones are listed (and fail
+        only with --strict or the project's scan.fail_on_unfixed); stale ignores are named."""
         args = ["mlship", "scan-gate", "--report", f"{REPORTS}/trivy.json", "--severity", severity.value]
         args += ["--ignore-file", ".trivyignore", "--report-dir", REPORTS]
         if ignore_unfixed:
             args.append("--ignore-unfixed")
-        return self._base(SCAN_GATE_PATHS).with_file(f"{REPORTS}/trivy.json", report).with_exec(args)
+        if strict:
+            args.append("--strict")
+        return self._base(SCAN_GATE_PATHS).with_file(f"{REPORTS}/trivy.json", report).with_exec(args, expect=expect)
 
     def _kube(
         self, kubeconfig: dagger.Secret, tracking_uri: str, tracking_token: dagger.Secret | None
@@ -561,8 +572,9 @@ class MlPipeline:
     @_function_with_cache("session")
     async def scan(
         self,
-        severity: Annotated[Severity, Doc("Fail on findings at or above this severity")] = Severity.HIGH,
-        ignore_unfixed: Annotated[bool, Doc("Skip vulnerabilities with no fixed version")] = False,
+        severity: Annotated[Severity, Doc("Fail on fixable findings at or above this severity")] = Severity.HIGH,
+        ignore_unfixed: Annotated[bool, Doc("Leave vulnerabilities with no fixed version out entirely")] = False,
+        strict: Annotated[bool, Doc("Also fail on unfixed vulnerabilities and on stale .trivyignore entries")] = False,
         model: Annotated[dagger.Directory | None, Doc("MLflow model directory (default: train one now)")] = None,
         git_sha: Annotated[str, Doc("Commit label of the image (as given to all/build)")] = "unknown",
         created: Annotated[str, Doc("Time label of the image (as given to all/build)")] = "",
@@ -570,7 +582,27 @@ class MlPipeline:
         """Trivy on the built image tarball, gated by `mlship scan-gate` (honours .trivyignore)."""
         image = self._build(self._model(model), git_sha, DEFAULT_MODEL_NAME, "", created)
         report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
-        return await self._scan_gate(report, severity, ignore_unfixed).stdout()
+        return await self._scan_gate(report, severity, ignore_unfixed, strict).stdout()
+
+    @_function_with_cache("session")
+    async def scan_summary(
+        self,
+        severity: Annotated[Severity, Doc("Fail on fixable findings at or above this severity")] = Severity.HIGH,
+        strict: Annotated[bool, Doc("Also fail on unfixed vulnerabilities and on stale .trivyignore entries")] = False,
+        model: Annotated[dagger.Directory | None, Doc("MLflow model directory (default: train one now)")] = None,
+        git_sha: Annotated[str, Doc("Commit label of the image (as given to all/build)")] = "unknown",
+        created: Annotated[str, Doc("Time label of the image (as given to all/build)")] = "",
+    ) -> dagger.Directory:
+        """scan-gate.md (the job summary), scan-gate.json (the review comment) and exit-code — also when it fails.
+
+        Given all's --git-sha and --created it is the very image all built and scanned that day."""
+        image = self._build(self._model(model), git_sha, DEFAULT_MODEL_NAME, "", created)
+        report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
+        run = self._scan_gate(report, severity, False, strict, expect=dagger.ReturnType.ANY)
+        out = dag.directory().with_file("scan-gate.json", run.file(f"{REPORTS}/scan-gate.json"))
+        return _with_exit_code(
+            out.with_file("scan-gate.md", run.file(f"{REPORTS}/scan-gate.md")), await _exit_code(run)
+        )
 
     @_function_with_cache("session")
     def scan_report(
@@ -707,7 +739,8 @@ class MlPipeline:
         tracking_uri: Annotated[str, Doc("MLflow tracking URI (default: embedded)")] = "",
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token")] = None,
         severity: Annotated[Severity, Doc("Scan gate threshold")] = Severity.HIGH,
-        ignore_unfixed: Annotated[bool, Doc("Scan gate skips vulnerabilities with no fixed version")] = False,
+        ignore_unfixed: Annotated[bool, Doc("Scan gate leaves vulnerabilities with no fixed version out")] = False,
+        strict: Annotated[bool, Doc("Scan gate also fails on unfixed vulnerabilities and stale ignores")] = False,
         tests: Annotated[
             str, Doc("pytest -m expression for the test stage (the coverage floor gates only the default)")
         ] = TEST_SELECTION,
@@ -728,6 +761,7 @@ class MlPipeline:
             tracking_token=tracking_token,
             severity=severity,
             ignore_unfixed=ignore_unfixed,
+            strict=strict,
             tests=tests,
             git_sha=git_sha,
             created=created,
@@ -772,7 +806,7 @@ class MlPipeline:
         image = self._build(model_dir.directory("model"), rel.git_sha, DEFAULT_MODEL_NAME, version, rel.created)
         await run.settle("build", image)
         report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
-        await run.settle("scan", self._scan_gate(report, rel.severity, rel.ignore_unfixed))
+        await run.settle("scan", self._scan_gate(report, rel.severity, rel.ignore_unfixed, rel.strict))
 
         ref = ""
         if not rel.address:
@@ -812,6 +846,7 @@ class Release:
     tracking_token: dagger.Secret | None
     severity: Severity
     ignore_unfixed: bool
+    strict: bool
     tests: str
     git_sha: str
     created: str
