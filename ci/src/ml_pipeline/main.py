@@ -67,8 +67,17 @@ SCAN_GATE_PATHS = [*PACKAGE_PATHS, ".trivyignore"]
 DEPLOY_PATHS = [*PACKAGE_PATHS, "deployment/k8s"]
 # `test` runs the whole suite, which checks the README, the workflows and the manifests too.
 TEST_PATHS: list[str] = []
-# The tiers `test` runs: everything but the tiers that need a Docker daemon (none in the engine).
+# The tiers `test` runs: everything .ci/run runs but the tiers that need a Docker daemon (none in
+# the engine). The Spark tests are in: the test base has the spark extra and a JRE.
 TEST_SELECTION = "not docker and not replay"
+TEST_EXTRAS = ["spark"]
+# Debian's default JRE (pyspark 4 needs Java 17+): openjdk-21 on trixie, which the pinned
+# python:3.11-slim is; openjdk-17 on bookworm. Debian trixie has no openjdk-17 package, so naming
+# the default keeps the stage working on whichever Debian the pinned image is built on.
+JRE_PACKAGE = "default-jre-headless"
+# The tiers the test stage must run, not skip (tests/conftest.py): a JRE or pyspark gone missing
+# from the base fails the stage instead of skipping the Spark tests.
+TEST_REQUIRED_TIERS = "spark"
 
 
 @enum_type
@@ -179,13 +188,27 @@ class MlPipeline:
         """The part of the source tree a stage reads (all of it when `include` is empty)."""
         return self.source.filter(include=include) if include else self.source
 
-    def _base(self, include: list[str] = PACKAGE_PATHS) -> dagger.Container:
-        """Pinned python + pinned uv + `uv sync --frozen`, dependencies cached across runs."""
+    def _base(
+        self, include: list[str] = PACKAGE_PATHS, extras: list[str] | None = None, apt: list[str] | None = None
+    ) -> dagger.Container:
+        """Pinned python + pinned uv + `uv sync --frozen`, dependencies cached across runs.
+
+        `apt`: Debian packages installed first (their layer survives lock and source changes);
+        `extras`: the project's optional dependency groups synced too."""
         uv = dag.container().from_(images.UV).file("/uv")
+        extra_args = [arg for name in extras or [] for arg in ("--extra", name)]
+        ctr = dag.container().from_(self.python_image)
+        if apt:
+            ctr = ctr.with_exec(
+                [
+                    "sh",
+                    "-c",
+                    "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                    f"--no-install-recommends {' '.join(apt)} && rm -rf /var/lib/apt/lists/*",
+                ]
+            )
         return (
-            dag.container()
-            .from_(self.python_image)
-            .with_file("/usr/local/bin/uv", uv)
+            ctr.with_file("/usr/local/bin/uv", uv)
             .with_mounted_cache("/root/.cache/uv", dag.cache_volume("mlship-uv"))
             .with_env_variable("UV_LINK_MODE", "copy")
             .with_env_variable("UV_PROJECT_ENVIRONMENT", VENV)
@@ -194,10 +217,10 @@ class MlPipeline:
             .with_workdir(SRC)
             .with_file(f"{SRC}/pyproject.toml", self.source.file("pyproject.toml"))
             .with_file(f"{SRC}/uv.lock", self.source.file("uv.lock"))
-            .with_exec(["uv", "sync", "--frozen", "--no-install-project"])
+            .with_exec(["uv", "sync", "--frozen", "--no-install-project", *extra_args])
             .with_new_file(f"{SRC}/README.md", README_STAND_IN)
             .with_directory(SRC, self._paths(include))
-            .with_exec(["uv", "sync", "--frozen"])
+            .with_exec(["uv", "sync", "--frozen", *extra_args])
         )
 
     def _with_data(self, ctr: dagger.Container, data: DataFile | None) -> tuple[dagger.Container, str]:
@@ -242,7 +265,8 @@ class MlPipeline:
         when it fails (expect=ANY), so CI can export them, and the exit code decides the verdict."""
         # the report directory exists even if pytest dies before writing a report
         return (
-            self._base(TEST_PATHS)
+            self._base(TEST_PATHS, extras=TEST_EXTRAS, apt=[JRE_PACKAGE])
+            .with_env_variable("MLSHIP_REQUIRE_TIERS", TEST_REQUIRED_TIERS)
             .with_directory(REPORTS, dag.directory())
             .with_exec(
                 [
