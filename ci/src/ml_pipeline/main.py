@@ -21,6 +21,8 @@ import dagger
 from dagger import DefaultPath, Doc, Ignore, check, dag, enum_type, function, object_type
 
 from . import images
+from . import kubeconfig as kubecfg
+from .kubeconfig import KubeAccess
 
 SRC = "/src"
 VENV = "/opt/venv"
@@ -396,9 +398,17 @@ class MlPipeline:
         return self._base(SCAN_GATE_PATHS).with_file(f"{REPORTS}/trivy.json", report).with_exec(args, expect=expect)
 
     def _kube(
-        self, kubeconfig: dagger.Secret, tracking_uri: str, tracking_token: dagger.Secret | None
+        self,
+        kubeconfig: dagger.Secret,
+        tracking_uri: str,
+        tracking_token: dagger.Secret | None,
+        access: KubeAccess | None = None,
     ) -> dagger.Container:
-        """The base plus a pinned kubectl; the kubeconfig is a mounted secret, never a file or arg."""
+        """The base plus a pinned kubectl; the kubeconfig is a mounted secret, never a file or arg.
+
+        A loopback server (kind, minikube, k3d …) is reached through a host tunnel: the engine's
+        host service forwards the port, bound here as `kube-api` (kubeconfig.py says how the copy
+        of the kubeconfig the command uses is rewritten, on a tmpfs)."""
         kubectl = dag.container().from_(images.KUBECTL).file("/bin/kubectl")
         ctr = (
             self._base(DEPLOY_PATHS)
@@ -406,8 +416,38 @@ class MlPipeline:
             .with_mounted_secret("/root/.kube/config", kubeconfig, mode=0o400)
             .with_env_variable("KUBECONFIG", "/root/.kube/config")
         )
+        if access is not None and access.loopback:
+            tunnel = dag.host().service([dagger.PortForward(backend=access.port, frontend=access.port)])
+            ctr = ctr.with_service_binding(kubecfg.TUNNEL_ALIAS, tunnel).with_mounted_temp(kubecfg.TUNNEL_DIR)
         # The cluster and the registry are outside state: a deploy or rollback always runs.
         return _fresh(self._with_mlflow(ctr, tracking_uri, tracking_token), "cluster state")
+
+    def _kube_exec(self, ctr: dagger.Container, access: KubeAccess | None, args: list[str]) -> dagger.Container:
+        """`args` against the cluster: as is, or through the tunnel's rewritten kubeconfig copy."""
+        if access is None or not access.loopback:
+            return ctr.with_exec(args)
+        tunnel = [access.cluster, access.tunnel_server(), access.tunnel_tls_server_name()]
+        return ctr.with_exec(["sh", "-c", kubecfg.tunnel_script(), "sh", *tunnel, *args])
+
+    def _kube_view(self, kubeconfig: dagger.Secret) -> dagger.Container:
+        """`kubectl config view -o json`: the kubeconfig as kubectl reads it, credentials left out."""
+        return (
+            dag.container()
+            .from_(images.KUBECTL)
+            .with_mounted_secret("/run/kubeconfig", kubeconfig, mode=0o400)
+            .with_env_variable("KUBECONFIG", "/run/kubeconfig")
+            .with_exec(["kubectl", "config", "view", "-o", "json"])
+        )
+
+    async def _kube_access(self, kubeconfig: dagger.Secret) -> KubeAccess:
+        """The current context's server and user, refused (UsageError, one line) when the container
+        cannot log in with it; runs before anything talks to the cluster."""
+        try:
+            access = kubecfg.parse_view(await _stdout(self._kube_view(kubeconfig)))
+            kubecfg.check(access)
+        except kubecfg.KubeconfigRefused as exc:
+            raise UsageError(str(exc)) from None
+        return access
 
     def _deploy(
         self,
@@ -419,13 +459,14 @@ class MlPipeline:
         image: str,
         tracking_uri: str = "",
         tracking_token: dagger.Secret | None = None,
+        access: KubeAccess | None = None,
     ) -> dagger.Container:
         _require_image_digest(image)
         args = ["mlship", "deploy", "--model", model, "--target", "kubernetes", "--env", env.value]
         args += ["--namespace", namespace, "--image", image]
         if approve:
             args.append("--approve")
-        return self._kube(kubeconfig, tracking_uri, tracking_token).with_exec(args)
+        return self._kube_exec(self._kube(kubeconfig, tracking_uri, tracking_token, access), access, args)
 
     def _rollback(
         self,
@@ -435,11 +476,12 @@ class MlPipeline:
         approve: bool = False,
         tracking_uri: str = "",
         tracking_token: dagger.Secret | None = None,
+        access: KubeAccess | None = None,
     ) -> dagger.Container:
         args = ["mlship", "rollback", "--target", "kubernetes", "--env", env.value, "--namespace", namespace]
         if approve:
             args.append("--approve")
-        return self._kube(kubeconfig, tracking_uri, tracking_token).with_exec(args)
+        return self._kube_exec(self._kube(kubeconfig, tracking_uri, tracking_token, access), access, args)
 
     def _serve(self, model: dagger.Directory) -> dagger.Service:
         return (
@@ -670,8 +712,13 @@ class MlPipeline:
         tracking_uri: Annotated[str, Doc("MLflow tracking URI that resolves --model")] = "",
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
     ) -> str:
-        """Blue-green deploy to Kubernetes (`mlship deploy --target kubernetes`); rolls back on failure."""
-        plan = self._deploy(kubeconfig, model, env, namespace, approve, image, tracking_uri, tracking_token)
+        """Blue-green deploy to Kubernetes (`mlship deploy --target kubernetes`); rolls back on failure.
+
+        A kubeconfig whose server is on loopback (kind, minikube, k3d) is reached through a host tunnel
+        with its certificate still verified; one that logs in with an exec plugin is refused first."""
+        _require_image_digest(image)
+        access = await self._kube_access(kubeconfig)
+        plan = self._deploy(kubeconfig, model, env, namespace, approve, image, tracking_uri, tracking_token, access)
         return await plan.stdout()
 
     @_function_with_cache("never")
@@ -685,7 +732,9 @@ class MlPipeline:
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
     ) -> str:
         """Switch live back to the previous color (one switch, no cold start)."""
-        return await self._rollback(kubeconfig, env, namespace, approve, tracking_uri, tracking_token).stdout()
+        access = await self._kube_access(kubeconfig)
+        plan = self._rollback(kubeconfig, env, namespace, approve, tracking_uri, tracking_token, access)
+        return await plan.stdout()
 
     @function
     def serve(
@@ -796,6 +845,8 @@ class MlPipeline:
             namespace=namespace,
         )
         release.check()  # a usage error before the engine is asked anything
+        if kubeconfig is not None:  # a kubeconfig the container cannot use: refused before any stage
+            release.kube = await self._kube_access(kubeconfig)
         release.data = await _named(data)
         return await self._all(release)
 
@@ -847,7 +898,7 @@ class MlPipeline:
             model = f"models:/{DEFAULT_MODEL_NAME}/{version}"
             env = Environment.STAGING
             plan = self._deploy(
-                rel.kubeconfig, model, env, rel.namespace, False, ref, rel.tracking_uri, rel.tracking_token
+                rel.kubeconfig, model, env, rel.namespace, False, ref, rel.tracking_uri, rel.tracking_token, rel.kube
             )
             await run.settle("deploy staging", plan)
         summary = run.summary()
@@ -879,6 +930,7 @@ class Release:
     password: dagger.Secret | None
     kubeconfig: dagger.Secret | None
     namespace: str
+    kube: KubeAccess | None = None
 
     def check(self) -> None:
         if self.address and (not self.username or self.password is None):

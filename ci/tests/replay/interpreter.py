@@ -47,6 +47,7 @@ from replay.values import (
     ExecResult,
     FileValue,
     FsNode,
+    HostService,
     HostValue,
     SecretValue,
     ServiceValue,
@@ -125,6 +126,7 @@ def _kind(value: Any) -> str:
         FileValue: "File",
         HostValue: "Host",
         ServiceValue: "Service",
+        HostService: "Service",
         CacheVolume: "CacheVolume",
         SecretValue: "Secret",
     }.get(type(value), type(value).__name__)
@@ -186,6 +188,7 @@ class Interpreter:
     # makes a node that two chains share run once, the other waiting for its result, as the
     # engine's solver shares an identical vertex in flight (buildkit solver/jobs.go, one
     # vertex per digest); LOCKED cache volumes take one lock per volume.
+    _tunnels: dict[int, _Forwarder] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
     _count_guard: threading.Lock = field(default_factory=threading.Lock)
@@ -391,6 +394,10 @@ class Interpreter:
                 args += ["--user", spec.config.user]
             for path, cache, _sharing in spec.config.caches:
                 args += ["--volume", f"{volume_name(cache)}:{path}"]
+            for path in spec.config.temps:
+                args += ["--tmpfs", path]
+            for alias, svc in spec.config.bindings:
+                args += ["--add-host", f"{alias}:{self.host_tunnel(svc)}"]
             for i, (path, secret, mode) in enumerate(spec.config.secret_files):
                 host = sdir / f"file{i}"
                 host.write_text(secret.plaintext)
@@ -479,6 +486,25 @@ class Interpreter:
         for container in self._services:
             subprocess.run(["docker", "rm", "--force", container], capture_output=True, check=False)
         self._services.clear()
+        for tunnel in self._tunnels.values():
+            tunnel.close()
+        self._tunnels.clear()
+
+    def host_tunnel(self, svc: HostService) -> str:
+        """Where a container bound to a host service reaches it: the bridge gateway, forwarded to the host.
+
+        The engine runs a host service by forwarding each port to `host` on the machine that called
+        it (core/schema/host.go Host.service → core/service.go, a tunnel through the session). Here
+        a TCP forwarder listens on the Docker bridge's gateway address (reachable only from this
+        machine and its containers) on each frontend port and connects to `host`:backend; the
+        container's alias resolves to the gateway (`--add-host`). Nothing else of the host's
+        loopback is reachable from the container, as on the engine."""
+        gateway = _bridge_gateway()
+        for front, back in svc.ports:
+            with self.lock_for(f"tunnel:{front}"):
+                if front not in self._tunnels:
+                    self._tunnels[front] = _Forwarder(gateway, front, svc.host, back)
+        return gateway
 
     def host_dir(self, path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> DirValue:
         """A host directory snapshot; re-staged only when a file's size, mtime or mode changed."""
@@ -535,6 +561,8 @@ class ExecSpec:
             cfg.caches,
             [(n, interp.secret_mac(s)) for n, s in cfg.secret_env],
             [(p, interp.secret_mac(s), m) for p, s, m in cfg.secret_files],
+            cfg.temps,
+            [(alias, svc.host, svc.ports) for alias, svc in cfg.bindings],
             self.expect,
             self.redirect_stdout,
             self.redirect_stderr,
@@ -1036,6 +1064,38 @@ def _with_port(
     return replace(ctr, config=replace(ctr.config, exposed=exposed))
 
 
+@op("Host", "service")
+def _host_service(
+    interp: Interpreter, _: HostValue, ports: list[dict[str, Any]], host: str = "localhost"
+) -> HostService:
+    """core/schema/host.go Host.service (v0.21.8): an empty port list is an error."""
+    if not ports:
+        raise query_error("host.service: no ports given")
+    forwards = tuple((int(p.get("frontend") or p["backend"]), int(p["backend"])) for p in ports)
+    if any(p.get("protocol", "TCP") != "TCP" for p in ports):
+        raise UnknownSelection("Host.service(protocol=UDP): not replayed")
+    return HostService("127.0.0.1" if host == "localhost" else host, forwards)
+
+
+@op("Container", "withServiceBinding")
+def _with_service_binding(interp: Interpreter, ctr: ContainerValue, alias: str, service: Any) -> ContainerValue:
+    """The alias resolves to the service in this container's later execs (core/container.go
+    WithServiceBinding); only host services are replayed as bindings."""
+    if not isinstance(service, HostService):
+        raise UnknownSelection("Container.withServiceBinding(a container service): not replayed")
+    bindings = (*((a, s) for a, s in ctr.config.bindings if a != alias), (alias, service))
+    return replace(ctr, config=replace(ctr.config, bindings=bindings))
+
+
+@op("Container", "withMountedTemp")
+def _with_mounted_temp(interp: Interpreter, ctr: ContainerValue, path: str, size: int = 0) -> ContainerValue:
+    """A tmpfs at `path` for each exec: written files never reach a layer (core/container.go WithMountedTemp)."""
+    if size:
+        raise UnknownSelection("Container.withMountedTemp(size=…): not replayed")
+    full = _abs(ctr, path)
+    return replace(ctr, config=replace(ctr.config, temps=(*(t for t in ctr.config.temps if t != full), full)))
+
+
 @op("Container", "withEntrypoint")
 def _with_entrypoint(
     interp: Interpreter, ctr: ContainerValue, args: list[str], keepDefaultArgs: bool = False
@@ -1244,3 +1304,73 @@ def _up(
     run += ["--entrypoint", argv[0], image, *argv[1:]]
     dockerops.docker(*run)
     interp._services.append(name)
+
+
+def _bridge_gateway() -> str:
+    """The default bridge's gateway: IPAM's Gateway, else the subnet's first address (Docker's default)."""
+    import ipaddress
+
+    proc = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"no Docker bridge network for a host service: {proc.stderr.strip()}")
+    for config in json.loads(proc.stdout or "[]") or []:
+        if config.get("Gateway"):
+            return str(config["Gateway"])
+        if config.get("Subnet"):
+            network = ipaddress.ip_network(config["Subnet"])
+            if network.version == 4:
+                return str(next(network.hosts()))
+    raise RuntimeError(f"the Docker bridge network has no IPv4 subnet: {proc.stdout.strip()}")
+
+
+class _Forwarder:
+    """A TCP forwarder: accepts on (listen_host, port), pipes each connection to (target_host, target_port)."""
+
+    def __init__(self, listen_host: str, port: int, target_host: str, target_port: int) -> None:
+        import socket
+
+        self._target = (target_host, target_port)
+        self._server = socket.create_server((listen_host, port), reuse_port=False)
+        self._server.settimeout(0.5)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"replay-tunnel-{port}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        self._thread.join(timeout=5)
+
+
+def _pipe(src: Any, dst: Any) -> None:
+    try:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+    finally:
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(2)
