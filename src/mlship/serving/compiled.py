@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from mlship.serving.columns import Columns
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -49,17 +51,16 @@ class _OneHot:
     width: int
     ignore_unknown: bool
 
-    def fill(self, out: np.ndarray, start: int, rows: Rows) -> None:
-        block = out[:, start : start + self.width]
-        for i, row in enumerate(rows):
-            value = row[self.column]
-            if not isinstance(value, str):
-                raise NotCompiled(f"{self.column}: {value!r} is not a string")
-            hit = self.index.get(value)
-            if hit is not None:
-                block[i, hit] = 1.0
-            elif not self.ignore_unknown:
-                raise NotCompiled(f"{self.column}: unknown category {value!r}")
+    def fill(self, out: np.ndarray, start: int, values: Sequence[Any]) -> None:
+        if not set(map(type, values)) <= {str}:
+            bad = next(v for v in values if type(v) is not str)
+            raise NotCompiled(f"{self.column}: {bad!r} is not a string")
+        get = self.index.get
+        hits = np.fromiter([get(v, -1) for v in values], dtype=np.intp, count=len(values))
+        known = hits >= 0
+        if not self.ignore_unknown and not known.all():
+            raise NotCompiled(f"{self.column}: unknown category {values[int(np.argmin(known))]!r}")
+        out[np.flatnonzero(known), start + hits[known]] = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,19 +69,20 @@ class _Numeric:
     mean: float | None = None
     scale: float | None = None
 
-    def fill(self, out: np.ndarray, start: int, rows: Rows) -> None:
+    def fill(self, out: np.ndarray, start: int, values: Sequence[Any]) -> None:
+        column = out[:, start]
         try:
-            values = np.array([row[self.column] for row in rows], dtype=np.float64)
+            column[...] = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise NotCompiled(f"{self.column}: {exc}") from exc
-        if np.isnan(values).any():
+        if np.isnan(column).any():
             raise NotCompiled(f"{self.column}: missing value")
-        # The same two float64 operations, in the same order, as StandardScaler.transform.
+        # The same two float64 operations, in the same order, as StandardScaler.transform
+        # (in place, in the feature matrix's own column).
         if self.mean is not None:
-            values -= self.mean
+            column -= self.mean
         if self.scale is not None:
-            values /= self.scale
-        out[:, start] = values
+            column /= self.scale
 
 
 _Block = _OneHot | _Numeric
@@ -196,14 +198,20 @@ class CompiledPipeline:
     def forest(self) -> _Forest | None:
         return self._final if isinstance(self._final, _Forest) else None
 
-    def transform(self, rows: Rows) -> np.ndarray:
+    def transform(self, rows: Rows | Columns) -> np.ndarray:
         """The feature matrix the fitted preprocessor would produce; NotCompiled if it can't here."""
-        out = np.zeros((len(rows), self.n_features), dtype=np.float64, order=self.order)
+        batch = rows if isinstance(rows, Columns) else Columns.from_rows(rows, self.inputs)
+        out = np.zeros((batch.n, self.n_features), dtype=np.float64, order=self.order)
         for block, start in zip(self._blocks, self._starts, strict=True):
-            block.fill(out, start, rows)
+            block.fill(out, start, batch.data[block.column])
         return out
 
-    def predict_proba(self, rows: Rows) -> np.ndarray:
+    @property
+    def inputs(self) -> list[str]:
+        """The input columns the blocks read, each once, in order."""
+        return list(dict.fromkeys(block.column for block in self._blocks))
+
+    def predict_proba(self, rows: Rows | Columns) -> np.ndarray:
         return np.asarray(self._final.predict_proba(self.transform(rows)))
 
 
