@@ -23,7 +23,7 @@ through the real pipeline, so the client sees scikit-learn's own behaviour and e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,8 +32,6 @@ import numpy as np
 from mlship.serving.columns import Columns
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import pandas as pd
 
 Rows = Sequence[dict[str, Any]]
@@ -88,6 +86,11 @@ class _Numeric:
 _Block = _OneHot | _Numeric
 
 
+WALK_MAX_ROWS = 64
+"""Batches up to this many rows walk all trees at once; larger ones go tree by tree (measured
+crossover on the default model: 32 rows 1.8 vs 3.3 ms, 256 rows 13.8 vs 5.9 ms, busy machine)."""
+
+
 class _Forest:
     """A binary HistGradientBoostingClassifier's trees as flat arrays, walked for all trees at once.
 
@@ -129,35 +132,68 @@ class _Forest:
         self._roots = np.asarray(roots, dtype=np.intp)
         self._feature = np.concatenate(feature)
         self._threshold = np.concatenate(threshold)
-        self._children = np.stack([np.concatenate(left), np.concatenate(right)], axis=1)
-        self._leaf = self._children[:, 0] == np.arange(offset)
+        children = np.stack([np.concatenate(left), np.concatenate(right)], axis=1)
+        self._leaf = children[:, 0] == np.arange(offset)
+        self._children = children.ravel()  # node n's left child at 2n, right at 2n + 1
         self._value = np.concatenate(value)
         self._baseline = float(baseline.ravel()[0])
         self._loss = loss
+        self._trees = [predictor for (predictor,) in predictors]
+        try:
+            self._bitsets = clf._bin_mapper.make_known_categories_bitsets()
+        except AttributeError:  # another scikit-learn: large batches walk too
+            self._trees = []
 
     def raw(self, features: np.ndarray) -> np.ndarray:
-        """Baseline plus the leaf value of every tree, for each row."""
+        """Baseline plus the leaf value of every tree, for each row.
+
+        Up to `WALK_MAX_ROWS` rows all trees are walked at once (a few numpy calls per
+        level); beyond that the per-(row, tree) arrays cost more than scikit-learn's own
+        compiled predictor per tree, whose cost is per row, so that one answers.
+        """
         if np.isnan(features).any():
             raise NotCompiled("missing values take sklearn's own missing-value path")
+        if features.shape[0] > WALK_MAX_ROWS and self._trees:
+            return self.raw_by_tree(features)
+        return self.raw_walk(features)
+
+    def raw_walk(self, features: np.ndarray) -> np.ndarray:
+        """All trees at once: every (row, tree) pair still on a split node moves one level per step."""
         n_rows, n_trees = features.shape[0], len(self._roots)
         node = np.tile(self._roots, n_rows)  # (row, tree) pairs, row-major
-        flat = features.ravel()
+        flat = np.ascontiguousarray(features).ravel()
         at = np.repeat(np.arange(n_rows, dtype=np.intp) * features.shape[1], n_trees)
         active = np.flatnonzero(~self._leaf[node])
         current, at = node[active], at[active]
         while active.size:
             right = flat[at + self._feature[current]] > self._threshold[current]
-            current = self._children[current, right.view(np.uint8)]
+            current = self._children[2 * current + right]
             node[active] = current
             going = ~self._leaf[current]
-            active, current, at = active[going], current[going], at[going]
+            if not going.all():
+                active, current, at = active[going], current[going], at[going]
         scores = np.empty((n_rows, n_trees + 1), dtype=np.float64)
         scores[:, 0] = self._baseline
         scores[:, 1:] = self._value[node].reshape(n_rows, n_trees)
         return np.cumsum(scores, axis=1)[:, -1]  # strictly left to right, like sklearn's +=
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self._loss.predict_proba(self.raw(features).reshape(-1, 1)))
+    def raw_by_tree(self, features: np.ndarray) -> np.ndarray:
+        """scikit-learn's own per-tree predictor, summed as its `_raw_predict` sums (zeros, += baseline,
+        += each tree in order), without the pipeline's input checks and DataFrame handling."""
+        known, f_idx_map = self._bitsets
+        total = np.zeros(features.shape[0], dtype=np.float64)
+        total += self._baseline
+        for tree in self._trees:
+            total += tree.predict(features, known, f_idx_map, 1)
+        return total
+
+    def paths(self) -> list[Callable[[np.ndarray], np.ndarray]]:
+        """Every way `raw` may answer: `verified` checks each against scikit-learn."""
+        return [self.raw_walk, self.raw_by_tree] if self._trees else [self.raw_walk]
+
+    def predict_proba(self, features: np.ndarray, raw: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        scores = (raw or self.raw)(features)
+        return np.asarray(self._loss.predict_proba(scores.reshape(-1, 1)))
 
     def boundary_rows(self, base: np.ndarray, per_feature: int = 16) -> np.ndarray:
         """`base` with one feature set exactly on a split threshold, or just above it.
@@ -193,6 +229,11 @@ class CompiledPipeline:
         self.n_features = width
         self.order: Literal["C", "F"] = "C"
         """Memory order of the feature matrix: that of the real preprocessor's (set by `verified`)."""
+
+    @property
+    def final(self) -> Any:
+        """The model the feature matrix goes to (the flattened forest, or the estimator itself)."""
+        return self._final
 
     @property
     def forest(self) -> _Forest | None:
@@ -351,8 +392,10 @@ def verified(
     forest = compiled.forest
     if forest is not None:
         edges = forest.boundary_rows(expected_features[0])
-        if not np.array_equal(forest.predict_proba(edges), np.asarray(estimator.steps[-1][1].predict_proba(edges))):
-            raise NotCompiled("the compiled trees split differently from sklearn's on a threshold")
+        expected = np.asarray(estimator.steps[-1][1].predict_proba(edges))
+        for path in forest.paths():  # the small-batch walk and the large-batch per-tree sum alike
+            if not np.array_equal(forest.predict_proba(edges, path), expected):
+                raise NotCompiled("the compiled trees split differently from sklearn's on a threshold")
 
 
 def _encodes(compiled: CompiledPipeline, row: dict[str, Any]) -> bool:
