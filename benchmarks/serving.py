@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request, Response  # module level: the endpoints' annotations resolve here
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +64,6 @@ TARGETS = {"rows_per_constant_rps_32": 8.0, "p99_ms_32": 25.0, "ratio_1_record":
 def constant_server(port: int) -> None:
     """The ceiling: the same ASGI stack as `mlship serve`, answering fixed bytes after reading the body."""
     import uvicorn
-    from fastapi import FastAPI, Request, Response
 
     app = FastAPI()
     answer = b'{"predictions":[0],"probabilities":[0.5],"model":{"name":"card-fraud","version":"1"}}'

@@ -168,9 +168,10 @@ class _Forest:
         while active.size:
             right = flat[at + self._feature[current]] > self._threshold[current]
             current = self._children[2 * current + right]
-            node[active] = current
             going = ~self._leaf[current]
-            if not going.all():
+            if not going.all():  # pairs that reached their leaf are written back and dropped
+                done = ~going
+                node[active[done]] = current[done]
                 active, current, at = active[going], current[going], at[going]
         scores = np.empty((n_rows, n_trees + 1), dtype=np.float64)
         scores[:, 0] = self._baseline
