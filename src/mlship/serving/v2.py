@@ -288,12 +288,7 @@ def _from_binary(tensor: RequestInput, column: Column, chunk: memoryview, n: int
     """Little-endian tensor bytes → the model's column (numbers straight into a float64 array)."""
     name, dtype = tensor.name, tensor.datatype
     if dtype == "BYTES":
-        elements = _bytes_elements(name, chunk, n)
-        try:
-            return [e.decode("utf-8") for e in elements]
-        except UnicodeDecodeError:
-            row = next(i for i, e in enumerate(elements) if not _utf8(e))
-            raise V2Error(f"input {name!r}, row {row}: BYTES element is not UTF-8 text") from None
+        return _bytes_elements(name, chunk, n)
     code = _NUMPY.get(dtype)
     if code is None:
         raise V2Error(f"input {name!r}: datatype {dtype} is not one of {', '.join(DATATYPES)}")
@@ -314,18 +309,23 @@ def _from_binary(tensor: RequestInput, column: Column, chunk: memoryview, n: int
     return numbers
 
 
-def _bytes_elements(name: str, chunk: memoryview, n: int) -> list[bytes]:
-    """BYTES tensor data: each element a 4-byte little-endian length, then the bytes."""
-    out: list[bytes] = []
-    pos, end = 0, len(chunk)
+def _bytes_elements(name: str, chunk: memoryview, n: int) -> list[str]:
+    """BYTES tensor data (each element a 4-byte little-endian length, then the bytes) as UTF-8 text."""
+    data = chunk.tobytes()
+    unpack = _LENGTH.unpack_from
+    out: list[str] = []
+    pos, end = 0, len(data)
     for row in range(n):
         if pos + 4 > end:
             raise V2Error(f"input {name!r}, row {row}: BYTES data ends before the element's 4-byte length")
-        (length,) = _LENGTH.unpack_from(chunk, pos)
+        (length,) = unpack(data, pos)
         pos += 4
         if pos + length > end:
             raise V2Error(f"input {name!r}, row {row}: BYTES element of {length} bytes runs past binary_data_size")
-        out.append(bytes(chunk[pos : pos + length]))
+        try:
+            out.append(data[pos : pos + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise V2Error(f"input {name!r}, row {row}: BYTES element is not UTF-8 text") from None
         pos += length
     if pos != end:
         raise V2Error(f"input {name!r}: {end - pos} bytes after its {n} BYTES elements")
@@ -333,14 +333,6 @@ def _bytes_elements(name: str, chunk: memoryview, n: int) -> list[bytes]:
 
 
 _LENGTH = struct.Struct("<I")
-
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _rows_of(tensor: RequestInput) -> int:
