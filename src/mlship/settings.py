@@ -86,7 +86,9 @@ class ServeSettings(_Section):
     """`[tool.mlship.serve]`: the model server's limits and micro-batching."""
 
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
-    max_batch_size: int = Field(default=64, ge=1)
+    max_batch_size: int = Field(default=256, ge=1)
+    """Rows per model call. Batches over 64 rows take the compiled forest's per-tree path, whose cost
+    per row is about a third of the 64-row walk's: queued requests are cheaper predicted together."""
     max_batch_wait_ms: float = Field(default=2.0, ge=0)
     prediction_log_sample: float = Field(default=0.1, ge=0, le=1)
     graceful_timeout_s: float = Field(default=30.0, gt=0)
