@@ -116,9 +116,9 @@ class DeploySettings(_Section):
     """`[tool.mlship.deploy]`: blue-green timings and the checks that guard a switch."""
 
     app: str = "mlship-model"
-    """The served app's name: objects `<app>-<color>`, Service `<app>`; must match the manifests."""
+    """kubernetes, gitops: the app's name (objects `<app>-<color>`, Service `<app>`); must match the manifests."""
     port: int = Field(default=8000, ge=1, le=65535)
-    """Port of the live URL (the router locally, the Service on kubernetes)."""
+    """local target: the port of the live URL, `http://127.0.0.1:<port>`."""
     namespace: str | None = None
     """kubernetes: one namespace for every environment (their objects are named and labelled per
     environment, so they can share it); unset: `namespaces[env]`."""
@@ -144,7 +144,7 @@ class DeploySettings(_Section):
     rollback_window_s: float = Field(default=600.0, ge=0)
     """How long the previous color keeps running, so `mlship rollback` is one switch."""
     history: int = Field(default=10, ge=5)
-    """Releases kept in `<state_dir>/deploy/<env>/history.json` (rollback past the window redeploys from it)."""
+    """Releases kept in the history (locally `<state_dir>/deploy/<env>/history.json`); a late rollback uses it."""
 
     @field_validator("namespace")
     @classmethod
