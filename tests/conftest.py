@@ -15,6 +15,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLSHIP_CONFIG", raising=False)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    # `mlship --require-integrity` sets this for the servers it starts: set-then-delete makes the
+    # teardown remove it, so one CLI test cannot leave it set for the rest of the session
+    monkeypatch.setenv("MLSHIP_REQUIRE_INTEGRITY", "")
+    monkeypatch.delenv("MLSHIP_REQUIRE_INTEGRITY")
 
 
 @pytest.fixture

@@ -59,7 +59,18 @@ def _global(
         ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+    require_integrity: Annotated[
+        bool,
+        typer.Option(
+            "--require-integrity",
+            help="Refuse (exit 2) to load a model that has no recorded sha256 (a bare model directory without "
+            "mlship-sha256.txt), instead of warning.",
+            envvar="MLSHIP_REQUIRE_INTEGRITY",
+        ),
+    ] = False,
 ) -> None:
+    if require_integrity:  # through the environment, so the model servers a deploy starts refuse too
+        os.environ["MLSHIP_REQUIRE_INTEGRITY"] = "1"
     ctx.obj = GlobalOptions(config=config, debug=debug)
 
 

@@ -10,9 +10,11 @@ also rewrite the recorded digest in the tracking store.
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from pathlib import Path
 
-from mlship.errors import ConfigError
+from mlship.errors import ConfigError, InfraError
 
 SIDECAR = "mlship-sha256.txt"
 """Written into the logged model directory: the digest travels with the model (e.g. into an image)."""
@@ -20,6 +22,9 @@ TAG = "mlship.model_sha256"
 """The run, logged-model and version tag that records the digest in the tracking store."""
 _NOT_CONTENT = {SIDECAR, "registered_model_meta"}
 """Files that are not the model: the record itself, and what MLflow adds when it downloads a version."""
+REQUIRE_ENV = "MLSHIP_REQUIRE_INTEGRITY"
+"""Set (by `mlship --require-integrity`, or by hand) to refuse a model with no recorded sha256; servers inherit it."""
+_warned: set[str] = set()
 
 
 class IntegrityError(ConfigError):
@@ -73,10 +78,17 @@ def verify(directory: Path, expected: str | None = None, *, what: str | None = N
     """
     own = recorded_in(directory)
     records = [r for r in (expected, own) if r]
-    if not records:
-        return None
-    actual = model_digest(directory)
     label = what or str(directory)
+    if not records:
+        unverified(directory, label)
+        return None
+    if not any(p.is_file() for p in Path(directory).rglob("*")):
+        # Nothing arrived at all: the store lost the files (an outage to fix), not a tamper to refuse.
+        raise InfraError(
+            f"model {label} has no files in the artifact store (its record says it was logged)",
+            hint="restore the artifact store, or re-log the model",
+        )
+    actual = model_digest(directory)
     for record in records:
         if record != actual:
             source = "tracking store" if record == expected else SIDECAR
@@ -86,3 +98,31 @@ def verify(directory: Path, expected: str | None = None, *, what: str | None = N
                 hint="the artifact was changed after logging: retrain or re-log it, and find out who changed it",
             )
     return actual
+
+
+def required() -> bool:
+    """Whether a model without a recorded sha256 is refused (MLSHIP_REQUIRE_INTEGRITY set to a true value)."""
+    return os.environ.get(REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def unverified(directory: Path, label: str) -> None:
+    """A model with nothing to check against: refused under --require-integrity, else one warning line.
+
+    Unpickling it runs whatever code it holds, unchecked; the operator should know, once per model.
+    """
+    if required():
+        raise IntegrityError(
+            f"model {label} has no recorded sha256 (no {SIDECAR} in it and none in the tracking store); "
+            "--require-integrity refuses to load it",
+            hint="use a model logged by `mlship train`, which records one, or drop --require-integrity",
+        )
+    key = str(Path(directory).resolve())
+    if key in _warned:
+        return
+    _warned.add(key)
+    print(
+        f"mlship: warning: model {label} has no recorded sha256 (no {SIDECAR}): it is loaded without an "
+        "integrity check (pass --require-integrity to refuse such models)",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -59,6 +59,8 @@ class Notice:
     links: dict[str, str] = field(default_factory=dict)
     also: tuple[str, ...] = ()
     """Other event kinds this notice is (a rolled-back deploy is also an automatic rollback)."""
+    warning: str = ""
+    """A verdict that stands with a caveat (a gate passed with ⚠ not enough evidence): what is unsettled."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class Notice:
             "version": self.version,
             "env": self.env,
             "summary": self.summary,
+            "warning": self.warning,
             "details": self.details,
             "links": self.links,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -75,10 +78,13 @@ class Notice:
 
     def to_slack(self) -> dict[str, Any]:
         """Slack's incoming-webhook shape: `text` (also the notification's fallback) plus blocks."""
-        icon = ICONS.get(self.verdict, "ℹ️")
+        icon = "⚠️" if self.warning else ICONS.get(self.verdict, "ℹ️")
         subject = f"{self.model} v{self.version}" if self.model and self.version else self.model or ""
         where = f" ({self.env})" if self.env else ""
-        text = f"{icon} mlship {self.event} {self.verdict.upper()}: {subject}{where} — {self.summary}"
+        caveat = " ⚠ NOT ENOUGH EVIDENCE" if self.warning else ""
+        text = f"{icon} mlship {self.event} {self.verdict.upper()}{caveat}: {subject}{where} — {self.summary}"
+        if self.warning:
+            text += f" ⚠ {self.warning}"
         blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": _slack_escape(text)}}]
         if self.links:
             links = " · ".join(f"<{url}|{name}>" for name, url in self.links.items())
@@ -189,7 +195,12 @@ def gate(settings: Settings, report: GateReport, report_dir: Path) -> bool:
         summary=report.summary,
         model=cand.get("name") or cand.get("label"),
         version=_str(cand.get("version")),
-        details={"failed": [g.name for g in report.gates if g.status == "fail"], "registered": report.registered},
+        details={
+            "failed": [g.name for g in report.gates if g.failed],
+            "not_enough_evidence": [g.name for g in report.inconclusive],
+            "registered": report.registered,
+        },
+        warning=report.warning if report.passed else "",
         links=_links(settings, cand.get("run_id") or report.logged_to_run, report_dir / "gate.md"),
     )
     return send(notice, settings.notify)

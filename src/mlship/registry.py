@@ -29,14 +29,40 @@ MODEL_ARTIFACT = "model"
 ALIASES = ("challenger", "champion")
 GATE_TAG = "mlship.gate"
 """The gate's verdict (`pass`/`fail`), set on the candidate's run by the gate and copied to its version."""
+GATE_WARNING_TAG = "mlship.gate_warning"
+"""The gate passed with ⚠ not enough evidence on these gates (and what would settle each); empty otherwise."""
 GATE_REPORT_TAG = "mlship.gate_report"
 """Where that gate's report is: the local gate.md, and the run artifact `gate/gate.md`."""
 FORCED_TAG = "mlship.gate_override"
 """`--force --reason TEXT` on register/promote: the reason, recorded on the version."""
-RECORD_TAGS = (GATE_TAG, GATE_REPORT_TAG, FORCED_TAG, "mlship.model_sha256")
+RECORD_TAGS = (GATE_TAG, GATE_WARNING_TAG, GATE_REPORT_TAG, FORCED_TAG, "mlship.model_sha256")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _RUNS_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/(?P<path>.+)$")
 _LOGGED_URI = re.compile(r"^models:/(?P<id>m-[0-9a-zA-Z]+)$")
+
+
+PASSED_TAG = "mlship.passed.{env}.{field}"
+"""A release verified live in an environment, recorded on its model version (deploy.PassedRecord)."""
+PASSED_FIELDS = ("environment", "image", "at", "git_sha", "ci_job", "namespace", "images")
+PASSED_IMAGES_KEPT = 10
+"""How many image digests that passed with one version stay listed (newest first)."""
+
+
+@dataclass(frozen=True)
+class PassedRecord:
+    """Where a model version in one image was verified live: read by any runner from the registry."""
+
+    name: str
+    version: str
+    environment: str
+    image: str
+    at: str
+    """RFC 3339 UTC: when the environment verified it."""
+    git_sha: str = "unknown"
+    ci_job: str = "-"
+    namespace: str = ""
+    images: tuple[str, ...] = ()
+    """Every image this version passed in (newest first), `image` included."""
 
 
 class ModelNotFound(ConfigError):
@@ -475,11 +501,65 @@ class Registry:
             return tags.get(integrity.TAG)
         return None
 
+    def record_passed(self, record: PassedRecord) -> None:
+        """Record on the version that `record.environment` verified it live in `record.image`."""
+        previous = self.passed_record(record.name, record.version, record.environment)
+        images = [record.image] + [i for i in (previous.images if previous else ()) if i != record.image]
+        fields = {
+            "environment": record.environment,
+            "image": record.image,
+            "at": record.at,
+            "git_sha": record.git_sha,
+            "ci_job": record.ci_job,
+            "namespace": record.namespace,
+            "images": " ".join(images[:PASSED_IMAGES_KEPT]),
+        }
+        env = record.environment
+        self.set_version_tags(
+            record.name, record.version, {PASSED_TAG.format(env=env, field=k): v for k, v in fields.items()}
+        )
+
+    def passed_record(self, name: str, version: str, env: str) -> PassedRecord | None:
+        """What the version's tags say about `env` (None: it never passed there)."""
+        with _infra("read the version"):
+            tags = dict(self._version(name, version).tags or {})
+        return _passed_from_tags(name, version, env, tags)
+
+    def latest_passed(self, name: str, env: str) -> PassedRecord | None:
+        """The version that `env` verified most recently, with the image it ran in (None: none has)."""
+        with _infra("list model versions"):
+            try:
+                found = self._client.search_model_versions(f"name='{name}'")
+            except Exception as exc:
+                if _looks_like_connection_error(exc):
+                    raise
+                return None
+        records = [_passed_from_tags(name, str(mv.version), env, dict(mv.tags or {})) for mv in found]
+        passed = [r for r in records if r is not None]
+        return max(passed, key=lambda r: (r.at, int(r.version))) if passed else None
+
     def set_version_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         with _infra("tag the version"):
             self._version(name, version)
             for key, value in tags.items():
                 self._client.set_model_version_tag(name, version, key, value)
+
+
+def _passed_from_tags(name: str, version: str, env: str, tags: Mapping[str, str]) -> PassedRecord | None:
+    values = {f: tags.get(PASSED_TAG.format(env=env, field=f), "") for f in PASSED_FIELDS}
+    if not values["image"] or not values["at"]:
+        return None
+    return PassedRecord(
+        name=name,
+        version=version,
+        environment=env,
+        image=values["image"],
+        at=values["at"],
+        git_sha=values["git_sha"] or "unknown",
+        ci_job=values["ci_job"] or "-",
+        namespace=values["namespace"],
+        images=tuple(values["images"].split()) or (values["image"],),
+    )
 
 
 def load_model_dir(path: Path, expected_sha256: str | None = None) -> Any:
@@ -526,8 +606,11 @@ def model_input_example(model_dir: Path) -> pd.DataFrame | None:
 
 
 def gate_label(record: Mapping[str, str]) -> str:
-    """`pass`, `fail` or `never ran`, with `+ forced` when someone overrode the gate (and said why)."""
+    """`pass`, `pass ⚠` (not enough evidence on some gate), `fail` or `never ran`, with `+ forced`
+    when someone overrode the gate (and said why)."""
     verdict = record.get(GATE_TAG) or "never ran"
+    if verdict == "pass" and record.get(GATE_WARNING_TAG):
+        verdict = "pass ⚠"
     return f"{verdict} + forced" if record.get(FORCED_TAG) else verdict
 
 

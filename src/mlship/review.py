@@ -60,7 +60,11 @@ def _model(model: Mapping[str, Any] | None) -> str:
 def render(report: Mapping[str, Any], links: Mapping[str, str], plots_url: str | None = None) -> str:
     """The comment's markdown: marker, verdict line, tables, links. Pure: what you see is what is posted."""
     passed = report.get("verdict") == "pass"
+    gates = report.get("gates", [])
+    inconclusive = [g for g in gates if g.get("status") == "inconclusive"]
     head = "✅ **Gate passed**" if passed else "❌ **Gate failed**"
+    if passed and inconclusive:
+        head = "⚠️ **Gate passed, not enough evidence**"
     lines = [MARKER, f"## {head}: {_cell(report.get('summary', ''))}", ""]
     lines.append(f"- **Candidate:** {_model(report.get('candidate'))}")
     champion = report.get("champion")
@@ -69,12 +73,20 @@ def render(report: Mapping[str, Any], links: Mapping[str, str], plots_url: str |
     if data:
         lines.append(f"- **Data:** {_cell(data.get('source'))}: {data.get('rows', 0):,} rows")
     lines += ["", *_comparison(report, bool(champion))]
-    failed = [g for g in report.get("gates", []) if g.get("status") == "fail"]
+    failed = [g for g in gates if g.get("status") == "fail"]
     if failed:
         lines += ["", "### Failed gates", "", "| gate | detail | setting |", "|---|---|---|"]
         lines += [
             f"| `{g['name']}` | {_cell(g.get('detail', ''))} | `{_cell(g.get('setting') or '')}` |" for g in failed
         ]
+    if inconclusive:
+        lines += ["", "### ⚠️ Not enough evidence", "", "| gate | what would settle it | effect |", "|---|---|---|"]
+        for g in inconclusive:
+            effect = "fails the gate" if g.get("blocking") else "passes with this warning"
+            lines.append(
+                f"| `{g['name']}` | {_cell(g.get('settle') or g.get('detail', ''))} | "
+                f"{effect} (`{_cell(g.get('setting') or '')}`) |"
+            )
     fairness = report.get("fairness")
     if fairness:
         lines += ["", *_fairness(fairness)]
@@ -135,7 +147,8 @@ def _fairness(fair: Mapping[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for g in fair.get("groups", []):
-        note = "" if g.get("sufficient", True) else f"⚠️ insufficient data: {_cell(g.get('note', ''))}"
+        enough = g.get("odds_sufficient", g.get("sufficient", True))
+        note = "" if enough else f"⚠️ not enough evidence: {_cell(g.get('note', ''))}"
         out.append(
             f"| {_cell(g.get('group'))} | {g.get('rows', 0):,} | {g.get('positives', 0):,} | "
             f"{_num(g.get('selection_rate'), 3)} | {_num(g.get('tpr'), 3)} | {_num(g.get('fpr'), 3)} | {note} |"

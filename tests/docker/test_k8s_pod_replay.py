@@ -158,7 +158,7 @@ def test_each_rendered_container_runs_the_image_as_the_kubelet_would(
     golden = golden_from_dir(model)
     assert golden.records and golden.probabilities
     deployments = [o for o in render(env) if o["kind"] == "Deployment"]
-    assert {d["metadata"]["name"] for d in deployments} == {"mlship-model-blue", "mlship-model-green"}
+    assert {d["metadata"]["name"] for d in deployments} == {f"mlship-model-blue-{env}", f"mlship-model-green-{env}"}
     for deployment in deployments:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         color = deployment["spec"]["template"]["metadata"]["labels"]["mlship.dev/color"]
@@ -186,7 +186,7 @@ def test_each_rendered_container_runs_the_image_as_the_kubelet_would(
 def test_the_kubelet_replay_follows_command_args_and_var_expansion(image_and_model: tuple[str, Path]) -> None:
     """The replay itself: args replace CMD, `$(VAR)` expands, a wrong port is not ready."""
     image, _ = image_and_model
-    deployment = next(o for o in render("staging") if o["metadata"]["name"] == "mlship-model-blue")
+    deployment = next(o for o in render("staging") if o["metadata"]["name"] == "mlship-model-blue-staging")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     config = support.inspect(image)["Config"]
     assert config["Entrypoint"] == ["mlship"] and config["Cmd"][0] == "serve"

@@ -51,7 +51,7 @@ def test_every_command_and_option_has_help(path: list[str]) -> None:
 
 
 SMALL_DATA_GATES = 'sensitive_feature = ""\n[tool.mlship.gates]\nlatency_p99_ms = 5000.0\nlatency_rows = 20\n'
-"""A few thousand rows leave groups of ~60 (fairness fails closed, as it should), and a shared CI
+"""A few thousand rows leave groups of ~60 (fairness: ⚠ not enough evidence), and a shared CI
 machine's p99 is not what these tests are about: the gate tests cover those gates."""
 
 

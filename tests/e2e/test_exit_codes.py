@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.data.io import read_table
+from mlship.data.io import MAX_HEADER_BYTES, MAX_LINE_BYTES, read_table
 from tests.conftest import make_project
 
 register_all(app)
@@ -51,6 +51,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     (root / "cut.parquet").write_bytes(whole[: len(whole) // 2])
     df.assign(amount=df["amount"].where(df.index % 10 != 0)).to_parquet(root / "some-null.parquet")
     (root / "trivy.json").write_text("not json")
+    df.drop(columns=["amount"]).to_csv(root / "no-amount.csv", index=False)
+    df.to_csv(root / "semicolon.csv", index=False, sep=";")
+    text = df.to_csv(index=False)
+    (root / "cut.csv").write_text(text[: len(text) // 2 + 7])  # cut mid-row, as an interrupted copy leaves it
+    (root / "one-line.csv").write_text("x" * (MAX_HEADER_BYTES * 4))  # one line, no newline: the header
+    header, body = text.split("\n", 1)
+    (root / "long-row.csv").write_text(f"{header}\n{'9' * (MAX_LINE_BYTES + 1)}\n{body}")
+    (root / "in").mkdir()
+    (root / "in" / "a.csv").write_text(text)
+    (root / "link").symlink_to("in", target_is_directory=True)  # --output link writes into the input folder
     return root, run_id
 
 
@@ -60,6 +70,14 @@ def tamper(root: Path) -> None:
 
     shutil.copytree(root / "out" / "model", root / "tampered", dirs_exist_ok=True)
     (root / "tampered" / "model.pkl").write_bytes(pickle.dumps({"not": "the model"}))
+
+
+def bare(root: Path) -> None:
+    """A copy of the exported model without its mlship-sha256.txt: nothing records what it should hold."""
+    import shutil
+
+    shutil.copytree(root / "out" / "model", root / "bare", dirs_exist_ok=True)
+    (root / "bare" / "mlship-sha256.txt").unlink()
 
 
 def bad_config(root: Path) -> None:
@@ -89,6 +107,83 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
         nothing,
         2,
         r"cannot read cut\.parquet: .* \(is the file complete and of that format\?\)",
+    ),
+    (
+        "validate one-line file over the header cap",
+        ["validate", "--data", "one-line.csv"],
+        nothing,
+        2,
+        r"one-line\.csv: the CSV header is longer than 256 KiB \(the cap on a header line\)",
+    ),
+    (
+        "predict-batch one-line file over the header cap",
+        ["predict-batch", "--model", "out/model", "--input", "one-line.csv", "--output", "o.parquet"],
+        nothing,
+        2,
+        r"one-line\.csv: the CSV header is longer than 256 KiB \(the cap on a header line\)",
+    ),
+    (
+        "validate a line over the line cap",
+        ["validate", "--data", "long-row.csv"],
+        nothing,
+        2,
+        r"long-row\.csv: line 2 is longer than 1 MiB \(the cap on a CSV line\)",
+    ),
+    (
+        "predict-batch a line over the line cap",
+        ["predict-batch", "--model", "out/model", "--input", "long-row.csv", "--output", "o.parquet"],
+        nothing,
+        2,
+        r"long-row\.csv: line 2 is longer than 1 MiB \(the cap on a CSV line\)",
+    ),
+    (
+        "predict-batch missing feature column",
+        ["predict-batch", "--model", "out/model", "--input", "no-amount.csv", "--output", "o.parquet"],
+        nothing,
+        2,
+        r"no-amount\.csv lacks the model's feature column\(s\) amount \(it has 9: transaction_id, hour, ",
+    ),
+    (
+        "predict-batch missing feature column, parquet",
+        ["predict-batch", "--model", "out/model", "--input", "no-num-tx.parquet", "--output", "o.parquet"],
+        nothing,
+        2,
+        r"no-num-tx\.parquet lacks the model's feature column\(s\) num_tx_24h",
+    ),
+    (
+        "predict-batch semicolon-delimited",
+        ["predict-batch", "--model", "out/model", "--input", "semicolon.csv", "--output", "o.parquet"],
+        nothing,
+        2,
+        r"semicolon\.csv looks semicolon-delimited: its header is one comma-separated column \(transaction_id;",
+    ),
+    (
+        "validate semicolon-delimited",
+        ["validate", "--data", "semicolon.csv"],
+        nothing,
+        2,
+        r"semicolon\.csv looks semicolon-delimited",
+    ),
+    (
+        "predict-batch truncated csv",
+        ["predict-batch", "--model", "out/model", "--input", "cut.csv", "--output", "o.parquet"],
+        nothing,
+        2,
+        r"cut\.csv is truncated: its last line stops mid-row \(\d of 10 fields, no final newline\)",
+    ),
+    (
+        "validate truncated csv",
+        ["validate", "--data", "cut.csv"],
+        nothing,
+        2,
+        r"cut\.csv is truncated: its last line stops mid-row",
+    ),
+    (
+        "predict-batch output symlinked to the input folder",
+        ["predict-batch", "--model", "out/model", "--input", "in", "--output", "link"],
+        nothing,
+        2,
+        r"--output link \(which resolves to /.*/in\) holds the input in: the parts would be written among the input",
     ),
     (
         "predict-batch null rows",
@@ -127,6 +222,28 @@ CASES: list[tuple[str, list[str], Callable[[Path], None], int, str]] = [
         tamper,
         2,
         r"model .*tampered does not match the sha256 recorded",
+    ),
+    (
+        "gate tampered champion",
+        ["gate", "--candidate", "out/model", "--champion", "tampered"],
+        tamper,
+        2,
+        r"champion tampered: model .*tampered does not match the sha256 recorded when it was logged",
+    ),
+    (
+        "predict-batch bare model dir under --require-integrity",
+        ["--require-integrity", "predict-batch", "--model", "bare", "--input", "in", "--output", "o.parquet"],
+        bare,
+        2,
+        r"model .*bare has no recorded sha256 \(no mlship-sha256\.txt in it and none in the tracking store\); "
+        r"--require-integrity refuses to load it",
+    ),
+    (
+        "predict-batch unwritable output folder",
+        ["predict-batch", "--model", "out/model", "--input", "in", "--output", "/sys/mlship-unwritable/"],
+        nothing,
+        2,
+        r"cannot write to /sys/mlship-unwritable: .* \(check the path and that it is writable\)",
     ),
     (
         "gate unknown model",
@@ -234,3 +351,26 @@ def test_no_configuration_says_which_defaults_apply(tmp_path: Path, monkeypatch:
     assert error == (
         "mlship: error: data file nope.parquet does not exist (check the path, or create it with `mlship data synth`)"
     )
+
+
+def test_an_output_symlinked_to_the_input_folder_writes_nothing_there(
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = trained
+    monkeypatch.chdir(root)
+    before = sorted(p.name for p in (root / "in").iterdir())
+    result = runner.invoke(app, ["predict-batch", "--model", "out/model", "--input", "in", "--output", "link/"])
+    assert result.exit_code == 2, result.stderr
+    assert sorted(p.name for p in (root / "in").iterdir()) == before == ["a.csv"]
+
+
+def test_a_bare_model_dir_loads_with_one_warning_line(
+    trained: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = trained
+    monkeypatch.chdir(root)
+    bare(root)
+    result = runner.invoke(app, ["predict-batch", "--model", "bare", "--input", "in", "--output", "bare-out.parquet"])
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("mlship: warning:")]
+    assert len(warnings) == 1 and "model " in warnings[0] and "bare has no recorded sha256" in warnings[0]

@@ -209,6 +209,53 @@ def test_a_run_killed_after_part_two_resumes_and_ends_identical(project: Path, m
     assert redo.returncode == 0 and "skipped" not in redo.stderr
 
 
+def edit_keeping_size_and_mtime(path: Path, row: int) -> float:
+    """Change one digit of `amount` in data row `row` (negative: from the end), then restore the mtime.
+
+    What `touch -r`, `rsync --times` or a restore from backup leaves: same size, same mtime,
+    other bytes. Returns the new amount.
+    """
+    before = path.stat()
+    lines = path.read_text().splitlines(keepends=True)
+    index = row if row >= 0 else len(lines) + row
+    fields = lines[index].split(",")
+    fields[1] = ("1" if fields[1][0] != "1" else "2") + fields[1][1:]  # same length, another value
+    lines[index] = ",".join(fields)
+    path.write_text("".join(lines))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    return float(fields[1])
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_scored_again(project: Path, model: tuple[Path, Path]) -> None:
+    """Resume keys on content too (first and last MiB locally): size + mtime alone skipped such an edit."""
+    model_dir, _ = model
+    (project / "in").mkdir()
+    generate(300, seed=21).to_csv(project / "in" / "small.csv", index=False)
+    generate(40_000, seed=22).to_csv(project / "in" / "big.csv", index=False)  # > 2 MiB: its two ends are hashed
+    assert (project / "in" / "big.csv").stat().st_size > 2 << 20
+    args = ["predict-batch", "--model", str(model_dir), "--input", "in", "--output", "scored", "--chunk-size", "5000"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.stderr
+    assert "skipped 2 of 2 parts" in runner.invoke(app, args).stderr  # unchanged inputs are skipped
+
+    small_amount = edit_keeping_size_and_mtime(project / "in" / "small.csv", 5)
+    big_amount = edit_keeping_size_and_mtime(project / "in" / "big.csv", -1)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.stderr
+    assert "skipped" not in again.stderr  # both were scored again, from their new bytes
+    for name, row, amount in (("small", 4, small_amount), ("big", -1, big_amount)):
+        frame = pd.read_csv(project / "in" / f"{name}.csv")
+        assert frame["amount"].iloc[row] == amount
+        part = next((project / "scored").glob(f"part-{name}-*.parquet"))
+        np.testing.assert_allclose(
+            pd.read_parquet(part)["probability"].iloc[row], expected_probability(model_dir, frame)[row]
+        )
+    manifest = json.loads((project / "scored" / "_SUCCESS").read_text())
+    assert all(len(p["ends_sha256"]) == 64 for p in manifest["parts"])
+
+
 # --- a real S3-compatible server on 127.0.0.1 --------------------------------------------------
 
 
@@ -314,3 +361,42 @@ def test_bad_uris_credentials_and_endpoints_are_one_line_errors(
     down = runner.invoke(app, [*base, "--input", f"s3://{BUCKET}/in", "--output", "o"])
     assert down.exit_code == 3 and "the object store is unreachable" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+KILLED_UPLOAD = """
+import os, signal
+from mlship.monitoring.batch_io import Dataset
+with Dataset("s3://mlship-batch/scored/2026-12-02").staged("part-big.parquet") as stream:
+    stream.write(b"x" * (12 << 20))  # over pyarrow's part size: a multipart upload is open
+    stream.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-part, as a node loss or OOM kill leaves it
+"""
+
+
+def test_an_upload_left_open_by_a_killed_run_is_aborted_and_s3_resume_keys_on_the_etag(
+    project: Path, model: tuple[Path, Path], s3: Any
+) -> None:
+    model_dir, train_data = model
+    generate(200, seed=31).to_csv(project / "a.csv", index=False)
+    s3.upload_file(str(project / "a.csv"), BUCKET, "landing/2026-12-02/a.csv")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_UPLOAD], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert killed.returncode == -9, killed.stderr
+    foreign = s3.create_multipart_upload(Bucket=BUCKET, Key="scored/2026-12-02/someone-elses.bin")["UploadId"]
+    open_uploads = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="scored/").get("Uploads", [])
+    staged = [u["Key"] for u in open_uploads if "/_tmp-" in u["Key"]]
+    assert len(staged) == 1 and len(open_uploads) == 2  # what the killed run left, and another writer's
+
+    args = ["predict-batch", "--model", str(model_dir), "--input", f"s3://{BUCKET}/landing/2026-12-02",
+            "--output", f"s3://{BUCKET}/scored/2026-12-02", "--reference", str(train_data)]  # fmt: skip
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.stderr
+    assert f"aborted the unfinished upload of s3://{BUCKET}/{staged[0]}: a killed run left it" in r.stderr
+    left = s3.list_multipart_uploads(Bucket=BUCKET, Prefix="scored/").get("Uploads", [])
+    assert [(u["Key"], u["UploadId"]) for u in left] == [("scored/2026-12-02/someone-elses.bin", foreign)]
+
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="scored/2026-12-02/_SUCCESS")["Body"].read())
+    etag = s3.head_object(Bucket=BUCKET, Key="landing/2026-12-02/a.csv")["ETag"].strip('"')
+    assert [p["etag"] for p in manifest["parts"]] == [etag]  # the store's own content key, one HEAD
+    assert "skipped 1 of 1 parts" in runner.invoke(app, args).stderr

@@ -141,7 +141,10 @@ class UnreachableAfterCanary(LocalTarget):
 
 @pytest.mark.parametrize(
     ("target_cls", "reason"),
-    [(BlindAfterCanary, "rolled back: missing signal"), (UnreachableAfterCanary, "port-forward to green failed")],
+    [
+        (BlindAfterCanary, "rolled back: verification failed: missing signal"),
+        (UnreachableAfterCanary, "port-forward to green failed"),
+    ],
     ids=["counters-vanish", "canary-unreachable"],
 )
 def test_a_promotion_that_fails_verification_is_rolled_back_and_reported(
@@ -182,8 +185,8 @@ def test_kubernetes_canary_rejected_scales_the_canary_down_and_reselects_live(
         outcome = decide_canary(events, tmp_path / "rep", ctl=ctl, apply=True, design=DESIGN)
         assert outcome.report.state == "reject" and not outcome.report.srm
         objects = double_objects(state)
-        assert objects["Service/ml/mlship-model"]["spec"]["selector"]["mlship.dev/color"] == "blue"
-        assert objects["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 0
+        assert objects["Service/ml/mlship-model-staging"]["spec"]["selector"]["mlship.dev/color"] == "blue"
+        assert objects["Deployment/ml/mlship-model-green-staging"]["spec"]["replicas"] == 0
         assert ctl.status()["history"][0]["outcome"] == "rejected"
     finally:
         target.close()

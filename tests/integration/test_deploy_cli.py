@@ -197,6 +197,10 @@ def test_local_deploy_of_a_real_model_with_mlship_serve(tmp_path: Path, monkeypa
         for i in range(0, len(rows), 20):
             assert httpx.post(f"{live}/predict", json={"records": rows[i : i + 20]}, timeout=30).status_code == 200
         assert len(log.read_text().splitlines()) == 400, "exactly the real rows"
+        # a client cannot hide from monitoring: its own synthetic marker is stripped at the router
+        hide = {"x-mlship-synthetic": "smoke", "x-mlship-synthetic-proof": "0" * 64, "x-mlship-key-hash": "f" * 16}
+        assert httpx.post(f"{live}/predict", json={"records": rows[:20]}, headers=hide, timeout=30).status_code == 200
+        assert len(log.read_text().splitlines()) == 420, "client-marked rows are logged like any other"
         code, output = mlship("drift", "--reference", str(root / settings.data), "--current", str(log))
         assert code == 0, output  # no drift: the deploy's own golden rows are not in the log
         assert served_version(live) == "1"

@@ -41,8 +41,8 @@ def render(manifests: Path, env: str) -> dict[tuple[str, str], dict[str, Any]]:
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
 
 
-def container(objects: dict[tuple[str, str], dict[str, Any]], color: str) -> dict[str, Any]:
-    return dict(objects[("Deployment", f"mlship-model-{color}")]["spec"]["template"]["spec"]["containers"][0])
+def container(objects: dict[tuple[str, str], dict[str, Any]], color: str, env: str) -> dict[str, Any]:
+    return dict(objects[("Deployment", f"mlship-model-{color}-{env}")]["spec"]["template"]["spec"]["containers"][0])
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])
@@ -53,23 +53,23 @@ def test_gitops_deploy_writes_a_reviewable_release_that_kustomize_renders(manife
     color, files = gitops.declare(fake_release("1").with_(image=IMAGE_1))
     assert color == "blue" and files == [manifests / "overlays" / env / COMPONENT, overlay]
     objects = render(manifests, env)
-    blue = container(objects, "blue")
+    blue = container(objects, "blue", env)
     assert blue["image"] == IMAGE_1, "kustomize images: pinned blue by digest"
     assert {"name": "MLSHIP_MODEL_URI", "value": "fake://card-fraud/1"} in blue["env"]
     assert {"name": "MLSHIP_COLOR", "value": "blue"} in blue["env"], "the patch merges env by name"
-    assert objects[("Deployment", "mlship-model-green")]["spec"]["replicas"] == 0, "no release: nothing runs"
-    live = objects[("Service", "mlship-model")]
+    assert objects[("Deployment", f"mlship-model-green-{env}")]["spec"]["replicas"] == 0, "no release: nothing runs"
+    live = objects[("Service", f"mlship-model-{env}")]
     assert live["spec"]["selector"]["mlship.dev/color"] == "blue"
     assert live["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "1"
-    replicas = objects[("Deployment", "mlship-model-blue")]["spec"]["replicas"]
+    replicas = objects[("Deployment", f"mlship-model-blue-{env}")]["spec"]["replicas"]
     assert replicas == (2 if env == "production" else 1), "the overlay's replicas stand"
 
     color, files = gitops.declare(fake_release("2").with_(image=IMAGE_2))
     assert color == "green" and files == [manifests / "overlays" / env / COMPONENT], "the overlay lists it once"
     objects = render(manifests, env)
-    assert container(objects, "green")["image"] == IMAGE_2 and container(objects, "blue")["image"] == IMAGE_1
-    assert objects[("Service", "mlship-model")]["spec"]["selector"]["mlship.dev/color"] == "green"
-    assert objects[("Deployment", "mlship-model-blue")]["spec"]["replicas"] == replicas, "previous stays warm"
+    assert container(objects, "green", env)["image"] == IMAGE_2 and container(objects, "blue", env)["image"] == IMAGE_1
+    assert objects[("Service", f"mlship-model-{env}")]["spec"]["selector"]["mlship.dev/color"] == "green"
+    assert objects[("Deployment", f"mlship-model-blue-{env}")]["spec"]["replicas"] == replicas, "previous stays warm"
     declared = gitops.declared()
     assert declared.live == "green" and declared.colors["blue"]["version"] == "1"
     assert [line for line in overlay.read_text().splitlines() if line.startswith("#")] == comments
@@ -89,8 +89,8 @@ def test_gitops_needs_an_image_pinned_by_digest(manifests: Path) -> None:
 def test_gitops_status_says_whether_the_cluster_runs_what_git_declares(
     manifests: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state = install_kubectl_double(tmp_path, monkeypatch)
-    gitops = GitOpsTarget(manifests, env="staging", app="mlship-model", namespace="ml", timeout_s=30)
+    state = install_kubectl_double(tmp_path, monkeypatch, namespaces=("mlship-staging",))
+    gitops = GitOpsTarget(manifests, env="staging", app="mlship-model", namespace="mlship-staging", timeout_s=30)
     try:
         assert gitops.status()["differences"] == ["Git declares no release for staging yet"]
         gitops.declare(fake_release("1").with_(image=IMAGE_1))
@@ -106,9 +106,12 @@ def test_gitops_status_says_whether_the_cluster_runs_what_git_declares(
                 check=True,
             ).stdout
         )
-        subprocess.run(["kubectl", "-n", "ml", "apply", "-f", str(rendered)], check=True, capture_output=True)
+        subprocess.run(
+            ["kubectl", "-n", "mlship-staging", "apply", "-f", str(rendered)], check=True, capture_output=True
+        )
         assert gitops.status()["differences"] == ["blue has no ready replica"]
-        rollout = ["kubectl", "-n", "ml", "rollout", "status", "deployment/mlship-model-blue", "--timeout=30s"]
+        rollout = ["kubectl", "-n", "mlship-staging", "rollout", "status", "deployment/mlship-model-blue-staging"]
+        rollout.append("--timeout=30s")
         subprocess.run(rollout, check=True, capture_output=True)
         info = gitops.status()
         assert info["in_sync"] and info["cluster"]["colors"]["blue"]["image"] == IMAGE_1

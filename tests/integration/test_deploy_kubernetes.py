@@ -29,6 +29,7 @@ from tests.deploy_doubles.harness import (
     install_kubectl_double,
     kill_double_servers,
     make_settings,
+    manifests_with_small_probes,
     served_version,
 )
 
@@ -58,13 +59,13 @@ def test_manifests_render_and_validate_strictly(env: str, tmp_path: Path) -> Non
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.count("passed") == 8
+    assert check.stdout.count("passed") == 9
 
 
 def test_manifests_have_what_a_blue_green_model_server_needs() -> None:
     objects = {(o["kind"], o["metadata"]["name"]): o for o in render("production")}
     for color in ("blue", "green"):
-        dep = objects[("Deployment", f"mlship-model-{color}")]
+        dep = objects[("Deployment", f"mlship-model-{color}-production")]
         assert dep["spec"]["replicas"] == 2
         pod = dep["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -75,31 +76,141 @@ def test_manifests_have_what_a_blue_green_model_server_needs() -> None:
         assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert dep["spec"]["template"]["metadata"]["labels"]["mlship.dev/color"] == color
-        assert objects[("PodDisruptionBudget", f"mlship-model-{color}")]["spec"]["minAvailable"] == 1
-        assert objects[("HorizontalPodAutoscaler", f"mlship-model-{color}")]["spec"]["minReplicas"] == 2
-    assert "mlship.dev/color" in objects[("Service", "mlship-model")]["spec"]["selector"]
-    assert "mlship.dev/color" in objects[("Service", "mlship-model-preview")]["spec"]["selector"]
+        assert objects[("PodDisruptionBudget", f"mlship-model-{color}-production")]["spec"]["minAvailable"] == 1
+        assert objects[("HorizontalPodAutoscaler", f"mlship-model-{color}-production")]["spec"]["minReplicas"] == 2
+    assert "mlship.dev/color" in objects[("Service", "mlship-model-production")]["spec"]["selector"]
+    assert "mlship.dev/color" in objects[("Service", "mlship-model-preview-production")]["spec"]["selector"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels, or a Service's plain map) matches these labels."""
+    wanted = selector.get("matchLabels", selector) if isinstance(selector.get("matchLabels"), dict) else selector
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _selectors(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec", {})
+    found = [spec["selector"]] if isinstance(spec.get("selector"), dict) else []
+    if obj["kind"] == "NetworkPolicy":
+        found.append(spec["podSelector"])
+    return found
+
+
+def test_staging_and_production_never_collide() -> None:
+    """Rendered by the real kustomize: no shared (kind, namespace, name), no selector reaching the other's pods,
+    and the overlays declare the namespaces the settings default to."""
+    from mlship.settings import DEFAULT_NAMESPACES
+
+    rendered = {env: render(env) for env in ("staging", "production")}
+    ids = {
+        env: {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in objs}
+        for env, objs in rendered.items()
+    }
+    assert not ids["staging"] & ids["production"]
+    for env, objects in rendered.items():
+        assert {o["metadata"]["namespace"] for o in objects} == {DEFAULT_NAMESPACES[env]}
+        # in ONE namespace too: the names alone differ
+        names = {env: {(o["kind"], o["metadata"]["name"]) for o in objs} for env, objs in rendered.items()}
+        assert not names["staging"] & names["production"]
+    for env, other_env in (("staging", "production"), ("production", "staging")):
+        pods = [d["spec"]["template"]["metadata"]["labels"] for d in rendered[other_env] if d["kind"] == "Deployment"]
+        mine = [d["spec"]["template"]["metadata"]["labels"] for d in rendered[env] if d["kind"] == "Deployment"]
+        for obj in rendered[env]:
+            assert obj["metadata"]["labels"]["mlship.dev/env"] == env, obj["metadata"]["name"]
+            for selector in _selectors(obj):
+                assert not any(_selects(selector, labels) for labels in pods), (obj["kind"], obj["metadata"]["name"])
+                assert any(_selects(selector, labels) for labels in mine), (obj["kind"], obj["metadata"]["name"])
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_network_policy_closes_everything_but_the_http_port_dns_and_shadow_copies(env: str) -> None:
+    objects = render(env)
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"], "both directions closed by default"
+    for dep in deployments:  # it covers every model-server pod of the environment
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert _selects(spec["podSelector"], labels)
+        (port,) = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+        assert port["name"] == "http"
+    (ingress,) = spec["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}], "the http port only"
+    assert ingress["from"] == [
+        {"podSelector": {}},  # the same namespace
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+    ]
+    dns, shadow = spec["egress"]
+    assert dns == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+    }
+    assert shadow["ports"] == [{"port": "http", "protocol": "TCP"}] and list(shadow["to"][0]) == ["podSelector"]
+    # the shadow's copies: live pods → the preview Service → its pods, whichever color it selects
+    preview = services[f"mlship-model-preview-{env}"]
+    assert preview["spec"]["ports"][0]["targetPort"] == "http"
+    for dep in deployments:
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert _selects(shadow["to"][0]["podSelector"], labels)
+        assert _selects({**preview["spec"]["selector"], "mlship.dev/color": labels["mlship.dev/color"]}, labels)
+    other = "production" if env == "staging" else "staging"
+    assert not any(
+        _selects(shadow["to"][0]["podSelector"], d["spec"]["template"]["metadata"]["labels"])
+        for d in render(other)
+        if d["kind"] == "Deployment"
+    ), "no egress to the other environment's pods"
 
 
 @pytest.fixture
 def k8s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Controller, Path]]:
     state = install_kubectl_double(tmp_path, monkeypatch)
     settings = make_settings(tmp_path, ready_timeout_s=5.0)
-    ctl = k8s_controller(settings, tmp_path / "runner")
+    # probes a test can wait out (a 6 s budget): a color that never gets ready is refused in seconds
+    ctl = k8s_controller(settings, tmp_path / "runner", manifests=manifests_with_small_probes(tmp_path))
     yield ctl, state
     ctl.target.close()
     kill_double_servers(state)
 
 
-def k8s_controller(settings: Any, local_dir: Path) -> Controller:
+def k8s_controller(settings: Any, local_dir: Path, env: str = "staging", manifests: Path = MANIFESTS) -> Controller:
     """A controller as one CI runner builds it: state and lock in the (double's) cluster."""
-    target = KubernetesTarget(MANIFESTS, env="staging", namespace="ml", timeout_s=5.0)
+    target = KubernetesTarget(manifests, env=env, namespace="ml", timeout_s=5.0)
     store = target.release_store(local_dir, keep=settings.deploy.history)
-    return Controller(settings, target, "staging", golden=fake_golden, registry=FakeRegistry(), store=store)  # type: ignore[arg-type]
+    return Controller(settings, target, env, golden=fake_golden, registry=FakeRegistry(), store=store)  # type: ignore[arg-type]
+
+
+def test_staging_and_production_in_one_namespace_leave_each_other_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = install_kubectl_double(tmp_path, monkeypatch)
+    settings = make_settings(tmp_path, ready_timeout_s=5.0)
+    staging = k8s_controller(settings, tmp_path / "staging-runner")
+    production = k8s_controller(settings, tmp_path / "production-runner", "production")
+    try:
+        production.deploy(fake_release("1").with_(image=IMAGE))
+        mine = {k: v["metadata"]["resourceVersion"] for k, v in double_objects(state).items()}
+        assert all("production" in k.rsplit("/", 1)[1] for k in mine), sorted(mine)
+        staging.deploy(fake_release("2").with_(image=IMAGE))
+        staging.deploy(fake_release("3").with_(image=IMAGE), strategy="canary", weight=50)
+        staging.rollback()
+        staging.deploy(fake_release("4").with_(image=IMAGE), strategy="shadow")
+        staging.stop_shadow()
+        assert staging.status()["live"] == "blue"
+        staging.down()
+        after = double_objects(state)
+        assert {k: after[k]["metadata"]["resourceVersion"] for k in mine} == mine, "production's objects untouched"
+        assert {k for k in after if k not in mine} == {k for k in after if "staging" in k.rsplit("/", 1)[1]}
+        assert served(production, "blue") == "1", "production still serves its release"
+        assert production.status()["live"] == "blue" and not production.status()["problem"]
+    finally:
+        staging.target.close()
+        production.target.close()
+        kill_double_servers(state)
 
 
 def live_selector(state: Path) -> dict[str, str]:
-    return dict(double_objects(state)["Service/ml/mlship-model"]["spec"]["selector"])
+    return dict(double_objects(state)["Service/ml/mlship-model-staging"]["spec"]["selector"])
 
 
 def served(ctl: Controller, color: str) -> str | None:
@@ -112,27 +223,27 @@ def test_kubernetes_deploy_switches_the_live_service_and_rolls_back_in_one_patch
     ctl, state = k8s
     first = ctl.deploy(fake_release("1").with_(image=IMAGE))
     assert first.live == "blue" and live_selector(state)["mlship.dev/color"] == "blue"
-    assert first.live_url == "http://mlship-model.ml.svc.cluster.local"
+    assert first.live_url == "http://mlship-model-staging.ml.svc.cluster.local"
     ctl.deploy(fake_release("2").with_(image=IMAGE))
     objects = double_objects(state)
     assert live_selector(state)["mlship.dev/color"] == "green"
-    green = objects["Deployment/ml/mlship-model-green"]["spec"]["template"]["spec"]["containers"][0]
+    green = objects["Deployment/ml/mlship-model-green-staging"]["spec"]["template"]["spec"]["containers"][0]
     assert green["image"] == IMAGE
     assert {"name": "MLSHIP_MODEL_URI", "value": "fake://card-fraud/2"} in green["env"]
-    assert objects["Service/ml/mlship-model-preview"]["spec"]["selector"]["mlship.dev/color"] == "green"
+    assert objects["Service/ml/mlship-model-preview-staging"]["spec"]["selector"]["mlship.dev/color"] == "green"
     assert ctl.target.running("blue") and served(ctl, "green") == "2"
     back = ctl.rollback()
     assert back.live == "blue" and live_selector(state)["mlship.dev/color"] == "blue"
     assert ctl.target.weights() == {"blue": 100}
-    assert ctl.down() == ["mlship-model-blue", "mlship-model-green"]
-    assert double_objects(state)["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 0
+    assert ctl.down() == ["mlship-model-blue-staging", "mlship-model-green-staging"]
+    assert double_objects(state)["Deployment/ml/mlship-model-green-staging"]["spec"]["replicas"] == 0
 
 
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ("exit", "did not become ready"),
-        ("never_ready", "did not become ready"),
+        ("exit", "CrashLoopBackOff, last log lines: fake server: injected start failure"),
+        ("never_ready", "was not ready within 6 s: pod .* is running but not ready"),
         ("wrong", "golden"),
         ("errors_after:25", "error rate"),
         ("die_after:25", "stopped running"),
@@ -148,7 +259,7 @@ def test_kubernetes_bad_release_leaves_the_previous_color_live(
         ctl.deploy(fake_release("2", fault).with_(image=IMAGE))
     assert live_selector(state)["mlship.dev/color"] == "blue"
     assert served(ctl, "blue") == "1"
-    assert double_objects(state)["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 0
+    assert double_objects(state)["Deployment/ml/mlship-model-green-staging"]["spec"]["replicas"] == 0
     assert ctl.status()["live"] == "blue"
 
 
@@ -159,7 +270,7 @@ def test_kubernetes_canary_is_a_replica_ratio_with_a_colorless_selector(k8s: tup
     assert result.weights == {"blue": 50, "green": 50}
     assert "mlship.dev/color" not in live_selector(state)
     objects = double_objects(state)
-    assert objects["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 1
+    assert objects["Deployment/ml/mlship-model-green-staging"]["spec"]["replicas"] == 1
     assert ctl.target.weights() == {"blue": 50, "green": 50}
     ctl.promote_canary()
     assert live_selector(state)["mlship.dev/color"] == "green"
@@ -210,7 +321,7 @@ def test_kubernetes_canary_records_the_effective_quantised_split(k8s: tuple[Cont
     ctl.deploy(fake_release("1").with_(image=IMAGE))
     result = ctl.deploy(fake_release("2").with_(image=IMAGE), strategy="canary", weight=10)
     assert result.weights == {"blue": 50, "green": 50}
-    assert double_objects(state)["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 1
+    assert double_objects(state)["Deployment/ml/mlship-model-green-staging"]["spec"]["replicas"] == 1
     assert ctl.target.weights() == {"blue": 50, "green": 50}, "one live pod + one canary pod is 50 %, not 10 %"
     ctl.rollback()
     assert ctl.target.weights() == {"blue": 100} and live_selector(state)["mlship.dev/color"] == "blue"
@@ -229,11 +340,13 @@ def test_kubernetes_previous_color_is_scaled_down_by_the_next_command_after_the_
         assert ctl.status()["retire"] == {"color": "blue", "at": pytest.approx(time.time(), abs=60), "scheduled": False}
         assert not (ctl.store.dir / "retire.json").exists(), "no retirement process was scheduled"
         time.sleep(max(0.0, ctl.status()["rollback_until"] - time.time()) + 0.1)
-        assert double_objects(state)["Deployment/ml/mlship-model-blue"]["spec"]["replicas"] == 1, "nothing reaped yet"
+        assert double_objects(state)["Deployment/ml/mlship-model-blue-staging"]["spec"]["replicas"] == 1, (
+            "nothing reaped yet"
+        )
         ctl.deploy(fake_release("3").with_(image=IMAGE))  # reaps blue first, then deploys into it
         objects = double_objects(state)
         assert live_selector(state)["mlship.dev/color"] == "blue" and served(ctl, "blue") == "3"
-        assert objects["Deployment/ml/mlship-model-green"]["spec"]["replicas"] > 0, "3's previous color is warm"
+        assert objects["Deployment/ml/mlship-model-green-staging"]["spec"]["replicas"] > 0, "3's previous color is warm"
         fresh = k8s_controller(settings, tmp_path / "other-runner")
         assert [r["version"] for r in fresh.status()["history"]] == ["3", "2", "1"]
     finally:
@@ -247,11 +360,11 @@ def test_verification_goes_through_the_live_service_not_a_pod(k8s: tuple[Control
     ctl.deploy(fake_release("1").with_(image=IMAGE))
     forwards = [c for c in json.loads(state.read_text())["calls"] if c[0] == "port-forward"]
     assert forwards == [], "port-forward is not recorded as a state call"
-    assert ctl.target.traffic_url("blue") == ctl.target._forward("service/mlship-model")  # type: ignore[attr-defined]
+    assert ctl.target.traffic_url("blue") == ctl.target._forward("service/mlship-model-staging")  # type: ignore[attr-defined]
     result = ctl.deploy(fake_release("2").with_(image=IMAGE), strategy="canary", weight=50)
     assert result.weights == {"blue": 50, "green": 50}
     # a canary shares the Service: its own pods are probed (a Service port-forward picks one pod)
-    assert ctl.target.traffic_url("green") == ctl.target._forward("deployment/mlship-model-green")  # type: ignore[attr-defined]
+    assert ctl.target.traffic_url("green") == ctl.target._forward("deployment/mlship-model-green-staging")  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("env", ["staging", "production"])

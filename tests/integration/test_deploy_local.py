@@ -304,3 +304,42 @@ def test_the_live_router_guards_its_admin_port_and_its_body_limit(tmp_path: Path
         assert live_version(ctl) == "1"
     finally:
         ctl.target.down()
+
+
+def test_status_says_a_saturated_router_is_not_a_failing_release(tmp_path: Path) -> None:
+    """Every connection busy (mid-body) → `status` names the router and the busiest address, not the release."""
+    import socket
+
+    from mlship.commands.deploy import _repair
+
+    ctl = local_controller(tmp_path)
+    ctl.target.max_connections = 4  # type: ignore[attr-defined]
+    held: list[socket.socket] = []
+    try:
+        ctl.deploy(fake_release("1"))
+        assert ctl.status()["problem"] is None
+        for _ in range(4):  # busy, not idle: each is in the middle of sending a body
+            s = socket.create_connection(("127.0.0.1", ctl.target.port), timeout=5)  # type: ignore[attr-defined]
+            s.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+            held.append(s)
+        deadline = time.monotonic() + 10
+        while ctl.target.router_info()["connections"] < 4:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the router never saw the held connections"
+            time.sleep(0.05)
+        info = ctl.status()
+        assert info["problem"] is not None and "is saturated, not the release" in info["problem"], info["problem"]
+        assert "4 of 4 connections open" in info["problem"] and "from 127.0.0.1" in info["problem"]
+        assert "rollback cannot help" in _repair({**info, "router": ctl.target.router_info()}, "staging")  # type: ignore[attr-defined]
+        for s in held:
+            s.close()
+        held.clear()
+        deadline = time.monotonic() + 10
+        while ctl.target.router_info()["connections"]:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # recovered: the probe passes again (the recent refusal alone is not a problem)
+        assert ctl.status()["problem"] is None
+    finally:
+        for s in held:
+            s.close()
+        ctl.target.down()

@@ -172,7 +172,9 @@ def test_a_shadow_refused_at_smoke_never_gets_a_copy(ctl: Controller) -> None:
 def test_a_shadow_that_fails_verification_on_promotion_is_switched_back(ctl: Controller) -> None:
     ctl.deploy(fake_release("1"))
     ctl.deploy(fake_release("2"))  # v1 warm on blue
-    ctl.deploy(fake_release("3", "errors_after:25"), strategy="shadow")  # passes smoke, then serves errors
+    # 21 predictions pass the deploy's smoke test and 21 the promotion's own (before the switch);
+    # from the 43rd on it answers 500: it fails only the verification after the switch
+    ctl.deploy(fake_release("3", "errors_after:42"), strategy="shadow")
     with pytest.raises(PipelineRejected, match=r"promotion of shadow card-fraud v3 rolled back: verification failed"):
         ctl.promote_shadow()
     state = ctl.store.load()
@@ -180,6 +182,7 @@ def test_a_shadow_that_fails_verification_on_promotion_is_switched_back(ctl: Con
     assert served_version(ctl.target.live_url()) == "2"
     assert state.colors["blue"].version == "1", "the release parked behind the shadow is warm again"
     assert state.history[-1].version == "3" and state.history[-1].outcome == "rolled back"
+    assert "stopped early" in state.history[-1].detail, "the first errors made the limit unreachable"
     assert ctl.rollback().live == "blue"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -52,12 +53,21 @@ def test_status_shows_the_shadow_writes_its_report_and_stop_shadow_ends_it(proje
         with httpx.Client(base_url=target.live_url(), timeout=10) as client:
             for record in RECORDS * 5:
                 assert client.post("/predict", json={"records": [record]}).json()["model"]["version"] == "1"
+            for _ in range(3):  # requests of several rows: rows compared are not copies
+                assert client.post("/predict", json={"records": RECORDS}).json()["model"]["version"] == "1"
+        copies, rows = 5 * len(RECORDS) + 3, 5 * len(RECORDS) + 3 * len(RECORDS)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (target.shadow_stats() or {}).get("requests") != copies:
+            time.sleep(0.05)
         code, output = mlship("status")
         assert code == 0, output
         assert "shadow: card-fraud v2 on green gets 100% of live /predict requests" in output
+        assert f"{rows} rows compared ({copies} copies answered)" in output, output
+        assert "0 copies waiting, 0 dropped" in output and "would be refused" not in output
         code, output = mlship("status", "--json", "--shadow-report")
         info = json.loads(output[output.index("{") : output.rindex("}") + 1])
-        assert info["shadow"]["color"] == "green" and info["shadow"]["figures"]["offered"] == 5 * len(RECORDS)
+        assert info["shadow"]["color"] == "green" and info["shadow"]["figures"]["offered"] == copies
+        assert info["shadow"]["figures"]["compared_rows"] == rows and info["shadow"]["promotion_refused"] is None
         reports = settings.reports_path
         assert json.loads((reports / "shadow.json").read_text())["release"]["version"] == "2"
         assert (reports / "shadow.md").read_text().startswith("# Shadow: card-fraud v2 vs card-fraud v1")

@@ -20,7 +20,7 @@ from tests.deploy_doubles.harness import (
 )
 from tests.integration.test_deploy_kubernetes import IMAGE, k8s_controller
 
-PREVIEW = "http://mlship-model-preview.ml.svc.cluster.local:80"
+PREVIEW = "http://mlship-model-preview-staging.ml.svc.cluster.local:80"
 
 
 @pytest.fixture
@@ -33,9 +33,9 @@ def k8s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Contr
 
 
 def env_of(state: Path, color: str) -> dict[str, Any]:
-    container = double_objects(state)[f"Deployment/ml/mlship-model-{color}"]["spec"]["template"]["spec"]["containers"][
-        0
-    ]
+    container = double_objects(state)[f"Deployment/ml/mlship-model-{color}-staging"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
@@ -50,8 +50,8 @@ def test_kubernetes_shadow_sets_the_mirror_env_on_the_live_pods_and_promotion_cl
     assert live_env["MLSHIP_SHADOW_URL"] == PREVIEW and live_env["MLSHIP_SHADOW_SAMPLE"] == "0.25"
     assert "MLSHIP_SHADOW_URL" not in env_of(state, "green")
     objects = double_objects(state)
-    assert objects["Service/ml/mlship-model-preview"]["spec"]["selector"]["mlship.dev/color"] == "green"
-    assert objects["Service/ml/mlship-model"]["spec"]["selector"]["mlship.dev/color"] == "blue"
+    assert objects["Service/ml/mlship-model-preview-staging"]["spec"]["selector"]["mlship.dev/color"] == "green"
+    assert objects["Service/ml/mlship-model-staging"]["spec"]["selector"]["mlship.dev/color"] == "blue"
     assert ctl.target.shadowing() == "green"  # type: ignore[attr-defined]
     assert served_version(ctl.target.traffic_url("blue")) == "1", "the live pods rolled and serve again"
     assert ctl.store.load().shadow is not None  # the state lives in the cluster (ConfigMap)
@@ -62,7 +62,7 @@ def test_kubernetes_shadow_sets_the_mirror_env_on_the_live_pods_and_promotion_cl
     promoted = ctl.promote_shadow()
     assert promoted.live == "green"
     assert "MLSHIP_SHADOW_URL" not in env_of(state, "blue")
-    assert double_objects(state)["Service/ml/mlship-model"]["spec"]["selector"]["mlship.dev/color"] == "green"
+    assert double_objects(state)["Service/ml/mlship-model-staging"]["spec"]["selector"]["mlship.dev/color"] == "green"
     assert ctl.target.shadowing() is None  # type: ignore[attr-defined]
 
 
@@ -74,5 +74,5 @@ def test_kubernetes_stop_shadow_clears_the_env_and_scales_the_candidate_down(k8s
     stopped = ctl.stop_shadow()
     assert stopped.action == "stop-shadow" and stopped.live == "blue"
     assert "MLSHIP_SHADOW_URL" not in env_of(state, "blue")
-    assert double_objects(state)["Deployment/ml/mlship-model-green"]["spec"]["replicas"] == 0
+    assert double_objects(state)["Deployment/ml/mlship-model-green-staging"]["spec"]["replicas"] == 0
     assert ctl.store.load().shadow is None and ctl.status()["shadow"] is None

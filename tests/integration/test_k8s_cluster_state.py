@@ -97,12 +97,12 @@ def test_double_rollout_status_times_out_like_kubectl(cluster: Path) -> None:
     target = KubernetesTarget(MANIFESTS, namespace="ml", timeout_s=2.0)
     target.start("blue", fake_release("1", "never_ready").with_(image="img@sha256:" + "a" * 64))
     start = time.monotonic()
-    done = kubectl("rollout", "status", "deployment/mlship-model-blue", "--timeout=2s")
+    done = kubectl("rollout", "status", "deployment/mlship-model-blue-staging", "--timeout=2s")
     took = time.monotonic() - start
     assert done.returncode == 1 and "timed out waiting for the condition" in done.stderr
     assert 1.5 < took < 30, took
     target.start("green", fake_release("1").with_(image="img@sha256:" + "b" * 64))
-    assert kubectl("rollout", "status", "deployment/mlship-model-green", "--timeout=30s").returncode == 0
+    assert kubectl("rollout", "status", "deployment/mlship-model-green-staging", "--timeout=30s").returncode == 0
 
 
 def test_double_service_selector_patches_decide_where_a_port_forward_lands(cluster: Path) -> None:
@@ -112,17 +112,19 @@ def test_double_service_selector_patches_decide_where_a_port_forward_lands(clust
             target.start(color, fake_release(version).with_(image=f"img-{color}@sha256:" + "c" * 64))
             target.wait_ready(color, 20.0)
         target.set_weights({"green": 100})
-        selector = double_objects(cluster)["Service/ml/mlship-model"]["spec"]["selector"]
+        selector = double_objects(cluster)["Service/ml/mlship-model-staging"]["spec"]["selector"]
         assert selector["mlship.dev/color"] == "green" and selector["app.kubernetes.io/component"] == "model-server"
         from tests.deploy_doubles.harness import served_version
 
         assert served_version(target.traffic_url("green")) == "2"
         target.set_weights({"blue": 100})
-        assert double_objects(cluster)["Service/ml/mlship-model"]["spec"]["selector"]["mlship.dev/color"] == "blue"
+        assert (
+            double_objects(cluster)["Service/ml/mlship-model-staging"]["spec"]["selector"]["mlship.dev/color"] == "blue"
+        )
         assert served_version(target.traffic_url("blue")) == "1"
         patch = json.dumps({"spec": {"selector": {"mlship.dev/color": None}}})
-        assert kubectl("patch", "service", "mlship-model", "--type", "merge", "-p", patch).returncode == 0
-        assert "mlship.dev/color" not in double_objects(cluster)["Service/ml/mlship-model"]["spec"]["selector"]
+        assert kubectl("patch", "service", "mlship-model-staging", "--type", "merge", "-p", patch).returncode == 0
+        assert "mlship.dev/color" not in double_objects(cluster)["Service/ml/mlship-model-staging"]["spec"]["selector"]
     finally:
         target.close()
 
@@ -132,7 +134,7 @@ def test_double_pod_of_a_broken_image_serves_its_fault(cluster: Path) -> None:
     set_image_fault(cluster, image, "exit")
     target = KubernetesTarget(MANIFESTS, namespace="ml", timeout_s=10.0)
     target.start("blue", fake_release("3").with_(image=image))
-    done = kubectl("rollout", "status", "deployment/mlship-model-blue", "--timeout=10s")
+    done = kubectl("rollout", "status", "deployment/mlship-model-blue-staging", "--timeout=10s")
     assert done.returncode == 1 and "CrashLoopBackOff" in done.stderr
 
 

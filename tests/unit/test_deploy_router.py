@@ -105,8 +105,8 @@ def test_router_relays_every_framing_and_counts_per_color(tmp_path: Path) -> Non
             assert (await r.raw(chunked)).endswith(b"echo:abc")
             # keep-alive: two requests on one connection, HTTP/1.0 without keep-alive closes
             two = (
-                b"POST /a HTTP/1.1\r\ncontent-length: 1\r\n\r\nA"
-                b"POST /b HTTP/1.1\r\ncontent-length: 1\r\nconnection: close\r\n\r\nB"
+                b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nA"
+                b"POST /b HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\nconnection: close\r\n\r\nB"
             )
             both = await r.raw(two)
             assert b"echo:A" in both and both.endswith(b"echo:B")
@@ -136,8 +136,8 @@ def test_admin_switches_atomically_persists_and_rejects_nonsense(tmp_path: Path)
     async def scenario() -> None:
         async with make_rig(tmp_path) as r:
             body = json.dumps({"backends": {"green": f"127.0.0.1:{r.backend_port}"}, "weights": {"green": 100}})
-            post = f"POST /route HTTP/1.1\r\n{AUTH}content-length: {len(body)}\r\n\r\n{body}".encode()
-            unauthorized = f"POST /route HTTP/1.1\r\ncontent-length: {len(body)}\r\n\r\n{body}".encode()
+            post = f"POST /route HTTP/1.1\r\nhost: x\r\n{AUTH}content-length: {len(body)}\r\n\r\n{body}".encode()
+            unauthorized = f"POST /route HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n{body}".encode()
             assert b"401" in await r.raw(unauthorized, r.admin), "no token, no route change"
             wrong = unauthorized.replace(b"\r\n", b"\r\nauthorization: Bearer nope\r\n", 1)
             assert b"401" in await r.raw(wrong, r.admin)
@@ -146,12 +146,12 @@ def test_admin_switches_atomically_persists_and_rejects_nonsense(tmp_path: Path)
             assert r.router.route.weights == {"green": 100}
             assert json.loads((tmp_path / "route.json").read_text())["weights"] == {"green": 100}
             assert Router(tmp_path / "route.json").route.weights == {"green": 100}, "a restart restores the route"
-            got = await r.raw(f"GET /state HTTP/1.1\r\n{AUTH}\r\n".encode(), r.admin)
+            got = await r.raw(f"GET /state HTTP/1.1\r\nhost: x\r\n{AUTH}\r\n".encode(), r.admin)
             state = json.loads(got.split(b"\r\n\r\n", 1)[1])
             assert state["route"]["weights"] == {"green": 100} and state["buckets_ms"] == list(BUCKETS_MS)
-            bad = f"POST /route HTTP/1.1\r\n{AUTH}content-length: 5\r\n\r\n{{nope".encode()
+            bad = f"POST /route HTTP/1.1\r\nhost: x\r\n{AUTH}content-length: 5\r\n\r\n{{nope".encode()
             assert b"400" in await r.raw(bad, r.admin)
-            assert b"404" in await r.raw(f"GET /other HTTP/1.1\r\n{AUTH}\r\n".encode(), r.admin)
+            assert b"404" in await r.raw(f"GET /other HTTP/1.1\r\nhost: x\r\n{AUTH}\r\n".encode(), r.admin)
             assert await r.raw(b"", r.admin) == b""
 
     run(scenario())
@@ -188,7 +188,7 @@ def test_router_main_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_a_router_without_a_token_refuses_every_admin_call(tmp_path: Path) -> None:
     router = Router(tmp_path / "route.json")
-    assert not router.authorized(b"GET /state HTTP/1.1\r\nauthorization: Bearer \r\n\r\n")
+    assert not router.authorized(b"GET /state HTTP/1.1\r\nhost: x\r\nauthorization: Bearer \r\n\r\n")
 
 
 def test_an_oversized_body_is_413_before_it_is_read(tmp_path: Path) -> None:
@@ -211,9 +211,9 @@ def test_an_oversized_body_is_413_before_it_is_read(tmp_path: Path) -> None:
             )
             assert (await r.raw(chunked)).startswith(b"HTTP/1.1 413")
             assert b"echo:" + b"a" * 1000 in await r.raw(
-                b"POST /x HTTP/1.1\r\nconnection: close\r\ncontent-length: 1000\r\n\r\n" + b"a" * 1000
+                b"POST /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1000\r\n\r\n" + b"a" * 1000
             )
-            assert b"400" in await r.raw(b"POST /x HTTP/1.1\r\ncontent-length: lots\r\n\r\n")
+            assert b"400" in await r.raw(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: lots\r\n\r\n")
             assert "blue" not in r.router.counters or r.router.counters["blue"].errors == 0
 
     run(scenario())
@@ -229,13 +229,13 @@ def test_slow_heads_slow_bodies_and_idle_connections_are_cut(tmp_path: Path) -> 
             assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 408")
             writer.close()
             reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
-            writer.write(b"POST /x HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc")  # the body never ends
+            writer.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")  # the body never ends
             await writer.drain()
             answer = await asyncio.wait_for(reader.read(), 5)
             assert answer.startswith(b"HTTP/1.1 408") and b"body" in answer
             writer.close()
             reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
-            writer.write(b"GET /x HTTP/1.1\r\ncontent-length: 0\r\n\r\n")  # one request, then silence
+            writer.write(b"GET /x HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")  # one request, then silence
             await writer.drain()
             answer = await asyncio.wait_for(reader.read(), 5)  # closed after the idle timeout
             assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"echo:")
@@ -248,9 +248,12 @@ def test_connections_are_bounded_and_errors_say_what_without_internals(tmp_path:
     async def scenario() -> None:
         async with make_rig(tmp_path, Limits(max_connections=1)) as r:
             _, held = await asyncio.open_connection("127.0.0.1", r.port)
+            held.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")  # busy: mid-body
+            await held.drain()
             await asyncio.sleep(0.05)
             refused = await r.raw(get("/x"))
-            assert refused.startswith(b"HTTP/1.1 503") and b"connection limit" in refused
+            assert refused.startswith(b"HTTP/1.1 503") and b"saturated" in refused and b"retry-after: 1" in refused
+            assert r.router.state()["saturated_at"] is not None
             held.close()
             await asyncio.sleep(0.05)
             r.router.set_route(Route(backends={"green": "127.0.0.1:1"}, weights={"green": 100}))
@@ -351,5 +354,172 @@ def test_a_live_color_that_says_not_ready_is_given_more_patience_before_failover
         standby.close()
         assert router.route.weights == {"blue": 100}
         assert router.failover is not None and router.failover["reason"] == "green answers /ready with 503"
+
+    run(scenario())
+
+
+def post(fields: str, body: bytes = b"") -> bytes:
+    return f"POST /x HTTP/1.1\r\nhost: x\r\n{fields}\r\n".encode() + body
+
+
+# (case, request, expected status, what the answer says) — each one was accepted (or dropped
+# with a traceback) by the old hand parser; RFC 9112 section in the case name
+MALFORMED = [
+    ("6.3-differing-content-lengths", post("content-length: 1\r\ncontent-length: 2\r\n", b"ab"), 400, b"valid HTTP"),
+    ("6.3-content-length-list", post("content-length: 2, 2\r\n", b"ab"), 400, b"valid HTTP"),
+    ("8.6-content-length-underscore", post("content-length: 1_0\r\n", b"a" * 10), 400, b"valid HTTP"),
+    ("8.6-content-length-plus", post("content-length: +2\r\n", b"ab"), 400, b"valid HTTP"),
+    (
+        "8.6-content-length-arabic-digit",
+        b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: \xd9\xa2\r\n\r\n",
+        400,
+        b"HTTP",
+    ),
+    ("6.3-xchunked", post("transfer-encoding: xchunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400, b"HTTP"),
+    ("6.3-chunked-not-last", post("transfer-encoding: chunked, gzip\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400, b"HTTP"),
+    ("6.1-unknown-coding", post("transfer-encoding: gzip, chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 501, b"chunked"),
+    ("6.1-identity", post("transfer-encoding: identity\r\n", b"abc"), 400, b"HTTP"),
+    (
+        "6.3-te-and-cl",
+        post("transfer-encoding: chunked\r\ncontent-length: 3\r\n", b"3\r\nabc\r\n0\r\n\r\n"),
+        400,
+        b"content-length",
+    ),
+    ("5.1-space-before-colon", post("transfer-encoding : chunked\r\n", b"3\r\nabc\r\n0\r\n\r\n"), 400, b"HTTP"),
+    ("5.1-space-before-colon-cl", post("content-length : 3\r\n", b"abc"), 400, b"HTTP"),
+    ("5.2-obs-fold", post("content-length: 3\r\nx-a: b\r\n c\r\n", b"abc"), 400, b"HTTP"),
+    ("3.2-two-hosts", post("host: y\r\ncontent-length: 0\r\n"), 400, b"host"),
+    ("3.2-no-host", b"GET /x HTTP/1.1\r\nconnection: close\r\n\r\n", 400, b"host"),
+    ("6.1-http10-chunked", b"POST /x HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400, b"1.0"),
+    ("2.3-http2-line", b"GET /x HTTP/2.0\r\nhost: x\r\n\r\n", 505, b"HTTP/1.1"),
+    ("7.1-chunk-size-over-64k", post("transfer-encoding: chunked\r\n", b"1" + b";a" * 40000 + b"\r\n"), 400, b"chunk"),
+    ("7.1-chunk-size-over-4k", post("transfer-encoding: chunked\r\n", b"1;x=" + b"a" * 5000 + b"\r\n"), 400, b"chunk"),
+    ("7.1-chunk-size-not-hex", post("transfer-encoding: chunked\r\n", b"0x3\r\nabc\r\n0\r\n\r\n"), 400, b"chunk"),
+    ("7.1-chunk-size-underscore", post("transfer-encoding: chunked\r\n", b"1_0\r\n" + b"a" * 16), 400, b"chunk"),
+    ("7.1-chunk-size-space", post("transfer-encoding: chunked\r\n", b" 3\r\nabc\r\n0\r\n\r\n"), 400, b"chunk"),
+    ("7.1-chunk-longer-than-size", post("transfer-encoding: chunked\r\n", b"2\r\nabc\r\n0\r\n\r\n"), 400, b"chunk"),
+    (
+        "7.1.2-trailer-space-before-colon",
+        post("transfer-encoding: chunked\r\n", b"1\r\na\r\n0\r\nx : y\r\n\r\n"),
+        400,
+        b"trailer",
+    ),
+    ("9.6-connect", b"CONNECT a:443 HTTP/1.1\r\nhost: a:443\r\n\r\n", 501, b"tunnel"),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "says"), [c[1:] for c in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_the_router_refuses_what_rfc_9112_says_to_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], request_bytes: bytes, status: int, says: bytes
+) -> None:
+    """Answered with the status and closed, nothing reaches the color, no traceback in the log."""
+
+    async def scenario() -> None:
+        async with make_rig(tmp_path) as r:
+            answer = await r.raw(request_bytes)
+            assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+            assert b"connection: close" in answer.split(b"\r\n\r\n", 1)[0]
+            assert says.lower() in answer.split(b"\r\n\r\n", 1)[1].lower()
+            assert "blue" not in r.router.counters, "a refused request never reaches the color"
+
+    run(scenario())
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_what_rfc_9112_allows_still_passes(tmp_path: Path) -> None:
+    """Chunk extensions, trailers, identical duplicate lengths are refused only where the RFC says so."""
+
+    async def scenario() -> None:
+        async with make_rig(tmp_path) as r:
+            extensions = post(
+                "transfer-encoding: chunked\r\nconnection: close\r\n",
+                b'3;name="va\\"lue" ; flag\r\nabc\r\n0\r\ntrailer-a: 1\r\n\r\n',
+            )
+            assert (await r.raw(extensions)).endswith(b"echo:abc")
+            upper = post("Transfer-Encoding: Chunked\r\nconnection: close\r\n", b"A\r\n0123456789\r\n0\r\n\r\n")
+            assert (await r.raw(upper)).endswith(b"echo:0123456789")
+            ten = b"GET /x HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGET /y HTTP/1.0\r\n\r\n"
+            assert (await r.raw(ten)).count(b"echo:") == 2
+            assert r.router.counters["blue"].requests == 4
+
+    run(scenario())
+
+
+def test_the_idle_timeout_tightens_with_the_load() -> None:
+    limits = Limits(idle_timeout_s=60.0, max_connections=100)
+    assert limits.idle_timeout(0) == limits.idle_timeout(50) == 60.0
+    assert limits.idle_timeout(75) == pytest.approx(30.0)
+    assert limits.idle_timeout(90) == pytest.approx(12.0)
+    assert limits.idle_timeout(100) == limits.idle_timeout(500) == 1.0
+
+
+async def wait_for(check: Any, what: str, timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not check():
+        assert loop.time() < deadline, what
+        await asyncio.sleep(0.01)
+
+
+async def flood(port: int, source: str, count: int, *, one_request: bool) -> list[asyncio.StreamWriter]:
+    """`count` connections from `source` that go idle: silent from the start, or after one request."""
+    held = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        if one_request:
+            writer.write(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+            await writer.drain()
+            with contextlib.suppress(ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+                await asyncio.wait_for(reader.readuntil(b"echo:"), 5)
+        held.append(writer)
+    return held
+
+
+async def served(r: Rig, n: int) -> list[bytes]:
+    """`n` requests from 127.0.0.1 (a new connection each): the answers' status lines."""
+    out = []
+    for i in range(n):
+        answer = await r.raw(get(f"/ok{i}"))
+        out.append(answer.split(b"\r\n", 1)[0])
+    return out
+
+
+def test_one_address_flooding_idle_connections_cannot_starve_another(tmp_path: Path) -> None:
+    """Per-address share: 300 idle sockets from 127.0.0.2 hold at most 16; 127.0.0.1 keeps 0 failures."""
+
+    async def scenario() -> None:
+        async with make_rig(tmp_path, Limits(max_connections=64, max_per_address=16)) as r:
+            held = await flood(r.port, "127.0.0.2", 150, one_request=False)
+            held += await flood(r.port, "127.0.0.2", 150, one_request=True)
+            await wait_for(lambda: r.router.per_address.get("127.0.0.2", 0) <= 16, "the flood holds its share")
+            statuses = await served(r, 50)
+            assert statuses == [b"HTTP/1.1 200 OK"] * 50, statuses
+            state = r.router.state()
+            assert state["refused_address"] + state["evicted_idle"] >= 300 - 16
+            assert state["refused_connections"] == 0 and state["saturated_at"] is None
+            for w in held:
+                w.close()
+
+    run(scenario())
+
+
+def test_idle_connections_filling_the_router_make_room_for_a_new_client(tmp_path: Path) -> None:
+    """Eight addresses fill all 64 connections with idle keep-alive sockets: a newcomer still gets in."""
+
+    async def scenario() -> None:
+        async with make_rig(tmp_path, Limits(max_connections=64, max_per_address=16)) as r:
+            held = []
+            for n in range(2, 10):
+                held += await flood(r.port, f"127.0.0.{n}", 16, one_request=n % 2 == 0)
+            await wait_for(lambda: r.router.connections == 64 and len(r.router.idle) == 64, "the router is full")
+            assert r.router.state()["idle_timeout_s"] == 1.0, "at the cap the idle timeout is the shortest"
+            statuses = await served(r, 30)
+            assert statuses == [b"HTTP/1.1 200 OK"] * 30, statuses
+            state = r.router.state()
+            assert state["evicted_idle"] >= 30 and state["refused_connections"] == 0
+            assert r.router.connections <= 64
+            for w in held:
+                w.close()
 
     run(scenario())

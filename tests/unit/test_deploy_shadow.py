@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from scipy.stats import binomtest
 
+from mlship.deploy import synthetic
 from mlship.deploy.router import Route, Router
 from mlship.deploy.shadow import (
     KEY_HASH_HEADER,
@@ -215,7 +216,8 @@ def test_shadow_copies_predictions_compares_them_and_clients_get_the_live_answer
             for amount in range(0, 100, 5):  # 20 requests, 2 rows each
                 answer = await post(port, {"records": [{"amount": amount}, {"amount": 1}]})
                 assert answer["color"] == "blue"
-            await post(port, {"records": [{"amount": 3}]}, {"x-mlship-synthetic": "smoke"})  # never copied
+            # the deploy's own request (marked, with the router's proof) is never copied
+            await post(port, {"records": [{"amount": 3}]}, synthetic.headers("verify", TOKEN))
             stats = await settle(router, 20)
             assert stats["requests"] == 20 and stats["offered"] == 20 and stats["dropped"] == 0
             assert stats["compared_rows"] == 40 and stats["errors"] == 0
@@ -230,9 +232,36 @@ def test_shadow_copies_predictions_compares_them_and_clients_get_the_live_answer
             assert len(top) == 20 and not top[0]["agree"] and top[0]["record"]["amount"] in (30, 35, 40, 45)
             assert all(b"x-mlship-synthetic: shadow" in h for h in cand.heads)
             assert len(cand.heads) == 20 and len(live.heads) == 21
+            assert b"x-mlship-synthetic: verify" in live.heads[-1] and b"proof" not in live.heads[-1]
             assert router.state()["route"]["shadow"] == "green"
             md = render_markdown(stats, live="v1", candidate="v2")
             assert "class agreement: 90.00%" in md and "| 0 (0.3" in md
+
+    run(scenario())
+
+
+def test_clients_cannot_mark_their_requests_synthetic_or_set_a_key_hash(tmp_path: Path) -> None:
+    """Only the deploy (holding the router's token) can hide a request from the prediction log and shadow."""
+
+    async def scenario() -> None:
+        live, cand = Backend("blue"), Backend("green")
+        async with rig(tmp_path, blue=live, green=cand) as (router, port, addr):
+            router.set_route(Route(backends=addr, weights={"blue": 100}, shadow="green"))
+            forged = [
+                {"x-mlship-synthetic": "smoke"},
+                {"X-Mlship-Synthetic": "verify", "x-mlship-key-hash": "0123456789abcdef"},
+                {"x-mlship-synthetic": "verify", "x-mlship-synthetic-proof": synthetic.proof("guess", "verify")},
+                {"x-mlship-synthetic": "verify", "x-mlship-synthetic-proof": synthetic.proof(TOKEN, "smoke")},
+                {"x-mlship-synthetic-proof": synthetic.proof(TOKEN, "verify")},
+                {"x-mlship-key-hash": "0123456789abcdef"},
+            ]
+            for headers in forged:
+                await post(port, {"records": [{"amount": 1}]}, headers)
+            stats = await settle(router, len(forged))
+            assert stats["requests"] == len(forged), "each one is copied like any client request"
+            assert len(live.heads) == len(forged)
+            assert not any(b"x-mlship-" in h.lower() for h in live.heads), live.heads
+            assert all(b"x-mlship-key-hash" not in h.lower() for h in cand.heads)
 
     run(scenario())
 
@@ -257,10 +286,10 @@ def test_a_sample_copies_a_share_and_a_full_queue_drops_copies_without_slowing_c
             assert 60 < stats["offered"] < 140  # Binomial(200, 0.5) within ±5.6 sd
             # accepted = the queue (2) + one copy in hand per worker (4), the rest dropped and counted
             assert stats["dropped"] == stats["offered"] - 2 - 4
-            assert stats["requests"] == 0
+            assert stats["requests"] == 0 and stats["queued"] == 6, "accepted copies not answered yet: waiting"
             gate.set()
             stats = await settle(router, stats["offered"])
-            assert stats["requests"] == 6 and stats["errors"] == 0
+            assert stats["requests"] == 6 and stats["errors"] == 0 and stats["queued"] == 0
 
     run(scenario())
 
@@ -356,3 +385,31 @@ def test_an_unreachable_shadow_counts_errors_and_never_fails_a_client(tmp_path: 
             assert stats["errors"] == 4 and stats["requests"] == 4 and stats["compared_rows"] == 0
 
     run(scenario())
+
+
+def test_the_status_line_counts_rows_and_shows_the_candidates_p99_its_queue_and_a_refusal() -> None:
+    """Issue 26: it said "1070 compared" for 327 rows and "0 errors, 0 dropped" for a 4 s p99 with 362 waiting."""
+    from mlship.commands.deploy import _shadow_line
+
+    stats = ShadowStats(sample=1.0)
+    request = json.dumps({"records": [{"a": 1}, {"a": 2}, {"a": 3}]}).encode()
+    answer = json.dumps({"predictions": [0, 1, 1], "probabilities": [0.1, 0.9, 0.8]}).encode()
+    for _ in range(5):
+        stats.offered += 1
+        stats.record(request, 200, answer, 200, answer, 4.0)
+    stats.offered += 362
+    figures = stats.to_dict()
+    assert figures["requests"] == 5 and figures["compared_rows"] == 15 and figures["queued"] == 362
+    shadow = {
+        "release": {"name": "card-fraud", "version": "3"},
+        "color": "green",
+        "sample": 1.0,
+        "figures": figures,
+        "promotion_refused": "the shadow's p99 latency (4000 ms, 5 copies) exceeds 250 ms",
+    }
+    line = _shadow_line(shadow)
+    assert "15 rows compared (5 copies answered)" in line and "class agreement 100.00%" in line
+    assert "candidate p99 4000 ms, 0 errors, 362 copies waiting, 0 dropped" in line
+    assert line.endswith(
+        "--promote-shadow would be refused: the shadow's p99 latency (4000 ms, 5 copies) exceeds 250 ms"
+    )

@@ -168,3 +168,88 @@ def test_a_history_file_of_the_wrong_shape_is_a_config_error(tmp_path: Path) -> 
     store.state_file.write_text('{"retire": [1]}')
     with pytest.raises(ConfigError, match="is not an object"):
         store.load()
+
+
+def test_verification_stops_early_only_when_the_error_limit_is_out_of_reach() -> None:
+    from mlship.deploy.verify import unreachable
+
+    def seen(requests: int, errors: int) -> Signal:
+        return Signal(requests, errors, (requests,), (1.0,))
+
+    # 1 % limit, 10 s window: after 1 s, 25 requests seen → at most 2 × 250 = 500 by the end → 5 errors allowed
+    assert not unreachable(seen(25, 5), 1.0, 10.0, 0.01)
+    assert unreachable(seen(25, 6), 1.0, 10.0, 0.01)
+    assert not unreachable(seen(25, 0), 1.0, 10.0, 0.01), "no error, no early stop"
+    # a quiet window still needs MIN_REQUESTS (10) before it can pass: 1 error of 1 is not yet over 10 %
+    assert not unreachable(seen(1, 1), 5.0, 5.0, 0.10)
+    assert unreachable(seen(1, 2), 5.0, 5.0, 0.10)
+    # past the window (the grace for a slow path), the bound is twice what was seen
+    assert unreachable(seen(100, 3), 20.0, 10.0, 0.01) and not unreachable(seen(100, 2), 20.0, 10.0, 0.01)
+    assert not unreachable(seen(100, 50), 0.0, 10.0, 0.01), "no time elapsed: no rate to project"
+
+
+def test_a_promotion_judges_what_the_shadow_or_canary_recorded_with_the_verification_limits(tmp_path: Path) -> None:
+    from typing import Any
+
+    from mlship.deploy.bluegreen import Controller, _signal_dict
+    from mlship.deploy.release import DeployState
+    from mlship.settings import settings_from_mapping
+
+    class Recorded:
+        name = "local"
+        figures: dict[str, Any] | None = None
+        now: Signal | None = None
+
+        def shadow_stats(self) -> dict[str, Any] | None:
+            return self.figures
+
+        def signal(self, color: str) -> Signal | None:
+            return self.now
+
+    settings = settings_from_mapping({"deploy": {"max_error_rate": 0.05, "max_p99_ms": 250.0}}, root=tmp_path)
+    target = Recorded()
+    ctl = Controller(settings, target, golden=fake_golden)  # type: ignore[arg-type]
+    state = DeployState(env="staging", live="blue")
+
+    def shadow(requests: int, errors: int, p99: float | None) -> str | None:
+        target.figures = {"requests": requests, "errors": errors, "latency_ms": {"p50": None, "p99": p99}}
+        return ctl._recorded_problem(state, "green", "shadow")
+
+    assert shadow(96, 96, 3.0) == "the shadow failed 96 of 96 copies (100.0%, limit 5.0%)"
+    assert shadow(100, 5, 3.0) is None, "at the limit is within it, as in verification"
+    assert shadow(10, 0, 4000.0) == "the shadow's p99 latency (4000 ms, 10 copies) exceeds 250 ms"
+    assert shadow(9, 0, 4000.0) is None, "fewer copies than verification needs: no latency verdict yet"
+    target.figures = None
+    assert ctl._recorded_problem(state, "green", "shadow") is None, "nothing recorded: verification decides"
+
+    bounds = (10.0, 100.0, 1000.0)
+    state.canary = {"color": "green", "weight": 10, "baseline": _signal_dict(Signal(50, 10, (50, 0, 0, 0), bounds))}
+    target.now = Signal(150, 30, (50, 100, 0, 0), bounds)  # its share since the split: 20 of 100 failed
+    assert ctl._recorded_problem(state, "green", "canary") == "the canary failed 20 of 100 requests (20.0%, limit 5.0%)"
+    target.now = Signal(150, 10, (50, 0, 0, 100), bounds)
+    assert ctl._recorded_problem(state, "green", "canary") == (
+        "the canary's p99 latency (over 1000 ms, 100 requests) exceeds 250 ms"
+    )
+    target.now = Signal(20, 0, (20, 0, 0, 0), bounds)  # counters went backwards: a restart, no verdict
+    assert ctl._recorded_problem(state, "green", "canary") is None
+
+
+def test_the_promotion_guard_does_nothing_when_its_command_ended_without_a_pending_promotion(tmp_path: Path) -> None:
+    import json
+
+    from mlship.deploy import guard
+
+    state_dir = tmp_path / "deploy" / "staging"
+    state_dir.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import os; print(os.getpid())"]
+    child = subprocess.run(argv, check=True, capture_output=True, text=True)
+    gone = int(child.stdout)  # a pid that has exited
+    (state_dir / "state.json").write_text(json.dumps({"live": "blue", "pending": {"pid": gone + 1, "color": "green"}}))
+    spec = {"state_dir": str(state_dir), "pid": gone, "started": "1", "max_s": 5.0}
+    spec_file = guard.spec_path(state_dir)
+    spec_file.write_text(json.dumps(spec))
+    assert guard.run(spec_file) == f"pid {gone} ended; its promotion is not pending"
+    assert guard.main([str(spec_file)]) == 0
+    assert guard.main([]) == 2
+    spec_file.write_text("{}")
+    assert guard.main([str(spec_file)]) == 3, "a spec without its fields is a failure, not a traceback"

@@ -86,11 +86,14 @@ def test_tiny_group_is_insufficient_and_fails_closed_by_default() -> None:
     size, dp, eo = fairness_gates(report, GateSettings(min_group_size=100))  # type: ignore[arg-type]
     assert size.status == "fail" and "insufficient data: small (50 rows < min_group_size 100)" in size.detail
     assert size.value == 50
-    # one measurable group: parity cannot be checked, so it fails closed too
-    assert dp.status == "fail" and eo.status == "fail" and "cannot compare" in dp.detail
+    # one measurable group: parity cannot be compared, which is not enough evidence (⚠), not a number
+    assert dp.status == eo.status == "inconclusive" and "cannot compare" in dp.detail
+    assert not dp.failed and dp.settle == "at least 100 rows in two or more groups"
+    strict = fairness_gates(report, GateSettings(min_group_size=100, fairness_inconclusive="fail"))  # type: ignore[arg-type]
+    assert strict[1].failed and strict[2].failed and strict[1].setting == 'gates.fairness_inconclusive = "fail"'
     relaxed = fairness_gates(report, GateSettings(min_group_size=100, insufficient_group_fails=False))  # type: ignore[arg-type]
-    assert [g.status for g in relaxed] == ["pass", "skipped", "skipped"]
-    assert "reported only" in relaxed[0].detail
+    assert [g.status for g in relaxed] == ["inconclusive"] * 3 and not any(g.failed for g in relaxed)
+    assert "not enough evidence, reported" in relaxed[0].detail
 
 
 def test_disparity_over_the_threshold_fails() -> None:
@@ -101,36 +104,100 @@ def test_disparity_over_the_threshold_fails() -> None:
     size, dp, eo = fairness_gates(report, GateSettings(min_group_size=50))
     assert size.status == "pass"
     assert dp.status == "fail" and dp.value == pytest.approx(0.5)
-    assert "0.500, 95% CI [0.500, 0.500] across 2 groups of segment: beyond 0.1" in dp.detail
+    assert "0.500, 95% bounds [0.4" in dp.detail and "across 2 groups of segment: beyond 0.1" in dp.detail
     assert dp.setting == "gates.max_demographic_parity_difference = 0.1"
+    assert dp.advice == "setting gates.max_demographic_parity_difference = 0.1"  # a fail is about the limit
     assert eo.status == "fail" and eo.value == pytest.approx(1.0)
     assert eo.setting == "gates.max_equalized_odds_difference = 0.15"
 
 
-def _report(dp: float, dp_ci: tuple[float, float]) -> FairnessReport:
-    rates = [GroupRates(g, 100, 50, 50, 0.5, 0.5, 0.5, True) for g in ("a", "b")]
-    return FairnessReport("segment", rates, dp, 0.0, 30, [], dp_ci, (0.0, 0.01), 0.95)
+def _report(dp: float, dp_ci: tuple[float, float], rows: int = 100) -> FairnessReport:
+    rates = [GroupRates(g, rows, rows // 2, rows // 2, 0.5, 0.5, 0.5, True) for g in ("a", "b")]
+    return FairnessReport("segment", rates, dp, 0.0, 30, [], dp_ci, (0.0, 0.01), 0.95, 10)
 
 
-def test_a_disparity_is_judged_on_its_interval_and_a_straddle_fails_closed_by_default() -> None:
+def test_a_disparity_is_judged_on_its_interval_in_three_states() -> None:
     within = fairness_gates(_report(0.03, (0.01, 0.08)), GateSettings())[1]
     assert within.status == "pass" and "within 0.1" in within.detail
     beyond = fairness_gates(_report(0.2, (0.12, 0.28)), GateSettings())[1]
     assert beyond.status == "fail" and "beyond 0.1" in beyond.detail
     straddle = fairness_gates(_report(0.091, (0.02, 0.19)), GateSettings())[1]
-    assert straddle.status == "fail" and "straddles 0.1, inconclusive (fails closed" in straddle.detail
-    assert "gates.fairness_inconclusive = 'fail'" in straddle.detail
-    # what would settle it: 100 rows · (0.099 / 0.009)² = 12,100 rows in the smallest group
-    assert "about 12,100 rows in the smallest group (now 100) would settle it" in straddle.detail
+    # not enough evidence: its own state, passing with the warning by default
+    assert straddle.status == "inconclusive" and straddle.warned and not straddle.failed
+    assert 'not enough evidence (passes with a warning: gates.fairness_inconclusive = "warn")' in straddle.detail
+    # what would settle it: 100 rows · (0.099 / 0.009)² = 12,100 rows per group
+    assert straddle.settle == "about 12,100 rows per group (now 100) would settle it, as a pass if the estimate holds"
+    # above the limit but not shown beyond it: more rows would settle it as a fail
+    above = fairness_gates(_report(0.13, (0.07, 0.19)), GateSettings())[1]
+    assert above.status == "inconclusive" and "as a fail" in above.settle and "about 400 rows" in above.settle
     at_limit = fairness_gates(_report(0.1, (0.05, 0.15)), GateSettings())[1]
-    assert at_limit.failed and "more rows will not make it pass" in at_limit.detail
-    lenient = fairness_gates(_report(0.091, (0.02, 0.19)), GateSettings(fairness_inconclusive="pass"))[1]
-    assert lenient.status == "pass" and "passes, reported only" in lenient.detail
+    assert at_limit.status == "inconclusive" and "more rows alone will not settle it" in at_limit.settle
+    strict = fairness_gates(_report(0.091, (0.02, 0.19)), GateSettings(fairness_inconclusive="fail"))[1]
+    assert strict.status == "inconclusive" and strict.blocking and strict.failed
+    assert 'not enough evidence (fails: gates.fairness_inconclusive = "fail")' in strict.detail
+    # the advice names the evidence and the policy, never the limit
+    assert strict.advice == 'more evidence, or gates.fairness_inconclusive = "warn"'
+    assert "max_demographic_parity_difference" not in strict.advice
     # no interval at all is never a pass
-    unknown = fairness_gates(_report(0.03, (math.nan, math.nan)), GateSettings(fairness_inconclusive="pass"))[1]
+    unknown = fairness_gates(_report(0.03, (math.nan, math.nan)), GateSettings())[1]
     assert unknown.failed and "no interval could be computed" in unknown.detail
-    # the beyond case fails whatever the policy: the policy is only for intervals that straddle
-    assert fairness_gates(_report(0.2, (0.12, 0.28)), GateSettings(fairness_inconclusive="pass"))[1].failed
+    # the beyond case fails whatever the policy: the policy is only for missing evidence
+    assert fairness_gates(_report(0.2, (0.12, 0.28)), GateSettings())[1].failed
+
+
+def test_a_group_without_enough_positives_is_not_enough_evidence_for_equalized_odds() -> None:
+    """40 rows a group, 5 positives each: one flags 5 of 5, the other 1 of 5. A TPR gap of 0.8 on five
+    people is not a measurement; the old gate failed it on a bootstrap that claimed certainty."""
+    y = np.array(([1] * 5 + [0] * 35) * 2)
+    groups = np.array(["a"] * 40 + ["b"] * 40)
+    pred = np.concatenate([[1] * 5 + [0] * 35, [1] + [0] * 4 + [0] * 35])
+    report = group_rates(y, pred, groups, feature="g", min_group_size=30, min_class_rows=10)
+    assert [g.odds_sufficient for g in report.groups] == [False, False]
+    assert all(g.sufficient for g in report.groups) and "5 positives < 10" in report.groups[0].note
+    assert math.isnan(report.equalized_odds_difference)  # no number for a gap that cannot be measured
+    size, dp, eo = fairness_gates(report, GateSettings())
+    assert size.status == "pass" and dp.status != "fail"
+    assert eo.status == "inconclusive" and eo.value is None and not eo.failed
+    assert "a (5 positives, 35 negatives)" in eo.detail
+    assert eo.settle == "at least 10 positives and 10 negatives in every group"
+    # two comparable groups and one without positives: a disparity among the two still fails...
+    y3 = np.concatenate([np.tile([1, 0], 50), np.tile([1, 0], 50), np.zeros(60, dtype=int)])
+    g3 = np.array(["a"] * 100 + ["b"] * 100 + ["c"] * 60)
+    p3 = np.concatenate([np.tile([1, 0], 50), np.ones(100, dtype=int), np.zeros(60, dtype=int)])
+    three = group_rates(y3, p3, g3, feature="g", min_group_size=30, min_class_rows=10)
+    assert fairness_gates(three, GateSettings())[2].status == "fail"
+    # ...while an even treatment of the two is not shown fair for the third
+    fair3 = group_rates(y3, np.concatenate([np.tile([1, 0], 100), np.zeros(60, dtype=int)]), g3, feature="g",
+                        min_group_size=30, min_class_rows=10)  # fmt: skip
+    eo3 = fairness_gates(fair3, GateSettings())[2]
+    assert eo3.status == "inconclusive" and "c (0 positives, 60 negatives)" in eo3.detail
+
+
+def test_equalized_odds_says_how_many_positives_would_settle_it() -> None:
+    rates = [GroupRates(g, 120, 40, 80, 0.3, 0.8, 0.1, True) for g in ("a", "b")]
+    report = FairnessReport("g", rates, 0.0, 0.10, 30, [], (0.0, 0.01), (0.0, 0.25), 0.95, 10)
+    eo = fairness_gates(report, GateSettings())[2]
+    # 40 · (0.15 / 0.05)² = 360 positives, 80 · 9 = 720 negatives
+    assert eo.status == "inconclusive"
+    assert eo.settle == (
+        "about 360 positives and 720 negatives per group (now 40 and 80) would settle it, "
+        "as a pass if the estimate holds"
+    )
+
+
+def test_a_rate_of_one_on_few_rows_does_not_claim_certainty() -> None:
+    """12 positives a group, every one flagged in both: a plug-in bootstrap gives each TPR a standard
+    error of 0, so the TPR gap's interval was [0, 0] and equalized odds "passed" on 24 people. The
+    Agresti–Caffo draws keep the uncertainty: not shown within 0.15, so not enough evidence."""
+    y = np.array(([1] * 12 + [0] * 88) * 2)
+    groups = np.array(["a"] * 100 + ["b"] * 100)
+    pred = np.array(([1] * 12 + [1] * 9 + [0] * 79) * 2)  # TPR 1.0, FPR 9/88 in both groups
+    report = group_rates(y, pred, groups, feature="g", min_group_size=30)
+    assert report.equalized_odds_difference == 0.0
+    low, high = report.equalized_odds_ci
+    assert low == 0.0 and high > 0.15
+    eo = fairness_gates(report, GateSettings())[2]
+    assert eo.status == "inconclusive" and "about " in eo.settle and "positives" in eo.settle
 
 
 def test_fairness_intervals_cover_the_estimate_and_narrow_with_more_rows() -> None:
@@ -281,9 +348,14 @@ def test_the_inconclusive_fairness_policy_is_a_checked_setting(tmp_path: Path) -
     from mlship.errors import ConfigError
     from mlship.settings import settings_from_mapping
 
-    assert GateSettings().fairness_inconclusive == "fail"  # fail closed unless a project says otherwise
-    lenient = settings_from_mapping({"gates": {"fairness_inconclusive": "pass"}}, root=tmp_path)
-    assert lenient.gates.fairness_inconclusive == "pass"
+    assert GateSettings().fairness_inconclusive == "warn"  # pass with a visible warning unless a project says otherwise
+    strict = settings_from_mapping({"gates": {"fairness_inconclusive": "fail"}}, root=tmp_path)
+    assert strict.gates.fairness_inconclusive == "fail"
+    # "pass", the lenient value before three-state verdicts, keeps letting it through, now visibly
+    assert (
+        settings_from_mapping({"gates": {"fairness_inconclusive": "pass"}}, root=tmp_path).gates.fairness_inconclusive
+        == "warn"
+    )
     with pytest.raises(ConfigError, match=r"gates\.fairness_inconclusive"):
         settings_from_mapping({"gates": {"fairness_inconclusive": "maybe"}}, root=tmp_path)
 

@@ -89,17 +89,22 @@ def test_group_rates_and_disparities() -> None:
     assert report.insufficient == []
 
 
-def test_small_groups_and_one_class_groups_are_insufficient_and_left_out() -> None:
+def test_small_groups_are_insufficient_and_one_class_groups_are_left_out_of_equalized_odds() -> None:
     y = [1, 0] * 50 + [0] * 30 + [1, 0, 1]
     pred = [1, 0] * 50 + [1] * 30 + [0, 0, 0]
     groups = ["big"] * 100 + ["negatives_only"] * 30 + [None] * 3
     report = group_rates(y, pred, groups, feature="g", min_group_size=10)
     by = {g.group: g for g in report.groups}
     assert set(by) == {"big", "negatives_only", "(missing)"}
-    assert "no positives" in by["negatives_only"].note and math.isnan(by["negatives_only"].tpr)
+    assert "0 positives < 1 (TPR not comparable)" in by["negatives_only"].note and math.isnan(by["negatives_only"].tpr)
     assert "3 rows < min_group_size 10" in by["(missing)"].note
-    assert report.insufficient == ["(missing)", "negatives_only"]
-    assert [g.group for g in report.measured] == ["big"]
-    # one measured group: nothing to compare, so the disparities are undefined (not 0)
-    assert math.isnan(report.demographic_parity_difference) and math.isnan(report.equalized_odds_difference)
-    assert report.to_dict()["insufficient"] == ["(missing)", "negatives_only"]
+    assert report.insufficient == ["(missing)"]
+    # a group of negatives only still has a selection rate: it is in demographic parity...
+    assert [g.group for g in report.measured] == ["big", "negatives_only"]
+    assert report.demographic_parity_difference == 0.5
+    # ...but not in equalized odds: one comparable group, nothing to compare (undefined, not 0)
+    assert [g.group for g in report.odds_measured] == ["big"]
+    assert [g.group for g in report.odds_unmeasured] == ["negatives_only"]
+    assert math.isnan(report.equalized_odds_difference)
+    assert report.to_dict()["insufficient"] == ["(missing)"]
+    assert report.to_dict()["odds_unmeasured"] == ["negatives_only"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlship.integrity import SIDECAR, IntegrityError, model_digest, recorded_in, verify, write_sidecar
+from mlship.integrity import REQUIRE_ENV, SIDECAR, IntegrityError, model_digest, recorded_in, verify, write_sidecar
 
 
 def model_dir(root: Path) -> Path:
@@ -45,3 +45,21 @@ def test_verify_against_the_store_and_the_directory(tmp_path: Path) -> None:
         verify(d)
     (d / SIDECAR).write_text("\n")
     assert recorded_in(d) is None
+
+
+def test_a_model_with_no_record_warns_once_and_is_refused_when_integrity_is_required(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = model_dir(tmp_path / "bare")
+    assert verify(d, what="bare") is None and verify(d, what="bare") is None  # loaded, unchecked
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"mlship: warning: model bare has no recorded sha256 (no {SIDECAR}): it is loaded without an integrity "
+        "check (pass --require-integrity to refuse such models)"
+    ]  # once per model, though a load verifies twice (download, then load)
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(IntegrityError, match=r"model bare has no recorded sha256 .*--require-integrity refuses") as e:
+        verify(d, what="bare")
+    assert e.value.exit_code == 2
+    write_sidecar(d)
+    assert verify(d) == model_digest(d)  # a recorded model loads as before

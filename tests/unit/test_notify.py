@@ -86,6 +86,16 @@ def test_slack_payload_has_text_and_blocks_and_json_payload_has_the_fields(
     assert body["links"] == {"ci run": "https://github.test/acme/fraud/actions/runs/42"}
 
 
+def test_a_verdict_with_a_caveat_shows_it_in_both_formats() -> None:
+    caveat = "fairness.demographic_parity: not enough evidence (about 150 rows per group would settle it)"
+    notice = notify.Notice(event="gate", verdict="pass", summary="m passes", model="m", warning=caveat)
+    slack = notify.payload(notice, "slack")
+    assert slack["text"].startswith("⚠️ mlship gate PASS ⚠ NOT ENOUGH EVIDENCE: m — m passes ⚠ fairness.")
+    assert notify.payload(notice, "json")["warning"] == caveat
+    plain = notify.payload(notify.Notice(event="gate", verdict="pass", summary="m passes", model="m"), "slack")
+    assert plain["text"] == "✅ mlship gate PASS: m — m passes"
+
+
 def test_no_url_sends_nothing_and_the_events_filter_is_honoured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -193,6 +193,28 @@ def test_the_comment_has_the_verdict_tables_and_links() -> None:
     assert "| `floor.roc_auc` | 0.70 < 0.80 \\| low | `gates.metric_floors.roc_auc = 0.8` |" in text
 
 
+def test_not_enough_evidence_is_its_own_state_in_the_comment() -> None:
+    report = json.loads(GATE.read_text())
+    unsettled = {
+        "name": "fairness.equalized_odds",
+        "status": "inconclusive",
+        "detail": "not enough evidence (passes with a warning): 0.053, 95% bounds [0.000, 0.208] straddles 0.15",
+        "setting": 'gates.fairness_inconclusive = "warn"',
+        "blocking": False,
+        "settle": "about 79 positives and 49 negatives per group (now 31 and 19) would settle it",
+    }
+    warned = {**report, "verdict": "pass", "gates": [*report["gates"], unsettled]}
+    lines = render(warned, {}).splitlines()
+    assert lines[1].startswith("## ⚠️ **Gate passed, not enough evidence**: ")
+    assert "### ⚠️ Not enough evidence" in lines and "### Failed gates" not in lines
+    row = next(line for line in lines if line.startswith("| `fairness.equalized_odds`"))
+    assert "about 79 positives and 49 negatives per group" in row
+    assert 'passes with this warning (`gates.fairness_inconclusive = "warn"`)' in row
+    blocked = {**warned, "verdict": "fail", "gates": [*report["gates"], {**unsettled, "blocking": True}]}
+    text = render(blocked, {})
+    assert text.splitlines()[1].startswith("## ❌ **Gate failed**") and "fails the gate" in text
+
+
 def test_github_creates_then_updates_in_place(github: tuple[Recorder, FakeThread]) -> None:
     api, thread = github
     code, out, err = invoke("--provider", "github", "--report", str(GATE))

@@ -162,3 +162,115 @@ def _write(folder: Path, df: object) -> Path:
     path = folder / "data.csv"  # CSV: a column may mix numbers and text, as exported data does
     df.to_csv(path, index=False)
     return path
+
+
+def _fractional_hour(clean: object) -> object:
+    import pandas as pd
+
+    assert isinstance(clean, pd.DataFrame)
+    bad = clean.copy()
+    bad["hour"] = bad["hour"].astype("float64")
+    bad.loc[bad.index[:2], "hour"] = 13.5
+    return bad
+
+
+def _old_suite() -> dict[str, object]:
+    """The shipped suite as it was before column kinds: no meta.column_kinds, ints-or-floats for every number."""
+    old = json.loads(SUITE.read_text())
+    old["meta"] = {"generated_by": "mlship validate --init"}
+    for entry in old["expectations"]:
+        if entry["type"] == "expect_column_values_to_be_in_type_list":
+            entry["kwargs"]["type_list"] = ["int", "int32", "int64", "Int64", "float", "float32", "float64", "Float64"]
+    return old
+
+
+def test_an_integer_column_holding_a_fraction_fails_with_the_shipped_suite(tmp_path: Path, clean: object) -> None:
+    settings = Settings(root=tmp_path)
+    shipped = load_suite(SUITE)
+    assert shipped["meta"]["column_kinds"]["hour"] == "integer"  # type: ignore[index]
+    assert validate_file(_write(tmp_path, clean), SUITE, settings).valid
+    report = validate_file(_write(tmp_path, _fractional_hour(clean)), SUITE, settings)
+    ours = [o for o in report.failures if o.expectation == "mlship_column_values_integer"]
+    assert [(o.column, o.unexpected_count, o.sample) for o in ours] == [("hour", 2, [13.5, 13.5])]
+    assert ours[0].expected == {"kind": "integer", "source": "the suite's meta.column_kinds"}
+    assert report.note is None  # the shipped suite declares every configured column's kind
+
+
+def test_a_suite_without_kinds_learns_them_from_the_training_data_and_says_how_to_refresh(
+    tmp_path: Path, clean: object
+) -> None:
+    import pandas as pd
+
+    from mlship.data.validation import record_training_kinds
+
+    settings = Settings(root=tmp_path)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(_old_suite()))
+    data = _write(tmp_path, _fractional_hour(clean))
+    before = validate_file(data, old, settings)
+    # nothing records the kinds yet: the old suite lets 13.5 through, and the note says so
+    assert before.valid
+    assert before.note is not None and "nothing records their kinds yet" in before.note
+    assert before.note.startswith(f"the suite {old} has no type expectations for transaction_id, merchant_category")
+    assert before.note.endswith(
+        "refresh it with `mlship validate --init --force` (profiles the data; overwrites hand edits)"
+    )
+    assert isinstance(clean, pd.DataFrame)
+    record_training_kinds(settings, clean, tmp_path / "train.parquet")  # what `mlship train` does
+    after = validate_file(data, old, settings)
+    assert not after.valid
+    [failure] = [o for o in after.failures if o.expectation.startswith("mlship_")]
+    assert (failure.expectation, failure.column, failure.unexpected_count) == (
+        "mlship_column_values_integer",
+        "hour",
+        2,
+    )
+    assert failure.expected["source"] == "the training data recorded in .mlship/training_kinds.json"
+    assert after.note is not None and "10 of them are checked against the kinds `mlship train` recorded" in after.note
+    # a suite written by --init today declares them: no note
+    fresh = tmp_path / "fresh.json"
+    fresh.write_text(json.dumps(init_suite(settings, clean)))
+    assert validate_file(_write(tmp_path, clean), fresh, settings).note is None
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expectation"),
+    [("country", 7, "mlship_column_values_string"), ("flag", "maybe", "mlship_column_values_boolean")],
+)
+def test_string_and_boolean_columns_hold_their_kind(
+    tmp_path: Path, clean: object, column: str, value: object, expectation: str
+) -> None:
+    import pandas as pd
+
+    from mlship.data.validation import schema_outcomes
+
+    assert isinstance(clean, pd.DataFrame)
+    frame = clean.assign(flag=[True, False] * (len(clean) // 2))
+    settings = Settings(root=tmp_path, categorical_features=["merchant_category", "country", "device_type", "flag"])
+    suite = init_suite(settings, frame)
+    assert suite["meta"]["column_kinds"]["flag"] == "boolean"  # type: ignore[index]
+    assert all(o.success for o in schema_outcomes(frame, settings, suite))
+    bad = frame.astype({column: object})
+    bad.loc[bad.index[:3], column] = value  # a mixed column, as a CSV export or a careless join makes one
+    ours = [o for o in schema_outcomes(bad, settings, suite) if not o.success]
+    assert [(o.expectation, o.column, o.unexpected_count) for o in ours] == [(expectation, column, 3)]
+
+
+def test_validate_says_once_that_an_old_suite_lacks_kinds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mlship.cli import app
+    from mlship.commands import register_all
+    from tests.conftest import make_project
+
+    register_all(app)
+    root = make_project(tmp_path / "p", rows=500)
+    monkeypatch.chdir(root)
+    shipped = CliRunner().invoke(app, ["validate"])
+    assert shipped.exit_code == 0, shipped.stderr
+    assert "note:" not in shipped.stderr
+    (root / "data" / "expectations" / "transactions.json").write_text(json.dumps(_old_suite()))
+    old = CliRunner().invoke(app, ["validate"])
+    assert old.exit_code == 0, old.stderr
+    notes = [line for line in old.stderr.splitlines() if line.startswith("mlship: note:")]
+    assert len(notes) == 1 and "validate --init --force" in notes[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -97,6 +98,8 @@ def validate(
             out.print(f"wrote expectation suite {suite_path} ({source})")
             return 0
         report = validation.validate_file(data_path, suite_path, settings)
+        if report.note:
+            print(f"mlship: note: {report.note}", file=sys.stderr)
         reports = report_dir or settings.reports_path
         _, md = validation.write_report(report, reports)
         print_validation(report)

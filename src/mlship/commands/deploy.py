@@ -94,12 +94,10 @@ def deploy(
         str | None,
         typer.Option(
             "--from-env",
-            help="kubernetes: deploy the release that is live and verified in this environment's cluster record "
-            "(model version and image digest). The default for --env production without --model.",
+            help="kubernetes: deploy the release this environment verified most recently, as the registry records "
+            "it on the model version (model version and image digest). The default for --env production without "
+            "--model.",
         ),
-    ] = None,
-    from_namespace: Annotated[
-        str | None, typer.Option("--from-namespace", help="Namespace of --from-env (default: --namespace).")
     ] = None,
 ) -> None:
     """Blue-green deploy: start the idle color, smoke-test it, switch, verify; roll back on any failure."""
@@ -117,7 +115,10 @@ def deploy(
         if target == "kubernetes" and not promote_canary:  # before anything runs (exit 2)
             source = _check_kubernetes_args(model, image, env, from_env)
         elif from_env is not None:
-            raise ConfigError("--from-env needs --target kubernetes", hint="the release records live in the cluster")
+            raise ConfigError(
+                "--from-env needs --target kubernetes",
+                hint="a release that passed an environment is an image and a model",
+            )
         require_approval(env, approve)
         if not promote_canary and source is None:
             _check_model_options(image, model, target)
@@ -125,22 +126,26 @@ def deploy(
         try:
             if not promote_canary:
                 ctl.check_options(strategy, weight=weight, sample=sample, sticky=sticky_key)
+            staged = None  # production's release is checked against the registry before the cluster is touched
+            if source is not None and not promote_canary:
+                from mlship.deploy.factory import verified_release
+
+                staged = verified_release(settings, source)
+            elif target == "kubernetes" and env == "production" and not promote_canary:
+                from mlship.deploy.factory import require_staged
+
+                staged = ctl.resolve(str(model), image=image)
+                require_staged(settings, staged)
             ctl.preflight()  # a held lock or a busy port is reported now, before any model loads
             if promote_canary:
                 result = ctl.promote_canary()
             else:
-                if source is not None:
-                    from mlship.deploy.factory import verified_release
-
-                    release = verified_release(settings, source, from_namespace or namespace)
+                if staged is not None:
+                    release = staged
                 elif image and target == "local":
                     release = _image_release(image, env)
                 else:
                     release = ctl.resolve(str(model), image=image)
-                    if target == "kubernetes" and env == "production":
-                        from mlship.deploy.factory import require_staged
-
-                        require_staged(settings, release, namespace=from_namespace or namespace)
                 cli.err_console().print(f"deploying {release.label} ({release.uri}) to {target}/{env}…")
                 result = ctl.deploy(release, strategy=strategy, weight=weight, sample=sample, sticky=sticky_key)
         finally:
@@ -218,7 +223,7 @@ def _gitops(settings: Settings, env: str, namespace: str | None) -> GitOpsTarget
         settings.path(settings.deploy.manifests),
         env=env,
         app=settings.deploy.app,
-        namespace=namespace or settings.deploy.namespace,
+        namespace=namespace or settings.deploy.namespace_for(env),
         timeout_s=settings.deploy.ready_timeout_s,
     )
 
@@ -400,6 +405,8 @@ def _repair(info: dict[str, Any], env: str) -> str:
         return f"deploy a model: `mlship deploy --model models:/NAME@ALIAS{flags}`"
     if info["deploy_in_progress"]:
         return "a deploy is running: wait for it, then run `mlship status` again"
+    if "is saturated, not the release" in str(info.get("problem")):  # from the local router's own figures
+        return "a rollback cannot help: stop or slow the client holding the connections, then run `mlship status`"
     return f"roll back with `mlship rollback{flags}`, or redeploy; `mlship down{flags}` stops what is left"
 
 
@@ -463,10 +470,16 @@ def _shadow_line(shadow: dict[str, Any]) -> str:
     diff = f["abs_diff"]
     mean = "-" if diff["mean"] is None else f"{diff['mean']:.4f}"
     p99 = "-" if diff["p99"] is None else f"{diff['p99']:.4f}"
-    return (
-        f"{head}; {f['requests']} compared, class agreement {agreement}, |Δp| mean {mean} p99 {p99}, "
-        f"{f['errors']} errors, {f['dropped']} copies dropped"
+    latency = f["latency_ms"]["p99"]
+    took = "-" if latency is None else f"{latency:.0f} ms"
+    waiting = f.get("queued", 0)
+    line = (
+        f"{head}; {f['compared_rows']} rows compared ({f['requests']} copies answered), class agreement "
+        f"{agreement}, |Δp| mean {mean} p99 {p99}; candidate p99 {took}, {f['errors']} errors, "
+        f"{waiting} copies waiting, {f['dropped']} dropped"
     )
+    refused = shadow.get("promotion_refused")
+    return f"{line}; --promote-shadow would be refused: {refused}" if refused else line
 
 
 def down(

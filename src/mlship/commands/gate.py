@@ -88,10 +88,15 @@ def _print(report: GateReport, out_dir: Path) -> None:
     if report.logged_to_run:
         out.print(f"logged to run {report.logged_to_run}")
     out.print(f"report: {out_dir / 'gate.md'}")
-    verdict = "PASS" if report.passed else "FAIL"
-    out.print(f"{ICON[report.verdict]} gate {verdict}: {report.summary}", markup=False)
     if not report.passed:
+        out.print(f"{ICON['fail']} gate FAIL: {report.summary}", markup=False)
         out.print(f"to change what failed: {failing_settings(report)}", markup=False)
+    elif report.inconclusive:
+        out.print(f"{ICON['inconclusive']} gate PASS, not enough evidence: {report.summary}", markup=False)
+        policies = ", ".join(dict.fromkeys(g.setting for g in report.inconclusive))
+        out.print(f"{ICON['inconclusive']} {report.warning}; let pass by {policies}", markup=False)
+    else:
+        out.print(f"{ICON['pass']} gate PASS: {report.summary}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -325,7 +325,7 @@ def predict_batch(
     """Score files or an object-store prefix in chunks into Parquet, recording the model version in its metadata.
 
     Rows are validated like /predict requests; a bad row is never scored silently (see --bad-rows).
-    A re-run skips the parts already written (same input size and mtime, same model and policy).
+    A re-run skips the parts already written (same input: size, mtime and a content key; same model and policy).
     """
     if engine not in ("local", "spark"):
         raise typer.BadParameter(f"expected local or spark, got {engine!r}", param_hint="--engine")

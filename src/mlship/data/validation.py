@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json, write_text
+from mlship.report_text import MAX_TEXT, cell, code, one_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,6 +54,8 @@ class ValidationReport:
     rows: int
     columns: int
     outcomes: list[ExpectationOutcome]
+    note: str | None = None
+    """One line for the user that is not a failure (e.g. the suite predates column kinds)."""
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
@@ -77,6 +80,7 @@ class ValidationReport:
             "failed": len(self.failures),
             "warnings": len(self.warnings),
             "outcomes": [asdict(o) for o in self.outcomes],
+            "note": self.note,
         }
 
 
@@ -94,11 +98,18 @@ def validate_file(data_path: Path, suite_path: Path, settings: Settings | None =
     if settings is None:
         return report
     own = schema_outcomes(df, settings, suite)
-    return ValidationReport(report.data, report.suite, report.rows, report.columns, [*own, *report.outcomes])
+    note = kinds_note(settings, suite, suite_path)
+    return ValidationReport(report.data, report.suite, report.rows, report.columns, [*own, *report.outcomes], note)
 
 
 INTEGER_TYPES = ("int", "int8", "int16", "int32", "int64", "Int64", "uint8", "uint16", "uint32", "uint64")
 FLOAT_TYPES = ("float", "float32", "float64", "Float64")
+STRING_TYPES = ("str", "string", "object", "StringDtype")
+BOOLEAN_TYPES = ("bool", "boolean", "BooleanDtype")
+KINDS = ("integer", "float", "string", "boolean")
+TRAINING_KINDS = "training_kinds.json"
+"""Under the state directory: each configured column's kind in the data the last `mlship train` used."""
+REFRESH = "refresh it with `mlship validate --init --force` (profiles the data; overwrites hand edits)"
 
 
 def schema_outcomes(
@@ -107,8 +118,10 @@ def schema_outcomes(
     """mlship's own contract, checked before the suite: types and values, not just ranges.
 
     Every configured column is present; numeric features are numbers and finite (no ±inf);
-    integer columns (the target, and any the suite types as integers only) hold whole numbers.
-    Nulls are the suite's business (`expect_column_values_to_not_be_null`).
+    each configured column holds its kind (see `column_kinds`): an integer column whole
+    numbers, a float column numbers, a string column text, a boolean column true/false. The
+    target is an integer column always. Nulls are the suite's business
+    (`expect_column_values_to_not_be_null`).
     """
     import numpy as np
     import pandas as pd
@@ -123,7 +136,9 @@ def schema_outcomes(
         present = col in df.columns
         error = None if present else f"column {col!r} is configured but missing from the data"
         outcome("mlship_configured_column_exists", col, present, error=error)
-    for col in [c for c in settings.numeric_features if c in df.columns]:
+    kinds = column_kinds(settings, suite)
+    numeric = [*settings.numeric_features, *(c for c, (k, _) in kinds.items() if k in ("integer", "float"))]
+    for col in [c for c in dict.fromkeys(numeric) if c in df.columns]:
         values = df[col]
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
@@ -134,7 +149,7 @@ def schema_outcomes(
                 observed=str(values.dtype),
                 unexpected_count=len(bad),
                 sample=[_plain(v) for v in bad.head(SAMPLE)],
-                error=f"column {col!r} is {values.dtype}, not numeric",
+                error=f"column {col!r} is {values.dtype}, not numeric" + _from(kinds.get(col)),
             )
             continue
         numbers = values.dropna().to_numpy(dtype=np.float64)
@@ -146,29 +161,149 @@ def schema_outcomes(
             unexpected_count=len(infinite),
             sample=[str(v) for v in infinite[:SAMPLE]],
         )
-    for col in [c for c in integer_columns(settings, suite) if c in df.columns]:
-        numeric = pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(dtype=np.float64)
-        fractional = numeric[np.isfinite(numeric) & (numeric != np.round(numeric))]
+    integers = [settings.target, *(c for c, (k, _) in kinds.items() if k == "integer")]
+    for col in [c for c in dict.fromkeys(integers) if c in df.columns]:
+        numbers = pd.to_numeric(df[col], errors="coerce").dropna().to_numpy(dtype=np.float64)
+        fractional = numbers[np.isfinite(numbers) & (numbers != np.round(numbers))]
         outcome(
             "mlship_column_values_integer",
             col,
             len(fractional) == 0,
+            expected={"kind": "integer", "source": kinds.get(col, ("integer", "the target"))[1]},
             unexpected_count=len(fractional),
             sample=[_plain(v) for v in fractional[:SAMPLE]],
+        )
+    for col, (kind, source) in kinds.items():
+        if kind not in ("string", "boolean") or col not in df.columns:
+            continue
+        values = df[col].dropna()
+        if kind == "string":
+            bad = values[values.map(lambda v: not isinstance(v, str))]
+        else:
+            bad = values[values.map(lambda v: not (isinstance(v, (bool, np.bool_)) or v in (0, 1)))]
+        outcome(
+            f"mlship_column_values_{kind}",
+            col,
+            bad.empty,
+            expected={"kind": kind, "source": source},
+            observed=str(df[col].dtype),
+            unexpected_count=len(bad),
+            sample=[_plain(v) for v in bad.head(SAMPLE)],
         )
     return out
 
 
-def integer_columns(settings: Settings, suite: dict[str, Any] | None) -> list[str]:
-    """The target (a 0/1 label), and every column the suite types as integers only."""
-    cols = [settings.target]
+def _from(found: tuple[str, str] | None) -> str:
+    return f" (its kind is {found[0]}, from {found[1]})" if found else ""
+
+
+def column_kinds(settings: Settings, suite: dict[str, Any] | None) -> dict[str, tuple[str, str]]:
+    """Each configured column's kind and where it was learnt, most explicit source first.
+
+    1. The suite's own record (`meta.column_kinds`, written by `mlship validate --init` from the
+       data it profiled; edit it to change a kind on purpose).
+    2. The training data, as `mlship train` recorded it (`<state_dir>/training_kinds.json`):
+       what the model was fitted on, so a suite written before kinds existed still gets them.
+    3. The suite's type expectations (`expect_column_values_to_be_in_type_list` naming one kind).
+    """
+    configured = [c for c in [settings.id_column, *settings.features, settings.sensitive_feature, settings.target] if c]
+    declared = ((suite or {}).get("meta") or {}).get("column_kinds") or {}
+    trained = recorded_kinds(settings)
+    typed = suite_type_kinds(suite)
+    out: dict[str, tuple[str, str]] = {}
+    for col in dict.fromkeys(configured):
+        if declared.get(col) in KINDS:
+            out[col] = (str(declared[col]), "the suite's meta.column_kinds")
+        elif trained.get(col) in KINDS:
+            out[col] = (str(trained[col]), f"the training data recorded in {settings.state_dir / TRAINING_KINDS}")
+        elif col in typed:
+            out[col] = (typed[col], "the suite's type expectation")
+    return out
+
+
+def suite_type_kinds(suite: dict[str, Any] | None) -> dict[str, str]:
+    """Columns whose type expectation names one kind (a list of ints and floats is a float column)."""
+    out: dict[str, str] = {}
     for entry in (suite or {}).get("expectations", []):
         kwargs = entry.get("kwargs") or {}
-        types = kwargs.get("type_list") or []
-        typed = entry.get("type") == "expect_column_values_to_be_in_type_list" and kwargs.get("column")
-        if typed and types and all(str(t) in INTEGER_TYPES for t in types):
-            cols.append(str(kwargs["column"]))
-    return list(dict.fromkeys(cols))
+        column = kwargs.get("column")
+        types = [str(t) for t in (kwargs.get("type_list") or ([kwargs["type_"]] if kwargs.get("type_") else []))]
+        if entry.get("type") not in ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type"):
+            continue
+        if not column or not types:
+            continue
+        for kind, names in (
+            ("integer", INTEGER_TYPES),
+            ("float", (*INTEGER_TYPES, *FLOAT_TYPES)),
+            ("string", STRING_TYPES),
+            ("boolean", BOOLEAN_TYPES),
+        ):
+            if all(t in names for t in types):
+                out[str(column)] = kind
+                break
+    return out
+
+
+def undeclared_columns(settings: Settings, suite: dict[str, Any]) -> list[str]:
+    """Configured columns the suite records no kind for (a suite written before kinds existed)."""
+    declared = (suite.get("meta") or {}).get("column_kinds") or {}
+    configured = [c for c in [settings.id_column, *settings.features, settings.sensitive_feature, settings.target] if c]
+    return [c for c in dict.fromkeys(configured) if declared.get(c) not in KINDS]
+
+
+def kinds_note(settings: Settings, suite: dict[str, Any], suite_path: Path) -> str | None:
+    """One line when the suite lacks kinds for configured columns: where they come from, how to refresh."""
+    missing = undeclared_columns(settings, suite)
+    if not missing:
+        return None
+    trained = recorded_kinds(settings)
+    learnt = [c for c in missing if c in trained]
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    where = (
+        f"{len(learnt)} of them are checked against the kinds `mlship train` recorded"
+        if learnt
+        else "nothing records their kinds yet (`mlship train` does)"
+    )
+    return f"the suite {suite_path} has no type expectations for {shown}; {where}; {REFRESH}"
+
+
+def column_kind(values: pd.Series[Any]) -> str | None:
+    """integer, float, string or boolean, from a column's dtype (and, for objects, its values)."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(values):
+        return "integer"
+    if pd.api.types.is_float_dtype(values):
+        return "float"
+    present = values.dropna()
+    if len(present) and bool(present.map(lambda v: isinstance(v, str)).all()):
+        return "string"
+    return None
+
+
+def record_training_kinds(settings: Settings, df: pd.DataFrame, data_path: Path) -> Path:
+    """At training time: each configured column's kind in the data the model is fitted on."""
+    configured = [c for c in [settings.id_column, *settings.features, settings.sensitive_feature, settings.target] if c]
+    kinds = {c: column_kind(df[c]) for c in dict.fromkeys(configured) if c in df.columns}
+    record = {"data": str(data_path), "columns": {c: k for c, k in kinds.items() if k}}
+    return write_json(settings.state_path / TRAINING_KINDS, record)
+
+
+def recorded_kinds(settings: Settings) -> dict[str, str]:
+    """The kinds the last `mlship train` recorded, or {} before the first one."""
+    path = settings.state_path / TRAINING_KINDS
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read the recorded training kinds {path}: {exc}", hint="delete it; `mlship train` writes it again"
+        ) from None
+    columns = record.get("columns") if isinstance(record, dict) else None
+    return {str(k): str(v) for k, v in columns.items()} if isinstance(columns, dict) else {}
 
 
 def load_suite(path: Path) -> dict[str, Any]:
@@ -275,9 +410,11 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        return one_line(value, MAX_TEXT) if len(value) > MAX_TEXT else value  # a column name or cell from the file
+    if value is None or isinstance(value, (int, float, bool)):
         return value
-    return str(value)
+    return one_line(value, MAX_TEXT)
 
 
 def _gx() -> tuple[Any, Any]:
@@ -358,12 +495,11 @@ def init_suite(settings: Settings, df: pd.DataFrame | None = None) -> dict[str, 
             min_value=round(max(0.0, rate / 2), 4),
             max_value=round(min(1.0, rate * 2), 4),
         )
-    return {
-        "name": f"{settings.model_name}-data",
-        "expectations": exps,
-        "meta": {"generated_by": "mlship validate --init"},
-        "notes": None,
-    }
+    meta: dict[str, Any] = {"generated_by": "mlship validate --init"}
+    if df is not None:
+        kinds = {c: column_kind(df[c]) for c in columns if c in df.columns}
+        meta["column_kinds"] = {c: k for c, k in kinds.items() if k}
+    return {"name": f"{settings.model_name}-data", "expectations": exps, "meta": meta, "notes": None}
 
 
 def pd_is_integer(values: pd.Series[Any]) -> bool:
@@ -391,7 +527,7 @@ def render_markdown(report: ValidationReport) -> str:
     lines = [
         f"# Data validation: {verdict}",
         "",
-        f"`{report.data}` ({report.rows:,} rows × {report.columns} columns) against `{report.suite}`: "
+        f"{code(report.data)} ({report.rows:,} rows × {report.columns} columns) against {code(report.suite)}: "
         f"{len(report.outcomes)} expectations, {len(report.failures)} failed, {len(report.warnings)} warnings.",
         "",
     ]
@@ -406,19 +542,24 @@ def render_markdown(report: ValidationReport) -> str:
         ]
         for o in rows:
             lines.append(
-                f"| {o.expectation} | {o.column or '—'} | {_short(o.expected)} | {describe_observed(o)} | "
-                f"{_short(o.sample) if o.sample else '—'} |"
+                f"| {cell(o.expectation)} | {cell(o.column or '—')} | {cell(_short(o.expected))} | "
+                f"{cell(describe_observed(o), 2 * MAX_TEXT)} | {cell(_short(o.sample)) if o.sample else '—'} |"
             )
         lines.append("")
     passed = [o for o in report.outcomes if o.success]
     if passed:
         lines += ["<details><summary>Passed expectations</summary>", ""]
-        lines += [f"- {o.expectation} ({o.column or 'table'})" for o in passed]
+        lines += [f"- {cell(o.expectation)} ({cell(o.column or 'table')})" for o in passed]
         lines += ["", "</details>", ""]
     return "\n".join(lines)
 
 
 def describe_observed(o: ExpectationOutcome) -> str:
+    """What was observed, in one bounded line (column names come from the file: see report_text)."""
+    return one_line(_observed(o), 2 * MAX_TEXT)
+
+
+def _observed(o: ExpectationOutcome) -> str:
     if o.error:
         return o.error
     if o.expectation == "expect_table_columns_to_match_set" and isinstance(o.observed, list):
@@ -440,6 +581,6 @@ def describe_observed(o: ExpectationOutcome) -> str:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else value
-    text = text.replace("|", "\\|")
+    """A value in one line of at most `limit` characters (markdown escaping is `cell`'s job)."""
+    text = json.dumps(value, default=str) if not isinstance(value, str) else one_line(value, limit)
     return text if len(text) <= limit else text[: limit - 1] + "…"

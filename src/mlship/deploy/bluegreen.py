@@ -22,7 +22,7 @@ from mlship.deploy.faults import checkpoint
 from mlship.deploy.lock import LockHeld
 from mlship.deploy.release import COLORS, DeployState, Release, ReleaseStore, StateStore, find_release, other
 from mlship.deploy.smoke import Golden, SmokeResult, golden_from_dir, smoke
-from mlship.deploy.targets.base import ColorFailed, Target
+from mlship.deploy.targets.base import ColorFailed, Signal, Target
 from mlship.deploy.verify import VerifyResult, verify
 from mlship.errors import ConfigError, InfraError, MlshipError, PipelineRejected
 from mlship.fsutil import write_json, write_text
@@ -296,6 +296,13 @@ class Controller:
         state.colors[idle] = release.with_(outcome="verifying" if strategy == "bluegreen" else "canary")
         if strategy == "bluegreen":
             state.live = idle
+        else:  # the counters the canary's own share will be judged from at its promotion
+            state.canary = {
+                "color": idle,
+                "uri": release.uri,
+                "weight": weight,
+                "baseline": _signal_dict(self.target.signal(idle)),
+            }
         self.store.save(state)
         switch_start = time.monotonic()
         try:
@@ -428,14 +435,18 @@ class Controller:
         if color is None or state.shadow is None:
             return None
         live = state.colors.get(state.live) if state.live else None
-        figures = getattr(self.target, "shadow_stats", None)
+        stats = getattr(self.target, "shadow_stats", None)
+        figures = stats() if stats is not None else None
         return {
             "color": color,
             "release": state.colors[color].to_dict(),
             "live_release": live.to_dict() if live else None,
             "sample": state.shadow.get("sample"),
             "since": state.shadow.get("since"),
-            "figures": figures() if figures is not None else None,
+            "figures": figures,
+            "limits": {"max_error_rate": self.cfg.max_error_rate, "max_p99_ms": self.cfg.max_p99_ms},
+            # what `--promote-shadow` would refuse it for now (None: its figures are within the limits)
+            "promotion_refused": self._recorded_problem(state, color, "shadow", figures) if figures else None,
         }
 
     def shadow_report(self, state: DeployState | None = None) -> tuple[Path, Path]:
@@ -487,7 +498,7 @@ class Controller:
         return done
 
     def promote_shadow(self) -> DeployResult:
-        """The shadow becomes live by the normal switch and verification; any failure switches back."""
+        """The shadow becomes live by the normal switch and verification (see `_promote`)."""
         with self._lock():
             state = self.store.load()
             self.reconcile(state)
@@ -496,66 +507,237 @@ class Controller:
                 raise ConfigError("no shadow is running", hint="start one with `mlship deploy --strategy shadow`")
             with contextlib.suppress(OSError):
                 self.shadow_report(state)
-            release = state.colors[color].with_(deployed_at=time.time())
-            live = state.live
-            warm = Release.from_dict(state.shadow["warm"]) if state.shadow.get("warm") else None
-            previous = state.colors.get(live) if live else None
-            state.pending = {
-                "color": color,
-                "release": release.to_dict(),
-                "step": "verifying",
-                "previous": live,
-                "warm": warm.to_dict() if warm else None,
-            }
-            state.colors[color] = release.with_(outcome="verifying")
-            state.live = color
-            state.shadow = None
-            self.store.save(state)  # intent before the switch, as for a blue-green deploy
+            return self._promote(state, color, kind="shadow")
 
-            def reject(reason: str) -> PipelineRejected:
-                self._undo(state, color, live, warm, switched=True)
-                self.store.record(release.with_(outcome="rolled back", detail=reason))
-                back = f"{previous.label} on {live} is still live" if previous and live else "nothing is live"
-                return PipelineRejected(f"promotion of shadow {release.label} rolled back: {reason}", hint=back)
+    def promote_canary(self) -> DeployResult:
+        """All traffic to the canary, verified, made live (see `_promote`)."""
+        with self._lock():
+            state = self.store.load()
+            self.reconcile(state)
+            canary = self._canary(state)
+            if canary is None:
+                raise ConfigError("no canary is running", hint="start one with `mlship deploy --strategy canary`")
+            return self._promote(state, canary, kind="canary")
 
+    # Promotion: a transaction --------------------------------------------------------------
+
+    def _promote(self, state: DeployState, color: str, *, kind: str) -> DeployResult:
+        """Make the running shadow or canary on `color` live, or leave the previous release live.
+
+        Before any weight changes, everything that can refuse the candidate runs
+        (`_promotion_checks`): a refusal ends the candidate and exits with the cause's code, live
+        never moved. Then intent (state.pending, with this command's pid) is written, traffic
+        switches, and verification runs; from the switch on, *any* exception — a failed
+        verification, an unexpected error, Ctrl-C — switches back, records why and exits
+        non-zero. A command killed after the switch leaves the pending promotion for the next
+        command's `reconcile`, which switches back.
+        """
+        live = state.live
+        release = state.colors[color].with_(deployed_at=time.time())
+        previous = state.colors.get(live) if live else None
+        info = state.shadow if kind == "shadow" else None
+        warm = Release.from_dict(info["warm"]) if info and info.get("warm") else None
+        where = f"{previous.label} on {live} is still live" if previous and live else "nothing is live"
+        try:
+            golden = self._promotion_checks(state, color, release, kind)
+        except Exception as exc:  # noqa: BLE001 - any refusal before the switch ends the candidate, live never moved
+            reason = _why(exc)
+            self._end_candidate(state, color, kind)
+            refused = f"promotion refused before the switch: {reason}"
+            self.store.record(release.with_(outcome="rejected", detail=refused))
+            raise _as_error(
+                exc, f"promotion of {kind} {release.label} refused before the switch: {reason}", hint=where
+            ) from None
+        state.pending = {
+            "kind": f"promote-{kind}",
+            "color": color,
+            "release": release.to_dict(),
+            "step": "verifying",
+            "previous": live,
+            "warm": warm.to_dict() if warm else None,
+            "pid": os.getpid(),
+        }
+        state.colors[color] = release.with_(outcome="verifying")
+        state.live = color
+        state.shadow = None
+        state.canary = None
+        self.store.save(state)  # intent before the switch: the state names what the router will serve
+        guard = self._spawn_guard()  # switches back if this command is killed from here on
+        try:
             start = time.monotonic()
             try:
-                self.target.set_shadow(None, 1.0)  # type: ignore[attr-defined]
+                if kind == "shadow":
+                    self.target.set_shadow(None, 1.0)  # type: ignore[attr-defined]
                 self.target.set_weights({color: 100})
-            except ColorFailed as exc:
-                raise reject(str(exc)) from None
-            switch_s = round(time.monotonic() - start, 4)
-            try:
+                switch_s = round(time.monotonic() - start, 4)
+                checkpoint("switched")
                 checked = verify(
                     self.target,
                     color,
-                    self.golden(release),
+                    golden,
                     window_s=self.cfg.verify_window_s,
                     max_error_rate=self.cfg.max_error_rate,
                     max_p99_ms=self.cfg.max_p99_ms,
                 )
-            except ColorFailed as exc:
-                raise reject(f"verification failed: {exc}") from None
-            if not checked.ok:
-                raise reject(f"verification failed: {checked.reason}")
+                failure = None if checked.ok else f"verification failed: {checked.reason}"
+            except BaseException as exc:  # any exception after the switch: switch back first, then say why
+                reason = _why(exc)
+                self._fail_promotion(state, color, live, warm, release, reason)
+                if not isinstance(exc, Exception):
+                    raise  # Ctrl-C, SystemExit: switched back, the interruption goes on
+                raise _as_error(exc, f"promotion of {kind} {release.label} rolled back: {reason}", hint=where) from None
+            if failure is not None:
+                self._fail_promotion(state, color, live, warm, release, failure)
+                raise PipelineRejected(f"promotion of {kind} {release.label} rolled back: {failure}", hint=where)
             state.pending["step"] = "verified"
             state.pending["detail"] = checked.reason
             self.store.save(state)
-            self._finish(state, color, release, live=live, detail=f"shadow promoted: {checked.reason}")
-            done = DeployResult(
-                "promote-shadow",
-                self.env,
-                self.target.name,
-                release.with_(outcome="live"),
-                self.target.live_url(),
-                color,
-                previous=previous,
-                verify=checked,
-                weights={color: 100},
-                timings_s={"switch": switch_s},
-            )
-            self._report(done)
-            return done
+            checkpoint("verified")
+            self._finish(state, color, release, live=live, detail=f"{kind} promoted: {checked.reason}")
+        finally:
+            if guard is not None:
+                _cancel_retire(guard)  # the promotion settled: nothing left to guard
+        done = DeployResult(
+            f"promote-{kind}",
+            self.env,
+            self.target.name,
+            release.with_(outcome="live"),
+            self.target.live_url(),
+            color,
+            previous=previous,
+            verify=checked,
+            weights={color: 100},
+            timings_s={"switch": switch_s},
+        )
+        self._report(done)
+        return done
+
+    def _promotion_checks(self, state: DeployState, color: str, release: Release, kind: str) -> Golden:
+        """What can refuse a promotion before any weight changes; returns the golden rows for verification.
+
+        The candidate still running; what it recorded while it ran as a shadow (its copies) or a
+        canary (its share), against the same limits verification uses; the model's golden rows
+        (download and integrity check included: a tampered artifact or an unreachable MLflow
+        refuses here, with its own exit code); and its smoke test again on its own endpoint
+        (/health, /ready, version, golden answers, latency).
+        """
+        if not self.target.running(color):
+            raise PipelineRejected(f"the {kind} on {color} is not running")
+        problem = self._recorded_problem(state, color, kind)
+        if problem is not None:
+            raise PipelineRejected(problem)
+        try:
+            golden = self.golden(release)
+        except MlshipError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model that raises on its own example is refused (exit 1)
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise PipelineRejected(f"the model raised on its input example ({type(exc).__name__}: {text})") from None
+        try:
+            preview = self.target.preview_url(color)
+        except ColorFailed as exc:
+            raise PipelineRejected(str(exc)) from None
+        result = smoke(preview, golden, latency_budget_ms=self.cfg.smoke_latency_ms, expected_version=release.version)
+        if not result.ok:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in result.failures)
+            raise PipelineRejected(f"smoke test failed ({failed})")
+        return golden
+
+    def _recorded_problem(
+        self, state: DeployState, color: str, kind: str, figures: dict[str, Any] | None = None
+    ) -> str | None:
+        """The candidate's own record as a shadow (its copies) or a canary (its share), over the limits?"""
+        from mlship.deploy.verify import MIN_REQUESTS
+
+        max_rate, max_p99 = self.cfg.max_error_rate, self.cfg.max_p99_ms
+        if kind == "shadow":
+            if figures is None:
+                stats = getattr(self.target, "shadow_stats", None)
+                figures = stats() if stats is not None else None
+            if not figures:
+                return None  # nothing recorded (or unreadable): verification after the switch decides
+            n, errors, p99 = int(figures["requests"]), int(figures["errors"]), figures["latency_ms"]["p99"]
+            what, top = "copies", float("inf")
+        else:
+            info = state.canary or {}
+            base = _signal_from(info.get("baseline")) if info.get("color") == color else None
+            now = self.target.signal(color) if base is not None else None
+            delta = now.since(base) if now is not None else None
+            if delta is None:
+                return None  # no baseline or counters reset: verification after the switch decides
+            n, errors, p99 = delta.requests, delta.errors, delta.quantile_ms(0.99)
+            what, top = "requests", max(delta.bounds_ms, default=float("inf"))
+        if n and errors / n > max_rate:
+            return f"the {kind} failed {errors} of {n} {what} ({errors / n:.1%}, limit {max_rate:.1%})"
+        if n >= MIN_REQUESTS and p99 is not None and p99 > max_p99:
+            shown = f"{p99:g} ms" if p99 <= top else f"over {top:g} ms"  # past the histogram's last bound
+            return f"the {kind}'s p99 latency ({shown}, {n} {what}) exceeds {max_p99:g} ms"
+        return None
+
+    def _spawn_guard(self) -> dict[str, Any] | None:
+        """Start the detached guard that switches back if this command dies mid-promotion (mlship.deploy.guard).
+
+        Only where detached processes are ours to start (the CLI: `schedule_retirement`); without a
+        guard, the next command's `reconcile` switches back.
+        """
+        if not self.schedule_retirement:
+            return None
+        from mlship.deploy import guard
+        from mlship.deploy.targets.local import _start_time, spawn
+        from mlship.deploy.verify import SIGNAL_GRACE_S
+        from mlship.redaction import MLFLOW_CLIENT_SECRETS
+
+        window = self.cfg.verify_window_s
+        spec = {
+            "state_dir": str(self.store.dir),
+            "root": str(self.settings.root),
+            "settings": self.settings.model_dump(mode="json"),
+            "target": self.target.name,
+            "env": self.env,
+            "namespace": getattr(self.target, "namespace", None),
+            "pid": os.getpid(),
+            "started": _start_time(os.getpid()),
+            "max_s": window + max(2 * window, SIGNAL_GRACE_S) + 600.0,  # verification is bounded
+        }
+        spec_file = guard.spec_path(self.store.dir)
+        write_json(spec_file, spec)
+        spec_file.chmod(0o600)
+        argv = [sys.executable, "-m", "mlship.deploy.guard", str(spec_file)]
+        try:
+            return spawn(argv, self.store.dir / "guard.log", cwd=self.settings.root, secrets=MLFLOW_CLIENT_SECRETS)
+        except ColorFailed as exc:  # no guard: the next command still reconciles
+            with (self.store.dir / "guard.log").open("a") as log:
+                log.write(f"cannot start the promotion guard: {exc}\n")
+            return None
+
+    def _end_candidate(self, state: DeployState, color: str, kind: str) -> None:
+        """A promotion refused before the switch: the shadow or canary ends, live never moved."""
+        if kind == "shadow":
+            self._end_shadow(state)
+            return
+        if state.live is not None:
+            self.target.set_weights({state.live: 100})  # the canary's share back first
+        self.target.stop(color)
+        state.colors.pop(color, None)
+        state.canary = None
+        self.store.save(state)
+
+    def _fail_promotion(
+        self, state: DeployState, color: str, live: str | None, warm: Release | None, release: Release, reason: str
+    ) -> None:
+        """After the switch: traffic back to `live`, the candidate stopped, why recorded.
+
+        If the switch back itself fails, the pending promotion stays in the state (the next
+        command's `reconcile` switches back) and the error says so.
+        """
+        try:
+            self._undo(state, color, live, warm, switched=True)
+        except Exception as exc:  # noqa: BLE001 - the router or cluster did not take the switch back
+            raise InfraError(
+                f"promotion of {release.label} failed ({reason}) and switching back to {live} failed: {_why(exc)}",
+                hint="run `mlship status`: it switches back (the state still names the promotion)",
+            ) from None
+        self.store.record(release.with_(outcome="rolled back", detail=reason))
 
     def _heal_shadow(self, state: DeployState) -> list[str]:
         """A named shadow whose color died ends; one the target stopped copying to resumes."""
@@ -605,6 +787,8 @@ class Controller:
             state.colors.pop(idle, None)
         state.live = live
         state.pending = None
+        if (state.canary or {}).get("color") == idle:
+            state.canary = None
         if live is None:
             self.target.down()  # a refused first deploy leaves nothing listening
             state.colors = {}
@@ -635,9 +819,15 @@ class Controller:
                 warm = Release.from_dict(pending["warm"]) if pending.get("warm") else None
                 back = previous if previous and self.target.running(previous) else None
                 self._undo(state, color, back, warm, switched=step == "verifying")
-                reason = f"the deploy died ({step}) before it was verified"
+                kind = str(pending.get("kind") or "deploy")
+                if kind.startswith("promote-"):  # a promotion's command that is gone: failed, switched back
+                    what = f"promotion of the {kind.removeprefix('promote-')}"
+                    who = f"its command (pid {pending['pid']})" if pending.get("pid") else "its command"
+                    reason = f"{who} died ({step}) before the promotion was verified; switched back to {back or '-'}"
+                else:
+                    what, reason = "deploy", f"the deploy died ({step}) before it was verified"
                 self.store.record(release.with_(outcome="rolled back", detail=reason))
-                notes.append(f"undid the interrupted deploy of {release.label}: {reason}")
+                notes.append(f"undid the interrupted {what} of {release.label}: {reason}")
         notes += self._heal_shadow(state)
         notes += self._heal(state)
         if pending is None and not notes:
@@ -669,68 +859,19 @@ class Controller:
             self.store.record(release.with_(outcome="live", detail=f"failover: {why}", deployed_at=time.time()))
             return [f"failed over to {prev} ({release.label}): {why}"]
         self.target.prepare()  # a dead router is restarted (it restores its persisted route)
-        allowed = {live} | ({c} if (c := self._canary(state)) else set())
+        canary = self._canary(state)
+        allowed = {live} | ({canary} if canary else set())
         routed = self.target.weights()
         if self.target.running(live) and (routed is None or not routed or not set(routed) <= allowed):
             self.target.set_weights({live: 100})
             notes.append(f"the router sent traffic to {sorted(routed or {})}; it routes to {live} again")
+        elif canary is not None and routed and routed.get(live, 0) <= 0 and self.target.running(live):
+            # a canary is a share, never all of it: the live color takes its part back
+            share = int((state.canary or {}).get("weight") or 0) if (state.canary or {}).get("color") == canary else 0
+            split = {live: 100 - share, canary: share} if 0 < share < 100 else {live: 100}
+            self.target.set_weights(split)
+            notes.append(f"the router sent all traffic to the canary {canary}; {live} takes its share back ({split})")
         return notes
-
-    def promote_canary(self) -> DeployResult:
-        """Send all traffic to the canary color, verify it, and make it live."""
-        with self._lock():
-            state = self.store.load()
-            self.reconcile(state)
-            canary = self._canary(state)
-            if canary is None:
-                raise ConfigError("no canary is running", hint="start one with `mlship deploy --strategy canary`")
-            release = state.colors[canary]
-            live = state.live
-            try:
-                self.target.set_weights({canary: 100})
-                checked = verify(
-                    self.target,
-                    canary,
-                    self.golden(release),
-                    window_s=self.cfg.verify_window_s,
-                    max_error_rate=self.cfg.max_error_rate,
-                    max_p99_ms=self.cfg.max_p99_ms,
-                )
-                failure = None if checked.ok else checked.reason
-            except ColorFailed as exc:  # the way to the canary broke (a port-forward died): fail closed
-                failure = f"verification failed: {exc}"
-            if failure is not None:
-                if live:
-                    self.target.set_weights({live: 100})
-                self.target.stop(canary)
-                state.colors.pop(canary, None)
-                self.store.save(state)
-                self.store.record(release.with_(outcome="rolled back", detail=failure))
-                back = f"{state.colors[live].label} is live" if live and live in state.colors else "nothing is live"
-                raise PipelineRejected(f"canary {release.label} rolled back: {failure} ({back})")
-            previous = state.colors.get(live) if live else None
-            state.live = canary
-            state.colors[canary] = release.with_(outcome="live")
-            state.previous_until = time.time() + self.cfg.rollback_window_s
-            self._reap(state)
-            self._schedule_retire(state)
-            self.store.save(state)
-            self.store.record(release.with_(outcome="live", detail=f"canary promoted: {checked.reason}"))
-            if self.env == "production" and release.name and release.version:
-                self.registry.set_alias(release.name, "champion", release.version)
-            done = DeployResult(
-                "promote-canary",
-                self.env,
-                self.target.name,
-                release.with_(outcome="live"),
-                self.target.live_url(),
-                canary,
-                previous=previous,
-                verify=checked,
-                weights={canary: 100},
-            )
-            self._report(done)
-            return done
 
     def rollback(self, to: str | None = None) -> DeployResult:
         """Back to the previous color in one switch; `to` an older release: a full blue-green deploy."""
@@ -780,6 +921,7 @@ class Controller:
         if action == "abort-canary" and from_color:
             self.target.stop(from_color)
             state.colors.pop(from_color, None)
+            state.canary = None
             state.previous_until = None
         else:
             state.previous_until = time.time() + self.cfg.rollback_window_s
@@ -866,6 +1008,7 @@ class Controller:
                 stopped.append(f"retirement of {state.retire.get('color')} (pid {state.retire.get('pid')})")
             state.retire = None
             state.shadow = None
+            state.canary = None
             state.live = None
             state.colors = {}
             state.previous_until = None
@@ -1003,6 +1146,53 @@ class Controller:
             done.action = "reject-canary"
             self._report(done)
             return done
+
+
+def _why(exc: BaseException) -> str:
+    """One line for the history and the error: what went wrong, without a traceback."""
+    if isinstance(exc, MlshipError):
+        return exc.message
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, ColorFailed):
+        return f"verification failed: {text}"
+    if not isinstance(exc, Exception):
+        return f"interrupted ({type(exc).__name__})"
+    return f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
+
+
+def _as_error(exc: BaseException, message: str, *, hint: str) -> MlshipError:
+    """The error a failed promotion exits with: the cause's own exit code; unexpected ones are exit 3."""
+    if isinstance(exc, ConfigError):
+        return ConfigError(message, hint=hint)
+    if isinstance(exc, PipelineRejected | ColorFailed):
+        return PipelineRejected(message, hint=hint)
+    return InfraError(message, hint=hint)
+
+
+def _signal_dict(signal: Signal | None) -> dict[str, Any] | None:
+    if signal is None:
+        return None
+    return {
+        "requests": signal.requests,
+        "errors": signal.errors,
+        "buckets": list(signal.buckets),
+        "bounds_ms": list(signal.bounds_ms),
+    }
+
+
+def _signal_from(raw: Any) -> Signal | None:
+    """A Signal back from the state (None when absent or not of that shape)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Signal(
+            int(raw["requests"]),
+            int(raw["errors"]),
+            tuple(int(b) for b in raw["buckets"]),
+            tuple(float(b) for b in raw["bounds_ms"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _cancel_retire(record: dict[str, Any]) -> bool:

@@ -7,11 +7,14 @@ One place builds it for every caller: the deploy/rollback/status/down commands, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
+
+from mlship.deploy.release import Release
 
 if TYPE_CHECKING:
     from mlship.deploy.bluegreen import Controller
-    from mlship.deploy.release import DeployState, Release
+    from mlship.deploy.release import DeployState, ReleaseStore
     from mlship.deploy.smoke import Golden
     from mlship.settings import Settings
 
@@ -41,14 +44,16 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
             manifests,
             env=env,
             app=settings.deploy.app,
-            namespace=namespace or settings.deploy.namespace,
+            namespace=namespace or settings.deploy.namespace_for(env),
             timeout_s=settings.deploy.ready_timeout_s,
+            pull_allowance_s=settings.deploy.pull_allowance_s,
+            pull_secret=settings.deploy.pull_secret,
         )
         # The cluster holds the state and the lock, so a fresh CI runner sees the same truth. No
         # detached retirement process: it would die with the runner's job; past the rollback
         # window the next deploy or rollback scales the previous color down.
         store = k8s.release_store(settings.state_path / "deploy" / env, keep=settings.deploy.history)
-        return Controller(settings, k8s, env, store=store)
+        return Controller(settings, k8s, env, store=PassingStore(store, settings, env, k8s.namespace))
     if target == "gitops":
         raise ConfigError(
             "the gitops target only declares releases (deploy) and compares them with the cluster (status)",
@@ -57,50 +62,101 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
     raise ConfigError(f"unknown target {target!r}", hint="use local, kubernetes or gitops")
 
 
-def _cluster_state(settings: Settings, env: str, namespace: str | None) -> DeployState:
-    from mlship.deploy.targets.kubernetes import KubernetesTarget
+def verified_release(settings: Settings, from_env: str) -> Release:
+    """The release `from_env` verified most recently, as its model version's tags record it (any runner reads them)."""
+    from mlship.errors import PipelineRejected
+    from mlship.registry import Registry
 
-    k8s = KubernetesTarget(
-        settings.path(settings.deploy.manifests),
-        env=env,
-        app=settings.deploy.app,
-        namespace=namespace or settings.deploy.namespace,
-        timeout_s=settings.deploy.ready_timeout_s,
-    )
-    k8s.prepare()
-    store = k8s.release_store(settings.state_path / "deploy" / env, keep=settings.deploy.history)
-    return store.load()
-
-
-def verified_release(settings: Settings, from_env: str, namespace: str | None) -> Release:
-    """The release live and verified in `from_env`'s cluster record: its model version and image digest."""
-    from mlship.errors import ConfigError, PipelineRejected
-
-    state = _cluster_state(settings, from_env, namespace)
-    release = state.colors.get(state.live) if state.live else None
-    if release is None or release.outcome != "live" or not release.image:
+    registry = Registry.from_settings(settings)
+    record = registry.latest_passed(settings.model_name, from_env)
+    if record is None:
         raise PipelineRejected(
-            f"nothing has passed {from_env}: no verified release is live there",
+            f"nothing has passed {from_env}: no version of {settings.model_name} records a verified {from_env} release",
             hint=f"deploy to {from_env} first (`mlship deploy --target kubernetes --env {from_env} …`)",
         )
-    if not release.version:
-        raise ConfigError(f"the {from_env} release {release.uri} has no version", hint="deploy a registered model")
-    return release.with_(ref=release.uri, outcome="pending", detail=f"passed {from_env}", color="")
+    resolved = registry.resolve(f"models:/{record.name}/{record.version}")
+    return Release(
+        ref=resolved.uri,
+        uri=resolved.uri,
+        name=resolved.name,
+        version=resolved.version,
+        run_id=resolved.run_id,
+        image=record.image,
+        git_sha=record.git_sha,
+        detail=f"passed {from_env} at {record.at} ({record.ci_job})",
+    )
 
 
-def require_staged(settings: Settings, release: Release, *, namespace: str | None, from_env: str = "staging") -> None:
+def require_staged(settings: Settings, release: Release, *, from_env: str = "staging") -> None:
     """Production takes only what passed staging: the same model version in the same image (exit 1 otherwise)."""
     from mlship.errors import PipelineRejected
+    from mlship.registry import Registry
 
-    history = _cluster_state(settings, from_env, namespace).history
-    for passed in history:
-        if passed.outcome == "live" and passed.version == release.version and passed.image == release.image:
-            return
+    record = None
+    if release.name and release.version:
+        record = Registry.from_settings(settings).passed_record(release.name, release.version, from_env)
+    if record is not None and release.image in record.images:
+        return
+    why = "" if record is None else f" (it passed in {record.image})"
     raise PipelineRejected(
-        f"{release.label} in {release.image} has not passed {from_env}",
+        f"{release.label} in {release.image} has not passed {from_env}{why}",
         hint=f"deploy it to {from_env} first; or promote what passed: `mlship deploy --target kubernetes --env "
         "production --approve` with no --model/--image",
     )
+
+
+class PassingStore:
+    """The cluster's release store, plus the registry record of every release that goes live here.
+
+    A release outcome "live" in the history means this environment verified it (a deploy, a
+    promoted canary or shadow) or went back to one it had verified (a rollback, a failover). Each
+    is written to the model version's tags (`mlship.passed.<env>.*`), where a runner holding
+    another cluster's kubeconfig (production's) reads what passed staging.
+    """
+
+    def __init__(self, inner: ReleaseStore, settings: Settings, env: str, namespace: str) -> None:
+        self.inner = inner
+        self.settings = settings
+        self.env = env
+        self.namespace = namespace
+        self.dir = inner.dir
+
+    def load(self) -> DeployState:
+        return self.inner.load()
+
+    def save(self, state: DeployState) -> None:
+        self.inner.save(state)
+
+    def lock(self) -> AbstractContextManager[object]:
+        return self.inner.lock()
+
+    def record(self, release: Release) -> None:
+        self.inner.record(release)
+        if release.outcome != "live" or not (release.name and release.version and release.image):
+            return
+        from mlship.deploy.targets.cluster_state import ci_job, now_rfc3339
+        from mlship.errors import InfraError
+        from mlship.registry import PassedRecord, Registry
+
+        record = PassedRecord(
+            name=release.name,
+            version=release.version,
+            environment=self.env,
+            image=release.image,
+            at=now_rfc3339(),
+            git_sha=release.git_sha,
+            ci_job=ci_job(),
+            namespace=self.namespace,
+        )
+        try:
+            Registry.from_settings(self.settings).record_passed(record)
+        except InfraError as exc:
+            raise InfraError(
+                f"{release.label} is live and verified in {self.env}, but the registry did not record it: {exc}",
+                hint=f"rerun the same deploy once the registry answers (it records the pass); {exc.hint or ''}".rstrip(
+                    "; "
+                ),
+            ) from None
 
 
 def _local_golden(settings: Settings) -> Callable[[Release], Golden]:

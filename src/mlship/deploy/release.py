@@ -77,6 +77,9 @@ class DeployState:
     shadow: dict[str, Any] | None = None
     """A running shadow: {color, sample, warm (the release parked behind it), since}. Written
     before the target copies a single request to it."""
+    canary: dict[str, Any] | None = None
+    """A running canary: {color, uri, weight, baseline (its color's counters when its share began)},
+    so a promotion can judge the canary's own recorded errors before it moves any weight."""
 
     @classmethod
     def from_dict(cls, raw: object, *, env: str, target: str = "local") -> DeployState:
@@ -92,6 +95,7 @@ class DeployState:
             retire=_dict_or_none(raw.get("retire")),
             pending=_dict_or_none(raw.get("pending")),
             shadow=_dict_or_none(raw.get("shadow")),
+            canary=_dict_or_none(raw.get("canary")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +108,7 @@ class DeployState:
             "retire": self.retire,
             "pending": self.pending,
             "shadow": self.shadow,
+            "canary": self.canary,
         }
 
 

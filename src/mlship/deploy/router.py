@@ -13,9 +13,13 @@ the standby live and records why (`failover` in the state); the controller then 
 
 Limits: request bodies over `max_body` get 413 before any of the body is read; a request
 head must arrive within the header timeout, a body within the body timeout, and a kept-alive
-connection that stays silent is closed after the idle timeout; at most `max_connections`
-clients at once (more get 503). Error bodies say what is wrong, never how (no addresses,
-no exception text).
+connection that stays silent is closed after the idle timeout. Fair share: at most
+`max_per_address` connections from one client address (more get 429), at most
+`max_connections` in all; past half of that the idle timeout shrinks with the load, and at
+the cap a new client takes the place of an idle connection (waiting for its next request)
+of the address holding the most, so idle sockets cannot lock others out. Only when every
+connection is busy with a request does a newcomer get 503 ("saturated"). Error bodies say
+what is wrong, never how (no addresses, no exception text).
 
 Admin API (JSON, another loopback port, `authorization: Bearer <token>` where the token is
 the content of a 0600 file): `GET /state`, `POST /route` with `{"backends": {"blue":
@@ -36,15 +40,19 @@ import hmac
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import httptools
 
 from mlship import notify
+from mlship.deploy import synthetic
 from mlship.deploy.shadow import (
     BUCKETS,
     KEY_HASH_HEADER,
@@ -66,6 +74,13 @@ HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 30.0
 IDLE_TIMEOUT_S = 60.0
 MAX_CONNECTIONS = 1024
+MAX_PER_ADDRESS = 256
+"""Connections one client address may hold (a quarter of the router): one local user cannot take it all."""
+PRESSURE = 0.5
+"""Share of `max_connections` in use past which the idle timeout shrinks (linearly, to MIN_IDLE_S at the cap)."""
+MIN_IDLE_S = 1.0
+SATURATED_FOR_S = 60.0
+"""A router that refused a client for want of a free connection this recently counts as saturated in `status`."""
 PROBE_INTERVAL_S = 0.25
 FAILOVER_AFTER = 2
 """Consecutive failed /ready probes of the live color (connection refused: it is gone) before the standby takes over."""
@@ -83,6 +98,14 @@ class Limits:
     body_timeout_s: float = BODY_TIMEOUT_S
     idle_timeout_s: float = IDLE_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
+    max_per_address: int = MAX_PER_ADDRESS
+
+    def idle_timeout(self, connections: int) -> float:
+        """The keep-alive idle timeout with `connections` open: the full one up to PRESSURE, then less."""
+        load = connections / self.max_connections if self.max_connections else 1.0
+        if load <= PRESSURE:
+            return self.idle_timeout_s
+        return max(MIN_IDLE_S, self.idle_timeout_s * (1.0 - load) / (1.0 - PRESSURE))
 
 
 @dataclass(frozen=True)
@@ -220,6 +243,17 @@ class ClientError(Exception):
         self.detail = detail
 
 
+class _Conn:
+    """One client connection's place in the router's accounting."""
+
+    __slots__ = ("address", "open", "writer")
+
+    def __init__(self, address: str, writer: asyncio.StreamWriter) -> None:
+        self.address = address
+        self.writer = writer
+        self.open = True
+
+
 class Router:
     """Proxy state: the current route, per-color counters, the file the route persists in."""
 
@@ -230,7 +264,14 @@ class Router:
         self.limits = limits or Limits()
         self.counters: dict[str, Counters] = {}
         self.connections = 0
+        self.per_address: dict[str, int] = {}
+        self.open: dict[_Conn, None] = {}
+        self.idle: dict[_Conn, None] = {}
+        """Connections waiting for their next request head, oldest first (the ones a newcomer may replace)."""
         self.refused_connections = 0
+        self.refused_address = 0
+        self.evicted_idle = 0
+        self.saturated_at: float | None = None
         self.failover: dict[str, Any] | None = None
         self.started = time.time()
         self.copier: ShadowCopier | None = None
@@ -270,6 +311,12 @@ class Router:
             "started": self.started,
             "connections": self.connections,
             "refused_connections": self.refused_connections,
+            "refused_address": self.refused_address,
+            "evicted_idle": self.evicted_idle,
+            "idle_connections": len(self.idle),
+            "idle_timeout_s": round(self.limits.idle_timeout(self.connections), 3),
+            "busiest": max(self.per_address.items(), key=lambda kv: kv[1], default=None),
+            "saturated_at": self.saturated_at,
             "failover": self.failover,
             "limits": self.limits.__dict__,
             "shadow": self.copier.stats.to_dict() if self.copier is not None else None,
@@ -283,21 +330,90 @@ class Router:
 
     # Proxy ---------------------------------------------------------------------------------
 
-    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.connections >= self.limits.max_connections:
+    def _admit(self, writer: asyncio.StreamWriter) -> _Conn | tuple[int, str]:
+        """Count a new client in, or say why not: (429, …) for its address's share, (503, …) when saturated."""
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if self.per_address.get(address, 0) >= self.limits.max_per_address and not self._evict(address):
+            self.refused_address += 1
+            detail = "this client address holds the most connections the router allows one address; reuse or close them"
+            return 429, detail
+        if self.connections >= self.limits.max_connections and not self._evict(None):
             self.refused_connections += 1
+            self.saturated_at = time.time()
+            return 503, "the router is saturated (every connection is busy with a request); retry shortly"
+        self.connections += 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        conn = _Conn(address, writer)
+        self.open[conn] = None
+        return conn
+
+    def _release(self, conn: _Conn) -> None:
+        """Count a connection out (once)."""
+        if not conn.open:
+            return
+        conn.open = False
+        self.idle.pop(conn, None)
+        self.open.pop(conn, None)
+        self.connections -= 1
+        left = self.per_address.get(conn.address, 1) - 1
+        if left > 0:
+            self.per_address[conn.address] = left
+        else:
+            self.per_address.pop(conn.address, None)
+
+    def _evict(self, address: str | None) -> bool:
+        """Close the oldest idle connection of `address` (None: of the address holding the most); False if none.
+
+        Closing a persistent connection between requests is what RFC 9112 §9.5 allows a server
+        to do at any time; the client opens a new one.
+        """
+        if not self.idle:
+            return False
+        if address is None:
+            address = max({c.address for c in self.idle}, key=lambda a: self.per_address.get(a, 0))
+        victim = next((c for c in self.idle if c.address == address), None)
+        if victim is None:
+            return False
+        self._close(victim)  # its reader sees EOF: the connection ends quietly
+        self.evicted_idle += 1
+        return True
+
+    async def close_connections(self, grace_s: float) -> None:
+        """On shutdown: close idle connections at once, busy ones after their request (≤ `grace_s`), then the rest.
+
+        Each connection's task then ends on its own (EOF), instead of being cancelled by the loop's teardown.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.open and loop.time() < deadline:
+            for conn in list(self.idle):
+                self._close(conn)
+            await asyncio.sleep(0.02)
+        for conn in list(self.open):
+            self._close(conn)
+        await asyncio.sleep(0.05)
+
+    def _close(self, conn: _Conn) -> None:
+        self._release(conn)
+        with contextlib.suppress(Exception):
+            conn.writer.close()
+
+    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = self._admit(writer)
+        if not isinstance(conn, _Conn):
+            status, detail = conn
             with contextlib.suppress(Exception):
-                writer.write(_simple(503, _detail("the router is at its connection limit; retry shortly"), close=True))
+                writer.write(_simple(status, _detail(detail), close=True, extra="retry-after: 1\r\n"))
                 await writer.drain()
                 await _linger(reader, writer)
             return
-        self.connections += 1
         pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
         first = True
         try:
             while True:
                 try:
-                    request = await self._next_request(reader, first=first)
+                    request = await self._next_request(reader, conn, first=first)
                 except ClientError as exc:
                     writer.write(_simple(exc.status, _detail(exc.detail), close=True))
                     await writer.drain()
@@ -306,7 +422,7 @@ class Router:
                 first = False
                 if request is None:
                     break
-                head, body, keep_alive = request
+                head, body, keep_alive, synthetic = request
                 route = self.route
                 bucket = None
                 if route.sticky and route.split():
@@ -321,7 +437,7 @@ class Router:
                 await writer.drain()
                 if not ok:
                     _drop(pool, color)
-                elif (copier := self.copier) is not None and _copyable(head) and copier.wanted():
+                elif (copier := self.copier) is not None and not synthetic and _copyable(head) and copier.wanted():
                     with contextlib.suppress(ValueError, IndexError):
                         copier.offer(head, body, *split_response(response))
                 if not keep_alive:
@@ -329,15 +445,19 @@ class Router:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, TimeoutError):
             pass
         finally:
-            self.connections -= 1
+            self._release(conn)
             for color in list(pool):
                 _drop(pool, color)
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _next_request(self, reader: asyncio.StreamReader, *, first: bool) -> tuple[bytes, bytes, bool] | None:
-        """The next request within the limits; None when the client closed or stayed idle."""
-        wait = self.limits.header_timeout_s if first else self.limits.idle_timeout_s
+    async def _next_request(
+        self, reader: asyncio.StreamReader, conn: _Conn, *, first: bool
+    ) -> tuple[bytes, bytes, bool, bool] | None:
+        """The next request within the limits; None when the client closed, stayed idle or was evicted."""
+        idle = self.limits.idle_timeout(self.connections)
+        wait = min(self.limits.header_timeout_s, idle) if first else idle
+        self.idle[conn] = None  # until its head arrives, a newcomer may take its place
         try:
             head = await asyncio.wait_for(_read_head(reader), wait)
         except TimeoutError:
@@ -346,10 +466,13 @@ class Router:
             return None  # an idle keep-alive connection: close it quietly
         except ValueError:
             raise ClientError(431, "the request head is too large") from None
-        if head is None:
+        finally:
+            self.idle.pop(conn, None)
+        if head is None or not conn.open:
             return None
         try:
-            return await asyncio.wait_for(_read_body(reader, head, self.limits.max_body), self.limits.body_timeout_s)
+            reading = _read_body(reader, head, self.limits.max_body, self.token)
+            return await asyncio.wait_for(reading, self.limits.body_timeout_s)
         except TimeoutError:
             raise ClientError(408, "the request body did not arrive in time") from None
 
@@ -537,8 +660,8 @@ def _sticky(spec: str, head: bytes, body: bytes) -> tuple[bytes, int | None]:
 
 
 def _copyable(head: bytes) -> bool:
-    """Only real predictions are copied: POST /predict without the synthetic marker."""
-    return head.startswith(b"POST /predict ") and b"x-mlship-synthetic:" not in head.lower()
+    """Only predictions are copied: POST /predict (the caller leaves out the deploy's own requests)."""
+    return head.startswith(b"POST /predict ")
 
 
 def _drop(pool: dict[str, tuple[asyncio.StreamReader, asyncio.StreamWriter]], color: str) -> None:
@@ -555,9 +678,12 @@ REASONS = {
     404: "Not Found",
     408: "Request Timeout",
     413: "Content Too Large",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
+    501: "Not Implemented",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
 
 
@@ -565,11 +691,11 @@ def _detail(text: str) -> bytes:
     return json.dumps({"detail": text}).encode()
 
 
-def _simple(status: int, body: bytes, *, close: bool = False) -> bytes:
+def _simple(status: int, body: bytes, *, close: bool = False, extra: str = "") -> bytes:
     connection = "connection: close\r\n" if close else ""
     return (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n{connection}\r\n"
+        f"content-length: {len(body)}\r\n{connection}{extra}\r\n"
     ).encode() + body
 
 
@@ -599,48 +725,229 @@ async def _read_request(reader: asyncio.StreamReader, max_body: int) -> tuple[by
     head = await _read_head(reader)
     if head is None:
         return None
-    return await _read_body(reader, head, max_body)
-
-
-async def _read_body(reader: asyncio.StreamReader, head: bytes, max_body: int) -> tuple[bytes, bytes, bool]:
-    """The body after `head`, refused (413) as soon as it is known to exceed `max_body`.
-
-    A declared length over the limit is refused before a byte of the body is read; a
-    chunked body is refused at the first chunk that crosses the limit. Chunked bodies are
-    de-chunked (the backend gets a content-length).
-    """
-    headers = _headers(head)
-    too_large = ClientError(413, f"the request body is larger than {max_body} bytes")
-    if b"chunked" in headers.get(b"transfer-encoding", b""):
-        body = await _read_chunked(reader, keep_framing=False, limit=max_body)
-        if body is None:
-            raise too_large
-        lines = [
-            ln
-            for ln in head[:-4].split(b"\r\n")
-            if not ln.lower().startswith((b"transfer-encoding:", b"content-length:"))
-        ]
-        head = b"\r\n".join([*lines, b"content-length: " + str(len(body)).encode()]) + b"\r\n\r\n"
-    else:
-        try:
-            length = int(headers.get(b"content-length", b"0") or b"0")
-        except ValueError:
-            raise ClientError(400, "the content-length header is not a number") from None
-        if length < 0:
-            raise ClientError(400, "the content-length header is negative")
-        if length > max_body:
-            raise too_large
-        body = await reader.readexactly(length)
-    http10 = head.split(b"\r\n", 1)[0].endswith(b"HTTP/1.0")
-    connection = headers.get(b"connection", b"")
-    keep_alive = (b"keep-alive" in connection) if http10 else (b"close" not in connection)
+    head, body, keep_alive, _ = await _read_body(reader, head, max_body)
     return head, body, keep_alive
 
 
-async def _read_chunked(reader: asyncio.StreamReader, *, keep_framing: bool, limit: int | None = None) -> bytes | None:
-    """A chunked body; None as soon as it grows past `limit` (the rest is never read)."""
+# Strict request parsing (RFC 9112) -----------------------------------------------------------
+#
+# The router is a proxy: where it and the color behind it could read one byte stream as
+# different requests (request smuggling), or where a client could make it loop or buffer
+# without bound, it refuses. The request line and field lines are parsed by llhttp (the
+# parser of Node.js, via httptools, which uvicorn also uses), in its strict mode; the rules
+# below are checked again here, on the fields llhttp hands over, so each one is visible.
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))?)*)\r\n"
+)
+"""RFC 9112 §7.1: chunk-size = 1*HEXDIG, then chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ), CRLF."""
+_FIELD_LINE = re.compile(_TOKEN + rb":[\t -~\x80-\xff]*\r\n")
+"""RFC 9112 §5: field-name ":" OWS field-value OWS, no whitespace before the colon (used for trailer lines)."""
+CHUNK_LINE_MAX = 4096
+"""Longest chunk-size line (size and extensions) the router reads; longer is a 400, never a buffer that grows."""
+TRAILER_MAX = 16 * 1024
+"""Largest trailer section of a chunked request (the trailers are dropped: RFC 9112 §7.1.2 allows it)."""
+_STRIPPED = (b"transfer-encoding:", b"upgrade:")
+_SYNTHETIC = synthetic.SYNTHETIC_HEADER.encode()
+_PROOF = synthetic.PROOF_HEADER.encode()
+_KEY_HASH = KEY_HASH_HEADER.encode()
+_MARKS = (_SYNTHETIC, _PROOF, _KEY_HASH)
+"""Fields only mlship sets: stripped from every client request (a proven synthetic marker is put back)."""
+_MARK_PREFIXES = tuple(m + b":" for m in _MARKS)
+
+
+_FRAMING = re.compile(
+    rb"\r\n(content-length|transfer-encoding|host|connection|"
+    + b"|".join(re.escape(m) for m in _MARKS)
+    + rb"):[ \t]*([^\r]*)"
+)
+"""The fields the router reads or rewrites (the others pass through as they came), found in the
+lower-cased head once llhttp has validated it: every line is then `name:value` with a token
+name, no whitespace before the colon, no CR or LF inside. One C-level scan, no per-field
+Python callback (8 callbacks cost more than the whole old parse)."""
+
+
+class _Heads:
+    """llhttp's one callback the router uses: how many request heads it completed."""
+
+    __slots__ = ("heads",)
+
+    def __init__(self) -> None:
+        self.heads = 0
+
+    def on_headers_complete(self) -> None:
+        self.heads += 1
+
+
+class Framing(NamedTuple):
+    """A request head the router accepted: the head to forward, how its body is framed, keep-alive."""
+
+    head: bytes
+    length: int | None
+    """The body's content-length; None: chunked (the forwarded head gets a content-length once it is read)."""
+    keep_alive: bool
+    synthetic: bool = False
+    """The deploy's own request (marked, with the router's proof): kept out of shadow copies."""
+
+
+def _malformed(exc: Exception) -> ClientError:
+    why = "".join(c for c in str(exc)[:80] if c.isprintable()) or "unparsable"
+    return ClientError(400, f"the request is not valid HTTP/1.1 ({why})")
+
+
+def parse_head(head: bytes, token: str | None = None) -> Framing:
+    """Check one request head (ending in CRLF CRLF) against RFC 9112; ClientError says why not.
+
+    Also takes mlship's own fields out of the head (`mlship.deploy.synthetic`): the synthetic
+    marker is kept only with a proof made with `token`, the proof and the key hash never.
+    """
+    fields = _Heads()
+    parser = httptools.HttpRequestParser(fields)
+    upgrade = False
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        # llhttp stops after the head of a CONNECT or of an `upgrade` request. The router
+        # does not tunnel (501); an upgrade request is served as plain HTTP/1.1 without the
+        # Upgrade field (RFC 9110 §7.8: a server MAY ignore it).
+        if parser.get_method() == b"CONNECT":
+            raise ClientError(501, "the router does not tunnel (CONNECT)") from None
+        upgrade = True
+    except httptools.HttpParserError as exc:
+        # among others: whitespace between a field name and its colon (RFC 9112 §5.1),
+        # obs-fold (§5.2), bare CR or LF (§2.2), a content-length that is not 1*DIGIT or
+        # appears twice (§6.3 item 5), transfer-encoding with content-length (§6.3 item 3)
+        raise _malformed(exc) from None
+    if fields.heads != 1:
+        raise ClientError(400, "the request is not valid HTTP/1.1 (incomplete head)")
+    end = head.find(b"\r\n")
+    version = head[end - 3 : end]  # llhttp checked the request line ends in HTTP/<digit>.<digit>
+    if version not in (b"1.1", b"1.0"):
+        raise ClientError(505, "the router speaks HTTP/1.1 (and 1.0)")
+    hosts = 0
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: list[bytes] = []
+    marks: dict[bytes, list[bytes]] = {}
+    for name, raw in _FRAMING.findall(head.lower()):
+        value = raw.rstrip(b" \t")
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings.extend(c.strip() for c in value.split(b",") if c.strip())
+        elif name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            connection.extend([c.strip() for c in value.split(b",")] if b"," in value else (value,))
+        else:
+            marks.setdefault(name, []).append(value)
+    if hosts > 1 or (hosts == 0 and version == b"1.1"):
+        raise ClientError(400, "an HTTP/1.1 request needs exactly one host header")  # RFC 9112 §3.2
+    # RFC 9112 §9.3: HTTP/1.1 is persistent unless "close"; HTTP/1.0 only with "keep-alive"
+    keep_alive = b"close" not in connection and (version == b"1.1" or b"keep-alive" in connection)
+    length: int | None = 0
+    if codings:
+        if version == b"1.0":  # RFC 9112 §6.1: a 1.0 message with transfer-encoding has faulty framing
+            raise ClientError(400, "an HTTP/1.0 request cannot use transfer-encoding")
+        if lengths:  # RFC 9112 §6.3 item 3: both is how requests are smuggled
+            raise ClientError(400, "a request cannot have both transfer-encoding and content-length")
+        if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:  # RFC 9112 §6.3 item 4, §6.1
+            raise ClientError(400, "transfer-encoding must end with chunked, once")
+        if len(codings) > 1:  # RFC 9112 §6.1: a coding the server does not understand is 501
+            raise ClientError(501, "the router only understands transfer-encoding: chunked")
+        length = None
+    elif lengths:
+        # RFC 9112 §6.3 item 5 / RFC 9110 §8.6: Content-Length = 1*DIGIT; several differing values
+        # (or a list) make the length unknowable: 400
+        first = lengths[0]
+        if not first.isdigit() or (len(lengths) > 1 and any(v != first for v in lengths)):
+            raise ClientError(400, "the content-length header is not one number")
+        length = int(first)
+    proven = False
+    if length is None or upgrade or marks:
+        purpose, given = marks.get(_SYNTHETIC, []), marks.get(_PROOF, [])
+        proven = len(purpose) == 1 and len(given) == 1 and synthetic.valid(token, purpose[0], given[0])
+        stripped = _STRIPPED + _MARK_PREFIXES if marks else _STRIPPED
+        lines = head[:-4].split(b"\r\n")
+        kept = [lines[0], *(ln for ln in lines[1:] if not ln.lower().startswith(stripped))]
+        if proven:
+            kept.append(_SYNTHETIC + b": " + purpose[0])
+        head = b"\r\n".join(kept) + b"\r\n\r\n"
+    return Framing(head, length, keep_alive, proven)
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, head: bytes, max_body: int, token: str | None = None
+) -> tuple[bytes, bytes, bool, bool]:
+    """(head to forward, body, keep-alive?, synthetic?) after a strict parse of `head`.
+
+    A declared length over `max_body` is refused (413) before a byte of the body is read; a
+    chunked body at the first chunk that crosses it. Chunked bodies are de-chunked (the
+    backend gets a content-length).
+    """
+    framing = parse_head(head, token)
+    if framing.length is None:
+        body = await _read_chunked_request(reader, max_body)
+        head = framing.head[:-2] + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
+    else:
+        if framing.length > max_body:
+            raise ClientError(413, f"the request body is larger than {max_body} bytes")
+        head = framing.head
+        body = await reader.readexactly(framing.length) if framing.length else b""
+    return head, body, framing.keep_alive, framing.synthetic
+
+
+async def _read_line(reader: asyncio.StreamReader, limit: int, what: str) -> bytes:
+    """One CRLF-ended line of at most `limit` bytes; longer is a 400 (never an unhandled overrun)."""
+    try:
+        line = await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError:
+        raise ClientError(400, f"the {what} is longer than {limit} bytes") from None
+    if len(line) > limit:
+        raise ClientError(400, f"the {what} is longer than {limit} bytes")
+    return line
+
+
+async def _read_chunked_request(reader: asyncio.StreamReader, limit: int) -> bytes:
+    """A chunked request body (RFC 9112 §7.1), de-chunked; 413 at the first chunk past `limit`."""
     parts: list[bytes] = []
-    size_so_far = 0
+    total = 0
+    while True:
+        line = await _read_line(reader, CHUNK_LINE_MAX, "chunk-size line")
+        match = _CHUNK_LINE.fullmatch(line)
+        if match is None:
+            raise ClientError(400, "a chunk-size line is not hex digits with optional extensions")
+        size = int(match.group(1), 16)
+        if size == 0:
+            break
+        total += size
+        if total > limit:
+            raise ClientError(413, f"the request body is larger than {limit} bytes")
+        data = await reader.readexactly(size + 2)
+        if data[-2:] != b"\r\n":
+            raise ClientError(400, "a chunk is longer than its chunk-size says")
+        parts.append(data[:-2])
+    seen = 0
+    while True:  # the trailer section (§7.1.2): field lines up to an empty line, bounded, dropped
+        line = await _read_line(reader, TRAILER_MAX - seen, "trailer section")
+        if line == b"\r\n":
+            return b"".join(parts)
+        seen += len(line)
+        if _FIELD_LINE.fullmatch(line) is None:
+            raise ClientError(400, "a trailer line is not a field line")
+
+
+async def _relay_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A color's chunked response, framing kept as sent (the client de-chunks it)."""
+    parts: list[bytes] = []
     while True:
         line = await reader.readuntil(b"\r\n")
         size = int(line.split(b";", 1)[0].strip() or b"0", 16)
@@ -651,14 +958,9 @@ async def _read_chunked(reader: asyncio.StreamReader, *, keep_framing: bool, lim
                 trailer += t
                 if t == b"\r\n":
                     break
-            if keep_framing:
-                parts.append(line + trailer)
+            parts.append(line + trailer)
             return b"".join(parts)
-        size_so_far += size
-        if limit is not None and size_so_far > limit:
-            return None
-        data = await reader.readexactly(size + 2)
-        parts.append(line + data if keep_framing else data[:-2])
+        parts.append(line + await reader.readexactly(size + 2))
 
 
 async def _read_response(reader: asyncio.StreamReader, request_head: bytes) -> tuple[int, bytes, bool]:
@@ -674,10 +976,13 @@ async def _read_response(reader: asyncio.StreamReader, request_head: bytes) -> t
     reusable = b"close" not in headers.get(b"connection", b"")
     if request_head.startswith(b"HEAD ") or status in (204, 304) or 100 <= status < 200:
         return status, head, reusable
-    if b"chunked" in headers.get(b"transfer-encoding", b""):
-        return status, head + (await _read_chunked(reader, keep_framing=True) or b""), reusable
-    if b"content-length" in headers:
-        return status, head + await reader.readexactly(int(headers[b"content-length"])), reusable
+    try:
+        if b"chunked" in headers.get(b"transfer-encoding", b""):
+            return status, head + await _relay_chunked(reader), reusable
+        if b"content-length" in headers:
+            return status, head + await reader.readexactly(int(headers[b"content-length"])), reusable
+    except (ValueError, asyncio.LimitOverrunError):
+        raise BackendError("sent a malformed body") from None
     return status, head + await reader.read(), False
 
 
@@ -704,8 +1009,7 @@ async def run(
     watcher.cancel()
     proxy.close()
     admin.close()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proxy.wait_closed(), 2.0)
+    await router.close_connections(2.0)
 
 
 RESTART_DELAY_S = 0.2
@@ -762,13 +1066,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S)
     parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT_S)
     parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
+    parser.add_argument("--max-per-address", type=int, default=MAX_PER_ADDRESS)
     parser.add_argument("--supervise", action="store_true", help="run the router as a child, restart it if it dies")
     raw = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(raw)
     if args.supervise:
         return supervise([a for a in raw if a != "--supervise"])
     token = args.token_file.read_text().strip() if args.token_file else None
-    limits = Limits(args.max_body, args.header_timeout, args.body_timeout, args.idle_timeout, args.max_connections)
+    limits = Limits(
+        args.max_body,
+        args.header_timeout,
+        args.body_timeout,
+        args.idle_timeout,
+        args.max_connections,
+        args.max_per_address,
+    )
     try:
         import uvloop
 

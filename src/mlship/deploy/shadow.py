@@ -190,6 +190,7 @@ class ShadowStats:
             "offered": self.offered,
             "dropped": self.dropped,
             "requests": self.requests,
+            "queued": max(0, self.offered - self.dropped - self.requests),
             "compared_rows": rows,
             "agreement": self.agreed_rows / rows if rows else None,
             "abs_diff": {
@@ -349,8 +350,8 @@ def render_markdown(summary: dict[str, Any], *, live: str = "live", candidate: s
     lines = [
         f"# Shadow: {candidate} vs {live}",
         "",
-        f"- copies sent: {summary['requests']} (offered {summary['offered']}, dropped {summary['dropped']}, "
-        f"sample {summary['sample']:g})",
+        f"- copies answered: {summary['requests']} (offered {summary['offered']}, "
+        f"waiting {summary.get('queued', 0)}, dropped {summary['dropped']}, sample {summary['sample']:g})",
         f"- rows compared: {summary['compared_rows']}; class agreement: {num(summary['agreement'], '.2%')}",
         f"- |probability difference|: mean {num(diff['mean'])}, p99 {num(diff['p99'])}, max {num(diff['max'])}",
         f"- candidate errors: {summary['errors']}; latency p50 {num(lat['p50'], '.1f')} ms, "

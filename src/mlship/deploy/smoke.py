@@ -14,9 +14,7 @@ from typing import Any
 
 import httpx
 
-SYNTHETIC_HEADER = "x-mlship-synthetic"
-"""Marks mlship's own requests (warm-up, smoke, verification, probes): the server answers them
-like any other but keeps them out of the prediction log, so drift sees only real traffic."""
+from mlship.deploy.synthetic import SYNTHETIC_HEADER  # smoke goes to the color directly: no proof needed
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
+from mlship.deploy import synthetic
 from mlship.deploy.faults import checkpoint
-from mlship.deploy.smoke import SYNTHETIC_HEADER, Golden
+from mlship.deploy.smoke import Golden
 from mlship.deploy.targets.base import Signal, Target
 
 MIN_REQUESTS = 10
@@ -28,6 +29,10 @@ SIGNAL_GRACE_S = 60.0
 
 RUNNING_CHECK_S = 0.5
 """Liveness of the color is checked at most this often: on kubernetes each check is a kubectl call."""
+
+TRAFFIC_HEADROOM = 2.0
+"""The sequential rule's assumption: the rest of the window brings at most this many times the
+request rate seen so far. Past `max_error_rate` × that many requests, the limit is unreachable."""
 
 
 @dataclass
@@ -73,7 +78,8 @@ def verify(
     interval = 1.0 / probe_rps
     delta: Signal | None = Signal(0, 0, before.buckets, before.bounds_ms)
     halfway = started + window_s / 2
-    headers = {SYNTHETIC_HEADER: "verify"}
+    lost = False
+    headers = synthetic.headers_for(target, "verify")  # through the router: with its proof
     with httpx.Client(base_url=target.traffic_url(color), timeout=5.0, headers=headers) as client:
         while True:
             tick = time.monotonic()
@@ -88,11 +94,21 @@ def verify(
                 if not target.running(color):
                     result.reason = f"{color} stopped running during verification"
                     return _fill(result, delta, time.monotonic() - started)
+                seen = target.signal(color)
+                so_far = seen.since(before) if seen is not None else None
+                lost = lost or so_far is None  # a reset seen now is a reset, whatever the last reading says
+                if so_far is not None and unreachable(so_far, time.monotonic() - started, window_s, max_error_rate):
+                    result.reason = (
+                        f"error rate on {color} cannot get under {max_error_rate:.1%} in this window "
+                        f"({so_far.errors}/{so_far.requests} failed after {time.monotonic() - started:.1f} s; "
+                        "stopped early)"
+                    )
+                    return _fill(result, so_far, time.monotonic() - started)
                 next_running_check = time.monotonic() + RUNNING_CHECK_S
             now = time.monotonic()
             if now >= deadline:
                 after = target.signal(color)
-                delta = after.since(before) if after is not None else None
+                delta = after.since(before) if after is not None and not lost else None
                 if delta is None:
                     result.reason = f"missing signal: {color}'s counters vanished or reset during the window"
                     return _fill(result, None, now - started)
@@ -114,6 +130,16 @@ def verify(
         result.ok = True
         result.reason = f"{result.requests} requests, {result.errors} errors, p99 ≤ {p99:g} ms"
     return result
+
+
+def unreachable(seen: Signal, elapsed_s: float, window_s: float, max_error_rate: float) -> bool:
+    """The sequential early stop: the errors seen already exceed the limit's share of the most
+    requests the whole window can bring (at least MIN_REQUESTS; else TRAFFIC_HEADROOM times the
+    rate so far over the window), so no run of successes can bring the rate back under it."""
+    if seen.errors == 0 or elapsed_s <= 0:
+        return False
+    most = max(float(MIN_REQUESTS), TRAFFIC_HEADROOM * seen.requests * max(window_s, elapsed_s) / elapsed_s)
+    return seen.errors > max_error_rate * most
 
 
 def _fill(result: VerifyResult, delta: Signal | None, elapsed: float) -> VerifyResult:

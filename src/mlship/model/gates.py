@@ -1,9 +1,11 @@
 """Quality gates: may this candidate ship? Evaluate it (and the champion) on held-out rows, decide, explain.
 
 Each gate is a small function returning a GateResult (value, threshold, pass/fail/skipped,
-one line of detail); `run_gate` composes them into a GateReport, writes the report folder
-and logs the verdict to the candidate's MLflow run. A gate that cannot be evaluated is
-*skipped* with the reason, or fails closed — it never passes silently.
+or *inconclusive*: not enough evidence either way; one line of detail); `run_gate` composes
+them into a GateReport, writes the report folder and logs the verdict to the candidate's
+MLflow run. A gate that cannot be evaluated is *skipped* with the reason, is *inconclusive*
+(shown as ⚠ everywhere, blocking or not as its setting says), or fails closed — it never
+passes silently.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ if TYPE_CHECKING:
     from mlship.registry import Registry
     from mlship.settings import GateSettings, Settings
 
-Status = Literal["pass", "fail", "skipped"]
+Status = Literal["pass", "fail", "skipped", "inconclusive"]
+LET_PASS = 'gates.fairness_inconclusive = "warn"'
+"""What lets a result without enough evidence pass (with its ⚠) while the evidence is collected."""
+INCONCLUSIVE_TAG_LIMIT = 500
+"""Characters of the not-enough-evidence note recorded as a tag on the run and the version."""
 THRESHOLD = 0.5
 """Decision threshold on P(positive) for accuracy, precision, recall, f1, fairness and flips."""
 
@@ -45,14 +51,30 @@ class GateResult:
     op: str = ""
     setting: str = ""
     """The setting that governs this gate and its current value, e.g. `gates.max_flip_rate = 0.02`."""
+    blocking: bool = False
+    """For an inconclusive gate: does it fail the verdict (`gates.fairness_inconclusive = "fail"`)?"""
+    settle: str = ""
+    """For an inconclusive gate: the evidence that would settle it (rows, or positives, per group)."""
 
     @property
     def failed(self) -> bool:
-        return self.status == "fail"
+        """Does this gate fail the verdict (a fail, or a blocking inconclusive)?"""
+        return self.status == "fail" or (self.status == "inconclusive" and self.blocking)
+
+    @property
+    def warned(self) -> bool:
+        """Inconclusive and let pass: the verdict passes with a visible warning."""
+        return self.status == "inconclusive" and not self.blocking
 
     @property
     def advice(self) -> str:
-        """For a failing gate: the setting that governs it (what to change, if not the model or the data)."""
+        """For a failing gate: the setting that governs it (what to change, if not the model or the data).
+
+        An inconclusive gate is not a limit problem: what settles it is evidence, and what lets it
+        pass meanwhile is the inconclusive policy, not a wider limit.
+        """
+        if self.status == "inconclusive":
+            return f"more evidence, or {LET_PASS}"
         return f"setting {self.setting}" if self.setting else ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,10 +183,24 @@ class GateReport:
     def passed(self) -> bool:
         return self.verdict == "pass"
 
+    @property
+    def inconclusive(self) -> list[GateResult]:
+        """Gates without enough evidence either way (⚠), blocking or not."""
+        return [g for g in self.gates if g.status == "inconclusive"]
+
+    @property
+    def warning(self) -> str:
+        """One line naming the ⚠ gates and what would settle each; empty when there are none."""
+        return "; ".join(f"{g.name}: not enough evidence ({g.settle})" for g in self.inconclusive)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
             "summary": self.summary,
+            "inconclusive": [
+                {"gate": g.name, "blocking": g.blocking, "settle": g.settle, "setting": g.setting}
+                for g in self.inconclusive
+            ],
             "candidate": self.candidate.describe(),
             "champion": self.champion.describe() if self.champion else None,
             "champion_note": self.champion_note,
@@ -247,9 +283,17 @@ def champion_reference(settings: Settings, registry: Registry, champion: str | N
 
 
 def load_champion(registry: Registry, ref: str, workdir: Path) -> LoadedModel:
-    """Load the champion, failing closed: a champion that exists but won't load is exit 3."""
+    """Load the champion, failing closed: a champion that exists but won't load is exit 3.
+
+    A champion whose files do not match their recorded sha256 (or, under --require-integrity,
+    have no record) is exit 2 like a tampered candidate: a refusal to unpickle, not an outage.
+    """
+    from mlship.integrity import IntegrityError
+
     try:
         return _materialise(registry, ref, workdir / "champion")
+    except IntegrityError as exc:
+        raise IntegrityError(f"champion {ref}: {exc.message}", hint=exc.hint) from None
     except Exception as exc:  # noqa: BLE001 — fail closed, whatever the reason
         raise InfraError(
             f"champion {ref} cannot be loaded: {_first_line(exc)}",
@@ -392,11 +436,14 @@ def versus_champion_gate(
 
 
 def fairness_gates(report: FairnessReport | None, gates: GateSettings) -> list[GateResult]:
-    """Group sizes, then demographic parity and equalized odds judged on their confidence intervals.
+    """Group sizes, then demographic parity and equalized odds judged on their confidence bounds.
 
-    A disparity passes when its whole interval is within the limit and fails when the whole
-    interval is beyond it; an interval that straddles the limit follows
-    `gates.fairness_inconclusive` (fail closed by default). Unmeasurable → fail closed (by default).
+    Three outcomes per disparity: it passes when its whole interval is within the limit, fails
+    when the whole interval is beyond it, and is *inconclusive* (not enough evidence, ⚠) when
+    the interval straddles the limit or a group has too few rows, positives or negatives to be
+    compared. What an inconclusive result does to the verdict is `gates.fairness_inconclusive`:
+    "warn" (the default: the gate passes with the warning) or "fail". A group below
+    `min_group_size` rows fails the group-size gate unless `insufficient_group_fails = false`.
     """
     names = ("fairness.group_size", "fairness.demographic_parity", "fairness.equalized_odds")
     if report is None:
@@ -405,17 +452,18 @@ def fairness_gates(report: FairnessReport | None, gates: GateSettings) -> list[G
     smallest = min((g.rows for g in report.groups), default=0)
     size_setting = _setting("min_group_size", gates.min_group_size)
     if small:
-        listed = ", ".join(f"{g.group} ({g.note})" for g in small)
-        status: Status = "fail" if gates.insufficient_group_fails else "pass"
-        tail = "fails closed" if gates.insufficient_group_fails else "reported only (insufficient_group_fails = false)"
+        listed = ", ".join(f"{g.group} ({g.rows} rows < min_group_size {report.min_group_size})" for g in small)
+        fails = gates.insufficient_group_fails
+        tail = "fails closed" if fails else "not enough evidence, reported (insufficient_group_fails = false)"
         size = GateResult(
             names[0],
-            status,
+            "fail" if fails else "inconclusive",
             smallest,
             gates.min_group_size,
             f"insufficient data: {listed}; {tail}",
             "rows ≥",
-            size_setting,
+            size_setting if fails else _setting("insufficient_group_fails", False),
+            settle="" if fails else f"at least {gates.min_group_size} rows in every group",
         )
     else:
         size = GateResult(
@@ -427,84 +475,134 @@ def fairness_gates(report: FairnessReport | None, gates: GateSettings) -> list[G
             "rows ≥",
             size_setting,
         )
-    out = [size]
-    for name, value, ci, key, limit in (
-        (
-            names[1],
-            report.demographic_parity_difference,
-            report.demographic_parity_ci,
-            "max_demographic_parity_difference",
-            gates.max_demographic_parity_difference,
-        ),
-        (
-            names[2],
-            report.equalized_odds_difference,
-            report.equalized_odds_ci,
-            "max_equalized_odds_difference",
-            gates.max_equalized_odds_difference,
-        ),
-    ):
-        out.append(_disparity_gate(name, value, ci, limit, _setting(key, limit), report, gates))
-    return out
+    dp = _disparity_gate(
+        names[1],
+        report.demographic_parity_difference,
+        report.demographic_parity_ci,
+        _setting("max_demographic_parity_difference", gates.max_demographic_parity_difference),
+        gates.max_demographic_parity_difference,
+        report,
+        gates,
+        odds=False,
+    )
+    eo = _disparity_gate(
+        names[2],
+        report.equalized_odds_difference,
+        report.equalized_odds_ci,
+        _setting("max_equalized_odds_difference", gates.max_equalized_odds_difference),
+        gates.max_equalized_odds_difference,
+        report,
+        gates,
+        odds=True,
+    )
+    return [size, dp, eo]
 
 
 def _disparity_gate(
     name: str,
     value: float,
     ci: tuple[float, float],
-    limit: float,
     setting: str,
+    limit: float,
     report: FairnessReport,
     gates: GateSettings,
+    *,
+    odds: bool,
 ) -> GateResult:
-    measured = len(report.measured)
+    measured = report.odds_measured if odds else report.measured
+    unmeasured = report.odds_unmeasured if odds else []
+    policy = _setting("fairness_inconclusive", gates.fairness_inconclusive)
+    blocking = gates.fairness_inconclusive == "fail"
+    consequence = "fails: " if blocking else "passes with a warning: "
+    short = ", ".join(f"{g.group} ({g.positives} positives, {g.negatives} negatives)" for g in unmeasured)
+    need = f"at least {report.min_class_rows} positives and {report.min_class_rows} negatives in every group"
     if not math.isfinite(value):
-        status: Status = "fail" if gates.insufficient_group_fails else "skipped"
-        detail = f"{measured} group(s) with enough data: cannot compare"
+        what = f"{len(measured)} group(s) with enough data: cannot compare"
+        if unmeasured:
+            what += f"; too few positives or negatives for equalized odds: {short}"
+        settle = need if odds else f"at least {gates.min_group_size} rows in two or more groups"
         return GateResult(
-            name, status, None, limit, detail, "CI ≤", _setting("insufficient_group_fails", status == "fail")
+            name,
+            "inconclusive",
+            None,
+            limit,
+            f"not enough evidence ({consequence}{policy}): {what}",
+            "CI ≤",
+            policy,
+            blocking=blocking,
+            settle=settle,
         )
     low, high = ci
-    interval = (
-        f"{value:.3f}, {report.confidence:.0%} CI [{low:.3f}, {high:.3f}] across {measured} groups of {report.feature}"
-    )
+    bound = f"{report.confidence:.0%}" if math.isfinite(report.confidence) else ""
+    interval = f"{value:.3f}, {bound} bounds [{low:.3f}, {high:.3f}] across {len(measured)} groups of {report.feature}"
     if not (math.isfinite(low) and math.isfinite(high)):
         return GateResult(name, "fail", value, limit, f"{value:.3f}: no interval could be computed", "CI ≤", setting)
-    if high <= limit:
-        return GateResult(name, "pass", value, limit, f"{interval}: within {limit:g}", "CI ≤", setting)
     if low > limit:
         return GateResult(name, "fail", value, limit, f"{interval}: beyond {limit:g}", "CI ≤", setting)
-    fails = gates.fairness_inconclusive == "fail"
-    verdict = "fails closed" if fails else "passes, reported only"
+    if unmeasured:
+        return GateResult(
+            name,
+            "inconclusive",
+            value,
+            limit,
+            f"not enough evidence ({consequence}{policy}): {interval}, but too few positives or negatives "
+            f"to compare {short}",
+            "CI ≤",
+            policy,
+            blocking=blocking,
+            settle=need,
+        )
+    if high <= limit:
+        return GateResult(name, "pass", value, limit, f"{interval}: within {limit:g}", "CI ≤", setting)
+    settle = _evidence_needed(value, low, high, limit, measured, odds=odds)
     return GateResult(
         name,
-        "fail" if fails else "pass",
+        "inconclusive",
         value,
         limit,
-        f"{interval}: straddles {limit:g}, inconclusive ({verdict}: gates.fairness_inconclusive = "
-        f"{gates.fairness_inconclusive!r}); {_rows_needed(value, high, limit, report)}",
+        f"not enough evidence ({consequence}{policy}): {interval} straddles {limit:g}; {settle}",
         "CI ≤",
-        setting,
+        policy,
+        blocking=blocking,
+        settle=settle,
     )
 
 
-def _rows_needed(value: float, high: float, limit: float, report: FairnessReport) -> str:
-    """What would settle a straddling interval: the rows per group that bring its upper end under the limit.
+def _evidence_needed(value: float, low: float, high: float, limit: float, measured: list[Any], *, odds: bool) -> str:
+    """What would settle a straddling interval: rows (positives and negatives, for odds) per group.
 
-    The interval's upper half-width shrinks as 1/sqrt(n); if the estimate holds, the smallest
-    measured group needs n · (half-width / (limit − estimate))² rows. An estimate at or beyond the
-    limit is not settled by more rows.
+    A bound's distance from the estimate shrinks as 1/sqrt(n); if the estimate holds, the
+    smallest measured group needs n · (distance / |limit − estimate|)² rows for the bound on the
+    estimate's side of the limit to cross it: the upper bound (a pass) for an estimate below
+    the limit, the lower one (a fail) for an estimate above it. An estimate exactly at the limit
+    is not settled by more rows.
     """
-    if value >= limit:
-        return f"the estimate itself is not below {limit:g}: more rows will not make it pass"
-    smallest = min(g.rows for g in report.measured)
-    needed = math.ceil(smallest * ((high - value) / (limit - value)) ** 2)
-    return f"about {needed:,} rows in the smallest group (now {smallest:,}) would settle it if the estimate holds"
+    if value == limit:
+        return f"the estimate is at the limit {limit:g}: more rows alone will not settle it"
+    scale = ((high - value) / (limit - value)) ** 2 if value < limit else ((value - low) / (value - limit)) ** 2
+    scale -= 1e-9  # (0.15 / 0.05)² is 9.000000000000002 in floating point: not a reason for one more row
+    outcome = "a pass" if value < limit else "a fail"
+    if odds:
+        pos, neg = min(g.positives for g in measured), min(g.negatives for g in measured)
+        return (
+            f"about {math.ceil(pos * scale):,} positives and {math.ceil(neg * scale):,} negatives per group "
+            f"(now {pos:,} and {neg:,}) would settle it, as {outcome} if the estimate holds"
+        )
+    rows = min(g.rows for g in measured)
+    return (
+        f"about {math.ceil(rows * scale):,} rows per group (now {rows:,}) would settle it, "
+        f"as {outcome} if the estimate holds"
+    )
 
 
-def _setting(key: str, value: float | bool) -> str:
+def _setting(key: str, value: float | bool | str) -> str:
     """`gates.<key> = <value>` as a user writes it in the settings (TOML spelling)."""
-    shown = str(value).lower() if isinstance(value, bool) else f"{value:g}"
+    if isinstance(value, bool):
+        shown = str(value).lower()
+    elif isinstance(value, str):
+        shown = f'"{value}"'
+    else:
+        shown = f"{value:g}"
     return f"gates.{key} = {shown}"
 
 
@@ -813,6 +911,7 @@ def run_gate(
                 data.groups,
                 feature=settings.sensitive_feature,
                 min_group_size=gates.min_group_size,
+                min_class_rows=gates.min_group_class_rows,
                 samples=gates.bootstrap_samples,
                 confidence=gates.confidence,
                 seed=settings.seed,
@@ -875,7 +974,15 @@ def _summary(
         reasons = "; ".join(f"{g.name}: {g.detail}" + (f" [{g.advice}]" if g.advice else "") for g in failed[:3])
         more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
         return f"{len(failed)} of {len(evaluated)} gates failed — {reasons}{more}."
-    text = f"{cand.label} passes all {len(evaluated)} evaluated gates"
+    warned = [g for g in results if g.warned]
+    if warned:
+        names = ", ".join(g.name for g in warned)
+        text = (
+            f"{cand.label} passes with ⚠ not enough evidence on {names} "
+            f"({len(evaluated) - len(warned)} of {len(evaluated)} evaluated gates passed outright)"
+        )
+    else:
+        text = f"{cand.label} passes all {len(evaluated)} evaluated gates"
     if compared and primary.delta is not None and primary.champion is not None:
         versus = next(g for g in results if g.name == "versus_champion")
         significance = versus.detail.rsplit("; ", 1)[-1]
@@ -899,10 +1006,19 @@ def _log(registry: Registry, report: GateReport, out_dir: Path) -> str | None:
         return None  # a model directory exported from another tracking store
     metrics = {f"gate.{g.name}": g.value for g in report.gates if g.value is not None and math.isfinite(g.value)}
     metrics["gate.passed"] = 1.0 if report.passed else 0.0
-    registry.log_to_run(
-        run_id, metrics=metrics, tags={"mlship.gate": report.verdict}, artifacts=out_dir, artifact_path="gate"
-    )
+    metrics["gate.inconclusive"] = float(len(report.inconclusive))
+    registry.log_to_run(run_id, metrics=metrics, tags=gate_tags(report), artifacts=out_dir, artifact_path="gate")
     return run_id
+
+
+def gate_tags(report: GateReport) -> dict[str, str]:
+    """The verdict tag, and the ⚠ note when some gate lacked the evidence (recorded on run and version).
+
+    The note is written (possibly empty) every time, so a re-gated run does not keep an old warning.
+    """
+    from mlship.registry import GATE_TAG, GATE_WARNING_TAG
+
+    return {GATE_TAG: report.verdict, GATE_WARNING_TAG: report.warning[:INCONCLUSIVE_TAG_LIMIT]}
 
 
 def register_challenger(settings: Settings, report: GateReport) -> str:
@@ -914,6 +1030,7 @@ def register_challenger(settings: Settings, report: GateReport) -> str:
     registry = Registry.from_settings(settings)
     cand = report.candidate
     if cand.name == settings.model_name and cand.version:
+        registry.set_version_tags(settings.model_name, cand.version, gate_tags(report))
         registry.set_alias(settings.model_name, "challenger", cand.version)
         return f"{cand.label} is @challenger"
     if cand.uri.startswith(("runs:/", "models:/")):
@@ -925,5 +1042,5 @@ def register_challenger(settings: Settings, report: GateReport) -> str:
             f"cannot register {cand.ref}: it is not tracked in {settings.resolved_tracking_uri}",
             hint="gate a models:/ or runs:/ URI, or a directory exported by `mlship train` against this store",
         )
-    resolved = registry.register(source, settings.model_name, alias="challenger", tags={"mlship.gate": "pass"})
+    resolved = registry.register(source, settings.model_name, alias="challenger", tags=gate_tags(report))
     return f"{resolved.label} is @challenger"

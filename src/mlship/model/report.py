@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlship.fsutil import write_json, write_text, write_with
+from mlship.model.gates import LET_PASS
 
 if TYPE_CHECKING:
     import numpy as np
 
     from mlship.model.gates import GateReport, GateResult
 
-ICON = {"pass": "✅", "fail": "❌", "skipped": "⏭️"}
+ICON = {"pass": "✅", "fail": "❌", "skipped": "⏭️", "inconclusive": "⚠️"}
 CANDIDATE_COLOR, CHAMPION_COLOR = "#1f77b4", "#ff7f0e"
 PLOT_TITLES = {
     "curves.png": "ROC and precision-recall, candidate vs champion",
@@ -108,8 +109,7 @@ def _provenance_lines(data: dict[str, Any]) -> list[str]:
 
 def render_markdown(report: GateReport) -> str:
     """The pull-request comment: verdict line first, then comparison, gates, fairness, latency, plots."""
-    head = "✅ **Gate passed**" if report.passed else "❌ **Gate failed**"
-    lines = [f"## {head}: {report.summary}", ""]
+    lines = [f"## {headline(report)}: {report.summary}", ""]
     cand, champ = report.candidate, report.champion
     lines.append(f"- **Candidate:** {_model_line(cand)}")
     lines.append(f"- **Champion:** {_model_line(champ)}" if champ else f"- **Champion:** {report.champion_note}")
@@ -124,6 +124,8 @@ def render_markdown(report: GateReport) -> str:
         )
     if not report.passed:
         lines += ["", f"**To change what failed** (or change the model or the data): {failing_settings(report, '`')}"]
+    if report.inconclusive:
+        lines += ["", *_evidence_section(report)]
     if report.fairness is not None:
         lines += ["", *_fairness_table(report)]
     lat = report.latency
@@ -199,14 +201,15 @@ def _fairness_table(report: GateReport) -> list[str]:
         f"({_conf(fair.confidence)} CI {_ci3(fair.demographic_parity_ci)}), "
         f"equalized-odds difference **{_num(fair.equalized_odds_difference, 3)}** "
         f"({_conf(fair.confidence)} CI {_ci3(fair.equalized_odds_ci)}) "
-        f"over groups with ≥ {fair.min_group_size} rows and both classes; stratified bootstrap. "
-        "A difference passes when its whole interval is within its limit.",
+        f"over groups with ≥ {fair.min_group_size} rows (equalized odds: and ≥ {fair.min_class_rows} positives "
+        "and negatives); stratified bootstrap, each end a one-sided bound. A difference passes when its whole "
+        "interval is within its limit, fails when it is wholly beyond, and otherwise is ⚠ not enough evidence.",
         "",
         "| group | rows | positives | selection rate | TPR | FPR | note |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for g in fair.groups:
-        note = "⚠️ insufficient data: " + g.note if not g.sufficient else ""
+        note = "" if g.odds_sufficient else "⚠️ not enough evidence: " + g.note
         lines.append(
             f"| {g.group} | {g.rows:,} | {g.positives:,} | {_num(g.selection_rate, 3)} | {_num(g.tpr, 3)} | "
             f"{_num(g.fpr, 3)} | {note} |"
@@ -214,10 +217,42 @@ def _fairness_table(report: GateReport) -> list[str]:
     return lines
 
 
+def headline(report: GateReport) -> str:
+    """The verdict in three states: passed, passed with ⚠ not enough evidence, failed."""
+    if not report.passed:
+        return "❌ **Gate failed**"
+    if report.inconclusive:
+        return "⚠️ **Gate passed, not enough evidence**"
+    return "✅ **Gate passed**"
+
+
+def _evidence_section(report: GateReport) -> list[str]:
+    """The ⚠ gates: what would settle each, and what the inconclusive policy did with them."""
+    lines = [
+        "### ⚠️ Not enough evidence",
+        "",
+        "Neither shown within the limit nor beyond it: more data settles it, a wider limit does not.",
+        "",
+        "| gate | what would settle it | effect |",
+        "|---|---|---|",
+    ]
+    for g in report.inconclusive:
+        effect = "fails the gate" if g.blocking else "passes with this warning"
+        lines.append(f"| `{g.name}` | {g.settle.replace('|', chr(92) + '|')} | {effect} (`{g.setting}`) |")
+    return lines
+
+
 def failing_settings(report: GateReport, quote: str = "") -> str:
-    """Each failing gate with the setting that governs it and its current value."""
+    """Each failing gate with what to change: the setting that governs it and its current value, or,
+    for a gate without enough evidence, the evidence that would settle it and the inconclusive policy."""
     failed = [g for g in report.gates if g.failed]
-    return "; ".join(f"{g.name} → {quote}{g.setting}{quote}" if g.setting else g.name for g in failed)
+    out = []
+    for g in failed:
+        if g.status == "inconclusive":
+            out.append(f"{g.name} → ⚠ not enough evidence: {g.settle}; or {quote}{LET_PASS}{quote}")
+        else:
+            out.append(f"{g.name} → {quote}{g.setting}{quote}" if g.setting else g.name)
+    return "; ".join(out)
 
 
 # Plots -------------------------------------------------------------------------------------
@@ -415,7 +450,7 @@ def _fairness(report: GateReport) -> Any:
     dis.text(
         0.0,
         -0.22,
-        "green: within the limit · red: beyond · orange: straddles",
+        "green: within the limit · red: beyond · orange: not enough evidence",
         transform=dis.transAxes,
         fontsize=8,
         va="top",

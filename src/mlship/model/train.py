@@ -127,6 +127,7 @@ def train(settings: Settings, data_path: Path | None = None, out: Path | None = 
     """Fit the configured estimator on the training split, evaluate, and log everything to MLflow."""
     from mlship import provenance
     from mlship.data.io import fingerprint, read_table
+    from mlship.data.validation import record_training_kinds
     from mlship.model.metrics import classification_metrics, positive_proba
     from mlship.registry import Registry
 
@@ -134,6 +135,7 @@ def train(settings: Settings, data_path: Path | None = None, out: Path | None = 
     path = data_path or settings.data_path
     df = read_table(path)
     check_frame(settings, df, what=str(path))
+    record_training_kinds(settings, df, path)  # what `mlship validate` checks a column's kind against
     train_df, test_df = split(settings, df)
     X_train, y_train = train_df[settings.features], train_df[settings.target].astype(int)
     X_test, y_test = test_df[settings.features], test_df[settings.target].astype(int)

@@ -2,7 +2,8 @@
 
 Each input file becomes one Parquet part (atomic, named from the input), a `_SUCCESS`
 manifest is written last, and a re-run skips parts already written from the same input
-(size + mtime) with the same model and policy (see batch_io for what atomic means where).
+(size, mtime and a content key: batch_io.content_fingerprint) with the same model and policy
+(see batch_io for what atomic means where).
 A report (batch.md/json/png, batch_report) says what was scored, refused, and drifted.
 
 Rows are checked against the model's input signature with the rules of `/predict` (numeric
@@ -23,7 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 from mlship.deploy.faults import checkpoint
 from mlship.errors import ConfigError, PipelineRejected
-from mlship.monitoring.batch_io import Dataset, InputFile, list_inputs, part_name, read_chunks, split
+from mlship.monitoring.batch_io import (
+    Dataset,
+    InputFile,
+    content_fingerprint,
+    list_inputs,
+    part_name,
+    read_chunks,
+    real_path,
+    split,
+    within,
+)
 from mlship.monitoring.batch_report import BatchSummary, PartStats, Sample, drift_dict, plot, render_markdown, verdict
 
 if TYPE_CHECKING:
@@ -172,7 +183,7 @@ def predict_batch(
     dataset folder or s3:// prefix. `bad_rows` is the policy for rows that fail the model's
     input schema: `refuse` writes no part holding such rows and raises PipelineRejected naming
     how many rows failed and why; `flag` scores the rest and adds the `input_error` column.
-    Parts already written from the same input (size + mtime), model and policy are skipped
+    Parts already written from the same input (content_fingerprint), model and policy are skipped
     unless `overwrite`. `progress` None means: a bar on a terminal, a line per part otherwise.
     """
     import tempfile
@@ -189,9 +200,15 @@ def predict_batch(
     single = out_spec.lower().endswith(".parquet")
     fs_out, out_root = split(out_spec)  # a bad output URI is exit 2 before the model is loaded
     if fs_out.type_name == fs_in.type_name:  # an output inside the input folder is not input on the next run
-        inputs = [i for i in inputs if i.path != out_root and not i.path.startswith(out_root.rstrip("/") + "/")]
+        # compared as the filesystem will resolve them: an output symlinked into the input folder is in it
+        out_real = real_path(fs_out, out_root)
+        inputs = [i for i in inputs if not within(real_path(fs_in, i.path), out_real)]
         if not inputs:
-            raise ConfigError(f"{in_spec} holds only the output {out_spec}", hint="score another input")
+            shown = out_spec if out_real == out_root else f"{out_spec} (which resolves to {out_real})"
+            raise ConfigError(
+                f"--output {shown} holds the input {in_spec}: the parts would be written among the input files",
+                hint="write the output outside the input",
+            )
     if single and len(inputs) > 1:
         raise ConfigError(
             f"--output {out_spec} is one file but {in_spec} holds {len(inputs)} input files",
@@ -222,7 +239,8 @@ def predict_batch(
         dataset, names = Dataset(parent or "."), [leaf]
     else:
         dataset, names = Dataset(out_spec), [part_name(i) for i in inputs]
-    dataset.prepare(dataset=not single)
+    for upload in dataset.prepare(dataset=not single):
+        print(f"aborted the unfinished upload of {upload}: a killed run left it", file=sys.stderr)
     total = PartStats()
     entries: list[dict[str, Any]] = []
     refused: list[str] = []
@@ -231,7 +249,8 @@ def predict_batch(
     show = _Progress(len(inputs), sys.stderr.isatty() if progress is None else progress)
     with show:
         for k, (inp, name) in enumerate(zip(inputs, names, strict=True), start=1):
-            source = json.dumps({**inp.fingerprint(), "model_uri": resolved.uri, "bad_rows": bad_rows}, sort_keys=True)
+            fingerprint = content_fingerprint(fs_in, inp)
+            source = json.dumps({**fingerprint, "model_uri": resolved.uri, "bad_rows": bad_rows}, sort_keys=True)
             done = None if overwrite else _finished_part(dataset, name, source)
             t0 = time.perf_counter()
             if done is not None:
@@ -254,7 +273,7 @@ def predict_batch(
                 checkpoint(f"batch-part-{k}")
             total.merge(stats)
             if stats.rows and inp.uri not in refused:
-                entries.append({"part": name, **inp.fingerprint(), "rows": stats.rows, "bad_rows": stats.bad_rows})
+                entries.append({"part": name, **fingerprint, "rows": stats.rows, "bad_rows": stats.bad_rows})
     if total.rows == 0:
         raise ConfigError(f"{in_spec} has no rows", hint="score a non-empty file")
     if skipped:
@@ -337,6 +356,7 @@ def _score_part(
             writer: pq.ParquetWriter | None = None
             try:
                 for chunk in read_chunks(fs, inp, run.chunk_size):
+                    require_columns(inp, chunk, [c.name for c in run.columns] or run.settings.features)
                     if chunk.empty:
                         continue  # a header-only CSV: no rows, no part
                     stats.rows += len(chunk)
@@ -370,6 +390,21 @@ def _score_part(
         run.sample.restore(before)  # a refused part's rows are not in the output, nor in the report
         return PartStats(rows=stats.rows, refused=stats.refused), stats.rows == 0
     return stats, True
+
+
+def require_columns(inp: InputFile, chunk: pd.DataFrame, names: list[str]) -> None:
+    """Every column the model reads is in the file: a missing one is a wrong file (exit 2), not bad rows."""
+    from mlship.report_text import one_line
+
+    missing = [n for n in names if n not in chunk.columns]
+    if not missing:
+        return
+    has = ", ".join(map(str, chunk.columns))
+    raise ConfigError(
+        f"{inp.uri} lacks the model's feature column(s) {one_line(', '.join(missing), 120)} "
+        f"(it has {len(chunk.columns)}: {one_line(has, 120)})",
+        hint="score a file with the columns of the model's input signature",
+    )
 
 
 def _none(chunk: pd.DataFrame) -> pd.Series[Any]:

@@ -40,7 +40,7 @@ GLOB_CHARS = re.compile(r"[*?\[]")
 
 @dataclass(frozen=True)
 class InputFile:
-    """One input file: where it is, and the size and mtime that say whether it changed."""
+    """One input file: where it is, and its size and mtime (with content_fingerprint: whether it changed)."""
 
     path: str
     """Path on its filesystem (`bucket/key` on S3)."""
@@ -57,6 +57,37 @@ class InputFile:
 
     def fingerprint(self) -> dict[str, Any]:
         return {"input": self.uri, "size": self.size, "mtime_ns": self.mtime_ns}
+
+
+SAMPLE_BYTES = 1 << 20
+"""How much of each end of a local input the resume fingerprint hashes."""
+
+
+def content_fingerprint(fs: pafs.FileSystem, inp: InputFile) -> dict[str, Any]:
+    """What says an input is the one a part was made from: size, mtime, and a content key.
+
+    Size and mtime alone trust the clock: an edit that keeps the length and restores the mtime
+    (`touch -r`, `rsync --times`, a restore from backup) would be skipped. The content key is the
+    object store's ETag on S3 (one HEAD; it changes with every write of the object), and locally
+    a sha256 of the first and last MiB (the whole file up to 2 MiB): cheap for any size, and it
+    catches edits at either end (a header, appended or cut rows). An edit confined to the middle
+    of a larger file with size and mtime restored is what it still cannot see; `--overwrite` redoes all.
+    """
+    key = inp.fingerprint()
+    with storage(f"read {inp.uri}"), fs.open_input_file(inp.path) as handle:
+        if fs.type_name == "s3":
+            meta = {str(k.decode() if isinstance(k, bytes) else k): v for k, v in (handle.metadata() or {}).items()}
+            etag = meta.get("ETag")  # from the HEAD pyarrow makes when it opens the object
+            if etag:
+                text = etag.decode("ascii", errors="replace") if isinstance(etag, bytes) else str(etag)
+                return {**key, "etag": text.strip('"')}
+        digest = hashlib.sha256()
+        if inp.size <= 2 * SAMPLE_BYTES:
+            digest.update(handle.read_at(inp.size, 0))
+        else:
+            digest.update(handle.read_at(SAMPLE_BYTES, 0))
+            digest.update(handle.read_at(SAMPLE_BYTES, inp.size - SAMPLE_BYTES))
+    return {**key, "ends_sha256": digest.hexdigest()}
 
 
 def is_s3(spec: str) -> bool:
@@ -80,6 +111,49 @@ def s3_filesystem() -> pafs.FileSystem:
     return pafs.S3FileSystem(**options)
 
 
+def s3_client() -> Any:
+    """A boto3 S3 client on the same endpoint, region and credential chain as `s3_filesystem`.
+
+    pyarrow's S3 filesystem has no call for multipart uploads; boto3 is the ordinary client for
+    ListMultipartUploads/AbortMultipartUpload. Imported here only (heavy, S3 outputs only).
+    """
+    import boto3
+    from botocore.config import Config
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=endpoint or None, region_name=region, config=config)
+
+
+def abort_staged_uploads(root: str, spec: str) -> list[str]:
+    """Abort the unfinished multipart uploads of mlship staging keys directly under `root` (`bucket/prefix`).
+
+    A run killed while pyarrow streamed a large part leaves its multipart upload open: S3 keeps
+    (and bills) the uploaded parts until the upload is aborted (S3 API reference,
+    AbortMultipartUpload; ListMultipartUploads lists them by prefix). Only keys named like
+    `Dataset.staged`'s `_tmp-<32 hex>-…` are touched, never another writer's uploads; like the
+    staging cleanup above, this assumes one run per output at a time.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, prefix = root.partition("/")
+    folder = f"{prefix.rstrip('/')}/" if prefix else ""
+    aborted: list[str] = []
+    try:
+        client = s3_client()
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=folder):
+            for upload in page.get("Uploads", []):
+                name = str(upload["Key"])[len(folder) :]
+                if "/" in name or not _is_staging(name):
+                    continue
+                client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                aborted.append(f"s3://{bucket}/{upload['Key']}")
+    except (BotoCoreError, ClientError) as exc:
+        raise storage_error(OSError(str(exc)), f"abort unfinished uploads under {spec}", write=True) from None
+    return aborted
+
+
 def split(spec: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path on it) for a local path or an `s3://bucket/key` URI; other schemes are exit 2."""
     import pyarrow.fs as pafs
@@ -95,6 +169,16 @@ def split(spec: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(spec)
 
 
+def real_path(fs: pafs.FileSystem, path: str) -> str:
+    """Where a path really is: symlinks and `..` resolved locally (object keys have neither)."""
+    return path if fs.type_name == "s3" else os.path.realpath(path)
+
+
+def within(path: str, root: str) -> bool:
+    """`path` is `root` or under it."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def uri_of(fs: pafs.FileSystem, path: str) -> str:
     """How a path is shown: `s3://bucket/key`, or a local path relative to the working directory when under it."""
     if fs.type_name == "s3":
@@ -103,11 +187,15 @@ def uri_of(fs: pafs.FileSystem, path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def storage_error(exc: OSError, what: str) -> MlshipError:
-    """Classify a filesystem error: unreachable store or refused credentials is exit 3, a bad path exit 2."""
+def storage_error(exc: OSError, what: str, *, write: bool = False) -> MlshipError:
+    """Classify a filesystem error: unreachable store or refused credentials is exit 3, a bad path exit 2.
+
+    `write` says the operation writes (or deletes): the hint then asks for a writable path.
+    """
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
-    if any(k in text for k in ("NETWORK_CONNECTION", "curlCode", "Could not resolve", "Timeout", "timed out")):
+    unreachable = ("NETWORK_CONNECTION", "curlCode", "Could not resolve", "Could not connect", "Timeout", "timed out")
+    if any(k in text for k in unreachable):
         return InfraError(
             f"cannot {what}: the object store is unreachable ({first})",
             hint="check AWS_ENDPOINT_URL / the network",
@@ -133,18 +221,19 @@ def storage_error(exc: OSError, what: str) -> MlshipError:
         return InfraError(f"cannot {what}: the object store failed ({first})", hint="retry, or check the store")
     if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
         return ConfigError(f"cannot {what}: no such bucket ({first})", hint="check the s3:// URI")
-    return ConfigError(f"cannot {what}: {first}", hint="check the path and that it is readable")
+    access = "writable" if write else "readable"
+    return ConfigError(f"cannot {what}: {first}", hint=f"check the path and that it is {access}")
 
 
 @contextmanager
-def storage(what: str) -> Iterator[None]:
+def storage(what: str, *, write: bool = False) -> Iterator[None]:
     """Turn filesystem errors inside the block into one-line errors with the right exit code."""
     try:
         yield
     except MlshipError:
         raise
     except OSError as exc:
-        raise storage_error(exc, what) from None
+        raise storage_error(exc, what, write=write) from None
 
 
 def list_inputs(spec: str) -> tuple[pafs.FileSystem, list[InputFile]]:
@@ -231,14 +320,20 @@ def read_chunks(fs: pafs.FileSystem, inp: InputFile, chunk_size: int) -> Iterato
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from mlship.data.io import LineCapped, check_column_names, check_csv
+
     try:
         if inp.suffix == ".parquet":
             with fs.open_input_file(inp.path) as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(batch_size=chunk_size):
+                parquet = pq.ParquetFile(handle)
+                check_column_names(parquet.schema_arrow.names, inp.uri)
+                for batch in parquet.iter_batches(batch_size=chunk_size):
                     yield batch.to_pandas()
         else:
+            check_csv(fs, inp.path, inp.uri, inp.size)
             with fs.open_input_stream(inp.path) as handle:
-                yield from pd.read_csv(handle, chunksize=chunk_size)
+                capped: Any = LineCapped(handle, inp.uri)  # duck-typed: pandas only calls read()
+                yield from pd.read_csv(capped, chunksize=chunk_size)
     except OSError as exc:
         if fs.type_name == "s3":
             raise storage_error(exc, f"read {inp.uri}") from None
@@ -248,8 +343,10 @@ def read_chunks(fs: pafs.FileSystem, inp: InputFile, chunk_size: int) -> Iterato
 
 
 def _bad_file(inp: InputFile, exc: Exception) -> ConfigError:
+    from mlship.report_text import one_line
+
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return ConfigError(f"cannot read {inp.uri}: {first}", hint="is the file complete and of that format?")
+    return ConfigError(f"cannot read {inp.uri}: {one_line(first)}", hint="is the file complete and of that format?")
 
 
 class Dataset:
@@ -263,11 +360,15 @@ class Dataset:
     def uri(self, name: str) -> str:
         return uri_of(self.fs, f"{self.root}/{name}")
 
-    def prepare(self, *, dataset: bool = True) -> None:
-        """Create the folder, drop stale staging and (for a dataset, about to change) the manifest."""
+    def prepare(self, *, dataset: bool = True) -> list[str]:
+        """Create the folder, drop stale staging and (for a dataset, about to change) the manifest.
+
+        On S3 it also aborts the multipart uploads of staging keys that a killed run left
+        unfinished (invisible in a listing, billed until aborted); returns their keys.
+        """
         import pyarrow.fs as pafs
 
-        with storage(f"write to {self.spec}"):
+        with storage(f"write to {self.spec}", write=True):
             if dataset and self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File:
                 self.fs.delete_file(f"{self.root}/{MANIFEST}")
             if not self.is_s3:
@@ -275,6 +376,7 @@ class Dataset:
             for info in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True)):
                 if info.type == pafs.FileType.File and _is_staging(info.base_name):
                     self.fs.delete_file(info.path)  # left by a run that was killed mid-part
+        return abort_staged_uploads(self.root, self.spec) if self.is_s3 else []
 
     def part_metadata(self, name: str) -> dict[bytes, bytes] | None:
         """The key-value metadata of a finished part (None when there is none, or it is unreadable)."""
@@ -306,14 +408,14 @@ class Dataset:
         else:
             parent, base = os.path.split(final)
             staging = f"{parent}/.{base}.{uuid.uuid4().hex}.tmp"
-        with storage(f"write {self.uri(name)}"):
+        with storage(f"write {self.uri(name)}", write=True):
             if not self.is_s3:
                 self.fs.create_dir(os.path.dirname(final), recursive=True)
             stream = self.fs.open_output_stream(staging)
         try:
             with stream:
                 yield stream
-            with storage(f"write {self.uri(name)}"):
+            with storage(f"write {self.uri(name)}", write=True):
                 self.fs.move(staging, final)
         finally:
             with suppress(OSError):
@@ -329,7 +431,7 @@ class Dataset:
         """Delete `name` if it is there (a part this run refused must not stay from an earlier run)."""
         import pyarrow.fs as pafs
 
-        with storage(f"delete {self.uri(name)}"):
+        with storage(f"delete {self.uri(name)}", write=True):
             if self.fs.get_file_info(f"{self.root}/{name}").type == pafs.FileType.File:
                 self.fs.delete_file(f"{self.root}/{name}")
 

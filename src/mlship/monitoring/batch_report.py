@@ -15,6 +15,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlship.report_text import MAX_TEXT, cell, code, one_line
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -232,10 +234,10 @@ def drift_dict(report: DriftReport) -> dict[str, Any]:
 def render_markdown(summary: BatchSummary) -> str:
     d = summary.to_dict()
     lines = [
-        f"# Batch scoring: {summary.verdict}",
+        f"# Batch scoring: {one_line(summary.verdict, 2 * MAX_TEXT)}",
         "",
-        f"- model: `{summary.model_uri}`",
-        f"- input: `{summary.input}` -> output: `{summary.output}`",
+        f"- model: {code(summary.model_uri)}",
+        f"- input: {code(summary.input)} -> output: {code(summary.output)}",
         f"- parts: {summary.parts} ({summary.parts_scored} scored in this run, "
         f"{summary.parts_skipped} already written and skipped, {len(summary.parts_refused)} refused)",
         f"- rows: {d['rows']['total']:,} read, {d['rows']['scored']:,} scored, "
@@ -246,7 +248,7 @@ def render_markdown(summary: BatchSummary) -> str:
     ]
     if d["refused_by_reason"]:
         lines += ["## Bad rows by reason", "", "| reason | rows |", "|---|---:|"]
-        lines += [f"| {reason} | {n:,} |" for reason, n in d["refused_by_reason"].items()]
+        lines += [f"| {cell(reason)} | {n:,} |" for reason, n in d["refused_by_reason"].items()]
         lines.append("")
     quantiles = d["scores"]["quantiles"]
     lines += ["## Scores (positive-class probability)", ""]
@@ -254,15 +256,16 @@ def render_markdown(summary: BatchSummary) -> str:
     lines += ["| " + " | ".join("-" if v is None else f"{v:.3f}" for v in quantiles.values()) + " |", ""]
     total = max(summary.stats.scored, 1)
     lines += ["## Predicted classes", "", "| class | rows | share |", "|---|---:|---:|"]
-    lines += [f"| {label} | {n:,} | {n / total:.2%} |" for label, n in d["predicted_classes"].items()]
-    lines += ["", "## Input drift against the training data", "", summary.drift_note, ""]
+    lines += [f"| {cell(label)} | {n:,} | {n / total:.2%} |" for label, n in d["predicted_classes"].items()]
+    lines += ["", "## Input drift against the training data", "", one_line(summary.drift_note, 2 * MAX_TEXT), ""]
     if summary.drift is not None:
         lines += ["| feature | PSI | effect | level |", "|---|---:|---:|---|"]
         rows = [*summary.drift["features"], *([summary.drift["prediction"]] if summary.drift["prediction"] else [])]
         lines += [
-            f"| {f['feature']} | {f['psi']:.3f} | {f['effect_name']}={f['effect']:.3f} | {f['level']} |" for f in rows
+            f"| {cell(f['feature'])} | {f['psi']:.3f} | {f['effect_name']}={f['effect']:.3f} | {f['level']} |"
+            for f in rows
         ]
-        lines += [f"- warning: {w}" for w in summary.drift["warnings"]]
+        lines += [f"- warning: {one_line(w, 2 * MAX_TEXT)}" for w in summary.drift["warnings"]]
         lines.append("")
     lines += ["![scores and classes](batch.png)", ""]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -40,6 +41,44 @@ LEASE_DURATION_S = 60
 """A killed deploy blocks the next one for at most this long; a live one renews every third of it."""
 
 MANAGED = {"app.kubernetes.io/managed-by": "mlship"}
+
+
+_FORBIDDEN = re.compile(
+    r'User "(?P<user>[^"]*)" cannot (?P<verb>\S+) resource "(?P<resource>[^"]+)" in API group "(?P<group>[^"]*)"'
+    r'(?: in the namespace "(?P<ns>[^"]*)")?'
+)
+_NO_NAMESPACE = re.compile(r'namespaces "(?P<ns>[^"]+)" not found')
+RBAC_DIR = "deployment/k8s/rbac"
+
+
+def kubectl_error(what: str, stderr: str) -> InfraError:
+    """One line for a failed kubectl call (exit 3): a missing namespace and a missing permission say the fix.
+
+    The API server's texts: a create in a namespace that does not exist is refused with
+    `namespaces "x" not found` (NamespaceLifecycle admission); a request RBAC does not allow with
+    `User "u" cannot VERB resource "R" in API group "G" in the namespace "N"` (403 Forbidden).
+    """
+    missing = _NO_NAMESPACE.search(stderr or "")
+    if missing:
+        ns = missing["ns"]
+        return InfraError(
+            f"namespace {ns} does not exist in the cluster ({what})",
+            hint=f"a cluster admin creates it once: `kubectl create namespace {ns}`, then applies {RBAC_DIR}",
+        )
+    denied = _FORBIDDEN.search(stderr or "")
+    if denied:
+        group = denied["group"] or '"" (core)'
+        where = f" in namespace {denied['ns']}" if denied["ns"] else ""
+        return InfraError(
+            f"{denied['user']} may not {denied['verb']} {denied['resource']} (API group {group}){where} ({what})",
+            hint=f"grant `{denied['verb']}` on `{denied['resource']}` in the deploy Role ({RBAC_DIR}) and apply it",
+        )
+    return InfraError(f"{what} failed: {_first_line(stderr)}")
+
+
+def forbidden(stderr: str) -> bool:
+    """The API server refused the request (403): a permission, never a property of the release."""
+    return "(Forbidden)" in (stderr or "") or bool(_NO_NAMESPACE.search(stderr or ""))
 
 
 class Kubectl(Protocol):
@@ -67,6 +106,20 @@ def parse_time(value: str | None) -> float | None:
         return None
 
 
+def ci_job() -> str:
+    """The CI job this runs in, as a link when the CI says where (GitHub Actions, GitLab, Jenkins); "-" outside CI."""
+    env = os.environ
+    if env.get("GITHUB_RUN_ID"):
+        if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY"):
+            return f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+        return f"github run {env['GITHUB_RUN_ID']}"
+    if env.get("CI_JOB_ID"):
+        return env.get("CI_JOB_URL") or f"gitlab job {env['CI_JOB_ID']}"
+    if env.get("BUILD_ID"):
+        return env.get("BUILD_URL") or f"build {env['BUILD_ID']}"
+    return "-"
+
+
 def holder_identity() -> str:
     """Who holds the lock, readable by a person: host, pid and the CI job when there is one."""
     job = next((os.environ[v] for v in ("GITHUB_RUN_ID", "CI_JOB_ID", "BUILD_ID") if os.environ.get(v)), None)
@@ -87,7 +140,7 @@ class Objects:
         if done.returncode != 0:
             if "(NotFound)" in done.stderr or "not found" in done.stderr:
                 return None
-            raise InfraError(f"kubectl get {self.kind} {self.name} failed: {_first_line(done.stderr)}")
+            raise kubectl_error(f"kubectl get {self.kind} {self.name}", done.stderr)
         return dict(json.loads(done.stdout))
 
     def write(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +150,7 @@ class Objects:
         if done.returncode != 0:
             if "(Conflict)" in done.stderr or "(AlreadyExists)" in done.stderr:
                 raise Conflict(_first_line(done.stderr))
-            raise InfraError(f"kubectl {verb} {self.kind} {self.name} failed: {_first_line(done.stderr)}")
+            raise kubectl_error(f"kubectl {verb} {self.kind} {self.name}", done.stderr)
         return dict(json.loads(done.stdout))
 
 

@@ -190,11 +190,11 @@ class GitOpsTarget:
             self.overlay.parents[1], env=self.env, app=self.app, namespace=self.namespace, timeout_s=self.timeout_s
         )
         kubectl.prepare()
-        service = kubectl._get("service", self.app)
+        service = kubectl._get("service", kubectl.live_service)
         live = (service or {}).get("spec", {}).get("selector", {}).get(COLOR_LABEL)
         running: dict[str, Any] = {}
         for color in COLORS:
-            dep = kubectl._get("deployment", f"{self.app}-{color}")
+            dep = kubectl._get("deployment", kubectl._deployment(color))
             if dep is None:
                 continue
             container = dep["spec"]["template"]["spec"]["containers"][0]

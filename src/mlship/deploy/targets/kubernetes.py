@@ -28,7 +28,7 @@ import httpx
 
 from mlship.deploy.release import COLORS, Release
 from mlship.deploy.targets.base import ColorFailed, Signal
-from mlship.deploy.targets.cluster_state import ClusterStore
+from mlship.deploy.targets.cluster_state import ClusterStore, forbidden, kubectl_error
 from mlship.errors import ConfigError, InfraError
 from mlship.redaction import KUBECTL_SECRETS, env_for_child
 
@@ -40,6 +40,51 @@ CONTAINER_PORT = 8000
 """The serving image's port (deployment/Dockerfile CMD, the manifests' containerPort `http`)."""
 SERVICE_PORT = 80
 """The Services' port; kubectl port-forward maps it to the pods' targetPort `http`."""
+
+
+ENV_LABEL = "mlship.dev/env"
+SHARED_KINDS = ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy")
+"""Objects of the overlay applied with every color (they name no release)."""
+_PULL_SECRETS = re.compile(r"image pull secrets \(([^)]*)\)")
+
+
+def probe_budget_s(container: dict[str, Any]) -> float:
+    """The longest one pod may take to be ready under its probes (kubernetes.io/docs/concepts/workloads/pods/
+    pod-lifecycle/#container-probes): the startupProbe may fail failureThreshold times, periodSeconds
+    apart, after initialDelaySeconds; the readinessProbe then needs successThreshold passes."""
+    total = 0.0
+    for name in ("startupProbe", "readinessProbe"):
+        probe = container.get(name)
+        if not isinstance(probe, dict):
+            continue
+        period = float(probe.get("periodSeconds", 10))
+        total += float(probe.get("initialDelaySeconds", 0)) + float(probe.get("timeoutSeconds", 1))
+        if name == "startupProbe":
+            total += period * float(probe.get("failureThreshold", 3))
+        else:
+            total += period * float(probe.get("successThreshold", 1))
+    return total
+
+
+def rollout_budget_s(deployment: dict[str, Any]) -> float:
+    """A Deployment's pods come up maxSurge at a time (the rolling update the manifests declare)."""
+    spec = deployment.get("spec", {})
+    containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+    per_pod = max((probe_budget_s(c) for c in containers), default=0.0)
+    replicas = max(1, int(spec.get("replicas", 1) or 1))
+    surge = (spec.get("strategy", {}).get("rollingUpdate") or {}).get("maxSurge", 1)
+    step = max(1, int(surge)) if isinstance(surge, int) else 1
+    return per_pod * -(-replicas // step)
+
+
+def deployment_name(app: str, color: str, env: str) -> str:
+    """A color's Deployment as the overlay names it (`nameSuffix: -<env>`)."""
+    return f"{app}-{color}-{env}"
+
+
+def live_service_name(app: str, env: str) -> str:
+    """The Service users call, as the overlay names it."""
+    return f"{app}-{env}"
 
 
 class KubernetesTarget:
@@ -56,6 +101,8 @@ class KubernetesTarget:
         namespace: str = "default",
         kubectl: str = "kubectl",
         timeout_s: float = 60.0,
+        pull_allowance_s: float = 0.0,
+        pull_secret: str | None = None,
     ) -> None:
         self.overlay = manifests / "overlays" / env
         self.env = env
@@ -63,6 +110,9 @@ class KubernetesTarget:
         self.namespace = namespace
         self.kubectl = kubectl
         self.timeout_s = timeout_s
+        """The least a color is waited for; the manifests' probes (plus the pull allowance) may ask for more."""
+        self.pull_allowance_s = pull_allowance_s
+        self.pull_secret = pull_secret
         self._forwards: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
 
     def release_store(self, local_dir: Path, *, keep: int = 10) -> ClusterStore:
@@ -73,7 +123,9 @@ class KubernetesTarget:
 
     # kubectl -------------------------------------------------------------------------------
 
-    def _run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *args: str, stdin: str | None = None, check: bool = True, wait_s: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
         exe = shutil.which(self.kubectl)
         if exe is None:
             raise InfraError(f"{self.kubectl} is not installed", hint="install kubectl and set KUBECONFIG")
@@ -83,14 +135,14 @@ class KubernetesTarget:
                 input=stdin,
                 capture_output=True,
                 text=True,
-                timeout=self.timeout_s + 30,
+                timeout=(wait_s if wait_s is not None else self.timeout_s) + 30,
                 check=False,
                 env=env_for_child(KUBECTL_SECRETS),
             )
         except subprocess.TimeoutExpired:
             raise InfraError(f"kubectl {args[0]} timed out", hint="check the cluster and KUBECONFIG") from None
         if check and done.returncode != 0:
-            raise InfraError(f"kubectl {' '.join(args[:2])} failed: {_first_line(done.stderr)}")
+            raise kubectl_error(f"kubectl {' '.join(args[:2])}", done.stderr)
         return done
 
     def _get(self, kind: str, name: str) -> dict[str, Any] | None:
@@ -98,7 +150,7 @@ class KubernetesTarget:
         if done.returncode != 0:
             if "NotFound" in done.stderr or "not found" in done.stderr:
                 return None
-            raise InfraError(f"kubectl get {kind} {name} failed: {_first_line(done.stderr)}")
+            raise kubectl_error(f"kubectl get {kind} {name}", done.stderr)
         return dict(json.loads(done.stdout))
 
     def _apply(self, objects: list[dict[str, Any]]) -> None:
@@ -112,7 +164,10 @@ class KubernetesTarget:
         if not (self.overlay / "kustomization.yaml").is_file():
             raise ConfigError(f"no kustomize overlay at {self.overlay}", hint="see deployment/k8s/overlays")
         done = self._run("kustomize", str(self.overlay))
-        return [dict(doc) for doc in yaml.safe_load_all(done.stdout) if doc]
+        objects = [dict(doc) for doc in yaml.safe_load_all(done.stdout) if doc]
+        for obj in objects:  # the overlay declares the environment's default; the settings decide
+            obj.setdefault("metadata", {})["namespace"] = self.namespace
+        return objects
 
     def _object(self, objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
         for obj in objects:
@@ -121,7 +176,15 @@ class KubernetesTarget:
         raise ConfigError(f"{self.overlay} renders no {kind} {name}", hint="deploy.app must match the manifests")
 
     def _deployment(self, color: str) -> str:
-        return f"{self.app}-{color}"
+        return deployment_name(self.app, color, self.env)
+
+    @property
+    def live_service(self) -> str:
+        return live_service_name(self.app, self.env)
+
+    @property
+    def preview_service(self) -> str:
+        return f"{self.app}-preview-{self.env}"
 
     # Target --------------------------------------------------------------------------------
 
@@ -147,17 +210,103 @@ class KubernetesTarget:
             {"name": "MLSHIP_GIT_SHA", "value": release.git_sha},
         ]
         container["env"] = env
-        preview = self._object(objects, "Service", f"{self.app}-preview")
+        if self.pull_secret:  # a private registry: the kubelet pulls with this docker-registry Secret
+            pod = deployment["spec"]["template"]["spec"]
+            pod["imagePullSecrets"] = [{"name": self.pull_secret}]
+        preview = self._object(objects, "Service", self.preview_service)
         preview["spec"]["selector"][COLOR_LABEL] = color
-        shared = [o for o in objects if o.get("kind") in ("PodDisruptionBudget", "HorizontalPodAutoscaler")]
+        shared = [o for o in objects if o.get("kind") in SHARED_KINDS]
         self._drop_forwards()
         self._apply([deployment, preview, *shared])
 
+    def ready_budget(self, color: str, timeout_s: float) -> float:
+        """How long the color may take: at least `timeout_s`; as long as its probes allow, plus the pull allowance."""
+        obj = self._get("deployment", self._deployment(color))
+        if obj is None:
+            return timeout_s
+        return max(timeout_s, self.pull_allowance_s + rollout_budget_s(obj))
+
     def wait_ready(self, color: str, timeout_s: float) -> None:
         name = self._deployment(color)
-        done = self._run("rollout", "status", f"deployment/{name}", f"--timeout={int(timeout_s)}s", check=False)
+        budget = self.ready_budget(color, timeout_s)
+        done = self._run(
+            "rollout", "status", f"deployment/{name}", f"--timeout={int(budget)}s", check=False, wait_s=budget
+        )
         if done.returncode != 0:
-            raise ColorFailed(f"{name} did not become ready: {_first_line(done.stderr or done.stdout)}")
+            if forbidden(done.stderr):
+                raise kubectl_error(f"kubectl rollout status deployment/{name}", done.stderr)
+            why = self.diagnose(color) or _first_line(done.stderr or done.stdout)
+            raise ColorFailed(f"{name} was not ready within {budget:.0f} s: {why}")
+
+    def diagnose(self, color: str) -> str | None:
+        """What the color's pods are doing, from their status, events and logs, and the fix; None if nothing is seen."""
+        obj = self._get("deployment", self._deployment(color))
+        if obj is None:
+            return None
+        labels = obj["spec"].get("selector", {}).get("matchLabels", {})
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = json.loads(self._run("get", "pods", "-l", selector, "-o", "json").stdout).get("items", [])
+        findings = [f for f in (self._pod_problem(pod) for pod in pods) if f]
+        if not findings:
+            return f"no pod of it is ready ({len(pods)} pods)" if pods else None
+        return findings[0]
+
+    def _events(self, pod: str) -> list[dict[str, Any]]:
+        done = self._run("get", "events", "--field-selector", f"involvedObject.name={pod}", "-o", "json")
+        items = json.loads(done.stdout).get("items", [])
+        return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
+    def _pod_problem(self, pod: dict[str, Any]) -> str | None:
+        """One pod's blocking condition as `pod P: what (fix)`; None if it is ready."""
+        name = pod["metadata"]["name"]
+        status = pod.get("status", {})
+        ns = self.namespace
+        for cond in status.get("conditions", []):
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return (
+                    f"pod {name} is Pending, unschedulable: {cond.get('message') or cond.get('reason')} "
+                    "(add nodes or capacity, or lower resources.requests in the overlay)"
+                )
+        for cs in status.get("containerStatuses", []):
+            if cs.get("ready"):
+                continue
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason", "")
+            if reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+                events = self._events(name)
+                secret = next((e for e in events if e.get("reason") == "FailedToRetrieveImagePullSecret"), None)
+                if secret is not None:
+                    missing = _PULL_SECRETS.search(str(secret.get("message", "")))
+                    which = missing.group(1) if missing else self.pull_secret or "the pull secret"
+                    return (
+                        f"pod {name} cannot pull {cs.get('image')}: pull secret {which} does not exist in namespace "
+                        f"{ns} (create it: `kubectl create secret docker-registry {which} -n {ns} "
+                        "--docker-server=REGISTRY --docker-username=USER --docker-password=TOKEN`)"
+                    )
+                failed = [e for e in events if str(e.get("message", "")).startswith("Failed to pull image")]
+                detail = _first_line(str(failed[-1].get("message"))) if failed else waiting.get("message", "")
+                return (
+                    f"pod {name} is {reason}: {detail} (check that the image exists and the nodes may pull it; "
+                    "a private registry needs [tool.mlship.deploy] pull_secret)"
+                )
+            if reason == "CrashLoopBackOff" or int(cs.get("restartCount", 0) or 0) > 0:
+                logs = self._run("logs", name, "-c", cs.get("name", "server"), "--previous", "--tail=5", check=False)
+                if logs.returncode != 0 and forbidden(logs.stderr):
+                    raise kubectl_error(f"kubectl logs {name}", logs.stderr)
+                last = " | ".join(ln.strip() for ln in logs.stdout.splitlines() if ln.strip())[-400:] or "no log"
+                return (
+                    f"pod {name} is {reason or 'restarting'}, last log lines: {last} "
+                    f"(fix the server's start; full log: `kubectl logs {name} -n {ns} --previous`)"
+                )
+            if (cs.get("state") or {}).get("running") is not None:
+                return (
+                    f"pod {name} is running but not ready: its startup/readiness probes have not passed "
+                    "(a slow model load needs a larger startupProbe failureThreshold or "
+                    "[tool.mlship.deploy] pull_allowance_s; else see /ready and its log)"
+                )
+            if reason:
+                return f"pod {name} is waiting: {reason} {waiting.get('message', '')}".rstrip()
+        return None
 
     def running(self, color: str) -> bool:
         obj = self._get("deployment", self._deployment(color))
@@ -168,13 +317,13 @@ class KubernetesTarget:
         return wanted > 0 and available > 0
 
     def preview_url(self, color: str) -> str:
-        service = self._get("service", f"{self.app}-preview")
+        service = self._get("service", self.preview_service)
         if service is not None and service["spec"].get("selector", {}).get(COLOR_LABEL) == color:
-            return self._forward(f"service/{self.app}-preview")
+            return self._forward(f"service/{self.preview_service}")
         return self._forward(f"deployment/{self._deployment(color)}")
 
     def live_url(self) -> str:
-        return f"http://{self.app}.{self.namespace}.svc.cluster.local"
+        return f"http://{self.live_service}.{self.namespace}.svc.cluster.local"
 
     def traffic_url(self, color: str) -> str:
         """Where verification probes go: the live Service once it selects `color` alone.
@@ -183,14 +332,14 @@ class KubernetesTarget:
         the Service with the live color, and a port-forward to a Service picks one pod (kubectl
         does not load-balance), so a canary is probed on its own pods.
         """
-        service = self._get("service", self.app)
+        service = self._get("service", self.live_service)
         if service is not None and service["spec"].get("selector", {}).get(COLOR_LABEL) == color:
-            return self._forward(f"service/{self.app}")
+            return self._forward(f"service/{self.live_service}")
         return self._forward(f"deployment/{self._deployment(color)}")
 
     def set_weights(self, weights: dict[str, int]) -> None:
         serving = {c: w for c, w in weights.items() if w > 0}
-        service = self._get("service", self.app)
+        service = self._get("service", self.live_service)
         if len(serving) == 1:
             (color,) = serving
             selector_patch: dict[str, Any] = {COLOR_LABEL: color}
@@ -201,7 +350,7 @@ class KubernetesTarget:
             selector_patch = {COLOR_LABEL: "none"}
         annotation = json.dumps(serving, sort_keys=True)
         if service is None:
-            live = self._object(self.render(), "Service", self.app)
+            live = self._object(self.render(), "Service", self.live_service)
             selector = {k: v for k, v in {**live["spec"]["selector"], **selector_patch}.items() if v is not None}
             live["spec"]["selector"] = selector
             live.setdefault("metadata", {}).setdefault("annotations", {})[WEIGHTS_ANNOTATION] = annotation
@@ -211,7 +360,7 @@ class KubernetesTarget:
                 "metadata": {"annotations": {WEIGHTS_ANNOTATION: annotation}},
                 "spec": {"selector": selector_patch},
             }
-            self._run("patch", "service", self.app, "--type", "merge", "-p", json.dumps(patch))
+            self._run("patch", "service", self.live_service, "--type", "merge", "-p", json.dumps(patch))
         self._drop_forwards()
 
     def _set_ratio(self, weights: dict[str, int]) -> dict[str, int]:
@@ -230,7 +379,7 @@ class KubernetesTarget:
         return {live: 100 - canary_share, canary: canary_share}
 
     def weights(self) -> dict[str, int] | None:
-        service = self._get("service", self.app)
+        service = self._get("service", self.live_service)
         if service is None:
             return None
         raw = service.get("metadata", {}).get("annotations", {}).get(WEIGHTS_ANNOTATION)
@@ -282,7 +431,7 @@ class KubernetesTarget:
 
     def shadow_url(self) -> str:
         """The preview Service as the live pods reach it (cluster DNS, the Services' port)."""
-        return f"http://{self.app}-preview.{self.namespace}.svc.cluster.local:{SERVICE_PORT}"
+        return f"http://{self.preview_service}.{self.namespace}.svc.cluster.local:{SERVICE_PORT}"
 
     def shadowing(self) -> str | None:
         """The color the live pods copy to (the preview Service's), None when they copy nothing."""
@@ -295,7 +444,7 @@ class KubernetesTarget:
         env = obj["spec"]["template"]["spec"]["containers"][0].get("env", [])
         if not any(e.get("name") == URL_VAR and e.get("value") for e in env):
             return None
-        service = self._get("service", f"{self.app}-preview")
+        service = self._get("service", self.preview_service)
         color = (service or {}).get("spec", {}).get("selector", {}).get(COLOR_LABEL)
         return str(color) if color in COLORS else None
 
@@ -372,6 +521,8 @@ class KubernetesTarget:
                 return url
             if proc.poll() is not None:
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                if forbidden(err):
+                    raise kubectl_error(f"kubectl port-forward {resource}", err)
                 raise ColorFailed(f"port-forward to {resource} failed: {_first_line(err)}")
             time.sleep(0.05)
         proc.kill()

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from mlship.deploy import synthetic
 from mlship.deploy.lock import pid_alive
 from mlship.deploy.release import COLORS, Release
-from mlship.deploy.router import MAX_BODY
-from mlship.deploy.smoke import SYNTHETIC_HEADER
+from mlship.deploy.router import MAX_BODY, MAX_CONNECTIONS
 from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.errors import InfraError
 from mlship.fsutil import write_json
@@ -36,7 +36,8 @@ from mlship.notify import WEBHOOK_ENV
 from mlship.redaction import MLFLOW_CLIENT_SECRETS, env_for_child
 
 Handle = dict[str, Any]
-SYNTHETIC = {SYNTHETIC_HEADER: "ready-probe"}
+SYNTHETIC = synthetic.headers("ready-probe")
+"""For requests straight to a color's own port (not the public one): no proof needed."""
 
 
 class ColorRunner(Protocol):
@@ -182,6 +183,32 @@ class ReleaseRunner:
             runner.stop(handle)
 
 
+SATURATED_FOR_S = 60.0
+"""A router that refused a client for want of a free connection this recently is saturated."""
+
+
+def saturation(state: dict[str, Any], url: str, *, refused_now: bool = False) -> str | None:
+    """What `status` says about a router whose connections are all taken; None when it is not.
+
+    From the router's own figures: it refused a client for want of a free connection in the
+    last minute, or every connection is open. The busiest client address is named: that is
+    where to look, not at the release.
+    """
+    limits = state.get("limits") or {}
+    cap, busy = limits.get("max_connections"), state.get("connections")
+    at = state.get("saturated_at")
+    recent = refused_now or (isinstance(at, (int, float)) and time.time() - at < SATURATED_FOR_S)
+    full = isinstance(cap, int) and isinstance(busy, int) and busy >= cap
+    if not recent and not full:
+        return None
+    busiest = state.get("busiest")
+    who = f", the most from one address: {busiest[1]} from {busiest[0]}" if busiest else ""
+    return (
+        f"the router on {url} is saturated, not the release: {busy} of {cap} connections open, "
+        f"{state.get('refused_connections', 0)} clients refused{who}"
+    )
+
+
 def describe(handle: Handle) -> str:
     """How `mlship down` names what it stopped: a pid or a container."""
     if handle.get("kind") == "container":
@@ -207,6 +234,8 @@ class LocalTarget:
         self.port = port
         self.host = host
         self.max_body = max_body
+        self.max_connections = MAX_CONNECTIONS
+        """The router's connection cap (`--max-connections`); tests lower it to saturate a router cheaply."""
         self.runner: ColorRunner = runner or ProcessRunner()
         self._router_epoch: dict[str, float] = {}
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -250,6 +279,14 @@ class LocalTarget:
         with os.fdopen(fd, "w") as fh:
             fh.write(token)
         return token
+
+    def synthetic_headers(self, purpose: str) -> dict[str, str]:
+        """The synthetic marker with the router's proof, for mlship's own requests to the live port."""
+        try:
+            token: str | None = self.token_file.read_text().strip()
+        except OSError:
+            token = None  # no router token: the router strips the marker, the request counts as real
+        return synthetic.headers(purpose, token)
 
     def _admin_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response | None:
         router = self._load().get("router")
@@ -296,17 +333,30 @@ class LocalTarget:
             "route": state["route"] if state else None,
             "failover": state.get("failover") if state else None,
             "connections": state.get("connections") if state else None,
+            "saturated": saturation(state, self.live_url()) if state else None,
         }
 
     def live_problem(self) -> str | None:
-        """None when the live URL answers /ready through the router, else what is down."""
-        if self._router_state() is None:
+        """None when the live URL answers /ready through the router, else what is down.
+
+        A router that refuses the probe because every connection is busy is named as saturated,
+        not as a failing release: a rollback would not help.
+        """
+        state = self._router_state()
+        if state is None:
             return f"the router on {self.live_url()} is down"
         try:
-            status = httpx.get(f"{self.live_url()}/ready", headers=SYNTHETIC, timeout=5.0).status_code
+            probe = self.synthetic_headers("ready-probe")
+            response = httpx.get(f"{self.live_url()}/ready", headers=probe, timeout=5.0)
         except httpx.HTTPError as exc:
-            return f"{self.live_url()} does not answer ({exc.__class__.__name__})"
-        return None if status == 200 else f"{self.live_url()}/ready answers HTTP {status}"
+            after = self._router_state()
+            crowded = saturation(after, self.live_url()) if after else None
+            return crowded or f"{self.live_url()} does not answer ({exc.__class__.__name__})"
+        if response.status_code == 200:
+            return None
+        if response.status_code == 429 or (response.status_code == 503 and "router is saturated" in response.text):
+            return saturation(self._router_state() or state, self.live_url(), refused_now=True)
+        return f"{self.live_url()}/ready answers HTTP {response.status_code}"
 
     def preflight(self) -> None:
         """Fail fast (before any model loads): the live port must be ours or free."""
@@ -337,6 +387,7 @@ class LocalTarget:
         argv = [sys.executable, "-m", "mlship.deploy.router", "--supervise", "--host", self.host]
         argv += ["--port", str(self.port), "--admin-port", str(admin_port)]
         argv += ["--route-file", str(self.dir / "route.json"), "--max-body", str(self.max_body)]
+        argv += ["--max-connections", str(self.max_connections)]
         self._token()
         argv += ["--token-file", str(self.token_file)]
         try:
