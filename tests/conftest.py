@@ -78,10 +78,13 @@ UNIT_DIR = Path(__file__).resolve().parent / "unit"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests/unit as `unit`, so `-m unit` selects them (a quick, real run of the suite's core)."""
+    """Mark tests/unit as `unit`, so `-m unit` selects them (a quick, real run of the suite's core),
+    and the Spark engine's test files as `spark` (`-m spark`: what needs the extra and a JRE)."""
     for item in items:
         if UNIT_DIR in item.path.parents:
             item.add_marker(pytest.mark.unit)
+        if item.path.name.startswith("test_batch_spark"):
+            item.add_marker(pytest.mark.spark)
 
 
 @pytest.fixture

@@ -205,6 +205,14 @@ class NotifySettings(_Section):
         return raw
 
 
+class ScanSettings(_Section):
+    """`[tool.mlship.scan]`: the image scan gate's policy (`mlship scan-gate`)."""
+
+    fail_on_unfixed: bool = False
+    """Also fail on vulnerabilities at or above the threshold that have no fixed version yet
+    (by default they are listed, not failed; `scan-gate --strict` fails on them too)."""
+
+
 class Settings(_Section):
     """`[tool.mlship]`: the whole configuration of one project."""
 
@@ -254,6 +262,8 @@ class Settings(_Section):
     """Drift thresholds: `[tool.mlship.drift]`."""
     notify: NotifySettings = Field(default_factory=NotifySettings)
     """The webhook: `[tool.mlship.notify]`."""
+    scan: ScanSettings = Field(default_factory=ScanSettings)
+    """The image scan gate's policy: `[tool.mlship.scan]`."""
     root: Path = Field(default_factory=Path.cwd, exclude=True)
 
     @field_validator("sensitive_feature", mode="before")
