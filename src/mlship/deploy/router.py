@@ -231,6 +231,7 @@ class Router:
         self.counters: dict[str, Counters] = {}
         self.connections = 0
         self.refused_connections = 0
+        self.probes = 0  # /ready probes of the live color the watcher made (a quiet watcher is not a healthy one)
         self.failover: dict[str, Any] | None = None
         self.started = time.time()
         self.copier: ShadowCopier | None = None
@@ -425,6 +426,7 @@ class Router:
                 failures = 0
                 continue
             why = await _probe(route.backends[live])
+            self.probes += 1
             if why is None:
                 failures = 0
                 continue
