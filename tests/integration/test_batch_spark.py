@@ -6,7 +6,6 @@ starts and stops its own session, as a user's run does.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,7 @@ from mlship.monitoring.batch import predict_batch
 from mlship.monitoring.batch_spark import predict_batch_spark, session
 from mlship.settings import Settings
 
-pytest.importorskip("pyspark", reason="the spark extra is not installed (`uv sync --extra spark`, as .ci/run does)")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime (.ci/run installs one)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spark_tier")]  # skips, or fails when required
 
 LR = "mlship.model.estimators:logistic_regression"
 
