@@ -6,6 +6,10 @@ starts and stops its own session, as a user's run does.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,19 +70,24 @@ def _with_bad_rows(rows: int = 400) -> pd.DataFrame:
     return data
 
 
-def test_cli_spark_engine_scores_like_the_local_engine(
+def test_cli_spark_engine_scores_and_reports_like_the_local_engine(
     in_project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Same rows flagged, same columns in the same order, same probabilities (1e-9), master from the env."""
+    """Same rows flagged, same columns and footer, same probabilities (1e-9), the same report; master from the env."""
     monkeypatch.setenv("MLSHIP_SPARK_MASTER", "local[2]")
     _with_bad_rows().to_parquet(tmp_path / "in.parquet")
     register_all(app)
     runner = CliRunner()
     common = ["predict-batch", "--model", in_project, "--input", str(tmp_path / "in.parquet"), "--bad-rows", "flag"]
+    common += ["--reference", "train.parquet"]
     local = runner.invoke(app, [*common, "--output", str(tmp_path / "local.parquet")])
     assert local.exit_code == 0, local.stderr
-    on_spark = runner.invoke(app, [*common, "--output", str(tmp_path / "spark"), "--engine", "spark"])
+    on_spark = runner.invoke(
+        app, [*common, "--output", str(tmp_path / "spark"), "--engine", "spark", "--report-dir", str(tmp_path / "rep")]
+    )
     assert on_spark.exit_code == 0, on_spark.stderr
+    assert on_spark.stdout.splitlines()[0] == local.stdout.splitlines()[0]  # the verdict line
+    assert on_spark.stdout.splitlines()[0].startswith("FLAGGED: 363 rows scored, 37 flagged as bad input (flag); ")
     assert "scored 400 rows" in on_spark.stdout
     assert "warning: 37 of 400 rows fail the model's input schema" in on_spark.stderr
 
@@ -88,10 +97,26 @@ def test_cli_spark_engine_scores_like_the_local_engine(
     assert list(got["transaction_id"]) == list(expected["transaction_id"])  # input order kept
     assert got["input_error"].tolist() == expected["input_error"].tolist()
     np.testing.assert_allclose(got["probability"], expected["probability"].astype("float64"), rtol=0, atol=1e-9)
-    assert got["prediction"].astype("Int64").tolist() == expected["prediction"].tolist()
+    assert got["prediction"].tolist() == expected["prediction"].tolist()
     assert got["probability"].isna().sum() == 37 and got["prediction"].isna().sum() == 37
     part = next((tmp_path / "spark").glob("part-*.parquet"))
-    assert in_project in pq.read_schema(part).metadata[b"org.apache.spark.sql.parquet.row.metadata"].decode()
+    local_meta = pq.read_schema(tmp_path / "local.parquet").metadata
+    assert pq.read_schema(part).metadata[b"mlship.model_uri"] == local_meta[b"mlship.model_uri"]
+    assert pq.read_schema(part) == pq.read_schema(tmp_path / "local.parquet")  # same types, same footer keys
+
+    want = json.loads((tmp_path / "batch.json").read_text())  # the local engine's, beside its output file
+    report = json.loads((tmp_path / "rep" / "batch.json").read_text())
+    timing = ("output", "seconds", "scoring_seconds", "rows_per_second")
+    assert {k: v for k, v in report.items() if k not in timing} == {k: v for k, v in want.items() if k not in timing}
+    assert report["refused_by_reason"] == {
+        "amount: missing or not a finite number": 35,
+        "country: missing or not a string": 2,
+    }
+    assert report["drift"]["n_current"] == 363 and report["drift_note"].startswith("A uniform sample of 363 rows")
+    assert (tmp_path / "rep" / "batch.md").read_text().startswith("# Batch scoring: FLAGGED: 363 rows scored")
+    assert (tmp_path / "rep" / "batch.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((tmp_path / "spark" / "_SUCCESS").read_text())
+    assert manifest["rows"] == 400 and [p["part"] for p in manifest["parts"]] == [part.name]
 
 
 def test_flag_with_no_good_row_scores_nothing(in_project: str, tmp_path: Path, spark: Any) -> None:
@@ -116,12 +141,14 @@ def test_refuse_says_what_the_local_engine_says_and_writes_nothing(in_project: s
         predict_batch_spark(settings, in_project, str(data), str(tmp_path / "out"), spark=spark)
     assert str(on_spark.value) == str(local.value)
     assert "37 of 400 rows" in str(on_spark.value)
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").glob("part-*")) and not (tmp_path / "out" / "_SUCCESS").exists()
+    report = json.loads((tmp_path / "out" / "_report" / "batch.json").read_text())
+    assert report["verdict"].startswith("REFUSED: 37 rows in 1 part(s)") and report["rows"]["scored"] == 0
     assert spark.sparkContext._jsc is not None  # a session passed in is left running
 
 
 def test_a_folder_of_csv_files_is_one_dataset(in_project: str, tmp_path: Path, spark: Any) -> None:
-    """Every part of the folder is scored once; a re-run replaces the output folder whole."""
+    """One part per input file; the part of an input that is gone is removed, no staging is left behind."""
     from mlship.registry import Registry
 
     settings = Settings(estimator=LR)
@@ -132,11 +159,11 @@ def test_a_folder_of_csv_files_is_one_dataset(in_project: str, tmp_path: Path, s
         part.to_csv(folder / f"part-{i}.csv", index=False)
     out = tmp_path / "scored"
     (out).mkdir()
-    (out / "stale.parquet").write_bytes(b"from an older run")
+    (out / "part-gone-0123abcd.parquet").write_bytes(b"from an older run, of an input that is gone")
     result = predict_batch_spark(settings, in_project, str(folder), str(out), spark=spark)
-    assert result.rows == 500 and result.bad_rows == 0 and result.output == str(out)
-    assert not (out / "stale.parquet").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scored.")]  # no staging left behind
+    assert result.rows == 500 and result.bad_rows == 0 and result.output == str(out) and result.parts == 2
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("part-")) == ["_SUCCESS", "_report"]
+    assert len(list(out.glob("part-*.parquet"))) == 2  # the gone input's part was removed; no _spark-* staging
     got = pd.read_parquet(out).set_index("transaction_id")
     data = pd.concat(parts).set_index("transaction_id")
     assert sorted(got.index) == sorted(data.index)
@@ -150,8 +177,11 @@ def test_bad_inputs_are_one_line_errors(in_project: str, tmp_path: Path, spark: 
     with pytest.raises(ConfigError, match=r"cannot read .*nope\.parquet"):
         predict_batch_spark(settings, in_project, str(tmp_path / "nope.parquet"), str(tmp_path / "o"), spark=spark)
     generate(10, seed=1).drop(columns=["amount"]).to_parquet(tmp_path / "narrow.parquet")
-    with pytest.raises(ConfigError, match=r"input lacks feature columns \['amount'\]"):
+    with pytest.raises(ConfigError, match=r"narrow\.parquet lacks the model's feature column\(s\) amount \(it has "):
         predict_batch_spark(settings, in_project, str(tmp_path / "narrow.parquet"), str(tmp_path / "o"), spark=spark)
+    (tmp_path / "semi.csv").write_text("transaction_id;amount\n1;2.5\n")  # refused by the local engine's CSV check
+    with pytest.raises(ConfigError, match=r"semi\.csv looks .*-delimited"):
+        predict_batch_spark(settings, in_project, str(tmp_path / "semi.csv"), str(tmp_path / "o"), spark=spark)
     generate(10, seed=1).iloc[:0].to_parquet(tmp_path / "empty.parquet")
     with pytest.raises(ConfigError, match="has no rows"):
         predict_batch_spark(settings, in_project, str(tmp_path / "empty.parquet"), str(tmp_path / "o"), spark=spark)
@@ -161,7 +191,7 @@ def test_bad_inputs_are_one_line_errors(in_project: str, tmp_path: Path, spark: 
         predict_batch_spark(settings, in_project, str(tmp_path / "ok.parquet"), str(tmp_path / "o.txt"), spark=spark)
     with pytest.raises(ConfigError, match="unknown bad-row policy"):
         predict_batch_spark(settings, in_project, "x.parquet", "o", bad_rows="ignore", spark=spark)
-    assert not (tmp_path / "o").exists()
+    assert not list((tmp_path / "o").glob("part-*")) and not (tmp_path / "o" / "_SUCCESS").exists()
 
 
 def test_s3_without_hadoop_aws_names_the_fix(in_project: str, tmp_path: Path, spark: Any) -> None:
@@ -171,3 +201,62 @@ def test_s3_without_hadoop_aws_names_the_fix(in_project: str, tmp_path: Path, sp
             Settings(estimator=LR), in_project, "s3://bucket/in.parquet", str(tmp_path / "o"), spark=spark
         )
     assert err.value.exit_code == 3 and "hadoop-aws" in str(err.value)
+
+
+def _run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from mlship.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MLSHIP_SPARK_MASTER": "local[2]", **(env or {})},
+        check=False,
+    )
+
+
+def _parts(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("part-*.parquet"))}
+
+
+def test_a_spark_run_killed_after_part_two_resumes_and_ends_identical(
+    in_project: str, tmp_path: Path, spark: Any
+) -> None:
+    """SIGKILL after part 2 of 4 (MLSHIP_FAULT_AT); the re-run skips 2 parts and ends byte-identical to a clean run.
+
+    As the local engine's test (test_batch_dataset.py), with two processes only: Spark starts slowly.
+    """
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    generate(300, seed=11).to_csv(folder / "a.csv", index=False)  # CSV and Parquet inputs in one folder
+    generate(500, seed=12).to_parquet(folder / "b.parquet")
+    generate(200, seed=13).to_csv(folder / "sub" / "c.csv", index=False)
+    generate(250, seed=15).to_parquet(folder / "d.parquet")
+    args = ["predict-batch", "--engine", "spark", "--model", in_project, "--input", str(folder)]
+    scored = tmp_path / "scored"
+
+    killed = _run_cli([*args, "--output", str(scored)], env={"MLSHIP_FAULT_AT": "batch-part-2"})
+    assert killed.returncode == -9, killed.stderr
+    assert len(_parts(scored)) == 2 and not (scored / "_SUCCESS").exists()
+
+    resumed = _run_cli([*args, "--output", str(scored), "--report-dir", str(tmp_path / "rep")])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "skipped 2 of 4 parts already written" in resumed.stderr
+    assert resumed.stderr.count("skipped: already written from this input") == 2
+    assert sorted(p.name for p in scored.iterdir() if not p.name.startswith("part-")) == ["_SUCCESS"]  # no staging
+    report = json.loads((tmp_path / "rep" / "batch.json").read_text())
+    assert report["parts"]["skipped"] == 2 and report["rows"]["total"] == 1250  # skipped parts still counted
+    assert report["rows_this_run"] == 450 and report["drift"] is None  # train.parquet is not the default data
+
+    settings = Settings(estimator=LR)
+    clean = predict_batch_spark(settings, in_project, str(folder), str(tmp_path / "clean"), spark=spark)
+    assert clean.parts == 4 and clean.parts_skipped == 0
+    assert _parts(scored) == _parts(tmp_path / "clean")
+    assert (scored / "_SUCCESS").read_bytes() == (tmp_path / "clean" / "_SUCCESS").read_bytes()
+    local = predict_batch(settings, in_project, folder, scored)  # either engine resumes the other's dataset
+    assert local.parts_skipped == 4
+
+    os.utime(folder / "a.csv", ns=(1, 1))  # a changed input is scored again; overwrite redoes all
+    again = predict_batch_spark(settings, in_project, str(folder), str(scored), spark=spark)
+    assert again.parts_skipped == 3
+    redo = predict_batch_spark(settings, in_project, str(folder), str(scored), spark=spark, overwrite=True)
+    assert redo.parts_skipped == 0 and len(_parts(scored)) == 4

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.errors import ConfigError, InfraError
+from mlship.monitoring.batch_io import Dataset
 from mlship.monitoring.batch_spark import (
     DEFAULT_MASTER,
+    _drop_stale_staging,
     _s3a_conf,
-    input_format,
     require_spark,
     spark_master,
     spark_uri,
@@ -49,22 +50,28 @@ def test_aws_variables_become_s3a_settings(monkeypatch: pytest.MonkeyPatch) -> N
     assert _s3a_conf()["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9100"
 
 
-def test_uris_and_formats(tmp_path: Path) -> None:
+def test_uris(tmp_path: Path) -> None:
     assert spark_uri("s3://bucket/nightly/") == "s3a://bucket/nightly/"
     assert spark_uri("hdfs://nn/x.parquet") == "hdfs://nn/x.parquet"
     assert spark_uri("in.parquet") == str(Path("in.parquet").absolute())
-    assert input_format("s3://b/day=1/*.parquet") == "parquet"
-    assert input_format("data/IN.CSV") == "csv"
-    (tmp_path / "a.csv").write_text("x\n1\n")
-    (tmp_path / "_SUCCESS").write_text("")
-    assert input_format(str(tmp_path)) == "csv"
-    (tmp_path / "b.parquet").write_text("")
-    with pytest.raises(ConfigError, match="cannot tell the format"):
-        input_format(str(tmp_path))  # a mix of both
-    (tmp_path / "a.csv").unlink()
-    assert input_format(str(tmp_path)) == "parquet"
-    with pytest.raises(ConfigError, match="cannot tell the format"):
-        input_format("s3://bucket/prefix/")
+
+
+def test_a_killed_runs_spark_staging_is_dropped_and_nothing_else(tmp_path: Path) -> None:
+    """Spark writes each input into `_spark-<32 hex>-<part>/` inside the output; a run killed mid-job leaves it."""
+    out = tmp_path / "scored"
+    staging = out / f"_spark-{'0a' * 16}-part-a-12345678.parquet"
+    staging.mkdir(parents=True)
+    (staging / "part-00000-x.snappy.parquet").write_bytes(b"half")
+    for kept in ("_report", f"_spark-{'0a' * 15}-short", "_spark-notes"):
+        (out / kept).mkdir()
+    (out / "part-a-12345678.parquet").write_bytes(b"a finished part")
+    _drop_stale_staging(Dataset(str(out)))
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_report",
+        f"_spark-{'0a' * 15}-short",
+        "_spark-notes",
+        "part-a-12345678.parquet",
+    ]
 
 
 def test_missing_java_is_an_environment_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -101,6 +108,9 @@ def test_cli_engine_options_are_checked_before_anything_runs(project: Path) -> N
     assert bad.exit_code == 2 and "expected local or spark" in bad.stderr
     stray = runner.invoke(app, [*base, "--spark-master", "local[2]"])
     assert stray.exit_code == 2 and "--spark-master needs --engine spark" in stray.stderr
+    report_options = ["--overwrite", "--report-dir", "rep", "--reference", "ref.parquet"]
+    spark = runner.invoke(app, [*base, "--engine", "spark", *report_options])  # the local engine's options too
+    assert spark.exit_code == 2 and "cannot read in.parquet: no such file" in spark.stderr, spark.stderr
 
 
 def test_a_model_without_a_pyfunc_flavor_cannot_be_a_spark_udf(tmp_path: Path) -> None:

@@ -310,8 +310,8 @@ def predict_batch(
         str,
         typer.Option(
             "--engine",
-            help="'local' scores in chunks on this machine; 'spark' scores through MLflow's Spark UDF on a Spark "
-            "session and writes a Parquet folder (needs Java and the spark extra).",
+            help="'local' scores in chunks on this machine; 'spark' scores each input through MLflow's Spark UDF "
+            "on a Spark session into the same Parquet dataset, manifest and report (needs Java and the spark extra).",
         ),
     ] = "local",
     spark_master: Annotated[
@@ -331,18 +331,23 @@ def predict_batch(
         raise typer.BadParameter(f"expected local or spark, got {engine!r}", param_hint="--engine")
     if spark_master is not None and engine != "spark":
         raise typer.BadParameter("--spark-master needs --engine spark", param_hint="--spark-master")
-    if engine == "spark" and (overwrite or report_dir is not None or reference is not None):
-        raise typer.BadParameter(
-            "--overwrite, --report-dir and --reference belong to the local engine (the spark engine writes its "
-            "output folder whole and no report)",
-            param_hint="--engine",
-        )
 
     def action(settings: Settings) -> int:
         if engine == "spark":
             from mlship.monitoring.batch_spark import predict_batch_spark
 
-            r = predict_batch_spark(settings, model, str(input_path), str(output), bad_rows, spark_master)
+            r = predict_batch_spark(
+                settings,
+                model,
+                str(input_path),
+                str(output),
+                bad_rows,
+                spark_master,
+                chunk_size=chunk_size,
+                overwrite=overwrite,
+                report_dir=report_dir,
+                reference=reference,
+            )
         else:
             from mlship.monitoring.batch import predict_batch as run_batch
 
@@ -358,8 +363,7 @@ def predict_batch(
                 reference=reference,
             )
         out = cli.console()
-        if r.verdict:  # the local engine's report (the spark engine writes none)
-            out.print(r.verdict, markup=False)
+        out.print(r.verdict, markup=False)
         parts = f" in {r.parts} parts ({r.parts_skipped} skipped)" if r.parts > 1 or r.parts_skipped else ""
         out.print(f"scored {r.rows} rows{parts} with {r.model_uri} -> {r.output} in {r.seconds:.1f} s", markup=False)
         if r.report:

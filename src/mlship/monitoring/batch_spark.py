@@ -1,23 +1,57 @@
-"""Batch scoring on Spark: MLflow's Spark UDF, with the local engine's input checks and output columns.
+"""Batch scoring on Spark: MLflow's Spark UDF, with the local engine's checks, dataset, resumption and report.
 
-`mlship predict-batch --engine spark` reads the input as a Spark DataFrame (a file, a folder,
-a glob, or `s3://…` read through Hadoop's s3a), applies `row_problems` to every partition
-(so the rows the local engine refuses or flags are refused or flagged here), scores the good
-rows with `mlflow.pyfunc.spark_udf(..., env_manager="local")` and writes a Parquet dataset
-with the columns of `score_frame`: [id], prediction, probability[, input_error].
+`mlship predict-batch --engine spark` lists its inputs as the local engine does (a file, a
+folder, a glob, or an `s3://` prefix) and runs one Spark job per input (a few at once, up to
+the session's parallelism): `row_problems` on every partition (so the rows the local engine
+refuses or flags are refused or flagged here), then the good rows scored by
+`mlflow.pyfunc.spark_udf(..., env_manager="local")` into a staging folder of the output. The
+driver streams each staging folder, in input order, into the part the local engine would have
+written (same columns, footer and atomic move), then writes the same `_SUCCESS` manifest and
+batch report: so a re-run skips finished parts, and either engine resumes the other's dataset.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship.deploy.faults import checkpoint
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from mlship.monitoring.batch import BAD_ROW_POLICIES, FLAG_COLUMN, BatchResult, reasons_line, row_problems
+from mlship.monitoring.batch import (
+    BAD_ROW_POLICIES,
+    FLAG_COLUMN,
+    BatchResult,
+    _finished_part,
+    _nullable,
+    _Progress,
+    _Run,
+    _summary,
+    _write_report,
+    reasons_line,
+    require_columns,
+    row_problems,
+)
+from mlship.monitoring.batch_io import (
+    Dataset,
+    InputFile,
+    content_fingerprint,
+    is_s3,
+    list_inputs,
+    part_name,
+    real_path,
+    split,
+    storage,
+    within,
+)
+from mlship.monitoring.batch_report import PartStats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,6 +62,11 @@ if TYPE_CHECKING:
 ENGINES = ("local", "spark")
 MASTER_ENV = "MLSHIP_SPARK_MASTER"
 DEFAULT_MASTER = "local[*]"
+STAGING_PREFIX = "_spark-"
+STAGING_DIR = re.compile(rf"{STAGING_PREFIX}[0-9a-f]{{32}}-.+")
+"""Spark's output for one input, inside the output folder until the driver has made it a part (readers skip `_`)."""
+MAX_PARALLEL_PARTS = 8
+"""Inputs scored at once (each a Spark job); also bounds the staging space in use."""
 
 
 def spark_master(option: str | None) -> str:
@@ -107,25 +146,6 @@ def spark_uri(location: str) -> str:
     return str(Path(location).absolute())
 
 
-def input_format(location: str) -> str:
-    """parquet or csv, from the input's suffix, or from the files of a local folder."""
-    name = location.rstrip("/").lower()
-    for fmt, suffix in (("parquet", ".parquet"), ("csv", ".csv")):
-        if name.endswith(suffix):
-            return fmt
-    path = Path(location)
-    if "://" not in location and path.is_dir():
-        suffixes = {p.suffix.lower() for p in path.iterdir() if p.is_file() and not p.name.startswith(("_", "."))}
-        if suffixes == {".csv"}:
-            return "csv"
-        if suffixes == {".parquet"}:
-            return "parquet"
-    raise ConfigError(
-        f"cannot tell the format of {location}",
-        hint="name .parquet or .csv files, or a folder holding only one of the two",
-    )
-
-
 def predict_batch_spark(
     settings: Settings,
     model_ref: str,
@@ -134,23 +154,35 @@ def predict_batch_spark(
     bad_rows: str = "refuse",
     master: str | None = None,
     spark: Any = None,
+    *,
+    chunk_size: int = 100_000,
+    overwrite: bool = False,
+    report_dir: Path | str | None = None,
+    reference: Path | None = None,
+    progress: bool | None = None,
 ) -> BatchResult:
-    """Score ``input_location`` on Spark into the Parquet dataset ``output_location``.
+    """Score every input file on Spark into one Parquet part each, then the manifest, then the report.
 
-    `bad_rows` as in the local engine: `refuse` writes nothing and raises PipelineRejected
-    naming how many rows failed and why; `flag` scores the rest and adds `input_error`.
-    A session passed in is reused and left running; one made here is stopped at the end.
+    The local engine's dataset, part by part: `bad_rows`, resumption (parts whose footer names
+    this input, model and policy are skipped unless `overwrite`), the `_SUCCESS` manifest and the
+    batch report (`report_dir`, drift against `reference`) are its own. A session passed in is
+    reused and left running; one made here is stopped at the end.
     """
     import tempfile
     import time
 
-    from mlship.registry import Registry, model_input_schema
+    from mlship.monitoring.batch_report import Sample
+    from mlship.registry import Registry, load_model_dir, model_input_schema
     from mlship.serving.model import Column
 
     if bad_rows not in BAD_ROW_POLICIES:
         raise ConfigError(f"unknown bad-row policy {bad_rows!r}", hint=f"use one of: {', '.join(BAD_ROW_POLICIES)}")
     started = time.perf_counter()
-    fmt = input_format(input_location)
+    in_spec, out_spec = str(input_location), str(output_location)
+    needs_s3a = is_s3(in_spec) or is_s3(out_spec)
+    fs_out, out_root = split(out_spec)  # a bad output URI is exit 2 before Spark starts
+    _not_a_file(fs_out, out_root, out_spec)
+    listed = None if needs_s3a else _inputs(in_spec, fs_out, out_root, out_spec)
     registry = Registry.from_settings(settings)
     resolved = registry.resolve(model_ref)
     require_spark()
@@ -158,48 +190,366 @@ def predict_batch_spark(
     if own:
         spark = session(spark_master(master))
     try:
+        if needs_s3a:
+            _require_s3a(spark, in_spec if is_s3(in_spec) else out_spec)
+        fs_in, inputs = listed or _inputs(in_spec, fs_out, out_root, out_spec)
         with tempfile.TemporaryDirectory(prefix="mlship-spark-") as tmp:
             directory = registry.download(resolved, Path(tmp) / "download")  # verified against the recorded sha256
             columns = [Column(name, kind) for name, kind in model_input_schema(directory)]
-            frame = _read(spark, fmt, spark_uri(input_location))
-            names = [c.name for c in columns] if columns else settings.features
-            missing = [f for f in names if f not in frame.columns]
-            if missing:
-                raise ConfigError(
-                    f"input lacks feature columns {missing}", hint="score a file with the training schema"
-                )
-            checked = _checked(frame, columns)
-            tally = _tally(checked)
-            rows = sum(tally.values())
-            flagged = {str(reason): n for reason, n in tally.items() if reason is not None}
-            if rows == 0:
-                raise ConfigError(f"{input_location} has no rows", hint="score a non-empty input")
-            if bad_rows == "refuse" and flagged:
-                raise PipelineRejected(
-                    f"{sum(flagged.values()):,} of {rows:,} rows of {input_location} fail the model's input schema "
-                    f"({reasons_line(flagged)}); nothing was scored",
-                    hint="fix the data, or pass --bad-rows flag to score the rest and flag these",
-                )
+            run = _Run(
+                settings,
+                load_model_dir(directory),  # the driver scores the drift reference, as the local engine does
+                columns,
+                bad_rows,
+                chunk_size,
+                {
+                    b"mlship.model_uri": resolved.uri.encode(),
+                    b"mlship.model_name": (resolved.name or "").encode(),
+                    b"mlship.model_version": (resolved.version or "").encode(),
+                    b"mlship.bad_rows": bad_rows.encode(),
+                },
+                Sample(seed=settings.seed),
+            )
             from mlship.registry import spark_proba_udf
 
-            udf = spark_proba_udf(spark, directory, Path(tmp))
-            scored = _scored(
-                checked, udf, names, settings.id_column, tally, flag=bad_rows == "flag", model_uri=resolved.uri
-            )
-            _write(scored, output_location)
+            dataset = Dataset(out_spec)
+            for upload in dataset.prepare():
+                print(f"aborted the unfinished upload of {upload}: a killed run left it", file=sys.stderr)
+            _drop_stale_staging(dataset)
+            job = _Job(spark, spark_proba_udf(spark, directory, Path(tmp)), run, dataset, resolved.uri, fs_in)
+            outcome = _run_parts(job, fs_in, inputs, overwrite=overwrite, progress=progress)
     finally:
         if own:
             spark.stop()
+    total, entries, refused, skipped = outcome.total, outcome.entries, outcome.refused, outcome.skipped
+    names = [part_name(i) for i in inputs]
+    if total.rows == 0:
+        raise ConfigError(f"{in_spec} has no rows", hint="score a non-empty input")
+    if skipped:
+        print(
+            f"skipped {skipped} of {len(inputs)} parts already written from the same input and model "
+            "(pass --overwrite to redo them)",
+            file=sys.stderr,
+        )
+    if not refused:
+        for stale in dataset.drop_parts_except(set(names)):
+            print(f"removed {stale}: its input is gone", file=sys.stderr)
+        dataset.finish(
+            {"model_uri": resolved.uri, "bad_rows": bad_rows, "input": in_spec, "rows": total.rows, "parts": entries}
+        )
+    seconds = time.perf_counter() - started
+    summary = _summary(
+        run,
+        resolved.uri,
+        in_spec,
+        out_spec,
+        inputs,
+        total,
+        refused,
+        skipped,
+        outcome.rows_this_run,
+        (seconds, outcome.scoring),
+        reference,
+    )
+    report = _write_report(summary, report_dir, dataset, False)
+    if refused:  # worded as the local engine words it (tests compare the two messages)
+        where = f"of {inputs[0].uri}" if len(inputs) == 1 else f"in {len(refused)} of {len(inputs)} parts"
+        rest = "nothing was scored" if len(inputs) == 1 else "those parts were not written, the others were"
+        raise PipelineRejected(
+            f"{total.bad_rows:,} of {total.rows:,} rows {where} fail the model's input schema "
+            f"({reasons_line(total.refused)}); {rest}",
+            hint="fix the data, or pass --bad-rows flag to score the rest and flag these",
+        )
     return BatchResult(
-        output_location,
-        rows,
+        out_spec,
+        total.rows,
         resolved.uri,
         resolved.name,
         resolved.version,
-        time.perf_counter() - started,
-        bad_rows=sum(flagged.values()),
-        bad_row_reasons=reasons_line(flagged),
+        seconds,
+        bad_rows=total.bad_rows,
+        bad_row_reasons=reasons_line(total.refused),
+        parts=len(inputs),
+        parts_skipped=skipped,
+        report=report,
+        verdict=summary.verdict,
     )
+
+
+@dataclass
+class _Job:
+    """What every part of one Spark run shares: the session, the UDF, the local engine's run and the output."""
+
+    spark: Any
+    udf: Any
+    run: _Run
+    dataset: Dataset
+    model_uri: str
+    fs_in: Any
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.run.columns] if self.run.columns else self.run.settings.features
+
+
+@dataclass
+class _Staged:
+    """One input after its Spark job: its row count, bad rows by reason, and Spark's output (None: not scored)."""
+
+    inp: InputFile
+    rows: int
+    flagged: dict[str, int]
+    path: str | None
+    seconds: float
+
+
+@dataclass
+class _Outcome:
+    total: PartStats = field(default_factory=PartStats)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    skipped: int = 0
+    rows_this_run: int = 0
+    scoring: float = 0.0
+
+
+def _inputs(in_spec: str, fs_out: Any, out_root: str, out_spec: str) -> tuple[Any, list[InputFile]]:
+    """The input files, as the local engine lists them; an output inside the input folder is not input."""
+    fs_in, inputs = list_inputs(in_spec)
+    if fs_out.type_name == fs_in.type_name:  # compared as batch.predict_batch compares them (symlinks resolved)
+        out_real = real_path(fs_out, out_root)
+        inputs = [i for i in inputs if not within(real_path(fs_in, i.path), out_real)]
+        if not inputs:
+            shown = out_spec if out_real == out_root else f"{out_spec} (which resolves to {out_real})"
+            raise ConfigError(
+                f"--output {shown} holds the input {in_spec}: the parts would be written among the input files",
+                hint="write the output outside the input",
+            )
+    return fs_in, inputs
+
+
+def _not_a_file(fs: Any, root: str, spec: str) -> None:
+    import pyarrow.fs as pafs
+
+    if fs.type_name != "s3" and fs.get_file_info(root).type == pafs.FileType.File:
+        raise ConfigError(f"{spec} exists and is not a folder", hint="--engine spark writes a Parquet folder")
+
+
+def _require_s3a(spark: Any, uri: str) -> None:
+    """Hadoop's s3a filesystem, looked up as Hadoop would (pyspark's own distribution has none)."""
+    try:
+        jvm = spark._jvm
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass("s3a", spark._jsc.hadoopConfiguration())
+    except Exception as exc:  # py4j's Java errors: ClassNotFoundException, UnsupportedFileSystemException
+        if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
+            raise InfraError(
+                f"cannot use {uri}: this Spark has no s3a filesystem (hadoop-aws)",
+                hint="run on a cluster with the hadoop-aws jars (see the README: Spark on a cluster)",
+            ) from None
+        raise
+
+
+def _drop_stale_staging(dataset: Dataset) -> None:
+    """Spark output folders a killed run left behind (its parts were never moved into place)."""
+    import pyarrow.fs as pafs
+
+    with storage(f"list {dataset.spec}"):
+        for info in dataset.fs.get_file_info(pafs.FileSelector(dataset.root, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and STAGING_DIR.fullmatch(info.base_name):
+                dataset.fs.delete_dir(info.path)
+
+
+def _run_parts(job: _Job, fs_in: Any, inputs: list[InputFile], *, overwrite: bool, progress: bool | None) -> _Outcome:
+    """Skip finished parts, run a Spark job per other input (a few at once), finish each part in input order.
+
+    Spark jobs run in threads, up to the session's parallelism, so small inputs still use every
+    core; the driver moves parts into place one by one in input order, so a run killed after part
+    k leaves parts 1..k complete and a uniform sample independent of which job finished first.
+    """
+    import time
+    import uuid
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    run, out = job.run, _Outcome()
+    names = [part_name(i) for i in inputs]
+    fingerprints = [content_fingerprint(fs_in, i) for i in inputs]
+    sources = [
+        json.dumps({**f, "model_uri": job.model_uri, "bad_rows": run.policy}, sort_keys=True) for f in fingerprints
+    ]  # the local engine's footer: either engine resumes the other's dataset
+    done = [None if overwrite else _finished_part(job.dataset, n, s) for n, s in zip(names, sources, strict=True)]
+    pending = iter([k for k, d in enumerate(done) if d is None])
+    workers = max(1, min(MAX_PARALLEL_PARTS, int(job.spark.sparkContext.defaultParallelism)))
+    group = f"mlship-predict-batch-{uuid.uuid4().hex}"
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlship-spark-part")
+    futures: dict[int, Future[_Staged]] = {}
+
+    def submit_next() -> None:
+        k = next(pending, None)
+        if k is not None:
+            futures[k] = pool.submit(_stage, job, group, inputs[k], names[k])
+
+    started = time.perf_counter()
+    show = _Progress(len(inputs), sys.stderr.isatty() if progress is None else progress)
+    try:
+        for _ in range(workers):
+            submit_next()
+        with show:
+            for k, (inp, name) in enumerate(zip(inputs, names, strict=True), start=1):
+                finished = done[k - 1]
+                if finished is not None:
+                    stats, out.skipped = finished, out.skipped + 1
+                    show.part(k, inp, name, f"skipped: already written from this input ({stats.rows:,} rows)")
+                else:
+                    staged = futures.pop(k - 1).result()
+                    submit_next()
+                    t0 = time.perf_counter()
+                    stats, ok = _finish_part(job, staged, name, sources[k - 1], show)
+                    out.rows_this_run += stats.rows
+                    seconds = staged.seconds + time.perf_counter() - t0
+                    if not ok or stats.rows == 0:
+                        job.dataset.remove(name)  # an earlier run's part from other data or policy must not stay
+                    if not ok:
+                        out.refused.append(inp.uri)
+                        show.part(
+                            k, inp, name, f"REFUSED: {stats.bad_rows:,} of {stats.rows:,} rows fail the input schema"
+                        )
+                    elif stats.rows == 0:
+                        show.part(k, inp, name, "no rows: no part")
+                    else:
+                        show.part(k, inp, name, f"{stats.rows:,} rows in {seconds:.1f} s")
+                    checkpoint(f"batch-part-{k}")
+                out.total.merge(stats)
+                if stats.rows and inp.uri not in out.refused:
+                    out.entries.append(
+                        {"part": name, **fingerprints[k - 1], "rows": stats.rows, "bad_rows": stats.bad_rows}
+                    )
+    except BaseException:
+        job.spark.sparkContext.cancelJobGroup(group)  # the parts still running are not wanted any more
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    out.scoring = time.perf_counter() - started if out.rows_this_run else 0.0
+    return out
+
+
+def _stage(job: _Job, group: str, inp: InputFile, name: str) -> _Staged:
+    """One input's Spark job: check every row, count reasons, and score into a staging folder of the output.
+
+    Nothing is scored when the input has no rows, or has bad rows under `refuse`.
+    """
+    import time
+    import uuid
+
+    from mlship.data.io import check_column_names, check_csv
+
+    started = time.perf_counter()
+    job.spark.sparkContext.setJobGroup(group, f"mlship predict-batch {inp.uri}")
+    if inp.suffix == ".csv":
+        with storage(f"read {inp.uri}"):
+            check_csv(job.fs_in, inp.path, inp.uri, inp.size)  # the local engine's refusals of a CSV's head and tail
+    frame = _read(job.spark, "csv" if inp.suffix == ".csv" else "parquet", spark_uri(inp.uri))
+    check_column_names(list(frame.columns), inp.uri)
+    require_columns(inp, frame, job.names)  # a Spark DataFrame has the `columns` it reads
+    checked = _checked(frame, job.run.columns)
+    tally = _tally(checked)
+    rows = sum(tally.values())
+    flagged = {str(reason): n for reason, n in tally.items() if reason is not None}
+    flag = job.run.policy == "flag"
+    if rows == 0 or (flagged and not flag):
+        return _Staged(inp, rows, flagged, None, time.perf_counter() - started)
+    path = f"{job.dataset.root}/{STAGING_PREFIX}{uuid.uuid4().hex}-{name}"
+    scored = _scored(checked, job.udf, job.names, job.run.settings.id_column, tally, flag=flag)
+    scored.write.mode("errorifexists").parquet(f"s3a://{path}" if job.dataset.is_s3 else path)
+    return _Staged(inp, rows, flagged, path, time.perf_counter() - started)
+
+
+def _finish_part(job: _Job, staged: _Staged, name: str, source: str, show: _Progress) -> tuple[PartStats, bool]:
+    """Stream Spark's output of one input into the part the local engine would write; (stats, True) once in place.
+
+    The same columns and types, footer (model, policy, source, statistics) and atomic move as
+    `batch._score_part`; the features Spark carried along feed the report's uniform sample.
+    A part not scored (bad rows under `refuse`, or no rows) gives (stats, rows == 0).
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from mlship.monitoring.drift import PROBABILITY
+
+    if staged.path is None:
+        return PartStats(rows=staged.rows, refused=dict(staged.flagged)), staged.rows == 0
+    run, fs, flag = job.run, job.dataset.fs, job.run.policy == "flag"
+    features = [_feature(i) for i in range(len(job.names))]
+    stats = PartStats()
+    try:
+        with storage(f"read Spark's output for {name}"):
+            files = sorted(
+                i.path
+                for i in fs.get_file_info(pafs.FileSelector(staged.path))
+                if i.type == pafs.FileType.File and i.base_name.startswith("part-")
+            )  # part-00000-…, part-00001-…: Spark's partitions, in input order
+        with job.dataset.staged(name) as stream:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for path in files:
+                    with fs.open_input_file(path) as handle:
+                        for batch in pq.ParquetFile(handle).iter_batches(batch_size=run.chunk_size):
+                            chunk = batch.to_pandas()
+                            stats.rows += len(chunk)
+                            show.rows(len(chunk))
+                            scored, probability = _part_chunk(job, staged, chunk)
+                            if flag:
+                                stats.add_reasons(scored[FLAG_COLUMN])
+                            stats.add_scores(probability, scored["prediction"])
+                            good = ~np.isnan(probability)
+                            sample = chunk.loc[good, features].set_axis(job.names, axis=1)
+                            run.sample.add(sample.assign(**{PROBABILITY: probability[good]}))
+                            table = pa.Table.from_pandas(scored, preserve_index=False)
+                            if writer is None:
+                                meta = {**(table.schema.metadata or {}), **run.meta}
+                                writer = pq.ParquetWriter(stream, _nullable(table.schema).with_metadata(meta))
+                            writer.write_table(table.cast(writer.schema))
+                if writer is None or stats.rows != staged.rows:
+                    raise InfraError(
+                        f"Spark's output for {staged.inp.uri} holds {stats.rows:,} rows, not {staged.rows:,}",
+                        hint="re-run; the part was not written",
+                    )
+                writer.add_key_value_metadata({"mlship.source": source, "mlship.stats": stats.to_json()})
+            finally:
+                if writer is not None:
+                    writer.close()
+    finally:
+        with suppress(OSError):
+            fs.delete_dir(staged.path)
+    return stats, True
+
+
+def _part_chunk(job: _Job, staged: _Staged, chunk: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+    """(the columns of `score_frame` for these rows, their probability): prediction derived as it derives it."""
+    import numpy as np
+    import pandas as pd
+
+    probability = chunk["probability"].to_numpy(dtype="float64", na_value=np.nan)
+    good = ~np.isnan(probability)
+    prediction = pd.array(np.where(good, probability >= 0.5, False).astype("int64"), dtype="Int64")
+    prediction[~good] = pd.NA  # a row that was not scored has no class
+    scored = pd.DataFrame({"prediction": prediction, "probability": probability})
+    if job.run.policy == "flag":
+        reasons = chunk[FLAG_COLUMN].astype(object)
+        scored[FLAG_COLUMN] = reasons.where(reasons.notna(), None).to_numpy()
+    id_column = job.run.settings.id_column
+    if id_column and id_column in chunk.columns:
+        ids = chunk[id_column].to_numpy()
+        if staged.inp.suffix == ".csv" and ids.dtype.kind == "i":
+            ids = ids.astype("int64")  # Spark infers int32 where pandas reads a CSV's integers as int64
+        scored.insert(0, id_column, ids)
+    return scored, probability
+
+
+def _feature(i: int) -> str:
+    """The name a feature travels under in Spark's staging output (never one of the output columns)."""
+    return f"__mlship_feature_{i}"
 
 
 def _read(spark: Any, fmt: str, uri: str) -> Any:
@@ -247,20 +597,14 @@ def _tally(checked: Any) -> dict[str | None, int]:
 
 
 def _scored(
-    checked: Any,
-    udf: Any,
-    names: list[str],
-    id_column: str | None,
-    tally: dict[str | None, int],
-    *,
-    flag: bool,
-    model_uri: str,
+    checked: Any, udf: Any, names: list[str], id_column: str | None, tally: dict[str | None, int], *, flag: bool
 ) -> Any:
-    """[id], prediction, probability[, input_error], in input order, in one narrow pass.
+    """[id], probability[, input_error] and the features, in input order, in one narrow pass.
 
     The model never sees a bad row: under `flag` each one is replaced by the first good row's
     features before the UDF, and its result thrown away (null). No split, union or sort, so
-    the output keeps the input's order and the UDF runs once per row.
+    the output keeps the input's order and the UDF runs once per row. The driver derives the
+    prediction from the probability, as `score_frame` does.
     """
     from pyspark.sql import functions as sf
     from pyspark.sql.types import DoubleType
@@ -275,32 +619,8 @@ def _scored(
         features = [sf.when(ok, sf.col(n)).otherwise(sf.lit(stand_in[n])).alias(n) for n in names]
         proba = sf.when(ok, udf(sf.struct(*features)).getItem(1))
     keep = [sf.col(id_column)] if id_column and id_column in checked.columns else []
-    keep += [
-        sf.when(proba.isNull(), sf.lit(None)).otherwise((proba >= 0.5).cast("long")).cast("long").alias("prediction"),
-        proba.alias("probability", metadata={"mlship.model_uri": model_uri}),  # in the files' Spark schema
-    ]
+    keep.append(proba.alias("probability"))
     if flag:
         keep.append(sf.col(FLAG_COLUMN))
+    keep += [sf.col(n).alias(_feature(i)) for i, n in enumerate(names)]
     return checked.select(*keep)
-
-
-def _write(scored: Any, output_location: str) -> None:
-    """A local folder appears whole (written beside it, then renamed); elsewhere Spark's committer decides."""
-    import tempfile
-
-    if "://" in output_location:
-        scored.write.mode("overwrite").parquet(spark_uri(output_location))
-        return
-    dest = Path(output_location).absolute()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        scored.write.mode("overwrite").parquet(str(staging / "data"))
-        if dest.is_dir():
-            old = staging / "previous"
-            dest.rename(old)
-        elif dest.exists():
-            raise ConfigError(f"{dest} exists and is not a folder", hint="--engine spark writes a Parquet folder")
-        (staging / "data").rename(dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
