@@ -1,6 +1,6 @@
 """The replay tier's cost: wall time of the whole tier and of each replayed function and stage.
 
-    uv run python benchmarks/replay.py [--cold] [--select "not all"]
+    uv run python benchmarks/replay.py [--cold] [--select "not all"] [--name replay-all-cold]
 
 Runs `pytest ci/tests/test_replay*.py -m replay` once, with MLSHIP_REPLAY_TIMINGS pointing
 at a scratch file the tier fills (per test: the function call's wall time; per awaited
@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="a fresh exec cache: every exec runs")
     parser.add_argument("--select", default="", help="pytest -k expression (default: the whole tier)")
+    parser.add_argument("--name", default="replay", help="results/<name>.json (default: replay)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlship-replay-bench-") as tmp:
         timings = Path(tmp) / "timings.json"
@@ -55,11 +56,12 @@ def main() -> None:
             )
     stages = [t for t in data.get("terminals", []) if t["seconds"] >= 0.5]
     save(
-        "replay",
+        args.name,
         {
             "command": "uv run python benchmarks/replay.py"
             + (" --cold" if args.cold else "")
-            + (f" --select {args.select!r}" if args.select else ""),
+            + (f" --select {args.select!r}" if args.select else "")
+            + (f" --name {args.name}" if args.name != "replay" else ""),
             "selected": args.select or "the whole tier",
             "pytest_result": tail[0] if tail else "",
             "pytest_exit_code": proc.returncode,

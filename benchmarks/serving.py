@@ -1,285 +1,99 @@
-"""Serving throughput and latency: `mlship serve` vs `mlflow models serve`, same model, same load.
+"""Serving throughput under wrk: `mlship serve`, a constant-answer endpoint on the same stack, and MLflow.
 
-    uv run python benchmarks/serving.py [--duration 5] [--connections 1,4,16,64] [--rate 500] [--model DIR]
+    uv run python benchmarks/serving.py [--passes 3] [--duration 5] [--connections 16] [--model DIR]
+    uv run python benchmarks/serving.py --readme     # only rewrite the README table from the last JSON
 
-One trained model (the synthetic card-fraud data, the default gradient-boosting pipeline)
-is exported to a model directory; both servers load that directory. The load generator is
-a separate process running raw asyncio (uvloop) HTTP/1.1 keep-alive clients that post
-pre-encoded one-record bodies, so it spends microseconds per request and is not the
-bottleneck (its own ceiling is measured first against a static endpoint). Two loads:
-  closed loop  N connections, each sending its next request as soon as the answer arrives
-               (throughput and latency at that concurrency);
-  open loop    a fixed rate (default 500 requests/s) whatever the server's speed, so a slow
-               server cannot hide its queueing (latency measured from the scheduled send time).
-A failed request is a connection error or any non-200 answer. Loopback only, bounded load
-(open-loop requests still unsent DRAIN_S after the end are reported as unsent). Each point
-also records the server's CPU time per request (its whole process tree, so MLflow's workers
-count): on a machine shared with other work that figure moves much less than wall-clock ones.
-Before the load, both servers must return the same predictions for the same body.
-Results go to benchmarks/results/serving.json.
+The load generator is `wrk` (nobody here wrote it; Debian/Ubuntu package `wrk`: `apt-get install
+wrk`). This script installs nothing: without `wrk` on PATH it says so and exits 2.
+
+One trained model (the synthetic card-fraud data, the default gradient-boosting pipeline) is
+exported to a model directory. Three servers run side by side on loopback:
+  mlship     `mlship serve` on that directory (defaults: micro-batching, prediction log sampled);
+  constant   the same stack (FastAPI under uvicorn, the same uvicorn settings as `mlship serve`)
+             answering every request with fixed bytes after reading its body: the ceiling;
+  mlflow     `mlflow models serve --env-manager local` on the same directory.
+Bodies: 1-, 32- and 256-record JSON (`dataframe_records`, which all three accept) and a
+4,096-row V2 request in the binary tensor data extension (mlship and constant only: MLflow's
+scoring server has no V2 endpoint), outputs asked for as binary, as tritonclient does.
+Before any load, mlship and MLflow must give the same labels for the same 32 records, and
+mlship's binary V2 answer must equal its /predict answer on the same 4,096 rows.
+
+Each pass runs wrk (`-t<threads> -c<connections> -d<duration>`, after a 1 s warm-up in the
+first pass) once per (body, server), alternating the servers' order between passes so that a
+burst of load from the machine's other users lands on all of them alike. The figures are
+medians over the passes. Targets are ratios to the constant endpoint's 1-record req/s of the
+same run (absolute figures move with the machine): 32-record ≥ 8 rows per constant req/s at
+p99 ≤ 25 ms; 1-record ≥ 60% of the constant's req/s; 4,096-row V2 binary ≥ 40 rows per
+constant req/s. Also recorded: the load average before and after, and an in-process profile
+of a 32-record request (parse, features, trees, response encoding). Results:
+benchmarks/results/serving.json; the README's table is rewritten from it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing as mp
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request, Response  # module level: the endpoints' annotations resolve here
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+README = REPO / "README.md"
 BIN = Path(sys.executable).parent
-RECORDS = [
-    {
-        "merchant_category": "grocery",
-        "country": "US",
-        "device_type": "mobile",
-        "amount": 12.5,
-        "hour": 9,
-        "account_age_days": 400,
-        "num_tx_24h": 2,
-    },
-    {
-        "merchant_category": "online_gaming",
-        "country": "BR",
-        "device_type": "desktop",
-        "amount": 950.0,
-        "hour": 3,
-        "account_age_days": 12,
-        "num_tx_24h": 9,
-    },
-]
+MODEL_NAME = "card-fraud"
+FEATURES = ["merchant_category", "country", "device_type", "amount", "hour", "account_age_days", "num_tx_24h"]
+JSON_SIZES = (1, 32, 256)
+V2_ROWS = 4096
+TABLE_START = "<!-- serving-benchmark-table:start -->"
+TABLE_END = "<!-- serving-benchmark-table:end -->"
+TARGETS = {"rows_per_constant_rps_32": 8.0, "p99_ms_32": 25.0, "ratio_1_record": 0.60, "rows_per_constant_rps_v2": 40.0}
 
 
-# Load generator (runs in its own process) ------------------------------------------------------
+# Servers ------------------------------------------------------------------------------------
 
 
-DRAIN_S = 5.0
-"""Open loop: requests still unsent this long after the run's end are counted as unsent, not sent late."""
+def constant_server(port: int) -> None:
+    """The ceiling: the same ASGI stack as `mlship serve`, answering fixed bytes after reading the body."""
+    import uvicorn
 
+    app = FastAPI()
+    answer = b'{"predictions":[0],"probabilities":[0.5],"model":{"name":"card-fraud","version":"1"}}'
 
-def _request(port: int, path: str, body: bytes | None) -> bytes:
-    if body is None:
-        return f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
+    @app.get("/ready")
+    async def ready() -> Response:
+        return Response(b'{"ready":true}', media_type="application/json")
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        await request.body()
+        return Response(answer, media_type="application/json")
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(request: Request, name: str) -> Response:
+        await request.body()
+        return Response(answer, media_type="application/json")
+
+    # the uvicorn settings of mlship.serving.server.serve
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        backlog=2048,
     )
-    return head.encode() + body
-
-
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    chunked = False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        lname = name.strip().lower()
-        if lname == b"content-length":
-            length = int(value.strip())
-        elif lname == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    if chunked:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    elif length:
-        await reader.readexactly(length)
-    return status
-
-
-async def _connection(
-    port: int, requests: list[bytes], deadline: float, lat: list[float], fails: list[int], schedule: Any
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    i = 0
-    try:
-        while True:
-            planned = schedule() if schedule else time.perf_counter()
-            if planned is None or planned >= deadline or time.perf_counter() > deadline + DRAIN_S:
-                return
-            now = time.perf_counter()
-            if planned > now:
-                await asyncio.sleep(planned - now)
-            writer.write(requests[i % len(requests)])
-            i += 1
-            try:
-                status = await _read_response(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                fails[0] += 1
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                continue
-            lat.append(time.perf_counter() - planned)
-            if status != 200:
-                fails[0] += 1
-    finally:
-        writer.close()
-
-
-async def _load(
-    port: int, path: str, bodies: list[bytes | None], connections: int, duration: float, rate: float
-) -> dict[str, Any]:
-    requests = [_request(port, path, b) for b in bodies]
-    warm_until = time.perf_counter() + min(1.0, duration / 4)
-    lat: list[float] = []
-    fails = [0]
-    # warm-up (not counted in the latencies; counted for the server's CPU per request)
-    warm: list[float] = []
-    warm_fails = [0]
-    await asyncio.gather(*(_connection(port, requests, warm_until, warm, warm_fails, None) for _ in range(connections)))
-    start = time.perf_counter()
-    deadline = start + duration
-    schedule = None
-    if rate > 0:  # open loop: one shared clock hands out send times at a fixed rate
-        counter = iter(range(10**9))
-        interval = 1.0 / rate
-
-        def schedule() -> float:
-            return start + next(counter) * interval
-
-    await asyncio.gather(*(_connection(port, requests, deadline, lat, fails, schedule) for _ in range(connections)))
-    elapsed = time.perf_counter() - start
-    lat.sort()
-    n = len(lat)
-
-    def pct(q: float) -> float:
-        return round(lat[min(n - 1, int(q * n))] * 1000, 2) if n else float("nan")
-
-    unsent = max(0, int(rate * duration) - n - fails[0]) if rate > 0 else 0
-    return {
-        "connections": connections,
-        "target_rate": rate or None,
-        "requests": n,
-        "unsent": unsent,
-        "failed": fails[0],
-        "seconds": round(elapsed, 2),
-        "throughput_rps": round(n / elapsed, 1),
-        "p50_ms": pct(0.50),
-        "p90_ms": pct(0.90),
-        "p99_ms": pct(0.99),
-        "max_ms": round(lat[-1] * 1000, 2) if n else None,
-        "warmup_requests": len(warm) + warm_fails[0],
-    }
-
-
-def _load_process(args: tuple[int, str, list[bytes | None], int, float, float], out: Any) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    out.put(asyncio.run(_load(*args)))
-
-
-def run_load(
-    port: int,
-    path: str,
-    bodies: list[bytes | None],
-    connections: int,
-    duration: float,
-    rate: float = 0.0,
-    server_pid: int | None = None,
-) -> dict[str, Any]:
-    """One load point from a separate generator process; with `server_pid`, also the server's CPU per request."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_load_process, args=((port, path, bodies, connections, duration, rate), queue))
-    cpu_before = tree_cpu_s(server_pid) if server_pid else 0.0
-    proc.start()
-    result: dict[str, Any] = queue.get(timeout=duration + 120)
-    proc.join()
-    if server_pid:
-        served = result["requests"] + result["failed"] + result["warmup_requests"]
-        cpu = tree_cpu_s(server_pid) - cpu_before
-        result["server_cpu_ms_per_request"] = round(cpu * 1000 / served, 3) if served else None
-    return result
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by `pid` and every process below it (workers).
-
-    On a machine shared with other work, wall-clock figures depend on the neighbours;
-    CPU time per request does much less, so it is recorded next to them.
-    """
-    import os
-
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    total = 0.0
-    for p, used in cpu.items():
-        q = p
-        while q and q != pid:
-            q = parents.get(q, 0)
-        if q == pid:
-            total += used
-    return total
-
-
-# Static endpoint: the load generator's own ceiling -------------------------------------------
-
-STATIC_BODY = b'{"predictions":[0]}'
-STATIC_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-    + str(len(STATIC_BODY)).encode()
-    + b"\r\n\r\n"
-    + STATIC_BODY
-)
-
-
-async def _static_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answers every request on the connection with the same bytes, doing no work at all."""
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            if length:
-                await reader.readexactly(length)
-            writer.write(STATIC_RESPONSE)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-
-def _static_process(port: int) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-
-    async def main() -> None:
-        server = await asyncio.start_server(_static_handler, "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
-
-
-# Servers -----------------------------------------------------------------------------------
+    uvicorn.Server(config).run()
 
 
 def _free_port() -> int:
@@ -290,12 +104,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_http(url: str, proc: Any, timeout_s: float) -> None:
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
+        if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode} before {url} answered")
         try:
             if httpx.get(url, timeout=2.0).status_code == 200:
@@ -306,32 +120,14 @@ def _wait_http(url: str, proc: Any, timeout_s: float) -> None:
     raise SystemExit(f"{url} did not answer 200 within {timeout_s:g} s")
 
 
-def _stop(proc: Any) -> None:
-    import contextlib
-    import os
-    import signal
-    import subprocess
-
-    # the server runs in its own session: signal the whole group (MLflow's uvicorn workers too)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _start_server(kind: str, model_dir: Path, port: int, work: Path) -> Any:
-    """`mlship serve` or `mlflow models serve --env-manager local` on the same model directory."""
-    import os
-    import subprocess
-
+def _start(kind: str, model_dir: Path, port: int, work: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "MLFLOW_DISABLE_TELEMETRY": "true"}
     if kind == "mlship":
         argv = [str(BIN / "mlship"), "serve", "--model", str(model_dir), "--port", str(port)]
         argv += ["--prediction-log", str(work / "predictions.jsonl")]
+        ready = f"http://127.0.0.1:{port}/ready"
+    elif kind == "constant":
+        argv = [sys.executable, str(Path(__file__).resolve()), "--constant-server", str(port)]
         ready = f"http://127.0.0.1:{port}/ready"
     else:
         argv = [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir), "--env-manager", "local"]
@@ -343,155 +139,419 @@ def _start_server(kind: str, model_dir: Path, port: int, work: Path) -> Any:
     return proc
 
 
-def _check_same_answers(ports: dict[str, int], body: bytes) -> list[Any]:
-    """Both servers must return the same predictions for the same body (same model, same load)."""
-    import httpx
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    import contextlib
+    import signal
 
-    answers = {}
-    for kind, port in ports.items():
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/invocations" if kind == "mlflow" else f"http://127.0.0.1:{port}/predict",
-            content=body,
-            headers={"content-type": "application/json"},
-            timeout=30.0,
+    # each server runs in its own session: signal its whole group (MLflow's workers too)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+# Bodies -------------------------------------------------------------------------------------
+
+
+def _rows(data: Path, n: int) -> list[dict[str, Any]]:
+    """The first `n` complete rows of the synthetic data, as JSON values."""
+    import pandas as pd
+
+    frame = pd.read_parquet(data, columns=FEATURES).dropna()
+    if len(frame) < n:
+        raise SystemExit(f"{data} has {len(frame)} complete rows; {n} are needed")
+    rows: list[dict[str, Any]] = json.loads(frame.head(n).to_json(orient="records"))
+    return rows
+
+
+def v2_binary_body(rows: list[dict[str, Any]], metadata: dict[str, Any]) -> tuple[bytes, int]:
+    """A V2 request in the binary tensor data extension: (body, JSON header length)."""
+    import struct
+
+    import numpy as np
+
+    inputs, chunks = [], []
+    for spec in metadata["inputs"]:
+        values = [row[spec["name"]] for row in rows]
+        if spec["datatype"] == "BYTES":
+            chunk = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in map(str, values))
+        else:
+            dtype = {"FP64": "<f8", "FP32": "<f4", "INT64": "<i8", "INT32": "<i4"}[spec["datatype"]]
+            chunk = np.asarray(values).astype(dtype).tobytes()
+        chunks.append(chunk)
+        inputs.append(
+            {
+                "name": spec["name"],
+                "shape": [len(rows)],
+                "datatype": spec["datatype"],
+                "parameters": {"binary_data_size": len(chunk)},
+            }
         )
-        if response.status_code != 200:
-            raise SystemExit(f"{kind} answered {response.status_code}: {response.text[:200]}")
-        answers[kind] = [int(p) for p in response.json()["predictions"]]
-    if len({tuple(a) for a in answers.values()}) != 1:
-        raise SystemExit(f"the servers disagree on the same input: {answers}")
-    return next(iter(answers.values()))
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return header + b"".join(chunks), len(header)
 
 
-def _train_model(work: Path) -> Path:
-    """The default pipeline trained by mlship on synthetic card-fraud data, exported as a model directory."""
-    import subprocess
+def _check_answers(ports: dict[str, int], bodies: dict[str, dict[str, Any]]) -> None:
+    """mlship and MLflow agree on 32 records; mlship's binary V2 answer equals its /predict one."""
+    import httpx
+    import numpy as np
 
+    json32 = bodies["json32"]["body"]
+    answers = {}
+    for kind in ("mlship", "mlflow"):
+        if kind not in ports:
+            continue
+        path = "/invocations" if kind == "mlflow" else "/predict"
+        r = httpx.post(f"http://127.0.0.1:{ports[kind]}{path}", content=json32, timeout=60.0, headers=_JSON)
+        if r.status_code != 200:
+            raise SystemExit(f"{kind} answered {r.status_code}: {r.text[:200]}")
+        answers[kind] = [int(p) for p in r.json()["predictions"]]
+    if len({tuple(a) for a in answers.values()}) > 1:
+        raise SystemExit(f"the servers disagree on the same 32 records: {answers}")
+    if "mlship" in ports:
+        v2 = bodies["v2bin4096"]
+        base = f"http://127.0.0.1:{ports['mlship']}"
+        r = httpx.post(base + v2["path"].replace("{name}", MODEL_NAME), content=v2["body"], headers=v2["headers"])
+        if r.status_code != 200:
+            raise SystemExit(f"mlship answered the binary V2 request with {r.status_code}: {r.text[:200]}")
+        length = int(r.headers["inference-header-content-length"])
+        sizes = [o["parameters"]["binary_data_size"] for o in json.loads(r.content[:length])["outputs"]]
+        labels = np.frombuffer(r.content[length : length + sizes[0]], dtype="<i8").tolist()
+        plain = httpx.post(base + "/predict", content=v2["records"], headers=_JSON, timeout=60.0).json()
+        if labels != plain["predictions"]:
+            raise SystemExit("mlship's binary V2 labels differ from its /predict labels on the same rows")
+
+
+_JSON = {"content-type": "application/json"}
+
+
+# wrk ----------------------------------------------------------------------------------------
+
+_LUA = """
+local f = io.open("{body}", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+{headers}
+done = function(summary, latency, requests)
+  io.write(string.format(
+    "WRK-JSON {{\\"requests\\":%d,\\"duration_us\\":%d,\\"p50_us\\":%d,\\"p90_us\\":%d,\\"p99_us\\":%d,"
+      .. "\\"max_us\\":%d,\\"non2xx\\":%d,\\"connect_errors\\":%d,\\"read_errors\\":%d,\\"write_errors\\":%d,"
+      .. "\\"timeouts\\":%d}}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, summary.errors.status, summary.errors.connect,
+    summary.errors.read, summary.errors.write, summary.errors.timeout))
+end
+"""
+
+
+def _script(work: Path, name: str, body: bytes, headers: dict[str, str]) -> Path:
+    body_file = work / f"{name}.body"
+    body_file.write_bytes(body)
+    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    script = work / f"{name}.lua"
+    script.write_text(_LUA.format(body=body_file, headers=lines))
+    return script
+
+
+def run_wrk(url: str, script: Path, args: argparse.Namespace, duration: float) -> dict[str, Any]:
+    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration:g}s", "--timeout", "10s"]
+    command = [*argv, "-s", str(script), url]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=duration + 60)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK-JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    raw = json.loads(line.removeprefix("WRK-JSON "))
+    seconds = raw["duration_us"] / 1e6
+    failed = raw["non2xx"] + raw["connect_errors"] + raw["read_errors"] + raw["write_errors"] + raw["timeouts"]
+    return {
+        "requests": raw["requests"],
+        "failed": failed,
+        "seconds": round(seconds, 2),
+        "rps": round(raw["requests"] / seconds, 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "max_ms": round(raw["max_us"] / 1000, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+# Profile ------------------------------------------------------------------------------------
+
+
+def profile_32(model_dir: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a 32-record request's time goes inside the server, in-process (one native thread),
+    best of several repeats: parse and validate, feature matrix, trees, response encoding."""
+    import orjson
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    from mlship.serving.model import load, resolve_source
+    from mlship.serving.schema import build_schema
+    from mlship.settings import Settings
+
+    threadpool_limits(1)
+    settings = Settings()
+    model = load(resolve_source(str(model_dir), settings), settings)
+    schema = build_schema(model.columns)
+    body = json.dumps({"dataframe_records": rows[:32]}).encode()
+    columns = schema.parse_columns(body)
+    compiled = model.compiled
+    if compiled is None:
+        return {"note": model.compile_note}
+    features = compiled.transform(columns)
+    labels, probabilities = model.predict_columns(columns)
+    answer = {"predictions": labels, "probabilities": probabilities, "model": {"name": "m", "version": "1"}}
+
+    def best_us(fn: Any, repeat: int = 7, number: int = 200) -> float:
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times.append((time.perf_counter() - start) / number)
+        return round(min(times) * 1e6, 1)
+
+    return {
+        "parse_and_validate_us": best_us(lambda: schema.parse_columns(body)),
+        "features_us": best_us(lambda: compiled.transform(columns)),
+        "trees_us": best_us(lambda: compiled.final.predict_proba(features)),
+        "predict_total_us": best_us(lambda: model.predict_columns(columns)),
+        "response_encoding_us": best_us(lambda: orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)),
+        "pipeline_predict_proba_us": best_us(lambda: model.estimator.predict_proba(model.frame(columns)), 3, 20),
+    }
+
+
+# Summary and README -------------------------------------------------------------------------
+
+
+def summarise(points: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Medians over the passes per (server, body), and the targets as ratios to the constant endpoint."""
+    medians: dict[str, dict[str, Any]] = {}
+    for kind, per_body in points.items():
+        medians[kind] = {}
+        for body, runs in per_body.items():
+            medians[kind][body] = {
+                "rps": round(statistics.median(r["rps"] for r in runs), 1),
+                "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
+                "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+                "failed": sum(r["failed"] for r in runs),
+                "passes": len(runs),
+            }
+    summary: dict[str, Any] = {"medians": medians, "targets": TARGETS}
+    constant = medians.get("constant", {}).get("json1", {}).get("rps")
+    mine = medians.get("mlship", {})
+    if constant and mine:
+        summary["constant_1_record_rps"] = constant
+        ratio_1 = mine["json1"]["rps"] / constant
+        rows_32 = mine["json32"]["rps"] * 32 / constant
+        rows_v2 = mine["v2bin4096"]["rps"] * V2_ROWS / constant if "v2bin4096" in mine else None
+        summary["ratio_1_record"] = round(ratio_1, 3)
+        summary["rows_per_constant_rps_32"] = round(rows_32, 2)
+        summary["rows_per_constant_rps_256"] = round(mine["json256"]["rps"] * 256 / constant, 2)
+        summary["rows_per_constant_rps_v2"] = None if rows_v2 is None else round(rows_v2, 2)
+        summary["rows_per_s"] = {
+            "json1": mine["json1"]["rps"],
+            "json32": round(mine["json32"]["rps"] * 32),
+            "json256": round(mine["json256"]["rps"] * 256),
+            "v2bin4096": round(mine["v2bin4096"]["rps"] * V2_ROWS) if "v2bin4096" in mine else None,
+        }
+        summary["meets"] = {
+            "ratio_1_record": ratio_1 >= TARGETS["ratio_1_record"],
+            "rows_per_constant_rps_32": rows_32 >= TARGETS["rows_per_constant_rps_32"]
+            and mine["json32"]["p99_ms"] <= TARGETS["p99_ms_32"],
+            "rows_per_constant_rps_v2": rows_v2 is not None and rows_v2 >= TARGETS["rows_per_constant_rps_v2"],
+        }
+    if mine and medians.get("mlflow", {}).get("json1", {}).get("rps"):
+        summary["mlship_vs_mlflow_1_record"] = round(mine["json1"]["rps"] / medians["mlflow"]["json1"]["rps"], 1)
+    return summary
+
+
+LABELS = {"json1": "1 record", "json32": "32 records", "json256": "256 records", "v2bin4096": "4,096 rows, V2 binary"}
+ROWS = {"json1": 1, "json32": 32, "json256": 256, "v2bin4096": V2_ROWS}
+
+
+def readme_table(result: dict[str, Any]) -> str:
+    """The README's table and ratios, from a result written by this script."""
+    summary = result["summary"]
+    medians = summary["medians"]
+    kinds = [k for k in ("mlship", "constant", "mlflow") if k in medians]
+    names = {"mlship": "`mlship serve`", "constant": "constant answer (ceiling)", "mlflow": "`mlflow models serve`"}
+    load = result["load_average_before"], result["load_average_after"]
+    lines = [
+        f"Last run {result['measured_at']}: `{result['command']}` — wrk `-t{result['wrk']['threads']} "
+        f"-c{result['wrk']['connections']}`, {result['passes']} passes of {result['wrk']['duration_s']:g} s, "
+        f"medians; load average {load[0][0]:g} before, {load[1][0]:g} after (2 cores shared with other work).",
+        "",
+        "| body | " + " | ".join(names[k] for k in kinds) + " |",
+        "|---|" + "---:|" * len(kinds),
+    ]
+    for body, label in LABELS.items():
+        cells = []
+        for kind in kinds:
+            point = medians[kind].get(body)
+            if point is None:
+                cells.append("—")
+                continue
+            rows = f", {point['rps'] * ROWS[body]:,.0f} rows/s" if ROWS[body] > 1 and kind == "mlship" else ""
+            failed = f", {point['failed']} failed" if point["failed"] else ""
+            latency = f"p50 {point['p50_ms']:g} / p99 {point['p99_ms']:g} ms"
+            cells.append(f"{point['rps']:,.0f} req/s{rows}; {latency}{failed}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "ratio_1_record" in summary:
+        meets = summary["meets"]
+        mark = {True: "met", False: "**not met**"}
+        p99 = medians["mlship"]["json32"]["p99_ms"]
+        v2 = summary["rows_per_constant_rps_v2"]
+        lines += [
+            "",
+            f"Against the constant endpoint's {summary['constant_1_record_rps']:,.0f} req/s: 1 record "
+            f"{summary['ratio_1_record']:.0%} (target ≥ 60%: {mark[meets['ratio_1_record']]}); 32 records "
+            f"{summary['rows_per_constant_rps_32']:g} rows per constant req/s at p99 {p99:g} ms (target ≥ 8 at "
+            f"≤ 25 ms: {mark[meets['rows_per_constant_rps_32']]}); 256 records "
+            f"{summary['rows_per_constant_rps_256']:g}; 4,096-row V2 binary {v2:g} (target ≥ 40: "
+            f"{mark[meets['rows_per_constant_rps_v2']]})."
+            + (
+                f" One record: {summary['mlship_vs_mlflow_1_record']:g}× MLflow's scoring server."
+                if "mlship_vs_mlflow_1_record" in summary
+                else ""
+            ),
+        ]
+    profile = result.get("profile_32_records") or {}
+    if "predict_total_us" in profile:
+        lines += [
+            "",
+            f"Inside the server, one 32-record request (in-process, best of 7): parse and validate "
+            f"{profile['parse_and_validate_us']:g} µs, feature matrix {profile['features_us']:g} µs, trees "
+            f"{profile['trees_us']:g} µs (model call in all {profile['predict_total_us']:g} µs; the scikit-learn "
+            f"pipeline itself {profile['pipeline_predict_proba_us']:,.0f} µs), response encoding "
+            f"{profile['response_encoding_us']:g} µs; the rest of a request is the HTTP/ASGI stack the constant "
+            "endpoint also pays, and the event loop's share of two cores that wrk shares too.",
+        ]
+    return "\n".join(lines)
+
+
+def update_readme(result: dict[str, Any]) -> None:
+    text = README.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"README.md has no {TABLE_START} … {TABLE_END} block to rewrite")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    new = f"{head}{TABLE_START}\n{readme_table(result)}\n{TABLE_END}{tail}"
+    tmp = README.with_suffix(".md.tmp")
+    tmp.write_text(new)
+    tmp.replace(README)
+
+
+# Main ---------------------------------------------------------------------------------------
+
+
+def _train_model(work: Path) -> tuple[Path, Path]:
     mlship = str(BIN / "mlship")
     data = work / "transactions.parquet"
     subprocess.run([mlship, "data", "synth", "--out", str(data), "--rows", "20000"], cwd=work, check=True)
     subprocess.run([mlship, "train", "--data", str(data), "--out", str(work / "train")], cwd=work, check=True)
-    return work / "train" / "model"
-
-
-def _measure(kind: str, pid: int, port: int, path: str, body: bytes, levels: list[int], args: Any) -> dict[str, Any]:
-    closed = []
-    for n in levels:
-        point = run_load(port, path, [body], n, args.duration, server_pid=pid)
-        print(f"{kind:7} closed {n:>3} conn: {point}", flush=True)
-        closed.append(point)
-    opened = run_load(port, path, [body], args.open_connections, args.rate_duration, args.rate, server_pid=pid)
-    print(f"{kind:7} open {args.rate:g}/s: {opened}", flush=True)
-    return {"closed_loop": closed, "open_loop": opened}
+    return work / "train" / "model", data
 
 
 def main() -> int:
-    import argparse
-    import json
-    import os
     import tempfile
 
-    from _common import save
+    from _common import RESULTS, save
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="Seconds per closed-loop point (after a warm-up).")
-    parser.add_argument("--connections", default="1,4,16,64", help="Closed-loop concurrency levels, comma-separated.")
-    parser.add_argument("--rate", type=float, default=500.0, help="Open-loop offered rate, requests/s.")
-    parser.add_argument("--rate-duration", type=float, default=10.0, help="Seconds of the open-loop run.")
-    parser.add_argument("--open-connections", type=int, default=64, help="Connections the open loop may use.")
+    parser.add_argument("--passes", type=int, default=3, help="Passes over every (body, server) pair.")
+    parser.add_argument("--duration", type=float, default=5.0, help="Seconds of each wrk run.")
+    parser.add_argument("--connections", type=int, default=16, help="wrk -c: keep-alive connections.")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t: generator threads.")
+    parser.add_argument("--servers", default="mlship,constant,mlflow", help="Which servers, comma-separated.")
     parser.add_argument("--model", type=Path, help="An MLflow model directory (default: train one now).")
-    parser.add_argument("--servers", default="mlship,mlflow", help="Which servers to measure, comma-separated.")
+    parser.add_argument("--data", type=Path, help="With --model: the parquet to take request rows from.")
+    parser.add_argument("--readme", action="store_true", help="Only rewrite the README table from the last JSON.")
+    parser.add_argument("--constant-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    levels = [int(c) for c in args.connections.split(",")]
+    if args.constant_server:
+        constant_server(args.constant_server)
+        return 0
+    if args.readme:
+        update_readme(json.loads((RESULTS / "serving.json").read_text()))
+        return 0
+    if shutil.which("wrk") is None:
+        print("serving.py: wrk is not on PATH: install it (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
+        return 2
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
     load_before = os.getloadavg()
-
-    body = json.dumps({"dataframe_records": RECORDS[:1]}).encode()  # both servers accept MLflow's format
     with tempfile.TemporaryDirectory(prefix="mlship-bench-serving-") as tmp:
         work = Path(tmp)
-        model_dir = args.model.resolve() if args.model else _train_model(work)
-
-        # 1. the generator's ceiling against a server that does nothing
-        static_port = _free_port()
-        static = mp.get_context("spawn").Process(target=_static_process, args=(static_port,), daemon=True)
-        static.start()
-        try:
-            _wait_tcp(static_port)
-            ceiling = run_load(static_port, "/predict", [body], max(levels), args.duration)
-        finally:
-            static.terminate()
-            static.join(timeout=5)
-        print(f"load generator ceiling: {ceiling}", flush=True)
-
-        # 2. both servers up on the same model directory; same answers for the same body
+        if args.model:
+            model_dir, data = args.model.resolve(), (args.data or REPO / "data" / "transactions.parquet").resolve()
+        else:
+            model_dir, data = _train_model(work)
+        rows = _rows(data, V2_ROWS)
         ports = {kind: _free_port() for kind in kinds}
-        procs: dict[str, Any] = {}
-        results: dict[str, Any] = {}
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        points: dict[str, dict[str, list[dict[str, Any]]]] = {kind: {} for kind in kinds}
         try:
             for kind in kinds:
-                procs[kind] = _start_server(kind, model_dir, ports[kind], work)
-            _check_same_answers(ports, body)
-            # 3. one server at a time under load (the other idle), same bodies, same levels
-            for kind in kinds:
-                path = "/invocations" if kind == "mlflow" else "/predict"
-                results[kind] = _measure(kind, procs[kind].pid, ports[kind], path, body, levels, args)
+                procs[kind] = _start(kind, model_dir, ports[kind], work)
+            bodies = _bodies(rows, ports, work)
+            _check_answers(ports, bodies)
+            for n in range(args.passes):
+                for name, spec in bodies.items():
+                    order = kinds if n % 2 == 0 else kinds[::-1]
+                    for kind in order:
+                        if kind == "mlflow" and name == "v2bin4096":
+                            continue  # MLflow's scoring server has no V2 endpoint
+                        path = "/invocations" if kind == "mlflow" else spec["path"].replace("{name}", MODEL_NAME)
+                        url = f"http://127.0.0.1:{ports[kind]}{path}"
+                        if n == 0:
+                            run_wrk(url, spec["script"], args, 1.0)  # warm-up, not recorded
+                        point = run_wrk(url, spec["script"], args, args.duration)
+                        points[kind].setdefault(name, []).append(point)
+                        print(f"pass {n + 1} {name:10} {kind:8} {point}", flush=True)
         finally:
             for proc in procs.values():
                 _stop(proc)
-
+        profile = profile_32(model_dir, rows)
     result: dict[str, Any] = {
         "command": "uv run python benchmarks/serving.py " + " ".join(sys.argv[1:]),
         "model": "default gradient-boosting pipeline, 20,000 synthetic rows (mlship train --out)",
-        "request": "one record as MLflow dataframe_records (byte-identical body for both servers)",
+        "wrk": {"threads": args.threads, "connections": args.connections, "duration_s": args.duration},
+        "passes": args.passes,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "load_generator_ceiling": ceiling,
-        "servers": results,
+        "points": points,
+        "profile_32_records": profile,
     }
-    result["summary"] = summarise(results, ceiling, args.rate)
-    save("serving", result)
+    result["summary"] = summarise(points)
+    out = save("serving", result)
+    update_readme(json.loads(out.read_text()))
     return 0
 
 
-def summarise(results: dict[str, Any], ceiling: dict[str, Any], rate: float) -> dict[str, Any]:
-    """The issue's targets, computed from the measured points."""
-    summary: dict[str, Any] = {"targets": {"throughput_ratio_vs_mlflow": 5.0, "p99_ms": 25.0, "open_loop_rps": rate}}
-    fastest = max((p["throughput_rps"] for r in results.values() for p in r["closed_loop"]), default=0.0)
-    summary["generator_headroom"] = round(ceiling["throughput_rps"] / fastest, 1) if fastest else None
-    if "mlflow" in results:
-        summary["mlflow_best_rps"] = max(p["throughput_rps"] for p in results["mlflow"]["closed_loop"])
-    if "mlship" in results:
-        fast = [p for p in results["mlship"]["closed_loop"] if p["failed"] == 0 and p["p99_ms"] < 25.0]
-        summary["mlship_best_rps_at_p99_under_25ms"] = max((p["throughput_rps"] for p in fast), default=0.0)
-        summary["mlship_best_rps_any_p99"] = max(p["throughput_rps"] for p in results["mlship"]["closed_loop"])
-        opened = results["mlship"]["open_loop"]
-        summary["mlship_open_loop_p99_ms"] = opened["p99_ms"]
-        summary["mlship_open_loop_failed"] = opened["failed"]
-        summary["mlship_open_loop_unsent"] = opened["unsent"]
-        summary["meets_open_loop_target"] = opened["failed"] == 0 and opened["unsent"] == 0 and opened["p99_ms"] < 25.0
-    for kind, r in results.items():
-        cpu = [p["server_cpu_ms_per_request"] for p in r["closed_loop"] if p.get("server_cpu_ms_per_request")]
-        summary[f"{kind}_min_cpu_ms_per_request"] = min(cpu, default=None)
-    if "mlflow" in results and "mlship" in results and summary["mlflow_best_rps"]:
-        ratio = summary["mlship_best_rps_at_p99_under_25ms"] / summary["mlflow_best_rps"]
-        summary["throughput_ratio_vs_mlflow"] = round(ratio, 2)
-        summary["throughput_ratio_vs_mlflow_any_p99"] = round(
-            summary["mlship_best_rps_any_p99"] / summary["mlflow_best_rps"], 2
-        )
-        summary["meets_throughput_target"] = ratio >= 5.0
-    return summary
+def _bodies(rows: list[dict[str, Any]], ports: dict[str, int], work: Path) -> dict[str, dict[str, Any]]:
+    import httpx
 
-
-def _wait_tcp(port: int, timeout_s: float = 10.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
+    bodies: dict[str, dict[str, Any]] = {}
+    for n in JSON_SIZES:
+        body = json.dumps({"dataframe_records": rows[:n]}).encode()
+        bodies[f"json{n}"] = {"body": body, "path": "/predict", "script": _script(work, f"json{n}", body, _JSON)}
+    if "mlship" in ports:
+        metadata = httpx.get(f"http://127.0.0.1:{ports['mlship']}/v2/models/{MODEL_NAME}", timeout=10.0).json()
+        body, header = v2_binary_body(rows[:V2_ROWS], metadata)
+        headers = {"Inference-Header-Content-Length": str(header), "content-type": "application/octet-stream"}
+        bodies["v2bin4096"] = {
+            "body": body,
+            "headers": headers,
+            "path": "/v2/models/{name}/infer",
+            "script": _script(work, "v2bin4096", body, headers),
+            "records": json.dumps({"dataframe_records": rows[:V2_ROWS]}).encode(),
+        }
+    return bodies
 
 
 if __name__ == "__main__":

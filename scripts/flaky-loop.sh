@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Run the serve/deploy tests N times in a row while another process keeps one core busy,
+# Run the serve/deploy/batch tests N times in a row while another process keeps one core busy,
 # and print how many runs passed and failed. A flaky test is a bug: this is how to find one.
 #
 #   scripts/flaky-loop.sh [N] [pytest paths or -k/-m options...]
 #
-# Defaults: N=20 and every serve/deploy test file (docker-marked tests excluded). The busy
+# Defaults: N=20 and every serve, deploy and batch test file (docker-marked tests excluded). The busy
 # loop is one Python process started here, bounded in time (BUSY_MAX_S, default 3 h) and
 # stopped when the script ends. Logs of failed runs are kept in $LOG_DIR (printed at the end).
 set -u
@@ -15,11 +15,10 @@ shift $(( $# > 0 ? 1 : 0 ))
 if [ "$#" -gt 0 ]; then
     TESTS=("$@")
 else
+    # every serve, deploy and batch test file (issue 27), whatever new ones are added
     TESTS=(
-        tests/unit/test_deploy_router.py tests/unit/test_deploy_units.py
-        tests/integration/test_deploy_local.py tests/integration/test_deploy_crash.py
-        tests/integration/test_deploy_cli.py tests/integration/test_deploy_retire.py
-        tests/integration/test_serve_app.py tests/integration/test_serve_cli.py
+        tests/unit/test_deploy_*.py tests/unit/test_serving_*.py tests/unit/test_batch_*.py
+        tests/integration/test_deploy_*.py tests/integration/test_serve_*.py tests/integration/test_batch*.py
         -m "not docker"
     )
 fi

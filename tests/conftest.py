@@ -5,8 +5,60 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+# The tiers whose prerequisites live outside the project (a Docker daemon, debootstrap, Debian's
+# docker-registry, Java and the spark extra). On a laptop a missing one skips with its reason;
+# MLSHIP_REQUIRE_TIERS (comma-separated, e.g. "docker,replay,spark"; .ci/run sets all three)
+# turns that skip into a failure, so a CI machine where a tier cannot run is red, not quietly green.
+TIERS = ("docker", "replay", "spark")
+REQUIRE_TIERS_ENV = "MLSHIP_REQUIRE_TIERS"
+
+
+def required_tiers() -> frozenset[str]:
+    """The tiers MLSHIP_REQUIRE_TIERS names; an unknown name is a usage error, never ignored."""
+    names = frozenset(n.strip() for n in os.environ.get(REQUIRE_TIERS_ENV, "").split(",") if n.strip())
+    unknown = sorted(names - set(TIERS))
+    if unknown:
+        raise pytest.UsageError(
+            f"{REQUIRE_TIERS_ENV} names unknown tier(s) {', '.join(unknown)} (known: {', '.join(TIERS)})"
+        )
+    return names
+
+
+def tier_unavailable(tier: str, reason: str) -> NoReturn:
+    """A tier's prerequisite is missing: skip with the reason, or fail when the tier is required."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}")
+    if tier in required_tiers():
+        pytest.fail(f"the {tier} tier is required ({REQUIRE_TIERS_ENV}) but cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def spark_reason() -> str | None:
+    """Why the Spark tests cannot run here (None when they can): the spark extra and a Java runtime."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "the spark extra is not installed (`uv sync --extra spark`, as .ci/run does)"
+    if shutil.which("java") is None:
+        return "no Java runtime (.ci/run installs one)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def spark_tier() -> None:
+    """Skips (or, when required, fails) every test that uses it when the Spark tier cannot run."""
+    reason = spark_reason()
+    if reason is not None:
+        tier_unavailable("spark", reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    required_tiers()  # a misspelt MLSHIP_REQUIRE_TIERS stops the session before any test runs
 
 
 @pytest.fixture(autouse=True)
@@ -78,10 +130,13 @@ UNIT_DIR = Path(__file__).resolve().parent / "unit"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests/unit as `unit`, so `-m unit` selects them (a quick, real run of the suite's core)."""
+    """Mark tests/unit as `unit`, so `-m unit` selects them (a quick, real run of the suite's core),
+    and the Spark engine's test files as `spark` (`-m spark`: what needs the extra and a JRE)."""
     for item in items:
         if UNIT_DIR in item.path.parents:
             item.add_marker(pytest.mark.unit)
+        if item.path.name.startswith("test_batch_spark"):
+            item.add_marker(pytest.mark.spark)
 
 
 @pytest.fixture

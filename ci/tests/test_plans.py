@@ -155,6 +155,26 @@ def test_test_runs_with_coverage_and_writes_junit_and_coverage_xml(pipe: MlPipel
     assert "withDirectory(path='/reports', source=<Directory:directory()>).withExec(args=['pytest'" in render(run)
 
 
+def test_the_test_stage_runs_what_ci_runs_minus_docker_the_spark_extra_and_a_jre(pipe: MlPipeline) -> None:
+    """.ci/run syncs `--extra spark` and installs a JRE; so does the test stage's base, so the Spark
+    tests run in `dagger call all` (and the stage requires them to, instead of skipping them)."""
+    run = pipe._test()
+    argv = execs(run)
+    apt = argv[0]
+    assert apt[:2] == ["sh", "-c"] and "apt-get install" in apt[2] and main.JRE_PACKAGE in apt[2]
+    syncs = [a for a in argv if a[:2] == ["uv", "sync"]]
+    assert syncs == [
+        ["uv", "sync", "--frozen", "--no-install-project", "--extra", "spark"],
+        ["uv", "sync", "--frozen", "--extra", "spark"],
+    ]
+    assert "name='MLSHIP_REQUIRE_TIERS', value='spark'" in render(run)
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert "uv sync --extra spark" in ci_run, "the extra .ci/run installs is the one the stage syncs"
+    # the other stages keep the slim base: no JRE, no spark
+    assert not any("apt-get" in " ".join(a) for a in execs(pipe._lint()))
+    assert all("--extra" not in a for a in execs(pipe._validate(None)) if a[:2] == ["uv", "sync"])
+
+
 def test_test_report_returns_reports_and_exit_code_when_tests_fail(
     pipe: MlPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -332,6 +352,8 @@ def test_scan_runs_trivy_on_the_tarball_with_db_cache_then_scan_gate(pipe: MlPip
     chain = render(trivy)
     assert froms(chain)[0] == images.TRIVY
     assert "withMountedCache(path='/root/.cache/trivy', cache=<CacheVolume:cacheVolume(key='mlship-trivy-db')>" in chain
+    # Trivy's fs cache takes an exclusive lock: concurrent scans on the volume must take turns
+    assert "cacheVolume(key='mlship-trivy-db')>, sharing='LOCKED')" in chain
     assert "asTarball()" in chain
     assert execs(trivy) == [
         ["trivy", "image", "--input", "/scan/image.tar", "--format", "json", "--output", "/scan/report.json"]
@@ -582,6 +604,7 @@ def release(**kwargs: Any) -> main.Release:
         tracking_token=None,
         severity=Severity.HIGH,
         ignore_unfixed=False,
+        strict=False,
         tests=main.TEST_SELECTION,
         git_sha="abc",
         created="",

@@ -23,6 +23,7 @@ EXPECTED = {
     "build",
     "scan",
     "scan_report",
+    "scan_summary",
     "publish",
     "deploy",
     "rollback",
@@ -60,7 +61,7 @@ def test_every_argument_is_documented(typedefs: str) -> None:
 # Where the outside world decides (the cluster, the registry, a tracking server whose champion
 # moves, the vulnerability database), the function is not cached or only per session.
 NEVER = {"deploy", "rollback", "publish", "all", "train", "gate"}
-SESSION = {"scan", "scan_report"}
+SESSION = {"scan", "scan_report", "scan_summary"}
 
 
 def test_checks_and_cache_policies() -> None:

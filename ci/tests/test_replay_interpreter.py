@@ -8,20 +8,23 @@ unknown selection that fails the test instead of being skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import uuid
 from pathlib import Path
 
+import anyio
 import dagger
 import pytest
 from dagger import dag
 from ml_pipeline import images
 from replay import tier as replay_tier
-from replay.interpreter import UnknownSelection
+from replay.interpreter import Terminal, UnknownSelection
 from replay.tier import Tier
 
 pytestmark = pytest.mark.replay
+ANY = dagger.ReturnType.ANY
 
 
 @pytest.fixture
@@ -190,3 +193,116 @@ def test_the_module_loads_with_what_dagger_json_includes(tier: Tier) -> None:
     assert not [f for f in files if f.startswith(("ci/sdk/", "ci/.venv/", "src/", ".venv/"))]
     config = json.loads((replay_tier.REPO / "dagger.json").read_text())
     assert config["source"] == "ci"
+
+
+# ---- the engine's strictness (issue 22 item 1): each test fails on the kinder replay it replaced ----
+
+
+def test_expect_any_is_0_to_127_and_192_to_255_a_signal_death_is_an_exec_error(tier: Tier) -> None:
+    # core/container.go ReturnTypes.ReturnCodes (v0.21.8): a process killed by SIGKILL (the OOM
+    # killer's 137) is no exit code any `expect` accepts; 254 is (the engine's returncodes_test).
+    nonce = uuid.uuid4().hex
+    killed = (
+        python()
+        .with_env_variable("NONCE", nonce)
+        .with_exec(
+            # the child is killed (PID 1 of a container ignores SIGKILL from inside); sh exits 128+9
+            ["sh", "-c", "python3 -c 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)'"],
+            expect=ANY,
+        )
+    )
+    with pytest.raises(dagger.ExecError) as info:
+        tier.run(killed.exit_code)
+    assert info.value.exit_code == 137
+    with pytest.raises(dagger.ExecError):
+        tier.run(python().with_exec(["sh", "-c", "exit 150"], expect=dagger.ReturnType.FAILURE).sync)
+    assert tier.run(python().with_exec(["sh", "-c", "exit 254"], expect=ANY).exit_code) == 254
+    assert tier.run(python().with_exec(["sh", "-c", "exit 127"], expect=ANY).exit_code) == 127
+
+
+def test_with_directory_of_an_empty_directory_creates_it(tier: Tier) -> None:
+    ctr = python().with_directory("/reports/empty", dag.directory()).with_exec(["test", "-d", "/reports/empty"])
+    tier.run(ctr.sync)  # an ExecError (exit 1) when the directory was not made
+    assert tier.run(ctr.directory("/reports/empty").entries) == []
+
+
+def _without_a_shell() -> dagger.Container:
+    """The python image with every shell removed, like a distroless or scratch-based image."""
+    return python().with_exec(
+        ["rm", "-f", "/bin/sh", "/usr/bin/sh", "/bin/dash", "/usr/bin/dash", "/bin/bash", "/usr/bin/bash"]
+    )
+
+
+def test_secret_variables_arrive_byte_exact_in_an_image_without_a_shell(tier: Tier) -> None:
+    # core/container_exec.go Container.secretEnvValues: `NAME=<plaintext>` as is, no shell involved
+    values = {"TOKEN": f"tok-{uuid.uuid4().hex}\n", "MULTI": f"a b\n\n{uuid.uuid4().hex}  \n\n", "EMPTY": ""}
+    ctr = _without_a_shell()
+    for name, value in values.items():
+        ctr = ctr.with_secret_variable(name, dag.set_secret(name.lower(), value))
+    probe = (
+        "import hashlib, os, shutil; assert shutil.which('sh') is None, 'a shell is left';"
+        "print(*(f'{n}:{len(os.environ[n])}:{hashlib.sha256(os.environ[n].encode()).hexdigest()}'"
+        " for n in ('TOKEN', 'MULTI', 'EMPTY')))"
+    )
+    out = tier.run(ctr.with_exec(["python3", "-c", probe]).stdout).split()
+    expected = [f"{n}:{len(v)}:{hashlib.sha256(v.encode()).hexdigest()}" for n, v in values.items()]
+    assert out == expected
+
+
+def test_an_exec_whose_binary_is_missing_fails_to_start_not_with_an_exit_code(tier: Tier) -> None:
+    ctr = python().with_secret_variable("TOKEN", dag.set_secret("t", "x")).with_exec(["no-such-binary"], expect=ANY)
+    with pytest.raises(RuntimeError, match="could not start"):
+        tier.run(ctr.exit_code)
+
+
+def _overlap(a: Terminal, b: Terminal) -> bool:
+    return a.started < b.ended and b.started < a.ended
+
+
+def test_sibling_awaits_run_concurrently_and_a_shared_node_runs_once(tier: Tier) -> None:
+    nonce = uuid.uuid4().hex
+    shared = python().with_env_variable("NONCE", nonce).with_exec(["sh", "-c", "date +%s%N > /stamp"])
+    children = [shared.with_exec(["sh", "-c", f"sleep 3; cat /stamp; echo {i}"]) for i in range(2)]
+    outputs: dict[int, str] = {}
+
+    async def one(i: int) -> None:
+        outputs[i] = await children[i].stdout()
+
+    async def both() -> None:
+        async with anyio.create_task_group() as tg:
+            for i in range(2):
+                tg.start_soon(one, i)
+
+    run0, first = tier.interp.execs_run, len(tier.interp.terminals)
+    tier.run(both)
+    a, b = tier.interp.terminals[first:]
+    assert _overlap(a, b), f"the two awaits ran one after the other: {a} / {b}"
+    assert tier.interp.execs_run - run0 == 3, "the shared exec ran once, each child once"
+    stamps = {outputs[i].splitlines()[0] for i in range(2)}
+    assert len(stamps) == 1, outputs
+
+
+def test_a_locked_cache_volume_makes_concurrent_execs_take_turns(tier: Tier) -> None:
+    key = f"mlship-replay-test-{uuid.uuid4().hex[:8]}"
+    cache = dag.cache_volume(key)
+    # each exec claims the volume with mkdir (atomic) and fails if another holds it
+    claim = "mkdir /cache/busy || exit 9; sleep 2; rmdir /cache/busy"
+    ctrs = [
+        python()
+        .with_env_variable("I", str(i))
+        .with_mounted_cache("/cache", cache, sharing=dagger.CacheSharingMode.LOCKED)
+        .with_exec(["sh", "-c", claim])
+        for i in range(2)
+    ]
+
+    async def both() -> None:
+        async with anyio.create_task_group() as tg:
+            for ctr in ctrs:
+                tg.start_soon(ctr.sync)
+
+    try:
+        tier.run(both)  # an ExecError (exit 9) if the two had held the volume at once
+    finally:
+        from replay.interpreter import volume_name
+
+        subprocess.run(["docker", "volume", "rm", "--force", volume_name(key)], capture_output=True, check=False)

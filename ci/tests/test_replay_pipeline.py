@@ -78,20 +78,53 @@ def model_dir(path: Path) -> dagger.Directory:
     return dagger.dag.host().directory(str(path))
 
 
+ALL_TESTS = "unit or spark"
+
+
 def test_all_without_credentials_runs_every_stage_and_prints_its_summary(
-    tier: Tier, capsys: pytest.CaptureFixture[str]
+    tier: Tier, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    # `tests="unit"`: the test stage runs the unit tier for real (pytest, --cov, junit) in its
-    # container; the default selection (every tier but docker/replay, ~20 min here) was replayed
-    # by hand once (README, "What the replay proves"), not on every CI run.
-    summary = timed(tier, "all", lambda: pipeline().all(tests="unit"))
+    # `tests="unit or spark"`: the test stage runs the unit tier and the Spark engine's tests for
+    # real (pytest, --cov, junit) in its container, on the base with the spark extra and a JRE; the
+    # default selection (every tier but docker/replay, ~20 min here) was replayed by hand once
+    # (README, "What the replay proves"), not on every CI run.
+    first = len(tier.interp.terminals)
+    summary = timed(tier, "all", lambda: pipeline().all(tests=ALL_TESTS))
     with capsys.disabled():
         print(f"\n`dagger call all` (replayed):\n{summary}")
+    # lint ∥ test ∥ validate-data run side by side, as the engine runs a task group's awaits:
+    # their awaits' wall-clock intervals overlap pairwise
+    ran = tier.interp.terminals[first:]
+    parallel = {
+        stage: next(t for t in ran if marker in t.label)
+        for stage, marker in (("lint", "mypy --strict"), ("test", "pytest -m"), ("validate", "mlship validate"))
+    }
+    for a, b in (("lint", "test"), ("lint", "validate"), ("test", "validate")):
+        x, y = parallel[a], parallel[b]
+        assert x.started < y.ended and y.started < x.ended, f"{a} and {b} did not overlap: {x} / {y}"
     lines = {line.split()[0]: line for line in summary.splitlines() if line.strip()}
     for stage in STAGES:
         assert stage in lines, f"{stage} missing from the summary:\n{summary}"
         assert lines[stage].split()[1] == "ok", summary
     assert "skipped" in lines["publish"] and "skipped" in lines["deploy"], summary
+    # the Spark tests ran and passed inside `all`'s test stage: its junit.xml (the same chain, so
+    # the cached run, not a second one) has them, none failed or skipped
+    import xml.etree.ElementTree as ET
+
+    async def reports() -> str:
+        return await (await pipeline().test_report(selection=ALL_TESTS)).export(str(tmp_path / "reports"))
+
+    run0 = tier.interp.execs_run
+    out = Path(tier.run(reports))
+    assert tier.interp.execs_run == run0, "test-report re-used all's test run"
+    cases = ET.parse(out / "junit.xml").getroot().iter("testcase")
+    spark = [c for c in cases if "test_batch_spark" in c.get("classname", "")]
+    assert len(spark) >= 10, [c.get("name") for c in spark]
+    bad = [c.get("name") for c in spark if c.find("failure") is not None or c.find("error") is not None]
+    skipped = [c.get("name") for c in spark if c.find("skipped") is not None]
+    assert not bad and not skipped, f"failed: {bad}; skipped: {skipped}"
+    with capsys.disabled():
+        print(f"Spark tests in all's test stage: {len(spark)} passed")
 
 
 def _checkout_with_lint_error(dest: Path) -> Path:

@@ -124,9 +124,17 @@ def test_ci_runs_all_then_exports_reports_even_when_all_fails() -> None:
         assert step.get("if") == "always()", argv  # a red `all` must not skip its reports
         assert argv[-2] == "export" and argv[-1].startswith("--path=reports/"), argv
         exported[argv[0]] = argv[-1].removeprefix("--path=")
-    assert exported == {"gate": "reports/gate", "test-report": "reports/tests", "scan-report": "reports/trivy.sarif"}
+    assert exported == {
+        "gate": "reports/gate",
+        "test-report": "reports/tests",
+        "scan-report": "reports/trivy.sarif",
+        "scan-summary": "reports/scan",
+    }
     summary = next(s for s in job if "GITHUB_STEP_SUMMARY" in str(s.get("run", "")))
     assert f"{exported['gate']}/gate.md" in summary["run"] and summary["if"] == "always()"
+    assert f"{exported['scan-summary']}/scan-gate.md" in summary["run"], "the scan summary reaches the job summary"
+    comment = next(s for s in wf["jobs"]["review-comment"]["steps"] if "mlship comment" in str(s.get("run", "")))
+    assert f"--scan-report {exported['scan-summary']}/scan-gate.json" in comment["run"]
     upload = next(s for s in job if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
     assert upload["with"]["path"] == "reports/" and upload["if"] == "always()"
     sarif = next(s for s in job if str(s.get("uses", "")).startswith("github/codeql-action/upload-sarif@"))
@@ -142,9 +150,9 @@ def test_ci_gate_report_call_matches_what_all_gated() -> None:
     assert not any(a.startswith("--tracking-uri") for a in all_argv) and "--no-champion" in argv
     # the SARIF is of the image `all` scanned: the same labels, so the same build
     calls = {action_command(s["with"])[1][0]: str(s["with"]["call"]) for s in dagger_steps(wf)}
-    all_call, sarif_call = calls["all"], calls["scan-report"]
+    all_call, sarif_call, summary_call = calls["all"], calls["scan-report"], calls["scan-summary"]
     for flag in ("--git-sha=${{ github.sha }}", "--created=${{ steps.meta.outputs.created }}"):
-        assert flag in all_call and flag in sarif_call, flag
+        assert flag in all_call and flag in sarif_call and flag in summary_call, flag
 
 
 def _run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -246,6 +254,19 @@ def test_gitlab_exports_reports_when_all_fails_and_hands_the_release_to_producti
     assert gitlab["release-staging"]["artifacts"]["reports"]["dotenv"] == "release.env"
     prod = gitlab["deploy-production"]
     assert prod["needs"] == ["release-staging"] and prod["rules"][-1]["when"] == "manual"
+    # the manual rollback is optional (allow_failure: true), so no pipeline on main shows *blocked*
+    # waiting for it; the production deploy stays blocking (the release is not done until it runs)
+    assert gitlab["rollback"]["rules"][-1]["when"] == "manual" and gitlab["rollback"]["allow_failure"] is True
+    assert prod.get("allow_failure", False) is False
+    for name in ("pipeline", "release-staging"):
+        script = " ".join(
+            str(x) for item in gitlab[name]["script"] for x in (item if isinstance(item, list) else [item])
+        )
+        assert (
+            "scan-summary --git-sha=$CI_COMMIT_SHA --created=$CI_COMMIT_TIMESTAMP export --path=reports/scan" in script
+        )
+    note = " ".join(gitlab["review-comment"]["script"])
+    assert "--scan-report reports/scan/scan-gate.json" in note
     deploy = prod["script"][-1]
     assert "--model=$MLSHIP_MODEL" in deploy and "--image=$MLSHIP_IMAGE" in deploy and "--approve" in deploy
 
@@ -346,3 +367,61 @@ def test_gitlab_schedule_runs_only_the_batch_scoring() -> None:
     call, *rest = batch["script"]
     assert call.startswith("dagger call batch-predict ") and call.endswith("export --path=reports/batch")
     assert rest[0] == "code=$(cat reports/batch/exit-code)" and rest[-1] == 'exit "$code"'
+
+
+# ---- actions on current runtimes: the table in .github/action-versions.toml ----
+
+ACTION_TABLE = ROOT / ".github" / "action-versions.toml"
+
+
+def _version(tag: str) -> tuple[int, ...]:
+    match = re.fullmatch(r"v(\d+(?:\.\d+)*)", tag)
+    assert match, f"{tag!r} is not a vN[.N.N] tag (a branch or sha cannot be compared with the table)"
+    return tuple(int(part) for part in match[1].split("."))
+
+
+def pins_below_the_table(workflow_text: str, table: dict[str, dict[str, str]]) -> list[str]:
+    """Every `uses:` of a workflow older than the table's minimum, or not in the table at all."""
+    problems = []
+    for use in re.findall(r"^\s*(?:-\s*)?uses:\s*(\S+)", workflow_text, flags=re.MULTILINE):
+        name, _, tag = use.partition("@")
+        if name not in table:
+            problems.append(f"{use}: not in {ACTION_TABLE.name}")
+            continue
+        minimum = _version(table[name]["min"])
+        found = _version(tag)
+        # `v7` pins the moving major: it satisfies v7.x.y minimums; otherwise compare in full
+        if found[: len(minimum)] < minimum[: len(found)] or (len(found) >= len(minimum) and found < minimum):
+            problems.append(f"{use}: older than {table[name]['min']}")
+    return problems
+
+
+def action_table() -> dict[str, dict[str, str]]:
+    import tomllib
+
+    table: dict[str, dict[str, str]] = tomllib.loads(ACTION_TABLE.read_text())["actions"]
+    return table
+
+
+def test_every_workflow_pins_each_action_at_the_recorded_version_or_newer() -> None:
+    table = action_table()
+    for row in table.values():
+        assert row["runtime"] in ("node24", "composite"), f"{row}: no deprecated runtime (node20) in the table"
+    used = set()
+    for path in WORKFLOWS.glob("*.yml"):
+        text = path.read_text()
+        assert pins_below_the_table(text, table) == [], path.name
+        used |= {u.partition("@")[0] for u in re.findall(r"uses:\s*(\S+)", text)}
+    assert used == set(table), "the table lists exactly the actions the workflows use"
+
+
+def test_the_version_check_fails_on_an_older_pin_or_an_unknown_action() -> None:
+    table = action_table()
+    old = "steps:\n  - uses: actions/checkout@v4\n  - uses: astral-sh/setup-uv@v9.0.0\n  - uses: someone/else@v1\n"
+    assert pins_below_the_table(old, table) == [
+        "actions/checkout@v4: older than v7",
+        "astral-sh/setup-uv@v9.0.0: older than v10.0.1",
+        "someone/else@v1: not in action-versions.toml",
+    ]
+    ok = "steps:\n  - uses: actions/checkout@v7.0.1\n  - uses: astral-sh/setup-uv@v10.0.1\n"
+    assert pins_below_the_table(ok, table) == []

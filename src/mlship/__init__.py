@@ -1,1 +1,145 @@
+"""mlship as a library: each `mlship` command's stage function and the result it returns.
+
+Names resolve lazily (PEP 562): `import mlship` imports none of mlflow, scikit-learn or pandas,
+so `mlship --help` stays instant; the first use of a name imports its module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from mlship.data.synth import write_synthetic
+    from mlship.data.validation import ValidationReport, validate_file
+    from mlship.deploy.bluegreen import Controller, DeployResult
+    from mlship.deploy.factory import controller
+    from mlship.deploy.release import Release
+    from mlship.errors import ConfigError, InfraError, MlshipError, PipelineRejected
+    from mlship.model.gates import GateReport, GateResult, register_challenger, run_gate
+    from mlship.model.train import TrainResult, train
+    from mlship.monitoring.batch import BatchResult, predict_batch
+    from mlship.monitoring.drift import DriftReport
+    from mlship.monitoring.drift import detect as detect_drift
+    from mlship.monitoring.events import AbReport, Arm
+    from mlship.monitoring.events import analyse as analyse_abtest
+    from mlship.pipeline import RunSummary, run
+    from mlship.registry import Registry, ResolvedModel, VersionInfo
+    from mlship.review import Posted, comment
+    from mlship.security.trivy import ScanGateResult, scan_gate
+    from mlship.serving.server import serve
+    from mlship.settings import Settings, load_settings, settings_from_mapping
+
+# Public name -> (module, attribute). The command each serves is in the README's table
+# "mlship from Python"; tests/unit/test_public_api.py pins this list.
+_EXPORTS: dict[str, tuple[str, str]] = {
+    # configuration
+    "Settings": ("mlship.settings", "Settings"),
+    "load_settings": ("mlship.settings", "load_settings"),
+    "settings_from_mapping": ("mlship.settings", "settings_from_mapping"),
+    # mlship data synth / validate
+    "write_synthetic": ("mlship.data.synth", "write_synthetic"),
+    "validate_file": ("mlship.data.validation", "validate_file"),
+    "ValidationReport": ("mlship.data.validation", "ValidationReport"),
+    # mlship train
+    "train": ("mlship.model.train", "train"),
+    "TrainResult": ("mlship.model.train", "TrainResult"),
+    # mlship gate [--register]
+    "run_gate": ("mlship.model.gates", "run_gate"),
+    "register_challenger": ("mlship.model.gates", "register_challenger"),
+    "GateReport": ("mlship.model.gates", "GateReport"),
+    "GateResult": ("mlship.model.gates", "GateResult"),
+    # mlship register / promote / models
+    "Registry": ("mlship.registry", "Registry"),
+    "ResolvedModel": ("mlship.registry", "ResolvedModel"),
+    "VersionInfo": ("mlship.registry", "VersionInfo"),
+    # mlship run
+    "run": ("mlship.pipeline", "run"),
+    "RunSummary": ("mlship.pipeline", "RunSummary"),
+    # mlship deploy / rollback / status
+    "controller": ("mlship.deploy.factory", "controller"),
+    "Controller": ("mlship.deploy.bluegreen", "Controller"),
+    "DeployResult": ("mlship.deploy.bluegreen", "DeployResult"),
+    "Release": ("mlship.deploy.release", "Release"),
+    # mlship serve
+    "serve": ("mlship.serving.server", "serve"),
+    # mlship drift
+    "detect_drift": ("mlship.monitoring.drift", "detect"),
+    "DriftReport": ("mlship.monitoring.drift", "DriftReport"),
+    # mlship abtest
+    "analyse_abtest": ("mlship.monitoring.events", "analyse"),
+    "Arm": ("mlship.monitoring.events", "Arm"),
+    "AbReport": ("mlship.monitoring.events", "AbReport"),
+    # mlship predict-batch
+    "predict_batch": ("mlship.monitoring.batch", "predict_batch"),
+    "BatchResult": ("mlship.monitoring.batch", "BatchResult"),
+    # mlship scan-gate
+    "scan_gate": ("mlship.security.trivy", "scan_gate"),
+    "ScanGateResult": ("mlship.security.trivy", "ScanGateResult"),
+    # mlship comment
+    "comment": ("mlship.review", "comment"),
+    "Posted": ("mlship.review", "Posted"),
+    # what a stage raises, and the exit code each becomes
+    "MlshipError": ("mlship.errors", "MlshipError"),
+    "PipelineRejected": ("mlship.errors", "PipelineRejected"),
+    "ConfigError": ("mlship.errors", "ConfigError"),
+    "InfraError": ("mlship.errors", "InfraError"),
+}
+
+__all__ = [
+    "AbReport",
+    "Arm",
+    "BatchResult",
+    "ConfigError",
+    "Controller",
+    "DeployResult",
+    "DriftReport",
+    "GateReport",
+    "GateResult",
+    "InfraError",
+    "MlshipError",
+    "PipelineRejected",
+    "Posted",
+    "Registry",
+    "Release",
+    "ResolvedModel",
+    "RunSummary",
+    "ScanGateResult",
+    "Settings",
+    "TrainResult",
+    "ValidationReport",
+    "VersionInfo",
+    "analyse_abtest",
+    "comment",
+    "controller",
+    "detect_drift",
+    "load_settings",
+    "predict_batch",
+    "register_challenger",
+    "run",
+    "run_gate",
+    "scan_gate",
+    "serve",
+    "settings_from_mapping",
+    "train",
+    "validate_file",
+    "write_synthetic",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562) and keep the name here for the next."""
+    try:
+        module, attribute = _EXPORTS[name]
+    except KeyError:
+        # Not ours: an AttributeError lets `from mlship import cli` fall through to the submodule.
+        raise AttributeError(f"module 'mlship' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -413,6 +413,28 @@ def _thread(provider: str, env: Mapping[str, str], report_dir: Path) -> Thread:
     return github_thread(env) if provider == "github" else gitlab_thread(env, report_dir)
 
 
+FOOTER = "<sub>Posted by `mlship comment`"
+
+
+def read_scan_report(path: Path) -> dict[str, Any]:
+    """scan-gate.json, or exit 2 saying what is wrong with it."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the scan report {path}: {exc}", hint="pass the scan-gate.json") from None
+    if not isinstance(raw, dict) or "passed" not in raw or "counts" not in raw:
+        raise ConfigError(f"{path} is not a scan-gate report", hint="pass the scan-gate.json `mlship scan-gate` wrote")
+    return raw
+
+
+def with_scan_section(body: str, scan: Mapping[str, Any]) -> str:
+    """The comment with the image scan's section inserted above its footer."""
+    from mlship.security.trivy import summary_from_json
+
+    head, sep, tail = body.partition(FOOTER)
+    return f"{head}{summary_from_json(dict(scan))}\n{sep}{tail}"
+
+
 def comment(
     report_path: Path,
     provider: str,
@@ -420,8 +442,12 @@ def comment(
     environ: Mapping[str, str] | None = None,
     mlflow_tracking_uri: str | None = None,
     dry_run: bool = False,
+    scan_report: Path | None = None,
 ) -> tuple[str, Posted | None]:
-    """Build the comment from `report_path` and (unless `dry_run`) create or update it on `provider`."""
+    """Build the comment from `report_path` and (unless `dry_run`) create or update it on `provider`.
+
+    With `scan_report` (a scan-gate.json the pipeline exported), the comment also carries the image
+    scan's verdict, its unfixed vulnerabilities per severity and top packages, and stale ignores."""
     from mlship.notify import mlflow_run_url
 
     env = os.environ if environ is None else environ
@@ -435,6 +461,8 @@ def comment(
     if mlflow:
         links["mlflow run"] = mlflow
     body = render(report, links, thread.plots_url if thread else env.get("MLSHIP_PLOTS_URL"))
+    if scan_report is not None:
+        body = with_scan_section(body, read_scan_report(scan_report))
     if thread is None:
         return body, None
     return body, post(thread, body)

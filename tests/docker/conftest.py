@@ -1,6 +1,7 @@
 """Session fixtures of the docker tier: a reachable daemon, the Debian base, two serving images.
 
-Skipped (with the reason) when no Docker daemon answers. Building costs minutes the first
+Skipped (with the reason) when no Docker daemon answers; failed instead when MLSHIP_REQUIRE_TIERS
+names docker (.ci/run sets it). Building costs minutes the first
 time (base ~2.5 min, serving image ~5 min on 2 cores); the base tag and the engine's layer
 cache make later sessions fast, so the test images are kept (their containers never are).
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project
+from tests.conftest import make_project, tier_unavailable
 from tests.docker import support
 
 
@@ -36,14 +37,15 @@ def docker_daemon() -> None:
 
     reason = docker_available()
     if reason is not None:
-        pytest.skip(f"docker tier needs a Docker daemon: {reason} (start one with scripts/start-dockerd.sh)")
+        why = f"docker tier needs a Docker daemon: {reason} (start one with scripts/start-dockerd.sh)"
+        tier_unavailable("docker", why)
 
 
 @pytest.fixture(scope="session")
 def base_image(docker_daemon: None) -> str:
     if not support.image_exists(support.BASE_IMAGE):
         if shutil.which("debootstrap") is None:
-            pytest.skip(f"{support.BASE_IMAGE} is missing and debootstrap is not installed to build it")
+            tier_unavailable("docker", f"{support.BASE_IMAGE} is missing and debootstrap is not installed to build it")
         support.ensure_base_image()
     return support.BASE_IMAGE
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,11 +28,7 @@ from mlship.monitoring.batch import predict_batch
 from mlship.monitoring.batch_spark import predict_batch_spark, session
 from mlship.settings import Settings
 
-pytest.importorskip("pyspark", reason="the spark extra is not installed (`uv sync --extra spark`, as .ci/run does)")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime (.ci/run installs one)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spark_tier")]  # skips, or fails when required
 
 LR = "mlship.model.estimators:logistic_regression"
 

@@ -21,8 +21,10 @@ import pytest
 
 from mlship.deploy.bluegreen import Controller
 from mlship.deploy.faults import FAULT_VAR, STEPS
+from mlship.deploy.lock import pid_alive
 from mlship.errors import PipelineRejected
 from tests.deploy_doubles.harness import HERE, RECORDS, fake_release, local_controller, served_version
+from tests.waiting import wait_until
 
 DEPLOY_ONCE = HERE / "deploy_once.py"
 
@@ -53,6 +55,11 @@ class Load:
                     self.failed.append(type(exc).__name__)
                 time.sleep(self.interval)
 
+    def served(self, more: int = 10) -> None:
+        """Wait until `more` further requests were answered: the load really ran across the step."""
+        target = self.ok + more
+        wait_until(lambda: self.ok >= target, f"{more} more answered requests (failures: {self.failed[:3]})")
+
     def __enter__(self) -> Load:
         self._thread.start()
         return self
@@ -81,7 +88,7 @@ def test_a_deploy_killed_at_any_step_is_recovered_by_the_next_with_no_failed_req
     ctl.deploy(fake_release("1"))
     port = ctl.target.port  # type: ignore[attr-defined]
     with Load(ctl.target.live_url()) as load:
-        time.sleep(0.3)
+        load.served()
         killed = subprocess.run(
             [sys.executable, str(DEPLOY_ONCE), str(tmp_path), str(port), "2"],
             env={**os.environ, FAULT_VAR: step},
@@ -91,7 +98,7 @@ def test_a_deploy_killed_at_any_step_is_recovered_by_the_next_with_no_failed_req
             check=False,
         )
         assert killed.returncode == -signal.SIGKILL, killed.stderr
-        time.sleep(0.3)
+        load.served()  # live traffic is answered after the kill, before any recovery
         state = ctl.store.load()
         assert state.pending is not None and state.pending["color"] == "green", "the intent was written first"
         if step in ("switched", "mid-verification", "verified"):
@@ -101,7 +108,8 @@ def test_a_deploy_killed_at_any_step_is_recovered_by_the_next_with_no_failed_req
         else:
             assert ctl.target.weights() == {"blue": 100} and state.live == "blue"
         result = ctl.deploy(fake_release("3"))
-        time.sleep(0.3)
+        wait_until(lambda: "3" in load.versions, "the load to be answered by v3")
+        load.served()
     assert load.failed == [], f"{len(load.failed)} of {load.ok + len(load.failed)} failed: {load.failed[:5]}"
     assert load.ok > 20 and "3" in load.versions
     assert served_version(ctl.target.live_url()) == "3"
@@ -124,12 +132,12 @@ def test_the_live_color_dying_fails_over_to_the_warm_previous_one_and_status_say
     ctl.deploy(fake_release("1"))
     ctl.deploy(fake_release("2"))
     with Load(ctl.target.live_url(), rate=50.0) as load:
-        time.sleep(0.5)
+        load.served()
         os.kill(pids(ctl)["green"], signal.SIGKILL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and ctl.target.weights() != {"blue": 100}:
             time.sleep(0.05)
-        time.sleep(0.5)
+        load.served()  # answered after the failover
     assert load.failed == [], load.failed[:5]
     assert ctl.target.weights() == {"blue": 100}, "the router failed over by itself"
     info = ctl.status()
@@ -156,8 +164,9 @@ def test_status_tells_the_truth_when_the_live_path_is_down(ctl: Controller) -> N
     assert ctl.status()["problem"] == "nothing is live in staging"
     ctl.deploy(fake_release("1"))
     assert ctl.status()["healthy"]
-    os.kill(pids(ctl)["blue"], signal.SIGKILL)  # no warm previous color to fail over to
-    time.sleep(0.2)
+    blue = pids(ctl)["blue"]
+    os.kill(blue, signal.SIGKILL)  # no warm previous color to fail over to
+    wait_until(lambda: not pid_alive(blue), "the killed blue process to be gone")
     info = ctl.status()
     assert not info["healthy"] and info["problem"] == "the live color blue is not running"
     assert info["router"]["up"]
@@ -176,7 +185,7 @@ def test_a_refused_deploy_keeps_the_previous_release_warm_so_rollback_is_one_swi
         assert pids(ctl)["blue"] == warm and ctl.target.running("blue"), "v1 was parked, not stopped"
         assert ctl.store.load().colors["blue"].version == "1"
         back = ctl.rollback()
-        time.sleep(0.2)
+        load.served()  # answered after the rollback
     assert back.action == "rollback" and back.live == "blue" and pids(ctl)["blue"] == warm
     assert served_version(ctl.target.live_url()) == "1"
     if fault == "wrong":  # refused before the switch: users never saw it

@@ -18,11 +18,12 @@ import httpx
 import pytest
 
 from mlship.deploy.bluegreen import Controller, require_approval
-from mlship.deploy.lock import deploy_lock
+from mlship.deploy.lock import deploy_lock, pid_alive
 from mlship.deploy.targets.base import ColorFailed
 from mlship.deploy.targets.local import LocalTarget, port_free
 from mlship.errors import ConfigError, InfraError, PipelineRejected
 from tests.deploy_doubles.harness import fake_release, local_controller, served_version
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ class RouterDiesDuringVerification(LocalTarget):
         pid = self.router_pid()
         if pid is not None and color == "green":
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.2)
+            wait_until(lambda: not pid_alive(pid), "the killed router to be gone")
         return super().traffic_url(color)
 
 
@@ -243,7 +244,7 @@ def test_production_deploy_needs_approval_and_moves_champion(tmp_path: Path, mon
         ctl.target.down()
 
 
-def test_a_second_deploy_waits_for_the_lock_but_a_stale_lock_is_taken_over(ctl: Controller) -> None:
+def test_a_second_deploy_is_refused_while_the_lock_is_held_but_a_stale_lock_is_taken_over(ctl: Controller) -> None:
     with deploy_lock(ctl.store.dir), pytest.raises(InfraError, match="holds"):
         ctl.deploy(fake_release("1"))
     (ctl.store.dir / "deploy.lock").write_text("999999")

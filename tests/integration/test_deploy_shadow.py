@@ -14,11 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from scipy.stats import binom
 
 from mlship.deploy.bluegreen import Controller
 from mlship.deploy.faults import FAULT_VAR
+from mlship.deploy.lock import pid_alive
 from mlship.errors import ConfigError, PipelineRejected
 from tests.deploy_doubles.harness import HERE, RECORDS, fake_release, local_controller, served_version
+from tests.waiting import wait_until
 
 DEPLOY_ONCE = HERE / "deploy_once.py"
 
@@ -89,7 +92,10 @@ def test_stopping_a_shadow_keeps_live_and_brings_back_the_warm_previous_release(
         str(ctl.target._load()["parked"]["blue"]["port"])  # type: ignore[attr-defined]
     ), "the failover standby is the warm release, never the unverified shadow"
     predict(ctl.target.live_url(), 40)
-    assert 0 < figures(ctl, 1)["offered"] < 40
+    # Each request is copied with probability 0.5: Binomial(40, 0.5) lies in its 99.9% two-sided
+    # interval [10, 30] but for 0.07% of runs (scipy.stats.binom.interval(0.999, 40, 0.5)).
+    lo, hi = binom.interval(0.999, 40, 0.5)
+    assert (lo, hi) == (10, 30) and lo <= figures(ctl, 1)["offered"] <= hi
     with pytest.raises(ConfigError, match="a shadow runs on blue"):
         ctl.deploy(fake_release("4"))
     stopped = ctl.rollback()  # rollback ends a running shadow, like it aborts a canary
@@ -124,8 +130,9 @@ def test_a_shadow_killed_after_the_state_named_it_is_resumed_and_a_dead_one_is_e
     assert ctl.target.shadowing() == "green"  # type: ignore[attr-defined]
     predict(ctl.target.live_url(), 5)
     assert figures(ctl, 5)["compared_rows"] == 5
-    os.kill(int(ctl.target._load()["colors"]["green"]["pid"]), signal.SIGKILL)  # type: ignore[attr-defined]
-    time.sleep(0.3)
+    green = int(ctl.target._load()["colors"]["green"]["pid"])  # type: ignore[attr-defined]
+    os.kill(green, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(green), "the killed shadow process to be gone")
     info = ctl.status()
     assert any("ended the shadow on green" in n for n in info["reconciled"])
     assert info["shadow"] is None and ctl.store.load().shadow is None and info["healthy"]

@@ -171,7 +171,7 @@ def test_a_reference_loads_in_the_background_and_ready_tells_the_truth(model: Se
         assert "amount" in schema["components"]["schemas"]["Record"]["properties"]
 
 
-def test_an_unknown_reference_fails_at_once(model: ServingModel) -> None:
+def test_an_unknown_reference_fails_when_the_app_is_created(model: ServingModel) -> None:
     settings = settings_for(model.root)
     with pytest.raises(ModelNotFound):
         create_app("models:/card-fraud/99", settings=settings)

@@ -56,7 +56,8 @@ def test_health_and_server_metadata(client: TestClient) -> None:
     ready = client.get("/v2/health/ready")
     assert ready.status_code == 200 and ready.json() == {"ready": True}
     meta = client.get("/v2").json()
-    assert meta["name"] == "mlship" and meta["extensions"] == [] and isinstance(meta["version"], str)
+    assert meta["name"] == "mlship" and isinstance(meta["version"], str)
+    assert meta["extensions"] == ["binary_tensor_data"]
 
 
 def test_model_metadata_lists_the_signature_as_tensors(client: TestClient, model: ServingModel) -> None:

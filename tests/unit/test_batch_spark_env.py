@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mlship.monitoring.batch_spark import (
     spark_master,
     spark_uri,
 )
+from tests.conftest import tier_unavailable
 
 
 def test_master_comes_from_the_option_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,7 +115,8 @@ def test_cli_engine_options_are_checked_before_anything_runs(project: Path) -> N
 
 def test_a_model_without_a_pyfunc_flavor_cannot_be_a_spark_udf(tmp_path: Path) -> None:
     """The UDF is MLflow's pyfunc one: a model directory with no python_function flavor is bad input."""
-    pytest.importorskip("pyspark")
+    if importlib.util.find_spec("pyspark") is None:
+        tier_unavailable("spark", "the spark extra is not installed (`uv sync --extra spark`, as .ci/run does)")
     from mlship.registry import spark_proba_udf
 
     model = tmp_path / "model"

@@ -28,6 +28,7 @@ from mlship.deploy.targets.container import DockerRunner, scope_of
 from mlship.deploy.targets.local import LocalTarget, ProcessRunner, ReleaseRunner, describe
 from mlship.errors import ConfigError, InfraError, PipelineRejected
 from tests.deploy_doubles.docker import install_docker_double
+from tests.waiting import wait_until
 
 LABELS = {
     "io.mlship.model.name": "card-fraud",
@@ -83,6 +84,9 @@ def test_start_alive_stop_drive_one_container_and_its_log_follower(docker: Path,
     handle = runner.start("blue", image_release(), 40001, log)
     assert handle["kind"] == "container" and handle["name"] == "mlship-staging-blue-s1"
     assert runner.alive(handle)
+    # its log follower: `docker logs --follow` of this container, whose output lands in the color's log
+    wait_until(lambda: log.is_file() and f"logs of {handle['id']}" in log.read_text(), "the follower's output")
+    assert ["logs", "--follow", handle["id"]] in calls(docker)
     # a leftover of the same name is removed first; then the run itself
     verbs = [c[0] for c in calls(docker)]
     assert verbs[:2] == ["rm", "run"]

@@ -250,12 +250,20 @@ def test_connections_are_bounded_and_errors_say_what_without_internals(tmp_path:
             _, held = await asyncio.open_connection("127.0.0.1", r.port)
             held.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")  # busy: mid-body
             await held.drain()
-            await asyncio.sleep(0.05)
+            for _ in range(3000):  # until the router holds it as busy (the event, not a guess at its timing)
+                if r.router.connections == 1 and not r.router.idle:
+                    break
+                await asyncio.sleep(0.01)
+            assert r.router.connections == 1 and not r.router.idle
             refused = await r.raw(get("/x"))
             assert refused.startswith(b"HTTP/1.1 503") and b"saturated" in refused and b"retry-after: 1" in refused
             assert r.router.state()["saturated_at"] is not None
             held.close()
-            await asyncio.sleep(0.05)
+            for _ in range(3000):  # until the router has seen it close and freed the slot
+                if r.router.connections == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert r.router.connections == 0
             r.router.set_route(Route(backends={"green": "127.0.0.1:1"}, weights={"green": 100}))
             failed = await r.raw(get("/x"))
             assert failed.startswith(b"HTTP/1.1 502")
@@ -312,14 +320,21 @@ def test_the_router_fails_over_to_a_ready_standby_and_records_why(tmp_path: Path
 
 
 def test_no_failover_without_a_ready_standby(tmp_path: Path) -> None:
+    from mlship.deploy.router import FAILOVER_AFTER
+
     async def scenario() -> None:
         router = Router(None)
         router.set_route(
             Route(backends={"green": "127.0.0.1:1", "blue": "127.0.0.1:2"}, weights={"green": 100}, standby="blue")
         )
         watcher = asyncio.get_running_loop().create_task(router.watch(interval_s=0.02))
-        await asyncio.sleep(0.3)
+        # "Nothing happened" counts only once the watcher has looked: wait for its probes, not for time.
+        for _ in range(1500):
+            if router.probes >= 4 * FAILOVER_AFTER:
+                break
+            await asyncio.sleep(0.02)
         watcher.cancel()
+        assert router.probes >= 4 * FAILOVER_AFTER, f"the watcher probed only {router.probes} times"
         assert router.route.weights == {"green": 100} and router.failover is None
 
     run(scenario())
@@ -343,7 +358,11 @@ def test_a_live_color_that_says_not_ready_is_given_more_patience_before_failover
         backends = {"green": f"127.0.0.1:{ports[0]}", "blue": f"127.0.0.1:{ports[1]}"}
         router.set_route(Route(backends=backends, weights={"green": 100}, standby="blue"))
         watcher = asyncio.get_running_loop().create_task(router.watch(interval_s=0.02))
-        await asyncio.sleep(0.02 * (FAILOVER_AFTER_SLOW - 3))
+        for _ in range(1500):  # a few probes, counted (the watcher may be slow on a loaded machine)
+            if router.probes >= FAILOVER_AFTER_SLOW - 3:
+                break
+            await asyncio.sleep(0.01)
+        assert router.probes >= FAILOVER_AFTER_SLOW - 3, f"the watcher probed only {router.probes} times"
         assert router.route.weights == {"green": 100}, "not after a few probes"
         for _ in range(200):
             if router.failover is not None:

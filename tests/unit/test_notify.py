@@ -255,17 +255,25 @@ def test_a_closed_port_and_a_timeout_are_warnings_too(
     assert err.startswith("mlship: warning: deploy notification not sent: ConnectError")
     assert "s3cr3t" not in err
 
+    import threading
     import time
 
+    answer = threading.Event()
+
     def slow(_r: Recorded) -> tuple[int, Any, dict[str, str]]:
-        time.sleep(1.5)
+        answer.wait(60)  # answers only once the test has its result: without the timeout, 60 s
         return 200, {}, {}
 
     with recorder(slow) as hook:
         monkeypatch.setenv(notify.WEBHOOK_ENV, hook.url)
         started = time.monotonic()
-        assert notify.deployed(settings(tmp_path, timeout_s=0.3), deploy_result()) is False
-        assert time.monotonic() - started < 1.4, "the timeout bounds the wait"
+        try:
+            assert notify.deployed(settings(tmp_path, timeout_s=0.3), deploy_result()) is False
+            took = time.monotonic() - started
+        finally:
+            answer.set()
+        # 0.3 s with the timeout, 60 s without: 20 s cannot be reached by load alone.
+        assert took < 20.0, "the timeout bounds the wait"
     assert "Timeout" in capsys.readouterr().err
 
 
@@ -308,12 +316,20 @@ def test_a_name_that_does_not_resolve_or_a_resolver_that_hangs_is_a_bounded_warn
     assert notify.deployed(settings(tmp_path, timeout_s=2), deploy_result()) is False
     assert "notification not sent: " in capsys.readouterr().err
 
+    import threading
+
+    gave_up = threading.Event()
+
     def hanging_resolver(*_args: Any, **_kwargs: Any) -> Any:
-        time.sleep(3)
+        gave_up.wait(60)  # hangs until the test has its result: without the bound, 60 s
         raise OSError("resolver gave up")
 
     monkeypatch.setattr(socket, "getaddrinfo", hanging_resolver)  # httpx's timeout does not cover it
     started = time.monotonic()
-    assert notify.deployed(settings(tmp_path, timeout_s=0.2), deploy_result()) is False
-    assert time.monotonic() - started < 2.0
+    try:
+        assert notify.deployed(settings(tmp_path, timeout_s=0.2), deploy_result()) is False
+        took = time.monotonic() - started
+    finally:
+        gave_up.set()
+    assert took < 20.0  # 0.2 s with the bound, 60 s without: 20 s cannot be reached by load alone
     assert "notification not sent: no answer within 0.2 s" in capsys.readouterr().err

@@ -407,3 +407,27 @@ def test_gitlab_job_posts_on_merge_request_pipelines_after_the_pipeline() -> Non
     assert "MLSHIP_GITLAB_TOKEN" not in str(job.get("variables", {})), "the token comes from a masked variable"
     code, out, _ = invoke(*argv[1 : argv.index("--report")], "--report", str(GATE), "--dry-run")
     assert code == 0 and out.startswith(MARKER)
+
+
+def test_dry_run_with_a_scan_report_carries_the_scan_section_above_the_footer(tmp_path: Path) -> None:
+    from mlship.security import trivy
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "trivy" / "debian-slim-unfixed-only.json"
+    trivy.scan_gate(fixture, report_dir=tmp_path)
+    code, out, _ = invoke(
+        "--provider", "github", "--report", str(GATE), "--dry-run", "--scan-report", str(tmp_path / "scan-gate.json")
+    )
+    assert code == 0, out
+    assert "### ✅ Image scan gate passed" in out
+    assert "unfixed (no fixed version yet): 13" in out, "mlflow's CVE-2024-37054 too: no ignore file here"
+    assert out.index("Image scan gate") < out.index("Posted by `mlship comment`")
+    # absent (the scan step did not run): the gate comment alone, no error
+    code, out, _ = invoke(
+        "--provider", "github", "--report", str(GATE), "--dry-run", "--scan-report", str(tmp_path / "none.json")
+    )
+    assert code == 0 and "Image scan gate" not in out
+    (tmp_path / "bad.json").write_text("[1]")
+    code, _out, err = invoke(
+        "--provider", "github", "--report", str(GATE), "--dry-run", "--scan-report", str(tmp_path / "bad.json")
+    )
+    assert code == 2 and "not a scan-gate report" in err

@@ -90,7 +90,31 @@ def test_committed_trivyignore_passes_the_reviewed_mlflow_advisories_only(projec
     (project / ".trivyignore").write_text((REPO / ".trivyignore").read_text())
     result = runner.invoke(app, ["scan-gate", "--report", "trivy.json"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "7 ignored" in result.output
+    assert "1 ignored" in result.output and "0 stale" in result.output
     (project / "full.json").write_text(json.dumps(report))
     result = runner.invoke(app, ["scan-gate", "--report", "full.json"], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "CVE-2099-20001" in result.output
+
+
+def test_unfixed_findings_are_listed_not_failed_unless_strict_or_configured(project: Path) -> None:
+    """A Debian-slim scan with only unfixed findings: exit 0 with the listing; --strict and
+    `[tool.mlship.scan] fail_on_unfixed = true` make it exit 1; a stale ignore is named."""
+    fixture = REPO / "tests" / "fixtures" / "trivy" / "debian-slim-unfixed-only.json"
+    (project / "trivy.json").write_text(fixture.read_text())
+    (project / ".trivyignore").write_text(
+        (REPO / ".trivyignore").read_text() + "CVE-2099-99999 exp:2999-01-01 # reviewed 2026-12-07: matches nothing\n"
+    )
+    result = runner.invoke(app, ["scan-gate", "--report", "trivy.json"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "unfixed (no fixed version yet): 1 CRITICAL, 6 HIGH, 2 MEDIUM, 3 LOW" in result.output
+    assert "libc6 (3)" in result.output and "listed, not failing" in result.output
+    assert "stale ignore entry CVE-2099-99999" in result.output
+    strict = runner.invoke(app, ["scan-gate", "--report", "trivy.json", "--strict"], env={"COLUMNS": "200"})
+    assert strict.exit_code == 1, strict.output
+    assert "7 unfixed vulnerability(ies) at or above HIGH (--strict)" in strict.output
+    assert "1 stale ignore entry(ies) (--strict)" in strict.output
+    with (project / "pyproject.toml").open("a") as fh:
+        fh.write("\n[tool.mlship.scan]\nfail_on_unfixed = true\n")
+    configured = runner.invoke(app, ["scan-gate", "--report", "trivy.json"], env={"COLUMNS": "200"})
+    assert configured.exit_code == 1, configured.output
+    assert "(scan.fail_on_unfixed)" in configured.output

@@ -97,7 +97,33 @@ def test_trees_that_split_off_by_one_ulp_are_caught_on_the_thresholds(data: pd.D
     intact = compile_pipeline(pipeline, set(NUMERIC)).forest
     assert intact is not None
     assert np.array_equal(intact.predict_proba(edges), pipeline[-1].predict_proba(edges))
-    assert not np.array_equal(forest.predict_proba(edges), pipeline[-1].predict_proba(edges))
+    assert not np.array_equal(forest.predict_proba(edges, forest.raw_walk), pipeline[-1].predict_proba(edges))
+
+
+def test_large_batches_go_tree_by_tree_and_both_paths_equal_the_pipeline(data: pd.DataFrame) -> None:
+    """Past WALK_MAX_ROWS the forest answers with scikit-learn's per-tree predictor, summed in
+    sklearn's order: the same probabilities as the pipeline, as the walk gives on small batches."""
+    from mlship.serving.compiled import WALK_MAX_ROWS
+
+    pipeline = _fit(estimators.gradient_boosting, data.iloc[:1000])
+    served = _served(pipeline, data)
+    assert served.compiled is not None and served.compiled.forest is not None
+    forest = served.compiled.forest
+    frame = data.dropna(subset=CATEGORICAL + NUMERIC).iloc[:4096]
+    rows = [
+        {c: (float(r[c]) if c in NUMERIC else r[c]) for c in CATEGORICAL + NUMERIC} for r in frame.to_dict("records")
+    ]
+    features = served.compiled.transform(rows)
+    calls: list[int] = []
+    original = forest.raw_by_tree
+    forest.raw_by_tree = lambda x: calls.append(len(x)) or original(x)  # type: ignore[method-assign]
+    expected = pipeline.predict_proba(served.frame(rows))
+    assert np.array_equal(served.compiled.predict_proba(rows), expected)
+    assert calls == [len(rows)], "a large batch goes tree by tree"
+    assert np.array_equal(forest.raw_walk(features[:300]), original(features[:300]))
+    small = rows[:WALK_MAX_ROWS]
+    assert np.array_equal(served.compiled.predict_proba(small), expected[:WALK_MAX_ROWS])
+    assert calls == [len(rows)], "a small batch walks"
 
 
 def test_features_that_differ_are_caught(data: pd.DataFrame) -> None:

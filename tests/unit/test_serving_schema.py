@@ -113,3 +113,41 @@ def test_openapi_body_lists_every_column_with_its_type() -> None:
 def test_unknown_signature_types_accept_anything() -> None:
     schema = build_schema([Column("when", "datetime")])
     assert schema.parse(b'{"records": [{"when": "2024-01-01"}]}') == [{"when": "2024-01-01"}]
+
+
+FAST_CASES: list[Any] = [
+    {"records": [ROW, {**ROW, "amount": 3, "hour": 7.0, "extra": [1, {"x": None}]}]},
+    {"dataframe_records": [ROW] * 3},
+    {"dataframe_split": {"columns": [*ROW, "id"], "data": [[*ROW.values(), "t-1"], ["MX", 1, 2.5, True, None]]}},
+    {"dataframe_split": {"columns": ["amount", *ROW], "data": [["x", *ROW.values()]]}},  # the last "amount" counts
+    {"records": [{**ROW, "amount": 2**64}]},  # beyond int64: a float, as pydantic makes it
+    {"records": [ROW], "dataframe_records": None},
+    {"records": [{**ROW, "amount": "1"}]},
+    {"records": [{**ROW, "flagged": 1}]},
+    {"records": [{**ROW, "country": None}]},
+    {"records": [{**ROW, "hour": True}]},
+    {"records": [ROW, "row"]},
+    {"records": [{k: v for k, v in ROW.items() if k != "amount"}]},
+    {"dataframe_split": {"columns": list(ROW), "data": [[*ROW.values(), [1]]]}},
+    {"dataframe_split": {"columns": list(ROW), "data": [list(ROW.values())[:3]]}},
+    {"dataframe_split": {"columns": ["country"], "data": [["US"]]}},
+]
+
+
+@pytest.mark.parametrize("body", FAST_CASES)
+def test_the_columnar_path_accepts_exactly_what_the_schema_accepts(body: Any) -> None:
+    """The fast path (orjson, one check per column) never accepts what the pydantic schema refuses,
+    and what it accepts it gives exactly as the schema would (numbers as float64 arrays)."""
+    import numpy as np
+
+    schema = build_schema(COLUMNS)
+    raw = json.dumps(body).encode()
+    fast = schema._fast(raw)
+    try:
+        rows = schema._parse_rows(raw)
+    except InvalidRequest:
+        assert fast is None, "the fast path accepted a body the schema refuses"
+        return
+    assert fast is not None, "a valid body takes the columnar path"
+    assert list(fast.rows()) == rows
+    assert fast.data["amount"].dtype == np.float64 and isinstance(fast.data["country"], list)

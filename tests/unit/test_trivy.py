@@ -86,10 +86,11 @@ def write(tmp_path: Path, payload: object, name: str = "trivy.json") -> Path:
     return path
 
 
-def test_blocks_at_and_above_threshold_sorted_by_severity() -> None:
+def test_blocks_fixable_findings_at_and_above_threshold_and_lists_the_unfixed() -> None:
     result = trivy.evaluate(image_report(), severity="HIGH", today=TODAY)
     assert not result.passed
-    assert [f.id for f in result.blocking] == ["CVE-2026-0001", "CVE-2026-0002", "CVE-2026-0004"]
+    assert [f.id for f in result.blocking] == ["CVE-2026-0001", "CVE-2026-0004"]
+    assert [f.id for f in result.unfixed] == ["CVE-2026-0002"], "no fix: listed, not blocking"
     assert [f.id for f in result.below_threshold] == ["CVE-2026-0003"]
 
 
@@ -113,10 +114,10 @@ def test_ignore_file_comments_expiry_and_aliases() -> None:
         "GHSA-aaaa-bbbb-cccc\n"
     )
     assert [e.id for e in rules.entries] == ["CVE-2026-0001", "CVE-2026-0002", "GHSA-aaaa-bbbb-cccc"]
-    result = trivy.evaluate(image_report(), severity="HIGH", ignores=rules, today=TODAY)
+    result = trivy.evaluate(image_report(), severity="HIGH", ignores=rules, today=TODAY, strict=True)
     assert sorted(f.id for f in result.ignored) == ["CVE-2026-0001", "CVE-2026-0004"]
-    # the expired entry no longer hides its CVE, and is reported as expired
-    assert [f.id for f in result.blocking] == ["CVE-2026-0002"]
+    # the expired entry no longer hides its CVE (unfixed: --strict fails on it), and is reported as expired
+    assert [f.id for f in result.unfixed_at_threshold] == ["CVE-2026-0002"] and not result.passed
     assert result.expired_ignores == ["CVE-2026-0002 (expired 2026-01-01)"]
     # Trivy's rule: exp:D means midnight UTC of D, so the day before D is the last one honoured
     eve = trivy.evaluate(image_report(), ignores=rules, today=dt.date(2026, 12, 30))
@@ -242,38 +243,28 @@ def test_unknown_severity_is_a_config_error() -> None:
 # --- the project's own reports in Trivy's schema v2 (tests/fixtures/trivy) ---
 
 EXPECTED = {
-    # file: (blocking IDs at HIGH, blocking IDs at HIGH with --ignore-unfixed)
-    "mlship-serving-image.json": (
-        sorted(
-            [
-                "CVE-2099-10001",
-                "CVE-2099-10002",
-                "CVE-2099-20001",
-                "CVE-2024-37052",
-                "CVE-2024-37053",
-                "CVE-2024-37054",
-                "CVE-2024-37056",
-                "CVE-2024-37057",
-                "CVE-2024-37059",
-                "CVE-2024-37060",
-            ]
-        ),
-        ["CVE-2099-10001", "CVE-2099-20001"],
-    ),
+    # file: (blocking IDs at HIGH, blocking IDs at HIGH with --ignore-unfixed): only fixable findings block
+    "mlship-serving-image.json": (["CVE-2099-10001", "CVE-2099-20001"], ["CVE-2099-10001", "CVE-2099-20001"]),
     "mlship-serving-clean.json": ([], []),
+    "debian-slim-unfixed-only.json": ([], []),
+    "debian-slim-fixable-high.json": (["CVE-2099-30100"], ["CVE-2099-30100"]),
     "dockerfile-config.json": (["DS-0002"], ["DS-0002"]),
     "dockerfile-config-v0.60.json": (["DS002"], ["DS002"]),
     "secrets.json": (["aws-access-key-id"], ["aws-access-key-id"]),
 }
-MLFLOW_ADVISORIES = {
+# The one MLflow advisory whose published range (GHSA-ghv6-9r9j-wh4j, >=0.9.0, no fix) covers the
+# locked mlflow 3.17.2; the other June 2024 ones are capped at 2.13.1 (see .trivyignore).
+MLFLOW_ADVISORIES = {"CVE-2024-37054"}
+# What the committed .trivyignore held before the re-check: six entries that match nothing in a
+# scan of mlflow 3.17.2.
+OLD_MLFLOW_ENTRIES = (
     "CVE-2024-37052",
     "CVE-2024-37053",
-    "CVE-2024-37054",
     "CVE-2024-37056",
     "CVE-2024-37057",
     "CVE-2024-37059",
     "CVE-2024-37060",
-}
+)
 
 
 def fixture(name: str) -> Path:
@@ -299,6 +290,7 @@ def test_will_not_fix_and_affected_count_as_unfixed() -> None:
     report = trivy.load_report(fixture("mlship-serving-image.json"))
     result = trivy.evaluate(report, severity="LOW", ignore_unfixed=True, today=TODAY)
     assert {f.id for f in result.unfixed_skipped} == MLFLOW_ADVISORIES | {"CVE-2099-10002"}
+    assert not result.unfixed, "--ignore-unfixed drops them from the listing too"
     assert [f.id for f in result.below_threshold] == []
     assert "CVE-2099-10003" in [f.id for f in result.blocking]  # MEDIUM, fixed, at a LOW threshold
     # a multi-version FixedVersion ("2.0.1, 1.9.9") is a fix
@@ -338,12 +330,84 @@ def test_committed_trivyignore_follows_the_policy() -> None:
 def test_committed_trivyignore_hides_exactly_the_reviewed_advisories_until_they_expire() -> None:
     rules = trivy.load_ignore_file(REPO / ".trivyignore")
     report = trivy.load_report(fixture("mlship-serving-image.json"))
-    reviewed = dt.date(2026, 12, 1)
-    now = trivy.evaluate(report, ignores=rules, today=reviewed)
+    reviewed = dt.date(2026, 12, 7)
+    now = trivy.evaluate(report, ignores=rules, today=reviewed, strict=True)
     assert {f.id for f in now.ignored} == MLFLOW_ADVISORIES
-    # what is left is what a reviewer must still act on (fixable findings and the unreviewed OS one)
-    assert sorted(f.id for f in now.blocking) == ["CVE-2099-10001", "CVE-2099-10002", "CVE-2099-20001"]
+    assert now.stale_ignores == [], "every committed entry hides a finding of the serving image's scan"
+    # what is left is what a reviewer must still act on: the fixable findings, and the unreviewed unfixed one
+    assert sorted(f.id for f in now.blocking) == ["CVE-2099-10001", "CVE-2099-20001"]
+    assert [f.id for f in now.unfixed] == ["CVE-2099-10002"]
     expiry = min(e.expires for e in rules.entries if e.expires is not None)
     expired = trivy.evaluate(report, ignores=rules, today=expiry)
-    assert {f.id for f in expired.blocking} >= MLFLOW_ADVISORIES
+    assert {f.id for f in expired.unfixed} >= MLFLOW_ADVISORIES, "unfixed: listed again, not hidden"
     assert not expired.ignored and len(expired.expired_ignores) == len(rules.entries)
+
+
+def test_committed_trivyignore_names_for_each_entry_the_advisory_range_that_makes_it_apply() -> None:
+    text = (REPO / ".trivyignore").read_text()
+    for entry in trivy.parse_ignore_file(text).entries:
+        assert "GHSA-" in entry.reason and "3.17.2" in entry.reason, entry
+    for removed in OLD_MLFLOW_ENTRIES:
+        assert removed not in [e.id for e in trivy.parse_ignore_file(text).entries]
+        assert f"{removed} " in text, f"the header records why {removed} was removed"
+
+
+# --- the policy on scans shaped like a real Debian-slim image scan ---
+
+
+def test_debian_slim_scan_with_only_unfixed_findings_passes_and_lists_them(tmp_path: Path) -> None:
+    result = trivy.scan_gate(
+        fixture("debian-slim-unfixed-only.json"), ignore_file=REPO / ".trivyignore", report_dir=tmp_path
+    )
+    assert result.passed and not result.blocking and not result.failures
+    assert result.unfixed_counts() == {"CRITICAL": 1, "HIGH": 6, "MEDIUM": 2, "LOW": 3}
+    top = result.top_unfixed_packages()
+    assert top[0] == {"package": "libc6", "installed": "2.36-9+deb12u13", "count": 3, "highest": "HIGH"}
+    assert [r["package"] for r in top[1:3]] == ["zlib1g", "libc-bin"], "ties: the higher severity first"
+    md = (tmp_path / "scan-gate.md").read_text()
+    assert "# Image scan gate: PASSED" in md
+    assert "Unfixed vulnerabilities: 12 with no fixed version yet, not failing the gate" in md
+    assert "By severity: CRITICAL 1 · HIGH 6 · MEDIUM 2 · LOW 3" in md
+    assert "| libc6 | 2.36-9+deb12u13 | 3 | HIGH |" in md
+    data = json.loads((tmp_path / "scan-gate.json").read_text())
+    assert data["passed"] is True and data["unfixed"]["by_severity"]["HIGH"] == 6
+    assert len(data["unfixed"]["at_or_above_threshold"]) == 7
+    # the same scan fails under --strict, and under scan.fail_on_unfixed
+    strict = trivy.scan_gate(fixture("debian-slim-unfixed-only.json"), ignore_file=REPO / ".trivyignore", strict=True)
+    assert not strict.passed and "7 unfixed vulnerability(ies) at or above HIGH (--strict)" in strict.failures
+    configured = trivy.scan_gate(fixture("debian-slim-unfixed-only.json"), fail_on_unfixed=True)
+    # (no ignore file here: mlflow's CVE-2024-37054 is the eighth)
+    assert configured.failures == ["8 unfixed vulnerability(ies) at or above HIGH (scan.fail_on_unfixed)"]
+
+
+def test_debian_slim_scan_with_a_fixable_high_fails_naming_it(tmp_path: Path) -> None:
+    result = trivy.scan_gate(
+        fixture("debian-slim-fixable-high.json"), ignore_file=REPO / ".trivyignore", report_dir=tmp_path
+    )
+    assert not result.passed
+    assert [(f.id, f.package, f.fixed) for f in result.blocking] == [("CVE-2099-30100", "libssl3", "3.0.17-1~deb12u3")]
+    assert result.failures == ["1 fixable finding(s) at or above HIGH"]
+    md = (tmp_path / "scan-gate.md").read_text()
+    assert "FAILED" in md and "| HIGH | vulnerability | CVE-2099-30100 |" in md
+    assert "Unfixed vulnerabilities: 12" in md, "the unfixed listing is there when the gate fails too"
+
+
+def test_a_stale_ignore_entry_is_named_and_fails_only_under_strict(tmp_path: Path) -> None:
+    text = (REPO / ".trivyignore").read_text() + "CVE-2024-37052 exp:2027-03-01 # reviewed 2026-12-07: the old entry\n"
+    rules = trivy.parse_ignore_file(text)
+    report = trivy.load_report(fixture("debian-slim-unfixed-only.json"))
+    result = trivy.evaluate(report, ignores=rules, today=TODAY)
+    line = len(text.splitlines())
+    assert result.stale_ignores == [f"CVE-2024-37052 (line {line}) matched no finding of this report"]
+    assert result.passed, "stale entries are reported, not failed, by default"
+    assert "Stale ignore entries" in trivy.render_markdown(result)
+    strict = trivy.evaluate(report, ignores=rules, today=TODAY, strict=True)
+    assert "1 stale ignore entry(ies) (--strict)" in strict.failures
+
+
+def test_the_review_comment_section_summarises_the_scan(tmp_path: Path) -> None:
+    trivy.scan_gate(fixture("debian-slim-unfixed-only.json"), ignore_file=REPO / ".trivyignore", report_dir=tmp_path)
+    section = trivy.summary_from_json(json.loads((tmp_path / "scan-gate.json").read_text()))
+    assert section.startswith("### ✅ Image scan gate passed")
+    assert "- unfixed (no fixed version yet): 12 — CRITICAL 1 · HIGH 6 · MEDIUM 2 · LOW 3" in section
+    assert "`libc6` 3 (HIGH)" in section

@@ -21,6 +21,8 @@ import dagger
 from dagger import DefaultPath, Doc, Ignore, check, dag, enum_type, function, object_type
 
 from . import images
+from . import kubeconfig as kubecfg
+from .kubeconfig import KubeAccess
 
 SRC = "/src"
 VENV = "/opt/venv"
@@ -67,8 +69,17 @@ SCAN_GATE_PATHS = [*PACKAGE_PATHS, ".trivyignore"]
 DEPLOY_PATHS = [*PACKAGE_PATHS, "deployment/k8s"]
 # `test` runs the whole suite, which checks the README, the workflows and the manifests too.
 TEST_PATHS: list[str] = []
-# The tiers `test` runs: everything but the tiers that need a Docker daemon (none in the engine).
+# The tiers `test` runs: everything .ci/run runs but the tiers that need a Docker daemon (none in
+# the engine). The Spark tests are in: the test base has the spark extra and a JRE.
 TEST_SELECTION = "not docker and not replay"
+TEST_EXTRAS = ["spark"]
+# Debian's default JRE (pyspark 4 needs Java 17+): openjdk-21 on trixie, which the pinned
+# python:3.11-slim is; openjdk-17 on bookworm. Debian trixie has no openjdk-17 package, so naming
+# the default keeps the stage working on whichever Debian the pinned image is built on.
+JRE_PACKAGE = "default-jre-headless"
+# The tiers the test stage must run, not skip (tests/conftest.py): a JRE or pyspark gone missing
+# from the base fails the stage instead of skipping the Spark tests.
+TEST_REQUIRED_TIERS = "spark"
 
 
 @enum_type
@@ -179,13 +190,27 @@ class MlPipeline:
         """The part of the source tree a stage reads (all of it when `include` is empty)."""
         return self.source.filter(include=include) if include else self.source
 
-    def _base(self, include: list[str] = PACKAGE_PATHS) -> dagger.Container:
-        """Pinned python + pinned uv + `uv sync --frozen`, dependencies cached across runs."""
+    def _base(
+        self, include: list[str] = PACKAGE_PATHS, extras: list[str] | None = None, apt: list[str] | None = None
+    ) -> dagger.Container:
+        """Pinned python + pinned uv + `uv sync --frozen`, dependencies cached across runs.
+
+        `apt`: Debian packages installed first (their layer survives lock and source changes);
+        `extras`: the project's optional dependency groups synced too."""
         uv = dag.container().from_(images.UV).file("/uv")
+        extra_args = [arg for name in extras or [] for arg in ("--extra", name)]
+        ctr = dag.container().from_(self.python_image)
+        if apt:
+            ctr = ctr.with_exec(
+                [
+                    "sh",
+                    "-c",
+                    "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                    f"--no-install-recommends {' '.join(apt)} && rm -rf /var/lib/apt/lists/*",
+                ]
+            )
         return (
-            dag.container()
-            .from_(self.python_image)
-            .with_file("/usr/local/bin/uv", uv)
+            ctr.with_file("/usr/local/bin/uv", uv)
             .with_mounted_cache("/root/.cache/uv", dag.cache_volume("mlship-uv"))
             .with_env_variable("UV_LINK_MODE", "copy")
             .with_env_variable("UV_PROJECT_ENVIRONMENT", VENV)
@@ -194,10 +219,10 @@ class MlPipeline:
             .with_workdir(SRC)
             .with_file(f"{SRC}/pyproject.toml", self.source.file("pyproject.toml"))
             .with_file(f"{SRC}/uv.lock", self.source.file("uv.lock"))
-            .with_exec(["uv", "sync", "--frozen", "--no-install-project"])
+            .with_exec(["uv", "sync", "--frozen", "--no-install-project", *extra_args])
             .with_new_file(f"{SRC}/README.md", README_STAND_IN)
             .with_directory(SRC, self._paths(include))
-            .with_exec(["uv", "sync", "--frozen"])
+            .with_exec(["uv", "sync", "--frozen", *extra_args])
         )
 
     def _with_data(self, ctr: dagger.Container, data: DataFile | None) -> tuple[dagger.Container, str]:
@@ -242,7 +267,8 @@ class MlPipeline:
         when it fails (expect=ANY), so CI can export them, and the exit code decides the verdict."""
         # the report directory exists even if pytest dies before writing a report
         return (
-            self._base(TEST_PATHS)
+            self._base(TEST_PATHS, extras=TEST_EXTRAS, apt=[JRE_PACKAGE])
+            .with_env_variable("MLSHIP_REQUIRE_TIERS", TEST_REQUIRED_TIERS)
             .with_directory(REPORTS, dag.directory())
             .with_exec(
                 [
@@ -329,7 +355,14 @@ class MlPipeline:
         ctr = (
             dag.container()
             .from_(images.TRIVY)
-            .with_mounted_cache("/root/.cache/trivy", dag.cache_volume("mlship-trivy-db"))
+            # LOCKED: Trivy's fs cache backend takes an exclusive BoltDB lock, so two scans sharing
+            # the volume at once (`scan` and `scan-report` in parallel) would wait or fail; the
+            # engine makes them take turns. uv's cache (in _base) locks itself: SHARED is right.
+            .with_mounted_cache(
+                "/root/.cache/trivy",
+                dag.cache_volume("mlship-trivy-db"),
+                sharing=dagger.CacheSharingMode.LOCKED,
+            )
             .with_env_variable("TRIVY_NO_PROGRESS", "true")
             .with_file("/scan/image.tar", image.as_tarball())
         )
@@ -346,17 +379,36 @@ class MlPipeline:
             ]
         )
 
-    def _scan_gate(self, report: dagger.File, severity: Severity, ignore_unfixed: bool) -> dagger.Container:
+    def _scan_gate(
+        self,
+        report: dagger.File,
+        severity: Severity,
+        ignore_unfixed: bool,
+        strict: bool = False,
+        expect: dagger.ReturnType = dagger.ReturnType.SUCCESS,
+    ) -> dagger.Container:
+        """`mlship scan-gate` on the report: fixable findings fail; unfixed ones are listed (and fail
+        only with --strict or the project's scan.fail_on_unfixed); stale ignores are named."""
         args = ["mlship", "scan-gate", "--report", f"{REPORTS}/trivy.json", "--severity", severity.value]
         args += ["--ignore-file", ".trivyignore", "--report-dir", REPORTS]
         if ignore_unfixed:
             args.append("--ignore-unfixed")
-        return self._base(SCAN_GATE_PATHS).with_file(f"{REPORTS}/trivy.json", report).with_exec(args)
+        if strict:
+            args.append("--strict")
+        return self._base(SCAN_GATE_PATHS).with_file(f"{REPORTS}/trivy.json", report).with_exec(args, expect=expect)
 
     def _kube(
-        self, kubeconfig: dagger.Secret, tracking_uri: str, tracking_token: dagger.Secret | None
+        self,
+        kubeconfig: dagger.Secret,
+        tracking_uri: str,
+        tracking_token: dagger.Secret | None,
+        access: KubeAccess | None = None,
     ) -> dagger.Container:
-        """The base plus a pinned kubectl; the kubeconfig is a mounted secret, never a file or arg."""
+        """The base plus a pinned kubectl; the kubeconfig is a mounted secret, never a file or arg.
+
+        A loopback server (kind, minikube, k3d …) is reached through a host tunnel: the engine's
+        host service forwards the port, bound here as `kube-api` (kubeconfig.py says how the copy
+        of the kubeconfig the command uses is rewritten, on a tmpfs)."""
         kubectl = dag.container().from_(images.KUBECTL).file("/bin/kubectl")
         ctr = (
             self._base(DEPLOY_PATHS)
@@ -364,8 +416,38 @@ class MlPipeline:
             .with_mounted_secret("/root/.kube/config", kubeconfig, mode=0o400)
             .with_env_variable("KUBECONFIG", "/root/.kube/config")
         )
+        if access is not None and access.loopback:
+            tunnel = dag.host().service([dagger.PortForward(backend=access.port, frontend=access.port)])
+            ctr = ctr.with_service_binding(kubecfg.TUNNEL_ALIAS, tunnel).with_mounted_temp(kubecfg.TUNNEL_DIR)
         # The cluster and the registry are outside state: a deploy or rollback always runs.
         return _fresh(self._with_mlflow(ctr, tracking_uri, tracking_token), "cluster state")
+
+    def _kube_exec(self, ctr: dagger.Container, access: KubeAccess | None, args: list[str]) -> dagger.Container:
+        """`args` against the cluster: as is, or through the tunnel's rewritten kubeconfig copy."""
+        if access is None or not access.loopback:
+            return ctr.with_exec(args)
+        tunnel = [access.cluster, access.tunnel_server(), access.tunnel_tls_server_name()]
+        return ctr.with_exec(["sh", "-c", kubecfg.tunnel_script(), "sh", *tunnel, *args])
+
+    def _kube_view(self, kubeconfig: dagger.Secret) -> dagger.Container:
+        """`kubectl config view -o json`: the kubeconfig as kubectl reads it, credentials left out."""
+        return (
+            dag.container()
+            .from_(images.KUBECTL)
+            .with_mounted_secret("/run/kubeconfig", kubeconfig, mode=0o400)
+            .with_env_variable("KUBECONFIG", "/run/kubeconfig")
+            .with_exec(["kubectl", "config", "view", "-o", "json"])
+        )
+
+    async def _kube_access(self, kubeconfig: dagger.Secret) -> KubeAccess:
+        """The current context's server and user, refused (UsageError, one line) when the container
+        cannot log in with it; runs before anything talks to the cluster."""
+        try:
+            access = kubecfg.parse_view(await _stdout(self._kube_view(kubeconfig)))
+            kubecfg.check(access)
+        except kubecfg.KubeconfigRefused as exc:
+            raise UsageError(str(exc)) from None
+        return access
 
     def _deploy(
         self,
@@ -377,13 +459,14 @@ class MlPipeline:
         image: str,
         tracking_uri: str = "",
         tracking_token: dagger.Secret | None = None,
+        access: KubeAccess | None = None,
     ) -> dagger.Container:
         _require_image_digest(image)
         args = ["mlship", "deploy", "--model", model, "--target", "kubernetes", "--env", env.value]
         args += ["--namespace", namespace, "--image", image]
         if approve:
             args.append("--approve")
-        return self._kube(kubeconfig, tracking_uri, tracking_token).with_exec(args)
+        return self._kube_exec(self._kube(kubeconfig, tracking_uri, tracking_token, access), access, args)
 
     def _rollback(
         self,
@@ -393,11 +476,12 @@ class MlPipeline:
         approve: bool = False,
         tracking_uri: str = "",
         tracking_token: dagger.Secret | None = None,
+        access: KubeAccess | None = None,
     ) -> dagger.Container:
         args = ["mlship", "rollback", "--target", "kubernetes", "--env", env.value, "--namespace", namespace]
         if approve:
             args.append("--approve")
-        return self._kube(kubeconfig, tracking_uri, tracking_token).with_exec(args)
+        return self._kube_exec(self._kube(kubeconfig, tracking_uri, tracking_token, access), access, args)
 
     def _serve(self, model: dagger.Directory) -> dagger.Service:
         return (
@@ -554,8 +638,9 @@ class MlPipeline:
     @_function_with_cache("session")
     async def scan(
         self,
-        severity: Annotated[Severity, Doc("Fail on findings at or above this severity")] = Severity.HIGH,
-        ignore_unfixed: Annotated[bool, Doc("Skip vulnerabilities with no fixed version")] = False,
+        severity: Annotated[Severity, Doc("Fail on fixable findings at or above this severity")] = Severity.HIGH,
+        ignore_unfixed: Annotated[bool, Doc("Leave vulnerabilities with no fixed version out entirely")] = False,
+        strict: Annotated[bool, Doc("Also fail on unfixed vulnerabilities and on stale .trivyignore entries")] = False,
         model: Annotated[dagger.Directory | None, Doc("MLflow model directory (default: train one now)")] = None,
         git_sha: Annotated[str, Doc("Commit label of the image (as given to all/build)")] = "unknown",
         created: Annotated[str, Doc("Time label of the image (as given to all/build)")] = "",
@@ -563,7 +648,27 @@ class MlPipeline:
         """Trivy on the built image tarball, gated by `mlship scan-gate` (honours .trivyignore)."""
         image = self._build(self._model(model), git_sha, DEFAULT_MODEL_NAME, "", created)
         report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
-        return await self._scan_gate(report, severity, ignore_unfixed).stdout()
+        return await self._scan_gate(report, severity, ignore_unfixed, strict).stdout()
+
+    @_function_with_cache("session")
+    async def scan_summary(
+        self,
+        severity: Annotated[Severity, Doc("Fail on fixable findings at or above this severity")] = Severity.HIGH,
+        strict: Annotated[bool, Doc("Also fail on unfixed vulnerabilities and on stale .trivyignore entries")] = False,
+        model: Annotated[dagger.Directory | None, Doc("MLflow model directory (default: train one now)")] = None,
+        git_sha: Annotated[str, Doc("Commit label of the image (as given to all/build)")] = "unknown",
+        created: Annotated[str, Doc("Time label of the image (as given to all/build)")] = "",
+    ) -> dagger.Directory:
+        """scan-gate.md (the job summary), scan-gate.json (the review comment) and exit-code — also when it fails.
+
+        Given all's --git-sha and --created it is the very image all built and scanned that day."""
+        image = self._build(self._model(model), git_sha, DEFAULT_MODEL_NAME, "", created)
+        report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
+        run = self._scan_gate(report, severity, False, strict, expect=dagger.ReturnType.ANY)
+        out = dag.directory().with_file("scan-gate.json", run.file(f"{REPORTS}/scan-gate.json"))
+        return _with_exit_code(
+            out.with_file("scan-gate.md", run.file(f"{REPORTS}/scan-gate.md")), await _exit_code(run)
+        )
 
     @_function_with_cache("session")
     def scan_report(
@@ -607,8 +712,13 @@ class MlPipeline:
         tracking_uri: Annotated[str, Doc("MLflow tracking URI that resolves --model")] = "",
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
     ) -> str:
-        """Blue-green deploy to Kubernetes (`mlship deploy --target kubernetes`); rolls back on failure."""
-        plan = self._deploy(kubeconfig, model, env, namespace, approve, image, tracking_uri, tracking_token)
+        """Blue-green deploy to Kubernetes (`mlship deploy --target kubernetes`); rolls back on failure.
+
+        A kubeconfig whose server is on loopback (kind, minikube, k3d) is reached through a host tunnel
+        with its certificate still verified; one that logs in with an exec plugin is refused first."""
+        _require_image_digest(image)
+        access = await self._kube_access(kubeconfig)
+        plan = self._deploy(kubeconfig, model, env, namespace, approve, image, tracking_uri, tracking_token, access)
         return await plan.stdout()
 
     @_function_with_cache("never")
@@ -622,7 +732,9 @@ class MlPipeline:
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
     ) -> str:
         """Switch live back to the previous color (one switch, no cold start)."""
-        return await self._rollback(kubeconfig, env, namespace, approve, tracking_uri, tracking_token).stdout()
+        access = await self._kube_access(kubeconfig)
+        plan = self._rollback(kubeconfig, env, namespace, approve, tracking_uri, tracking_token, access)
+        return await plan.stdout()
 
     @function
     def serve(
@@ -700,7 +812,8 @@ class MlPipeline:
         tracking_uri: Annotated[str, Doc("MLflow tracking URI (default: embedded)")] = "",
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token")] = None,
         severity: Annotated[Severity, Doc("Scan gate threshold")] = Severity.HIGH,
-        ignore_unfixed: Annotated[bool, Doc("Scan gate skips vulnerabilities with no fixed version")] = False,
+        ignore_unfixed: Annotated[bool, Doc("Scan gate leaves vulnerabilities with no fixed version out")] = False,
+        strict: Annotated[bool, Doc("Scan gate also fails on unfixed vulnerabilities and stale ignores")] = False,
         tests: Annotated[
             str, Doc("pytest -m expression for the test stage (the coverage floor gates only the default)")
         ] = TEST_SELECTION,
@@ -721,6 +834,7 @@ class MlPipeline:
             tracking_token=tracking_token,
             severity=severity,
             ignore_unfixed=ignore_unfixed,
+            strict=strict,
             tests=tests,
             git_sha=git_sha,
             created=created,
@@ -731,6 +845,8 @@ class MlPipeline:
             namespace=namespace,
         )
         release.check()  # a usage error before the engine is asked anything
+        if kubeconfig is not None:  # a kubeconfig the container cannot use: refused before any stage
+            release.kube = await self._kube_access(kubeconfig)
         release.data = await _named(data)
         return await self._all(release)
 
@@ -765,7 +881,7 @@ class MlPipeline:
         image = self._build(model_dir.directory("model"), rel.git_sha, DEFAULT_MODEL_NAME, version, rel.created)
         await run.settle("build", image)
         report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
-        await run.settle("scan", self._scan_gate(report, rel.severity, rel.ignore_unfixed))
+        await run.settle("scan", self._scan_gate(report, rel.severity, rel.ignore_unfixed, rel.strict))
 
         ref = ""
         if not rel.address:
@@ -782,7 +898,7 @@ class MlPipeline:
             model = f"models:/{DEFAULT_MODEL_NAME}/{version}"
             env = Environment.STAGING
             plan = self._deploy(
-                rel.kubeconfig, model, env, rel.namespace, False, ref, rel.tracking_uri, rel.tracking_token
+                rel.kubeconfig, model, env, rel.namespace, False, ref, rel.tracking_uri, rel.tracking_token, rel.kube
             )
             await run.settle("deploy staging", plan)
         summary = run.summary()
@@ -805,6 +921,7 @@ class Release:
     tracking_token: dagger.Secret | None
     severity: Severity
     ignore_unfixed: bool
+    strict: bool
     tests: str
     git_sha: str
     created: str
@@ -813,6 +930,7 @@ class Release:
     password: dagger.Secret | None
     kubeconfig: dagger.Secret | None
     namespace: str
+    kube: KubeAccess | None = None
 
     def check(self) -> None:
         if self.address and (not self.username or self.password is None):

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import cattrs
 from dagger.client._core import Context
 
@@ -36,21 +37,23 @@ def replaying(interp: Interpreter) -> Iterator[Interpreter]:
     caller stops them with `interp.stop_services()`.
     """
     original_execute, original_sync = Context.execute, Context.execute_sync
-    lock = anyio.Lock()
 
+    # Each await is one query the engine answers on its own: the SDK sends it and awaits the
+    # HTTP response (dagger/client/_core.py Context.execute → gql session.execute), so awaits
+    # from sibling tasks are in flight together and the engine solves them concurrently. Here
+    # each runs on a worker thread (the interpreter is synchronous: docker subprocesses), so a
+    # task group's stages overlap in time as they do on the engine; the interpreter's per-key
+    # locks make a shared node run once.
     async def execute(self: Context, return_type: Any = None) -> Any:
-        async with lock:
-            await anyio.lowlevel.checkpoint()
-            value = _plain(interp.terminal(list(self.selections)))
+        selections = list(self.selections)
+        value = _plain(await anyio.to_thread.run_sync(interp.terminal, selections))
         if return_type is None:
             return None
         return cattrs.structure(value, return_type) if value is not None else None
 
     async def execute_sync(self: Context, obj: Any, field_name: str = "sync", args: Any = ()) -> Any:
         ctx: Context = obj._select(field_name, args)
-        async with lock:
-            await anyio.lowlevel.checkpoint()
-            interp.terminal(list(ctx.selections))
+        await anyio.to_thread.run_sync(interp.terminal, list(ctx.selections))
         return obj
 
     Context.execute = execute  # type: ignore[method-assign]

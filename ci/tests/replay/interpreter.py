@@ -26,6 +26,7 @@ import secrets
 import shutil
 import subprocess
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from replay.values import (
     ExecResult,
     FileValue,
     FsNode,
+    HostService,
     HostValue,
     SecretValue,
     ServiceValue,
@@ -55,10 +57,43 @@ from replay.values import (
     tree_digest,
 )
 
-SECRET_ENV_DIR = "/run/mlship-replay-secrets"
-# Reads each mounted secret file into its variable, then execs the real argv: values reach
-# the process environment only, never docker's argv, the container config or a layer.
-SECRET_ENV_SCRIPT = f'for f in {SECRET_ENV_DIR}/*; do export "${{f##*/}}=$(cat "$f")"; done; exec "$@"'
+# Secret variables: a static launcher (secret_env_launcher.c) and one file per variable,
+# bind-mounted under /dev, which is a tmpfs of the running container: no mount stub reaches
+# a committed layer. The launcher sets each variable to its file's exact bytes and execs the
+# argv: values reach the process environment only, never docker's argv, the container
+# config or a layer, and the image needs no shell (the engine: core/container_exec.go
+# Container.secretEnvValues appends `NAME=<plaintext>` to the executor's env, v0.21.8).
+LAUNCHER_DIR = "/dev/.mlship-replay"
+LAUNCHER = f"{LAUNCHER_DIR}/launcher"
+SECRET_ENV_DIR = f"{LAUNCHER_DIR}/env"
+LAUNCHER_SOURCE = Path(__file__).with_name("secret_env_launcher.c")
+LAUNCHER_MARKER = "mlship-replay-launcher: cannot start"
+
+
+# Part of every exec's cache key: bump it when how an exec runs changes (exit codes accepted,
+# how secrets arrive), so no result cached under the old meaning is reused, as a new engine
+# version starts a new cache.
+EXEC_SEMANTICS = "engine-strict-2"
+
+
+def valid_exit_codes(expect: str) -> range | tuple[range, ...]:
+    """The exit codes an exec may end with and still succeed, per `expect`.
+
+    dagger/dagger v0.21.8 core/container.go ReturnTypes.ReturnCodes (and the SDK's
+    ReturnType docstrings in dagger/client/gen.py): SUCCESS = 0; FAILURE = 1–127 and
+    192–255; ANY = 0–127 and 192–255. 128–191 are deaths by a signal (137 is the OOM
+    killer's SIGKILL): no `expect` accepts them, the exec fails with ExecError
+    (core/container_exec.go sets executor.Meta.ValidExitCodes from this list).
+    """
+    return {
+        "SUCCESS": (range(0, 1),),
+        "FAILURE": (range(1, 128), range(192, 256)),
+        "ANY": (range(0, 128), range(192, 256)),
+    }[expect]
+
+
+def exit_code_ok(expect: str, code: int) -> bool:
+    return any(code in codes for codes in valid_exit_codes(expect))
 
 
 class UnknownSelection(NotImplementedError):
@@ -91,6 +126,7 @@ def _kind(value: Any) -> str:
         FileValue: "File",
         HostValue: "Host",
         ServiceValue: "Service",
+        HostService: "Service",
         CacheVolume: "CacheVolume",
         SecretValue: "Secret",
     }.get(type(value), type(value).__name__)
@@ -116,13 +152,20 @@ def query_error(message: str) -> dagger.QueryError:
 
 @dataclass
 class Terminal:
-    """One awaited leaf (`sync`, `stdout`, `entries`, `export`, `publish`…): what it cost."""
+    """One awaited leaf (`sync`, `stdout`, `entries`, `export`, `publish`…): what it cost, and when.
+
+    `started`/`ended` are wall-clock times (time.time()), so awaits that ran side by side show
+    overlapping intervals; `execs_run`/`execs_cached` count every exec of the interpreter in
+    that interval (with concurrent awaits, theirs too).
+    """
 
     leaf: str
     label: str
     seconds: float
     execs_run: int
     execs_cached: int
+    started: float = 0.0
+    ended: float = 0.0
 
 
 @dataclass
@@ -141,6 +184,14 @@ class Interpreter:
     _services: list[str] = field(default_factory=list)
     _host_dirs: dict[tuple[Any, ...], tuple[tuple[Any, ...], DirValue]] = field(default_factory=dict)
     _hmac_key: bytes = b""
+    # Awaits run on worker threads, side by side (replay/engine.py): one lock per content key
+    # makes a node that two chains share run once, the other waiting for its result, as the
+    # engine's solver shares an identical vertex in flight (buildkit solver/jobs.go, one
+    # vertex per digest); LOCKED cache volumes take one lock per volume.
+    _tunnels: dict[int, _Forwarder] = field(default_factory=dict)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    _count_guard: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         (self.workdir / "blobs").mkdir(parents=True, exist_ok=True)
@@ -181,8 +232,8 @@ class Interpreter:
         return value
 
     def terminal(self, selections: list[Any]) -> Any:
-        """Evaluate an awaited chain and record its cost (the per-stage timings)."""
-        run0, cached0, start = self.execs_run, self.execs_cached, time.monotonic()
+        """Evaluate an awaited chain and record its cost and its interval (the per-stage timings)."""
+        run0, cached0, start, wall = self.execs_run, self.execs_cached, time.monotonic(), time.time()
         try:
             return self.evaluate(selections)
         finally:
@@ -193,8 +244,42 @@ class Interpreter:
                     round(time.monotonic() - start, 2),
                     self.execs_run - run0,
                     self.execs_cached - cached0,
+                    wall,
+                    time.time(),
                 )
             )
+
+    def lock_for(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _count(self, ran: int = 0, cached: int = 0) -> None:
+        with self._count_guard:
+            self.execs_run += ran
+            self.execs_cached += cached
+
+    def launcher(self) -> Path:
+        """The static secret-variable launcher, compiled from its source once (cached by its hash)."""
+        source = LAUNCHER_SOURCE.read_bytes()
+        path = self.cache_dir / f"launcher-{hashlib.sha256(source).hexdigest()[:16]}"
+        with self.lock_for("launcher"):
+            if not path.exists():
+                tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
+                try:
+                    proc = subprocess.run(
+                        ["gcc", "-static", "-O2", "-o", str(tmp), str(LAUNCHER_SOURCE)],
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                        check=False,
+                    )
+                except FileNotFoundError as exc:
+                    msg = "the replay's secret launcher needs gcc (apt-get install gcc libc6-dev)"
+                    raise RuntimeError(msg) from exc
+                if proc.returncode != 0:
+                    raise RuntimeError(f"the secret launcher did not compile: {proc.stderr.strip()[-2000:]}")
+                tmp.replace(path)
+        return path
 
     # ---- staging ----
 
@@ -207,26 +292,36 @@ class Interpreter:
         if final.exists():
             shutil.rmtree(tmp)
         else:
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except OSError:  # a concurrent await staged the same content first: same digest, same tree
+                shutil.rmtree(tmp)
         return DirValue(final, digest)
 
     def _stage_file(self, data: bytes, mode: int, name: str) -> FileValue:
         h = hashlib.sha256(data).hexdigest()
         path = self.workdir / "blobs" / f"{h}-{mode:o}"
         if not path.exists():
-            path.write_bytes(data)
-            path.chmod(mode)
+            tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
+            tmp.write_bytes(data)
+            tmp.chmod(mode)
+            tmp.replace(path)  # atomic: a concurrent await never reads a half-written blob
         return FileValue(path, digest_of("file", h, mode), mode, name)
 
     def secret_mac(self, secret: SecretValue) -> str:
         return hmac.new(self._hmac_key, secret.plaintext.encode(), hashlib.sha256).hexdigest()
 
     def redact(self, text: str, config: Config) -> str:
-        """The engine scrubs secret values from output; so does the replay."""
-        for _, secret in config.secret_env:
-            text = text.replace(secret.plaintext, "***") if secret.plaintext else text
-        for _, secret, _ in config.secret_files:
-            text = text.replace(secret.plaintext, "***") if secret.plaintext.strip() else text
+        """The engine scrubs secret values from output; so does the replay.
+
+        dagger/dagger v0.21.8 engine/engineutil/secret_scrub.go NewSecretScrubReader: every
+        non-empty secret of the exec (variables and mounted files) and, when it differs, its
+        whitespace-trimmed form become "***".
+        """
+        values = [s.plaintext for _, s in config.secret_env] + [s.plaintext for _, s, _ in config.secret_files]
+        forms = {form for v in values for form in (v, v.strip()) if form}
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, "***")
         return text
 
     # ---- materialising containers ----
@@ -238,6 +333,12 @@ class Interpreter:
         """The image id of a filesystem node, from cache or made now (parents first)."""
         if node.image_id is not None:
             return node.image_id
+        with self.lock_for(node.key):
+            return self._materialize(node)
+
+    def _materialize(self, node: FsNode) -> str:
+        if node.image_id is not None:
+            return node.image_id
         cached = dockerops.image_id(self.tag(node.key))
         if cached is not None and node.op[0] == "exec":
             sidecar = self.cache_dir / "exec" / f"{node.key}.json"
@@ -245,7 +346,7 @@ class Interpreter:
                 data = json.loads(sidecar.read_text())
                 node.result = ExecResult(data["stdout"], data["stderr"], data["exit_code"])
                 node.image_id = cached
-                self.execs_cached += 1
+                self._count(cached=1)
                 return cached
         elif cached is not None:
             node.image_id = cached
@@ -291,8 +392,12 @@ class Interpreter:
             args += ["--workdir", spec.config.workdir or "/"]
             if spec.config.user:
                 args += ["--user", spec.config.user]
-            for path, cache in spec.config.caches:
+            for path, cache, _sharing in spec.config.caches:
                 args += ["--volume", f"{volume_name(cache)}:{path}"]
+            for path in spec.config.temps:
+                args += ["--tmpfs", path]
+            for alias, svc in spec.config.bindings:
+                args += ["--add-host", f"{alias}:{self.host_tunnel(svc)}"]
             for i, (path, secret, mode) in enumerate(spec.config.secret_files):
                 host = sdir / f"file{i}"
                 host.write_text(secret.plaintext)
@@ -302,33 +407,39 @@ class Interpreter:
                 env_dir = sdir / "env"
                 env_dir.mkdir(mode=0o700)
                 for name, secret in spec.config.secret_env:
-                    (env_dir / name).write_text(secret.plaintext)
+                    (env_dir / name).write_bytes(secret.plaintext.encode())
                     (env_dir / name).chmod(0o600)
                 args += ["--mount", f"type=bind,src={env_dir},dst={SECRET_ENV_DIR},readonly"]
-                argv = ["/bin/sh", "-c", SECRET_ENV_SCRIPT, "sh", *argv]
+                args += ["--mount", f"type=bind,src={self.launcher()},dst={LAUNCHER},readonly"]
+                argv = [LAUNCHER, *argv]
             if spec.stdin:
                 args.append("--interactive")
             args += ["--entrypoint", argv[0], image, *argv[1:]]
             container = args[2]
+            locked = [self.lock_for(f"volume:{c}") for _p, c, m in sorted(spec.config.caches) if m == "LOCKED"]
             try:
-                proc = subprocess.run(
-                    ["docker", *args],
-                    input=spec.stdin.encode() if spec.stdin else None,
-                    capture_output=True,
-                    timeout=3600,
-                    check=False,
-                )
-                self.execs_run += 1
+                with contextlib.ExitStack() as stack:
+                    for lock in locked:  # sorted by path: two execs never wait on each other in a cycle
+                        stack.enter_context(lock)
+                    proc = subprocess.run(
+                        ["docker", *args],
+                        input=spec.stdin.encode() if spec.stdin else None,
+                        capture_output=True,
+                        timeout=3600,
+                        check=False,
+                    )
+                self._count(ran=1)
                 stdout = self.redact(proc.stdout.decode(errors="replace"), spec.config)
                 stderr = self.redact(proc.stderr.decode(errors="replace"), spec.config)
                 started = _started(container)
                 if proc.returncode == 125 and not started:
                     raise RuntimeError(f"docker could not start exec {spec.argv}: {stderr.strip()[-2000:]}")
                 code = proc.returncode
-                ok = {"SUCCESS": code == 0, "FAILURE": code != 0, "ANY": True}[spec.expect]
-                if not ok:
+                if code == 125 and LAUNCHER_MARKER in stderr:
+                    raise RuntimeError(f"exec {spec.argv} could not start: {stderr.strip()[-2000:]}")
+                if not exit_code_ok(spec.expect, code):
                     message = ""
-                    if spec.expect == "FAILURE":
+                    if spec.expect == "FAILURE" and code == 0:
                         message = f'process "{" ".join(spec.argv)}" succeeded but FAILURE was expected: exit code: 0'
                     raise exec_error(list(spec.argv), code, stdout.strip(), stderr.strip(), message)
                 if spec.redirect_stdout or spec.redirect_stderr:
@@ -375,6 +486,25 @@ class Interpreter:
         for container in self._services:
             subprocess.run(["docker", "rm", "--force", container], capture_output=True, check=False)
         self._services.clear()
+        for tunnel in self._tunnels.values():
+            tunnel.close()
+        self._tunnels.clear()
+
+    def host_tunnel(self, svc: HostService) -> str:
+        """Where a container bound to a host service reaches it: the bridge gateway, forwarded to the host.
+
+        The engine runs a host service by forwarding each port to `host` on the machine that called
+        it (core/schema/host.go Host.service → core/service.go, a tunnel through the session). Here
+        a TCP forwarder listens on the Docker bridge's gateway address (reachable only from this
+        machine and its containers) on each frontend port and connects to `host`:backend; the
+        container's alias resolves to the gateway (`--add-host`). Nothing else of the host's
+        loopback is reachable from the container, as on the engine."""
+        gateway = _bridge_gateway()
+        for front, back in svc.ports:
+            with self.lock_for(f"tunnel:{front}"):
+                if front not in self._tunnels:
+                    self._tunnels[front] = _Forwarder(gateway, front, svc.host, back)
+        return gateway
 
     def host_dir(self, path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> DirValue:
         """A host directory snapshot; re-staged only when a file's size, mtime or mode changed."""
@@ -421,6 +551,7 @@ class ExecSpec:
     def key(self, parent: str, interp: Interpreter) -> str:
         cfg = self.config
         return digest_of(
+            EXEC_SEMANTICS,
             parent,
             "exec",
             self.argv,
@@ -430,6 +561,8 @@ class ExecSpec:
             cfg.caches,
             [(n, interp.secret_mac(s)) for n, s in cfg.secret_env],
             [(p, interp.secret_mac(s), m) for p, s, m in cfg.secret_files],
+            cfg.temps,
+            [(alias, svc.host, svc.ports) for alias, svc in cfg.bindings],
             self.expect,
             self.redirect_stdout,
             self.redirect_stderr,
@@ -489,6 +622,14 @@ def _add_entry(tar: tarfile.TarFile, entry: tuple[Any, ...]) -> None:
         from replay.patterns import PatternMatcher, keep
 
         inc, exc = PatternMatcher(include), PatternMatcher(exclude)
+        if name:
+            # The destination exists afterwards even when the source is empty: the engine copies
+            # with CreateDestPath (dagger/dagger v0.21.8 core/container.go Container.WithDirectory
+            # → core/directory.go Directory.WithDirectory), so `with_directory(p, dag.directory())`
+            # makes an empty `p`.
+            root = tar.gettarinfo(str(value.path), arcname=name)
+            root.uid, root.gid, root.uname, root.gname = 0, 0, "root", "root"
+            tar.addfile(root)
         for p in sorted(value.path.rglob("*")):
             rel = p.relative_to(value.path).as_posix()
             if (inc or exc) and not keep(rel, inc, exc):
@@ -701,19 +842,21 @@ def _docker_build(
         value = item["value"]
         if value in interp.standins:
             stand_in = interp.standins[value]
-            interp.ensure_standin(stand_in)
+            with interp.lock_for(f"standin:{stand_in.tag}"):
+                interp.ensure_standin(stand_in)
             interp.substitutions[value] = stand_in.tag
             value = stand_in.tag
         args[item["name"]] = value
     if not (d.path / dockerfile).is_file():
         raise query_error(f"{dockerfile}: no such file in the build context")
     key = digest_of("build", d.digest, dockerfile, args, target)
-    existing = dockerops.image_id(interp.tag(key))
-    if existing is None:
-        try:
-            existing = dockerops.build(d.path, dockerfile, interp.tag(key), args, target)
-        except dockerops.BuildError as exc:
-            raise query_error(str(exc)) from exc
+    with interp.lock_for(key):  # one build per content key, however many awaits need it
+        existing = dockerops.image_id(interp.tag(key))
+        if existing is None:
+            try:
+                existing = dockerops.build(d.path, dockerfile, interp.tag(key), args, target)
+            except dockerops.BuildError as exc:
+                raise query_error(str(exc)) from exc
     return ContainerValue(
         fs=FsNode(key, None, ("build", existing), image_id=existing), config=_config(existing), built=True
     )
@@ -774,7 +917,8 @@ def _from(interp: Interpreter, ctr: ContainerValue, address: str) -> ContainerVa
     stand_in = interp.standins.get(address)
     if stand_in is None:
         raise UnknownSelection(f"Container.from({address!r}): no stand-in for this image (none can be pulled here)")
-    image = interp.ensure_standin(stand_in)
+    with interp.lock_for(f"standin:{stand_in.tag}"):  # concurrent awaits build a stand-in once
+        image = interp.ensure_standin(stand_in)
     interp.substitutions[address] = stand_in.tag
     node = FsNode(digest_of("from", address, image), None, ("from", image), image_id=image)
     return ContainerValue(fs=node, config=_config(image))
@@ -873,9 +1017,18 @@ def _with_cache(
     source: Any = None,
     owner: str = "",
 ) -> ContainerValue:
+    """A cache volume mounted for later execs; `sharing` as the engine's cache mounts.
+
+    dagger/dagger v0.21.8 core/container.go CacheSharingMode → buildkit's CacheMountSharingMode
+    (solver/llbsolver/mounts/mount.go): SHARED lets concurrent execs use the volume at once,
+    LOCKED makes them take turns; PRIVATE (a fresh copy per concurrent user) is not replayed.
+    """
     if source is not None or owner:
         raise UnknownSelection("Container.withMountedCache(source/owner): not replayed")
-    caches = (*((p, c) for p, c in ctr.config.caches if p != _abs(ctr, path)), (_abs(ctr, path), cache.key))
+    if sharing not in ("SHARED", "LOCKED"):
+        raise UnknownSelection(f"Container.withMountedCache(sharing={sharing}): not replayed")
+    full = _abs(ctr, path)
+    caches = (*((p, c, m) for p, c, m in ctr.config.caches if p != full), (full, cache.key, sharing))
     return replace(ctr, config=replace(ctr.config, caches=caches))
 
 
@@ -909,6 +1062,38 @@ def _with_port(
         raise UnknownSelection(f"Container.withExposedPort(protocol={protocol}): not replayed")
     exposed = tuple(sorted({*ctr.config.exposed, port}))
     return replace(ctr, config=replace(ctr.config, exposed=exposed))
+
+
+@op("Host", "service")
+def _host_service(
+    interp: Interpreter, _: HostValue, ports: list[dict[str, Any]], host: str = "localhost"
+) -> HostService:
+    """core/schema/host.go Host.service (v0.21.8): an empty port list is an error."""
+    if not ports:
+        raise query_error("host.service: no ports given")
+    forwards = tuple((int(p.get("frontend") or p["backend"]), int(p["backend"])) for p in ports)
+    if any(p.get("protocol", "TCP") != "TCP" for p in ports):
+        raise UnknownSelection("Host.service(protocol=UDP): not replayed")
+    return HostService("127.0.0.1" if host == "localhost" else host, forwards)
+
+
+@op("Container", "withServiceBinding")
+def _with_service_binding(interp: Interpreter, ctr: ContainerValue, alias: str, service: Any) -> ContainerValue:
+    """The alias resolves to the service in this container's later execs (core/container.go
+    WithServiceBinding); only host services are replayed as bindings."""
+    if not isinstance(service, HostService):
+        raise UnknownSelection("Container.withServiceBinding(a container service): not replayed")
+    bindings = (*((a, s) for a, s in ctr.config.bindings if a != alias), (alias, service))
+    return replace(ctr, config=replace(ctr.config, bindings=bindings))
+
+
+@op("Container", "withMountedTemp")
+def _with_mounted_temp(interp: Interpreter, ctr: ContainerValue, path: str, size: int = 0) -> ContainerValue:
+    """A tmpfs at `path` for each exec: written files never reach a layer (core/container.go WithMountedTemp)."""
+    if size:
+        raise UnknownSelection("Container.withMountedTemp(size=…): not replayed")
+    full = _abs(ctr, path)
+    return replace(ctr, config=replace(ctr.config, temps=(*(t for t in ctr.config.temps if t != full), full)))
 
 
 @op("Container", "withEntrypoint")
@@ -1112,10 +1297,80 @@ def _up(
         run += ["--env", f"{key}={value}"]
     for front, back in forwards:
         run += ["--publish", f"127.0.0.1:{front}:{back}"]
-    for path, cache in ctr.config.caches:
+    for path, cache, _sharing in ctr.config.caches:
         run += ["--volume", f"{volume_name(cache)}:{path}"]
     if ctr.config.user:
         run += ["--user", ctr.config.user]
     run += ["--entrypoint", argv[0], image, *argv[1:]]
     dockerops.docker(*run)
     interp._services.append(name)
+
+
+def _bridge_gateway() -> str:
+    """The default bridge's gateway: IPAM's Gateway, else the subnet's first address (Docker's default)."""
+    import ipaddress
+
+    proc = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "--format", "{{json .IPAM.Config}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"no Docker bridge network for a host service: {proc.stderr.strip()}")
+    for config in json.loads(proc.stdout or "[]") or []:
+        if config.get("Gateway"):
+            return str(config["Gateway"])
+        if config.get("Subnet"):
+            network = ipaddress.ip_network(config["Subnet"])
+            if network.version == 4:
+                return str(next(network.hosts()))
+    raise RuntimeError(f"the Docker bridge network has no IPv4 subnet: {proc.stdout.strip()}")
+
+
+class _Forwarder:
+    """A TCP forwarder: accepts on (listen_host, port), pipes each connection to (target_host, target_port)."""
+
+    def __init__(self, listen_host: str, port: int, target_host: str, target_port: int) -> None:
+        import socket
+
+        self._target = (target_host, target_port)
+        self._server = socket.create_server((listen_host, port), reuse_port=False)
+        self._server.settimeout(0.5)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"replay-tunnel-{port}", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        self._thread.join(timeout=5)
+
+
+def _pipe(src: Any, dst: Any) -> None:
+    try:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+    finally:
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(2)

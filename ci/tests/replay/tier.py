@@ -28,6 +28,7 @@ from replay import registry, standins
 from replay.engine import replaying
 from replay.interpreter import Interpreter
 from replay.patterns import PatternMatcher
+from tests.conftest import tier_unavailable
 from tests.docker import support
 
 REPO = Path(__file__).resolve().parents[3]
@@ -92,12 +93,16 @@ def docker_reason() -> str | None:
 
 
 def get(config: pytest.Config) -> Tier:
-    """The session's tier, made on first use (skips the test with the reason when no daemon answers)."""
+    """The session's tier, made on first use (skips the test with the reason when no daemon answers).
+
+    Fails instead when MLSHIP_REQUIRE_TIERS names replay (.ci/run sets it).
+    """
     if _KEY in config.stash:
         return config.stash[_KEY]
     reason = docker_reason()
     if reason is not None:
-        pytest.skip(f"replay tier needs a Docker daemon: {reason} (start one with scripts/start-dockerd.sh)")
+        why = f"replay tier needs a Docker daemon: {reason} (start one with scripts/start-dockerd.sh)"
+        tier_unavailable("replay", why)
     if not support.image_exists(support.BASE_IMAGE):
         support.ensure_base_image()
     workdir = Path(tempfile.mkdtemp(prefix="mlship-replay-"))

@@ -156,10 +156,12 @@ class Config:
     cmd: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     exposed: tuple[int, ...] = ()
-    caches: tuple[tuple[str, str], ...] = ()
+    caches: tuple[tuple[str, str, str], ...] = ()  # (path, volume key, sharing mode)
     secret_env: tuple[tuple[str, SecretValue], ...] = ()
     secret_files: tuple[tuple[str, SecretValue, int], ...] = ()
     auths: tuple[tuple[str, str, SecretValue], ...] = ()
+    temps: tuple[str, ...] = ()  # withMountedTemp paths: a tmpfs per exec, never in a layer
+    bindings: tuple[tuple[str, HostService], ...] = ()  # withServiceBinding(alias, host service)
 
     def with_env(self, name: str, value: str) -> Config:
         env = [(k, v) for k, v in self.env if k != name] + [(name, value)]
@@ -177,6 +179,14 @@ class ContainerValue:
     config: Config = Config()
     last_exec: FsNode | None = None
     built: bool = False
+
+
+@dataclass(frozen=True)
+class HostService:
+    """`dag.host().service(ports, host=…)`: the engine forwards each port to `host` on the caller's machine."""
+
+    host: str
+    ports: tuple[tuple[int, int], ...]  # (frontend, backend)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,10 @@ def comment(
         Path | None, typer.Option("--report", help="The gate.json to post (default: <reports>/gate/gate.json).")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the comment; post nothing.")] = False,
+    scan_report: Annotated[
+        Path | None,
+        typer.Option("--scan-report", help="A scan-gate.json to summarise in the comment (skipped when absent)."),
+    ] = None,
 ) -> None:
     """Post the gate report on the pull/merge request, or update the comment posted before (exit 3 on API errors).
 
@@ -34,7 +38,10 @@ def comment(
         from mlship.review import comment as post_comment
 
         path = report or settings.reports_path / "gate" / "gate.json"
-        body, posted = post_comment(path, provider, mlflow_tracking_uri=settings.resolved_tracking_uri, dry_run=dry_run)
+        scan = scan_report if scan_report is not None and scan_report.is_file() else None
+        body, posted = post_comment(
+            path, provider, mlflow_tracking_uri=settings.resolved_tracking_uri, dry_run=dry_run, scan_report=scan
+        )
         out = cli.console()
         if posted is None:
             out.print(body, markup=False, end="")

@@ -28,8 +28,19 @@ def scan_gate(
     report_dir: Annotated[
         Path | None, typer.Option("--report-dir", help="Where scan-gate.json/.md go (default: .mlship/reports).")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Also fail on unfixed vulnerabilities at or above the threshold and on stale ignores."
+        ),
+    ] = False,
 ) -> None:
-    """Gate an image on its Trivy scan: vulnerabilities, failed misconfigurations, secrets."""
+    """Gate an image on its Trivy scan: fixable findings at or above the threshold fail.
+
+    Vulnerabilities with no fixed version yet are listed (count per severity, top packages) and
+    fail only with --strict or `[tool.mlship.scan] fail_on_unfixed = true`; an ignore entry that
+    matches nothing in the report is reported as stale (and fails with --strict).
+    """
 
     def action(settings: Settings) -> int:
         from rich.table import Table
@@ -42,6 +53,8 @@ def scan_gate(
             ignore_unfixed=ignore_unfixed,
             ignore_file=ignore_file,
             report_dir=report_dir if report_dir is not None else settings.reports_path,
+            strict=strict,
+            fail_on_unfixed=settings.scan.fail_on_unfixed,
         )
         console = cli.console()
         if result.blocking:
@@ -51,14 +64,26 @@ def scan_gate(
             for f in result.blocking:
                 table.add_row(f.severity, f.kind, f.id, f.target, f.package, f.installed, f.fixed or "-")
             console.print(table)
+        if result.unfixed:
+            counts = ", ".join(f"{n} {sev}" for sev, n in result.unfixed_counts().items())
+            top = ", ".join(f"{r['package']} ({r['count']})" for r in result.top_unfixed_packages())
+            failing = result.strict or result.fail_on_unfixed
+            console.print(
+                f"unfixed (no fixed version yet): {counts}; top packages: {top}"
+                + ("" if failing else " — listed, not failing (--strict or scan.fail_on_unfixed = true to fail)"),
+                markup=False,
+            )
         for expired in result.expired_ignores:
             cli.err_console().print(f"warning: ignore entry {expired} is no longer honoured")
+        for stale in result.stale_ignores:
+            cli.err_console().print(f"warning: stale ignore entry {stale}: remove it", markup=False)
         for warning in result.ignore_policy_warnings:
             cli.err_console().print(f"warning: ignore entry {warning}")
         console.print(
             f"scan gate {'PASSED' if result.passed else 'FAILED'}: {len(result.blocking)} blocking, "
-            f"{len(result.ignored)} ignored, {len(result.below_threshold)} below {result.severity}, "
-            f"{len(result.unfixed_skipped)} unfixed skipped"
+            f"{len(result.unfixed)} unfixed, {len(result.ignored)} ignored, {len(result.below_threshold)} below "
+            f"{result.severity}, {len(result.unfixed_skipped)} unfixed skipped, {len(result.stale_ignores)} stale "
+            "ignore(s)" + (f" ({'; '.join(result.failures)})" if result.failures else "")
         )
         return 0 if result.passed else 1
 

@@ -272,6 +272,7 @@ class Router:
         self.refused_address = 0
         self.evicted_idle = 0
         self.saturated_at: float | None = None
+        self.probes = 0  # /ready probes of the live color the watcher made (a quiet watcher is not a healthy one)
         self.failover: dict[str, Any] | None = None
         self.started = time.time()
         self.copier: ShadowCopier | None = None
@@ -548,6 +549,7 @@ class Router:
                 failures = 0
                 continue
             why = await _probe(route.backends[live])
+            self.probes += 1
             if why is None:
                 failures = 0
                 continue

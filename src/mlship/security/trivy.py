@@ -1,10 +1,17 @@
 """Trivy JSON report (SchemaVersion 2) → findings → gate.
 
 Trivy scans the image; this module decides whether the release may go on. It reads the
-three finding kinds Trivy reports (vulnerabilities, failed misconfigurations, secrets),
-drops what `.trivyignore` accepts (expired entries no longer count) and, with
-`ignore_unfixed`, vulnerabilities nobody can fix yet, and fails on what is left at or above
-the severity threshold.
+three finding kinds Trivy reports (vulnerabilities, failed misconfigurations, secrets) and
+drops what `.trivyignore` accepts (expired entries no longer count). The policy:
+
+- a finding at or above the severity threshold that someone can fix (a vulnerability with a
+  fixed version, any failed misconfiguration, any secret) fails the gate;
+- a vulnerability with no fixed version yet (a Debian-slim base always has some) is listed —
+  count per severity and the packages that carry most — and fails only with `strict` or
+  `fail_on_unfixed` (`[tool.mlship.scan] fail_on_unfixed = true`); `ignore_unfixed` drops
+  them from the report altogether, as Trivy's own `--ignore-unfixed`;
+- an ignore entry that matched no finding of the report is *stale* (it hides nothing, so
+  nobody can audit it): reported always, failing with `strict`.
 """
 
 from __future__ import annotations
@@ -97,28 +104,88 @@ class ScanGateResult:
     below_threshold: list[Finding] = field(default_factory=list)
     ignored: list[Finding] = field(default_factory=list)
     unfixed_skipped: list[Finding] = field(default_factory=list)
+    unfixed: list[Finding] = field(default_factory=list)
     expired_ignores: list[str] = field(default_factory=list)
+    stale_ignores: list[str] = field(default_factory=list)
     ignore_policy_warnings: list[str] = field(default_factory=list)
+    strict: bool = False
+    fail_on_unfixed: bool = False
+
+    @property
+    def unfixed_at_threshold(self) -> list[Finding]:
+        """Unfixed vulnerabilities at or above the threshold: what `strict`/`fail_on_unfixed` fail on."""
+        threshold = SEVERITIES.index(self.severity)
+        return [f for f in self.unfixed if SEVERITIES.index(f.severity) >= threshold]
+
+    @property
+    def failures(self) -> list[str]:
+        """Why the gate fails, one reason a line (empty when it passes)."""
+        out = []
+        if self.blocking:
+            out.append(f"{len(self.blocking)} fixable finding(s) at or above {self.severity}")
+        if (self.strict or self.fail_on_unfixed) and self.unfixed_at_threshold:
+            why = "--strict" if self.strict else "scan.fail_on_unfixed"
+            count = len(self.unfixed_at_threshold)
+            out.append(f"{count} unfixed vulnerability(ies) at or above {self.severity} ({why})")
+        if self.strict and self.stale_ignores:
+            out.append(f"{len(self.stale_ignores)} stale ignore entry(ies) (--strict)")
+        return out
 
     @property
     def passed(self) -> bool:
-        return not self.blocking
+        return not self.failures
+
+    def unfixed_counts(self) -> dict[str, int]:
+        """Unfixed vulnerabilities per severity, highest first (zero counts left out)."""
+        counts = {s: 0 for s in reversed(SEVERITIES)}
+        for f in self.unfixed:
+            counts[f.severity] += 1
+        return {s: n for s, n in counts.items() if n}
+
+    def top_unfixed_packages(self, limit: int = 5) -> list[dict[str, Any]]:
+        """The packages carrying most unfixed vulnerabilities (ties: the higher severity first)."""
+        by_pkg: dict[tuple[str, str], list[Finding]] = {}
+        for f in self.unfixed:
+            by_pkg.setdefault((f.package, f.installed), []).append(f)
+        ranked = sorted(
+            by_pkg.items(),
+            key=lambda kv: (-len(kv[1]), -max(SEVERITIES.index(f.severity) for f in kv[1]), kv[0][0]),
+        )
+        return [
+            {
+                "package": pkg,
+                "installed": installed,
+                "count": len(found),
+                "highest": max((f.severity for f in found), key=SEVERITIES.index),
+            }
+            for (pkg, installed), found in ranked[:limit]
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
+            "failures": self.failures,
             "artifact": self.artifact,
             "severity": self.severity,
             "ignore_unfixed": self.ignore_unfixed,
+            "strict": self.strict,
+            "fail_on_unfixed": self.fail_on_unfixed,
             "counts": {
                 "blocking": len(self.blocking),
+                "unfixed": len(self.unfixed),
                 "below_threshold": len(self.below_threshold),
                 "ignored": len(self.ignored),
                 "unfixed_skipped": len(self.unfixed_skipped),
             },
             "blocking": [asdict(f) for f in self.blocking],
+            "unfixed": {
+                "by_severity": self.unfixed_counts(),
+                "top_packages": self.top_unfixed_packages(),
+                "at_or_above_threshold": [asdict(f) for f in self.unfixed_at_threshold],
+            },
             "ignored": [asdict(f) for f in self.ignored],
             "expired_ignores": self.expired_ignores,
+            "stale_ignores": self.stale_ignores,
             "ignore_policy_warnings": self.ignore_policy_warnings,
         }
 
@@ -244,8 +311,10 @@ def evaluate(
     ignore_unfixed: bool = False,
     ignores: IgnoreRules | None = None,
     today: dt.date | None = None,
+    strict: bool = False,
+    fail_on_unfixed: bool = False,
 ) -> ScanGateResult:
-    """Sort every finding into blocking / below threshold / ignored / unfixed-skipped."""
+    """Sort every finding into blocking / unfixed / below threshold / ignored / unfixed-skipped."""
     threshold = SEVERITIES.index(normalise_severity(severity))
     rules = ignores or IgnoreRules()
     day = today or dt.datetime.now(dt.UTC).date()
@@ -256,33 +325,46 @@ def evaluate(
         ignore_unfixed=ignore_unfixed,
         expired_ignores=[f"{e.id} (expired {e.expires})" for e in rules.expired(day)],
         ignore_policy_warnings=rules.policy_warnings(day),
+        strict=strict,
+        fail_on_unfixed=fail_on_unfixed,
     )
+    matched: set[str] = set()
     for finding in findings(report):
-        if any(finding.matches(e.id) for e in active):
+        hits = [e.id for e in active if finding.matches(e.id)]
+        if hits:
+            matched.update(hits)
             result.ignored.append(finding)
-        elif ignore_unfixed and not finding.fixable:
-            result.unfixed_skipped.append(finding)
+        elif not finding.fixable:
+            (result.unfixed_skipped if ignore_unfixed else result.unfixed).append(finding)
         elif SEVERITIES.index(finding.severity) >= threshold:
             result.blocking.append(finding)
         else:
             result.below_threshold.append(finding)
+    result.stale_ignores = [
+        f"{e.id} (line {e.line}) matched no finding of this report" for e in active if e.id not in matched
+    ]
     order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     result.blocking.sort(key=lambda f: (order[f.severity], f.id))
+    result.unfixed.sort(key=lambda f: (order[f.severity], f.package, f.id))
     return result
 
 
 def render_markdown(result: ScanGateResult) -> str:
+    """The scan summary (scan-gate.md): verdict, blocking findings, the unfixed listing, stale ignores."""
     verdict = "PASSED" if result.passed else "FAILED"
+    mode = " (strict)" if result.strict else ""
     lines = [
-        f"# Image scan gate: {verdict}",
+        f"# Image scan gate: {verdict}{mode}",
         "",
         f"- artifact: `{result.artifact or 'unknown'}`",
         f"- threshold: {result.severity} and above"
         + (" (unfixed vulnerabilities skipped)" if result.ignore_unfixed else ""),
-        f"- blocking: {len(result.blocking)} · below threshold: {len(result.below_threshold)}"
-        f" · ignored: {len(result.ignored)} · unfixed skipped: {len(result.unfixed_skipped)}",
-        "",
+        f"- blocking: {len(result.blocking)} · unfixed: {len(result.unfixed)} · below threshold: "
+        f"{len(result.below_threshold)} · ignored: {len(result.ignored)} · unfixed skipped: "
+        f"{len(result.unfixed_skipped)}",
     ]
+    lines += [f"- fails because: {reason}" for reason in result.failures]
+    lines.append("")
     if result.blocking:
         lines += ["| severity | kind | id | target | package | installed | fixed in |", "|---|---|---|---|---|---|---|"]
         for f in result.blocking:
@@ -290,11 +372,68 @@ def render_markdown(result: ScanGateResult) -> str:
                 f"| {f.severity} | {f.kind} | {f.id} | {f.target} | {f.package} | {f.installed} | {f.fixed or '-'} |"
             )
         lines.append("")
+    lines += unfixed_section(result)
+    if result.stale_ignores:
+        lines += [
+            "Stale ignore entries (they hide nothing in this report; remove them"
+            + (", --strict fails on them):" if not result.strict else "):"),
+            *(f"- {s}" for s in result.stale_ignores),
+            "",
+        ]
     if result.expired_ignores:
         lines += ["Expired ignore entries (no longer honoured): " + ", ".join(result.expired_ignores), ""]
     if result.ignore_policy_warnings:
         lines += ["Ignore entries outside the policy:", *(f"- {w}" for w in result.ignore_policy_warnings), ""]
     return "\n".join(lines)
+
+
+def unfixed_section(result: ScanGateResult) -> list[str]:
+    """Markdown lines listing the unfixed vulnerabilities: count per severity and the top packages."""
+    if not result.unfixed:
+        return []
+    failing = result.strict or result.fail_on_unfixed
+    note = "failing the gate" if failing else "not failing the gate (--strict or scan.fail_on_unfixed = true would)"
+    counts = " · ".join(f"{sev} {n}" for sev, n in result.unfixed_counts().items())
+    lines = [
+        f"### Unfixed vulnerabilities: {len(result.unfixed)} with no fixed version yet, {note}",
+        "",
+        f"By severity: {counts}",
+        "",
+        "| package | installed | unfixed | highest |",
+        "|---|---|---:|---|",
+    ]
+    lines += [
+        f"| {r['package']} | {r['installed']} | {r['count']} | {r['highest']} |" for r in result.top_unfixed_packages()
+    ]
+    return [*lines, ""]
+
+
+def summary_from_json(data: dict[str, Any]) -> str:
+    """The scan section of a review comment, from a scan-gate.json the pipeline exported."""
+    passed = bool(data.get("passed"))
+    counts = data.get("counts") or {}
+    unfixed = data.get("unfixed") or {}
+    lines = [
+        f"### {'✅' if passed else '❌'} Image scan gate {'passed' if passed else 'failed'}"
+        + (" (strict)" if data.get("strict") else ""),
+        "",
+        f"- blocking (fixable, {data.get('severity', 'HIGH')} and above): {counts.get('blocking', 0)}",
+    ]
+    lines += [f"- fails because: {reason}" for reason in data.get("failures") or []]
+    raw = unfixed.get("by_severity") or {}
+    by_sev = {sev: raw[sev] for sev in reversed(SEVERITIES) if raw.get(sev)}  # JSON may hold them sorted by name
+    if by_sev:
+        lines.append(
+            f"- unfixed (no fixed version yet): {sum(by_sev.values())} — "
+            + " · ".join(f"{s} {n}" for s, n in by_sev.items())
+        )
+        top = unfixed.get("top_packages") or []
+        if top:
+            lines.append("- top packages: " + ", ".join(f"`{r['package']}` {r['count']} ({r['highest']})" for r in top))
+    stale = data.get("stale_ignores") or []
+    if stale:
+        lines.append(f"- stale ignore entries: {', '.join(str(s).split(' ')[0] for s in stale)}")
+    return "\n".join(lines) + "\n"
 
 
 def scan_gate(
@@ -305,8 +444,10 @@ def scan_gate(
     ignore_file: Path | None = None,
     report_dir: Path | None = None,
     today: dt.date | None = None,
+    strict: bool = False,
+    fail_on_unfixed: bool = False,
 ) -> ScanGateResult:
-    """Read the report, apply the ignore file and thresholds, write scan-gate.{json,md}."""
+    """Read the report, apply the ignore file and the policy, write scan-gate.{json,md}."""
     severity = normalise_severity(severity)
     report = load_report(report_path)
     result = evaluate(
@@ -315,6 +456,8 @@ def scan_gate(
         ignore_unfixed=ignore_unfixed,
         ignores=load_ignore_file(ignore_file),
         today=today,
+        strict=strict,
+        fail_on_unfixed=fail_on_unfixed,
     )
     if report_dir is not None:
         write_json(Path(report_dir) / "scan-gate.json", result.to_dict())

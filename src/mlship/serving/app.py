@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from mlship.redaction import redact
 from mlship.serving import v2
 from mlship.serving.batching import BatcherClosed, MicroBatcher
+from mlship.serving.columns import Columns
 from mlship.serving.logs import AccessLog, PredictionLog
 from mlship.serving.metrics import ServingMetrics
 from mlship.serving.model import ModelSource, ServedModel, load, resolve_source, warmup_rows
@@ -76,8 +77,6 @@ class ServerState:
     failure: str | None = None
     on_fatal: Callable[[BaseException], None] | None = None
     background: set[asyncio.Task[None]] = field(default_factory=set)
-    synthetic_rows: set[int] = field(default_factory=set)
-    """ids of row dicts from synthetic requests now in the batcher: not written to the prediction log."""
 
     @property
     def name(self) -> str:
@@ -175,9 +174,10 @@ async def _start(state: ServerState) -> None:
             max_wait_s=state.settings.serve.max_batch_wait_ms / 1000.0,
             on_batch=state.metrics.observe_batch,
             thread_init=_one_native_thread,
+            combine=Columns.concat,
         )
         state.batcher = batcher
-        await batcher.call(model.predict, warmup_rows(model))
+        await batcher.call(_warm(model), warmup_rows(model))
         state.predictions = _open_prediction_log(state, model)
         # Everything loaded so far (mlflow, pandas, sklearn, the model) lives for the whole
         # process: keep it out of the cyclic GC, whose full passes over it stalled requests
@@ -223,18 +223,24 @@ def _open_prediction_log(state: ServerState, model: ServedModel) -> PredictionLo
         return None
 
 
-def _predict_batch(state: ServerState, model: ServedModel, rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+def _warm(model: ServedModel) -> Callable[[list[dict[str, Any]]], Any]:
+    """The warm-up: the rows through the same columnar path the requests take."""
+    names = [c.name for c in model.columns]
+    return lambda rows: model.predict_columns(Columns.from_rows(rows, names))
+
+
+def _predict_batch(state: ServerState, model: ServedModel, batch: Columns) -> tuple[Any, Any]:
     """Runs in the prediction thread: one model call, then the class counts and the sampled log."""
-    labels, probabilities = model.predict(rows)
+    labels, probabilities = model.predict_columns(batch)
     state.metrics.count_predictions(labels)
     if state.predictions is not None:
-        logged = (rows, labels, probabilities)
-        synthetic = state.synthetic_rows
-        if synthetic:
-            kept = [i for i, row in enumerate(rows) if id(row) not in synthetic]
+        rows = batch.rows()
+        logged: tuple[Any, Any, Any] = (rows, labels, probabilities)
+        if batch.unlogged is not None:
+            kept = batch.logged_rows()
             logged = ([rows[i] for i in kept], [labels[i] for i in kept], [probabilities[i] for i in kept])
         try:
-            if logged[0]:
+            if len(logged[0]):
                 state.predictions.record(*logged)
         except OSError as exc:  # a full disk must not fail predictions: stop logging, say so once
             state.access.write({"event": "prediction_log_failed", "error": str(exc)})
@@ -314,12 +320,10 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             return _json({"detail": "the client closed the connection before its body arrived"}, CLIENT_CLOSED)
         finally:
             batcher.arriving -= 1
-        synthetic: list[int] = []
         try:
-            rows = schema.parse(raw)
+            rows = schema.parse_columns(raw)
             if SYNTHETIC_HEADER in request.headers:
-                synthetic = [id(row) for row in rows]
-                state.synthetic_rows.update(synthetic)
+                rows = rows.not_logged()
             labels, probabilities = await batcher.predict(rows)
         except InvalidRequest as exc:
             return _json({"detail": exc.errors, "message": exc.message}, 422)
@@ -328,8 +332,6 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         except Exception as exc:  # noqa: BLE001 - a model error is this request's 500, not the server's end
             state.access.write({"event": "prediction_failed", "error": f"{type(exc).__name__}: {exc}"})
             return _json({"detail": f"prediction failed: {type(exc).__name__}"}, 500)
-        finally:
-            state.synthetic_rows.difference_update(synthetic)
         return _json(
             {
                 "predictions": labels,

@@ -19,9 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-Rows = list[dict[str, Any]]
-Outputs = tuple[list[Any], list[Any]]
+Rows = Any
+"""A request's rows: anything with a length (a list of row dicts, or `Columns`)."""
+Outputs = tuple[Any, Any]
+"""Labels and probabilities, one per row (lists or arrays): sliced back to each request."""
 PredictFn = Callable[[Rows], Outputs]
+CombineFn = Callable[[list[Rows]], Rows]
 BatchHook = Callable[[int, int, float], None]
 
 
@@ -46,8 +49,10 @@ class MicroBatcher:
         max_wait_s: float = 0.002,
         on_batch: BatchHook | None = None,
         thread_init: Callable[[], object] | None = None,
+        combine: CombineFn | None = None,
     ) -> None:
         self._predict = predict
+        self._combine: CombineFn = combine or _concatenate
         self.max_rows = max(1, max_rows)
         self.max_wait_s = max(0.0, max_wait_s)
         self._on_batch = on_batch
@@ -136,7 +141,7 @@ class MicroBatcher:
         live = [i for i in batch if not i.future.done()]  # a client that went away needs no answer
         if not live:
             return
-        rows = [r for i in live for r in i.rows]
+        rows = self._combine([i.rows for i in live])
         started = time.perf_counter()
         try:
             labels, probabilities = await loop.run_in_executor(self._executor, self._predict, rows)
@@ -153,3 +158,8 @@ class MicroBatcher:
             if not item.future.done():
                 item.future.set_result((labels[start:end], probabilities[start:end]))
             start = end
+
+
+def _concatenate(parts: list[Rows]) -> Rows:
+    """Lists of rows → one list (the default: `combine` handles other batch types)."""
+    return [row for part in parts for row in part]

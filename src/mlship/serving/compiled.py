@@ -23,15 +23,15 @@ through the real pipeline, so the client sees scikit-learn's own behaviour and e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from mlship.serving.columns import Columns
 
+if TYPE_CHECKING:
     import pandas as pd
 
 Rows = Sequence[dict[str, Any]]
@@ -49,17 +49,16 @@ class _OneHot:
     width: int
     ignore_unknown: bool
 
-    def fill(self, out: np.ndarray, start: int, rows: Rows) -> None:
-        block = out[:, start : start + self.width]
-        for i, row in enumerate(rows):
-            value = row[self.column]
-            if not isinstance(value, str):
-                raise NotCompiled(f"{self.column}: {value!r} is not a string")
-            hit = self.index.get(value)
-            if hit is not None:
-                block[i, hit] = 1.0
-            elif not self.ignore_unknown:
-                raise NotCompiled(f"{self.column}: unknown category {value!r}")
+    def fill(self, out: np.ndarray, start: int, values: Sequence[Any]) -> None:
+        if not set(map(type, values)) <= {str}:
+            bad = next(v for v in values if type(v) is not str)
+            raise NotCompiled(f"{self.column}: {bad!r} is not a string")
+        get = self.index.get
+        hits = np.fromiter([get(v, -1) for v in values], dtype=np.intp, count=len(values))
+        known = hits >= 0
+        if not self.ignore_unknown and not known.all():
+            raise NotCompiled(f"{self.column}: unknown category {values[int(np.argmin(known))]!r}")
+        out[np.flatnonzero(known), start + hits[known]] = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,22 +67,28 @@ class _Numeric:
     mean: float | None = None
     scale: float | None = None
 
-    def fill(self, out: np.ndarray, start: int, rows: Rows) -> None:
+    def fill(self, out: np.ndarray, start: int, values: Sequence[Any]) -> None:
+        column = out[:, start]
         try:
-            values = np.array([row[self.column] for row in rows], dtype=np.float64)
+            column[...] = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise NotCompiled(f"{self.column}: {exc}") from exc
-        if np.isnan(values).any():
+        if np.isnan(column).any():
             raise NotCompiled(f"{self.column}: missing value")
-        # The same two float64 operations, in the same order, as StandardScaler.transform.
+        # The same two float64 operations, in the same order, as StandardScaler.transform
+        # (in place, in the feature matrix's own column).
         if self.mean is not None:
-            values -= self.mean
+            column -= self.mean
         if self.scale is not None:
-            values /= self.scale
-        out[:, start] = values
+            column /= self.scale
 
 
 _Block = _OneHot | _Numeric
+
+
+WALK_MAX_ROWS = 64
+"""Batches up to this many rows walk all trees at once; larger ones go tree by tree (measured
+crossover on the default model: 32 rows 1.8 vs 3.3 ms, 256 rows 13.8 vs 5.9 ms, busy machine)."""
 
 
 class _Forest:
@@ -127,35 +132,69 @@ class _Forest:
         self._roots = np.asarray(roots, dtype=np.intp)
         self._feature = np.concatenate(feature)
         self._threshold = np.concatenate(threshold)
-        self._children = np.stack([np.concatenate(left), np.concatenate(right)], axis=1)
-        self._leaf = self._children[:, 0] == np.arange(offset)
+        children = np.stack([np.concatenate(left), np.concatenate(right)], axis=1)
+        self._leaf = children[:, 0] == np.arange(offset)
+        self._children = children.ravel()  # node n's left child at 2n, right at 2n + 1
         self._value = np.concatenate(value)
         self._baseline = float(baseline.ravel()[0])
         self._loss = loss
+        self._trees = [predictor for (predictor,) in predictors]
+        try:
+            self._bitsets = clf._bin_mapper.make_known_categories_bitsets()
+        except AttributeError:  # another scikit-learn: large batches walk too
+            self._trees = []
 
     def raw(self, features: np.ndarray) -> np.ndarray:
-        """Baseline plus the leaf value of every tree, for each row."""
+        """Baseline plus the leaf value of every tree, for each row.
+
+        Up to `WALK_MAX_ROWS` rows all trees are walked at once (a few numpy calls per
+        level); beyond that the per-(row, tree) arrays cost more than scikit-learn's own
+        compiled predictor per tree, whose cost is per row, so that one answers.
+        """
         if np.isnan(features).any():
             raise NotCompiled("missing values take sklearn's own missing-value path")
+        if features.shape[0] > WALK_MAX_ROWS and self._trees:
+            return self.raw_by_tree(features)
+        return self.raw_walk(features)
+
+    def raw_walk(self, features: np.ndarray) -> np.ndarray:
+        """All trees at once: every (row, tree) pair still on a split node moves one level per step."""
         n_rows, n_trees = features.shape[0], len(self._roots)
         node = np.tile(self._roots, n_rows)  # (row, tree) pairs, row-major
-        flat = features.ravel()
+        flat = np.ascontiguousarray(features).ravel()
         at = np.repeat(np.arange(n_rows, dtype=np.intp) * features.shape[1], n_trees)
         active = np.flatnonzero(~self._leaf[node])
         current, at = node[active], at[active]
         while active.size:
             right = flat[at + self._feature[current]] > self._threshold[current]
-            current = self._children[current, right.view(np.uint8)]
-            node[active] = current
+            current = self._children[2 * current + right]
             going = ~self._leaf[current]
-            active, current, at = active[going], current[going], at[going]
+            if not going.all():  # pairs that reached their leaf are written back and dropped
+                done = ~going
+                node[active[done]] = current[done]
+                active, current, at = active[going], current[going], at[going]
         scores = np.empty((n_rows, n_trees + 1), dtype=np.float64)
         scores[:, 0] = self._baseline
         scores[:, 1:] = self._value[node].reshape(n_rows, n_trees)
         return np.cumsum(scores, axis=1)[:, -1]  # strictly left to right, like sklearn's +=
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self._loss.predict_proba(self.raw(features).reshape(-1, 1)))
+    def raw_by_tree(self, features: np.ndarray) -> np.ndarray:
+        """scikit-learn's own per-tree predictor, summed as its `_raw_predict` sums (zeros, += baseline,
+        += each tree in order), without the pipeline's input checks and DataFrame handling."""
+        known, f_idx_map = self._bitsets
+        total = np.zeros(features.shape[0], dtype=np.float64)
+        total += self._baseline
+        for tree in self._trees:
+            total += tree.predict(features, known, f_idx_map, 1)
+        return total
+
+    def paths(self) -> list[Callable[[np.ndarray], np.ndarray]]:
+        """Every way `raw` may answer: `verified` checks each against scikit-learn."""
+        return [self.raw_walk, self.raw_by_tree] if self._trees else [self.raw_walk]
+
+    def predict_proba(self, features: np.ndarray, raw: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        scores = (raw or self.raw)(features)
+        return np.asarray(self._loss.predict_proba(scores.reshape(-1, 1)))
 
     def boundary_rows(self, base: np.ndarray, per_feature: int = 16) -> np.ndarray:
         """`base` with one feature set exactly on a split threshold, or just above it.
@@ -193,17 +232,28 @@ class CompiledPipeline:
         """Memory order of the feature matrix: that of the real preprocessor's (set by `verified`)."""
 
     @property
+    def final(self) -> Any:
+        """The model the feature matrix goes to (the flattened forest, or the estimator itself)."""
+        return self._final
+
+    @property
     def forest(self) -> _Forest | None:
         return self._final if isinstance(self._final, _Forest) else None
 
-    def transform(self, rows: Rows) -> np.ndarray:
+    def transform(self, rows: Rows | Columns) -> np.ndarray:
         """The feature matrix the fitted preprocessor would produce; NotCompiled if it can't here."""
-        out = np.zeros((len(rows), self.n_features), dtype=np.float64, order=self.order)
+        batch = rows if isinstance(rows, Columns) else Columns.from_rows(rows, self.inputs)
+        out = np.zeros((batch.n, self.n_features), dtype=np.float64, order=self.order)
         for block, start in zip(self._blocks, self._starts, strict=True):
-            block.fill(out, start, rows)
+            block.fill(out, start, batch.data[block.column])
         return out
 
-    def predict_proba(self, rows: Rows) -> np.ndarray:
+    @property
+    def inputs(self) -> list[str]:
+        """The input columns the blocks read, each once, in order."""
+        return list(dict.fromkeys(block.column for block in self._blocks))
+
+    def predict_proba(self, rows: Rows | Columns) -> np.ndarray:
         return np.asarray(self._final.predict_proba(self.transform(rows)))
 
 
@@ -343,8 +393,10 @@ def verified(
     forest = compiled.forest
     if forest is not None:
         edges = forest.boundary_rows(expected_features[0])
-        if not np.array_equal(forest.predict_proba(edges), np.asarray(estimator.steps[-1][1].predict_proba(edges))):
-            raise NotCompiled("the compiled trees split differently from sklearn's on a threshold")
+        expected = np.asarray(estimator.steps[-1][1].predict_proba(edges))
+        for path in forest.paths():  # the small-batch walk and the large-batch per-tree sum alike
+            if not np.array_equal(forest.predict_proba(edges, path), expected):
+                raise NotCompiled("the compiled trees split differently from sklearn's on a threshold")
 
 
 def _encodes(compiled: CompiledPipeline, row: dict[str, Any]) -> bool:

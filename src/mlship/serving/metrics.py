@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 from mlship.serving import v2
@@ -92,11 +93,16 @@ class ServingMetrics:
         self.batch_rows.observe(rows)
         self.model_seconds.observe(seconds)
 
-    def count_predictions(self, labels: list[Any]) -> None:
+    def count_predictions(self, labels: Any) -> None:
+        """Count labels per class (a list, or an array: counted without a Python object per row)."""
         counts: dict[str, int] = {}
-        for label in labels:
-            key = str(label)
-            counts[key] = counts.get(key, 0) + 1
+        if isinstance(labels, np.ndarray) and labels.dtype != object:
+            values, numbers = np.unique(labels, return_counts=True)
+            counts = {str(v): n for v, n in zip(values.tolist(), numbers.tolist(), strict=True)}
+        else:
+            for label in labels:
+                key = str(label)
+                counts[key] = counts.get(key, 0) + 1
         for key, n in counts.items():
             self.predictions.labels(key).inc(n)
 

@@ -8,13 +8,17 @@ with the model baked in runs without one.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlship.serving.columns import Columns
+
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from mlship.serving.compiled import CompiledPipeline
@@ -76,35 +80,59 @@ class ServedModel:
     def classes(self) -> list[Any]:
         return [_plain(c) for c in getattr(self.estimator, "classes_", [0, 1])]
 
-    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    def frame(self, rows: list[dict[str, Any]] | Columns) -> pd.DataFrame:
         """Rows (already validated) as the DataFrame the pipeline was trained on, column by column."""
         import numpy as np
         import pandas as pd
 
+        batch = rows if isinstance(rows, Columns) else Columns.from_rows(rows, [c.name for c in self.columns])
         data: dict[str, Any] = {}
         for col in self.columns:
-            values = [r[col.name] for r in rows]
-            data[col.name] = np.asarray(values, dtype=np.float64) if col.kind == "number" else values
+            values = batch.data[col.name]
+            data[col.name] = np.asarray(values, dtype=np.float64) if col.kind == "number" else list(values)
         return pd.DataFrame(data, columns=[c.name for c in self.columns])
 
     def predict(self, rows: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
-        """One `predict_proba` call for all rows: (labels, probabilities).
+        """One `predict_proba` call for all rows: (labels, probabilities) as Python lists.
 
         Binary models give the positive-class probability as a float; others give the
         whole row of class probabilities. One call, not predict + predict_proba: a sklearn
         pipeline call costs milliseconds whatever the number of rows.
         """
-        proba = self._compiled_proba(rows)
-        if proba is None:
-            proba = self.estimator.predict_proba(self.frame(rows))
-        classes = self.classes
-        best = proba.argmax(axis=1)
-        labels = [classes[i] for i in best.tolist()]
-        if len(classes) == 2:
-            return labels, proba[:, 1].tolist()
-        return labels, proba.tolist()
+        labels, proba = self.predict_columns(Columns.from_rows(rows, [c.name for c in self.columns]))
+        return [_plain(label) for label in labels], proba.tolist()
 
-    def _compiled_proba(self, rows: list[dict[str, Any]]) -> Any:
+    def predict_columns(self, batch: Columns) -> tuple[Any, np.ndarray]:
+        """`predict` on columns, answering with arrays: labels (an array for numeric classes, else a
+        list) and the probabilities (the positive class's for a binary model, else rows of them)."""
+        import numpy as np
+
+        proba = self._compiled_proba(batch)
+        if proba is None:
+            proba = np.asarray(self.estimator.predict_proba(self.frame(batch)))
+        best = proba.argmax(axis=1)
+        labels: Any = self._label_array[best]
+        if labels.dtype == object:
+            labels = labels.tolist()
+        if len(self._label_array) == 2:
+            return labels, np.ascontiguousarray(proba[:, 1])
+        return labels, np.ascontiguousarray(proba)
+
+    @functools.cached_property
+    def _label_array(self) -> np.ndarray:
+        """The classes as an array to index with the argmax: all-int, all-float and all-bool classes
+        as such arrays (JSON-encoded without a Python object each), anything else as Python objects."""
+        import numpy as np
+
+        classes = self.classes
+        for kind, dtype in ((bool, bool), (int, np.int64), (float, np.float64)):
+            if all(type(c) is kind for c in classes):
+                return np.asarray(classes, dtype=dtype)
+        array = np.empty(len(classes), dtype=object)
+        array[:] = classes
+        return array
+
+    def _compiled_proba(self, rows: Columns) -> Any:
         """The compiled pipeline's answer, or None when there is none or it can't take this batch.
 
         Any exception means "ask the pipeline": e.g. a missing value, which the real pipeline
