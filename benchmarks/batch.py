@@ -202,8 +202,16 @@ def _same_figures(local: Path, spark: Path) -> bool:
 
 
 def _peak_rss() -> int:
-    """This process's peak resident set, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's own peak resident set (VmHWM), in bytes.
+
+    Not `ru_maxrss`: Linux keeps the high-water mark across fork and exec (the execve'd process
+    reports at least its parent's peak), so both workers would report the peak of the parent
+    that generated the input.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: the portable figure
 
 
 if __name__ == "__main__":
