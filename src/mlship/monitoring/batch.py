@@ -160,6 +160,27 @@ class _Run:
     sample: Sample
 
 
+def _new_run(settings: Settings, model: Any, directory: Path, resolved: Any, policy: str, chunk_size: int) -> _Run:
+    """A run's fixed inputs: the model's input columns and the footer every part carries (both engines)."""
+    from mlship.registry import model_input_schema  # mlflow: kept off `--help`
+    from mlship.serving.model import Column  # pandas/numpy: kept off `--help`
+
+    return _Run(
+        settings,
+        model,
+        [Column(name, kind) for name, kind in model_input_schema(directory)],
+        policy,
+        chunk_size,
+        {
+            b"mlship.model_uri": resolved.uri.encode(),
+            b"mlship.model_name": (resolved.name or "").encode(),
+            b"mlship.model_version": (resolved.version or "").encode(),
+            b"mlship.bad_rows": policy.encode(),
+        },
+        Sample(seed=settings.seed),
+    )
+
+
 class _Refused(Exception):
     """A part with bad rows under `refuse`: its staged file is dropped, never moved into place."""
 
@@ -189,8 +210,7 @@ def predict_batch(
     import tempfile
     import time
 
-    from mlship.registry import Registry, load_model_dir, model_input_schema
-    from mlship.serving.model import Column
+    from mlship.registry import Registry, load_model_dir
 
     if bad_rows not in BAD_ROW_POLICIES:
         raise ConfigError(f"unknown bad-row policy {bad_rows!r}", hint=f"use one of: {', '.join(BAD_ROW_POLICIES)}")
@@ -218,22 +238,7 @@ def predict_batch(
     resolved = registry.resolve(model_ref)
     with tempfile.TemporaryDirectory(prefix="mlship-batch-") as tmp:
         directory = registry.download(resolved, Path(tmp))  # verified against the recorded sha256
-        model = load_model_dir(directory)
-        columns = [Column(name, kind) for name, kind in model_input_schema(directory)]
-    run = _Run(
-        settings,
-        model,
-        columns,
-        bad_rows,
-        chunk_size,
-        {
-            b"mlship.model_uri": resolved.uri.encode(),
-            b"mlship.model_name": (resolved.name or "").encode(),
-            b"mlship.model_version": (resolved.version or "").encode(),
-            b"mlship.bad_rows": bad_rows.encode(),
-        },
-        Sample(seed=settings.seed),
-    )
+        run = _new_run(settings, load_model_dir(directory), directory, resolved, bad_rows, chunk_size)
     if single:
         parent, _, leaf = out_spec.rstrip("/").rpartition("/")
         dataset, names = Dataset(parent or "."), [leaf]

@@ -30,6 +30,7 @@ from mlship.monitoring.batch import (
     FLAG_COLUMN,
     BatchResult,
     _finished_part,
+    _new_run,
     _nullable,
     _Progress,
     _Run,
@@ -171,9 +172,7 @@ def predict_batch_spark(
     import tempfile
     import time
 
-    from mlship.monitoring.batch_report import Sample
-    from mlship.registry import Registry, load_model_dir, model_input_schema
-    from mlship.serving.model import Column
+    from mlship.registry import Registry, load_model_dir
 
     if bad_rows not in BAD_ROW_POLICIES:
         raise ConfigError(f"unknown bad-row policy {bad_rows!r}", hint=f"use one of: {', '.join(BAD_ROW_POLICIES)}")
@@ -195,21 +194,8 @@ def predict_batch_spark(
         fs_in, inputs = listed or _inputs(in_spec, fs_out, out_root, out_spec)
         with tempfile.TemporaryDirectory(prefix="mlship-spark-") as tmp:
             directory = registry.download(resolved, Path(tmp) / "download")  # verified against the recorded sha256
-            columns = [Column(name, kind) for name, kind in model_input_schema(directory)]
-            run = _Run(
-                settings,
-                load_model_dir(directory),  # the driver scores the drift reference, as the local engine does
-                columns,
-                bad_rows,
-                chunk_size,
-                {
-                    b"mlship.model_uri": resolved.uri.encode(),
-                    b"mlship.model_name": (resolved.name or "").encode(),
-                    b"mlship.model_version": (resolved.version or "").encode(),
-                    b"mlship.bad_rows": bad_rows.encode(),
-                },
-                Sample(seed=settings.seed),
-            )
+            # the driver scores the drift reference, as the local engine does
+            run = _new_run(settings, load_model_dir(directory), directory, resolved, bad_rows, chunk_size)
             from mlship.registry import spark_proba_udf
 
             dataset = Dataset(out_spec)
