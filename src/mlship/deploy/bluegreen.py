@@ -674,6 +674,28 @@ class Controller:
             return f"the {kind}'s p99 latency ({shown}, {n} {what}) exceeds {max_p99:g} ms"
         return None
 
+    def _spawn_detached(self, module: str, spec_file: Path, log: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """Start `python -m <module> <spec>`, a process that outlives this command (guard, retirement).
+
+        Its spec (0600: it holds the settings) carries what it needs to rebuild this controller.
+        """
+        from mlship.deploy.targets.local import spawn
+        from mlship.redaction import MLFLOW_CLIENT_SECRETS
+
+        spec = {
+            "state_dir": str(self.store.dir),
+            "root": str(self.settings.root),
+            "settings": self.settings.model_dump(mode="json"),
+            "target": self.target.name,
+            "env": self.env,
+            "namespace": getattr(self.target, "namespace", None),
+            **extra,
+        }
+        write_json(spec_file, spec)
+        spec_file.chmod(0o600)
+        argv = [sys.executable, "-m", module, str(spec_file)]
+        return spawn(argv, self.store.dir / log, cwd=self.settings.root, secrets=MLFLOW_CLIENT_SECRETS)
+
     def _spawn_guard(self) -> dict[str, Any] | None:
         """Start the detached guard that switches back if this command dies mid-promotion (mlship.deploy.guard).
 
@@ -683,28 +705,17 @@ class Controller:
         if not self.schedule_retirement:
             return None
         from mlship.deploy import guard
-        from mlship.deploy.targets.local import _start_time, spawn
+        from mlship.deploy.targets.local import _start_time
         from mlship.deploy.verify import SIGNAL_GRACE_S
-        from mlship.redaction import MLFLOW_CLIENT_SECRETS
 
         window = self.cfg.verify_window_s
-        spec = {
-            "state_dir": str(self.store.dir),
-            "root": str(self.settings.root),
-            "settings": self.settings.model_dump(mode="json"),
-            "target": self.target.name,
-            "env": self.env,
-            "namespace": getattr(self.target, "namespace", None),
+        extra = {
             "pid": os.getpid(),
             "started": _start_time(os.getpid()),
             "max_s": window + max(2 * window, SIGNAL_GRACE_S) + 600.0,  # verification is bounded
         }
-        spec_file = guard.spec_path(self.store.dir)
-        write_json(spec_file, spec)
-        spec_file.chmod(0o600)
-        argv = [sys.executable, "-m", "mlship.deploy.guard", str(spec_file)]
         try:
-            return spawn(argv, self.store.dir / "guard.log", cwd=self.settings.root, secrets=MLFLOW_CLIENT_SECRETS)
+            return self._spawn_detached("mlship.deploy.guard", guard.spec_path(self.store.dir), "guard.log", extra)
         except ColorFailed as exc:  # no guard: the next command still reconciles
             with (self.store.dir / "guard.log").open("a") as log:
                 log.write(f"cannot start the promotion guard: {exc}\n")
@@ -1090,26 +1101,10 @@ class Controller:
         if release is None or self._canary(state) is not None or self._shadow(state) is not None:
             return
         from mlship.deploy import retire
-        from mlship.deploy.targets.local import spawn
-        from mlship.redaction import MLFLOW_CLIENT_SECRETS
 
-        spec = {
-            "state_dir": str(self.store.dir),
-            "root": str(self.settings.root),
-            "settings": self.settings.model_dump(mode="json"),
-            "target": self.target.name,
-            "env": self.env,
-            "namespace": getattr(self.target, "namespace", None),
-            "color": color,
-            "uri": release.uri,
-            "until": state.previous_until,
-        }
-        spec_file = retire.spec_path(self.store.dir)
-        write_json(spec_file, spec)
-        spec_file.chmod(0o600)
-        argv = [sys.executable, "-m", "mlship.deploy.retire", str(spec_file)]
+        extra = {"color": color, "uri": release.uri, "until": state.previous_until}
         try:
-            handle = spawn(argv, self.store.dir / "retire.log", cwd=self.settings.root, secrets=MLFLOW_CLIENT_SECRETS)
+            handle = self._spawn_detached("mlship.deploy.retire", retire.spec_path(self.store.dir), "retire.log", extra)
         except ColorFailed as exc:  # the switch stands; the next deploy/rollback still reaps it (`_reap`)
             with (self.store.dir / "retire.log").open("a") as log:
                 log.write(f"cannot schedule the retirement of {color}: {exc}\n")
