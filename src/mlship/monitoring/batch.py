@@ -281,18 +281,18 @@ def predict_batch(
                 entries.append({"part": name, **fingerprint, "rows": stats.rows, "bad_rows": stats.bad_rows})
     if total.rows == 0:
         raise ConfigError(f"{in_spec} has no rows", hint="score a non-empty file")
-    if skipped:
-        print(
-            f"skipped {skipped} of {len(inputs)} parts already written from the same input and model "
-            "(pass --overwrite to redo them)",
-            file=sys.stderr,
-        )
-    if not single and not refused:
-        for stale in dataset.drop_parts_except(set(names)):
-            print(f"removed {stale}: its input is gone", file=sys.stderr)
-        dataset.finish(
-            {"model_uri": resolved.uri, "bad_rows": bad_rows, "input": in_spec, "rows": total.rows, "parts": entries}
-        )
+    _close_dataset(
+        dataset,
+        names,
+        skipped,
+        len(inputs),
+        not single and not refused,
+        resolved.uri,
+        bad_rows,
+        in_spec,
+        total.rows,
+        entries,
+    )
     seconds = time.perf_counter() - started
     summary = _summary(
         run,
@@ -330,6 +330,33 @@ def predict_batch(
         report=report,
         verdict=summary.verdict,
     )
+
+
+def _close_dataset(
+    dataset: Dataset,
+    names: list[str],
+    skipped: int,
+    inputs: int,
+    finish: bool,
+    model_uri: str,
+    bad_rows: str,
+    in_spec: str,
+    rows: int,
+    entries: list[dict[str, Any]],
+) -> None:
+    """Say what resumption skipped; with `finish` (a folder output, no part refused), drop the parts of
+    inputs that are gone and write the `_SUCCESS` manifest. Both engines close a dataset this way."""
+    if skipped:
+        print(
+            f"skipped {skipped} of {inputs} parts already written from the same input and model "
+            "(pass --overwrite to redo them)",
+            file=sys.stderr,
+        )
+    if not finish:
+        return
+    for stale in dataset.drop_parts_except(set(names)):
+        print(f"removed {stale}: its input is gone", file=sys.stderr)
+    dataset.finish({"model_uri": model_uri, "bad_rows": bad_rows, "input": in_spec, "rows": rows, "parts": entries})
 
 
 def _finished_part(dataset: Dataset, name: str, source: str) -> PartStats | None:

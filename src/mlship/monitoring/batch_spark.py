@@ -29,6 +29,7 @@ from mlship.monitoring.batch import (
     BAD_ROW_POLICIES,
     FLAG_COLUMN,
     BatchResult,
+    _close_dataset,
     _finished_part,
     _new_run,
     _nullable,
@@ -211,18 +212,9 @@ def predict_batch_spark(
     names = [part_name(i) for i in inputs]
     if total.rows == 0:
         raise ConfigError(f"{in_spec} has no rows", hint="score a non-empty input")
-    if skipped:
-        print(
-            f"skipped {skipped} of {len(inputs)} parts already written from the same input and model "
-            "(pass --overwrite to redo them)",
-            file=sys.stderr,
-        )
-    if not refused:
-        for stale in dataset.drop_parts_except(set(names)):
-            print(f"removed {stale}: its input is gone", file=sys.stderr)
-        dataset.finish(
-            {"model_uri": resolved.uri, "bad_rows": bad_rows, "input": in_spec, "rows": total.rows, "parts": entries}
-        )
+    _close_dataset(
+        dataset, names, skipped, len(inputs), not refused, resolved.uri, bad_rows, in_spec, total.rows, entries
+    )
     seconds = time.perf_counter() - started
     summary = _summary(
         run,
