@@ -61,3 +61,15 @@ def test_a_link_reaches_its_file_and_anchor(page: str, target: str) -> None:
     assert dest.exists(), f"{page} links {target}: {dest.relative_to(REPO)} does not exist"
     if anchor and dest.suffix == ".md":
         assert anchor in anchors(dest), f"{page} links {target}: no such heading or <a id> in {path or page}"
+
+
+def test_the_readme_stays_a_front_page_with_the_two_quickstart_commands() -> None:
+    """≤ 250 lines (the guides live in docs/), and the Quickstart block is exactly the two command
+    lines that work on a fresh machine: the main job, and the test command .ci/run runs."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", quickstart, re.S)
+    assert block is not None
+    assert block.group(1).splitlines() == ["pip install uv && uv run mlship run", 'uv run pytest -m "" --cov']
+    assert 'uv run pytest -m "" --cov' in (REPO / ".ci" / "run").read_text(encoding="utf-8")
