@@ -53,16 +53,8 @@ import httptools
 
 from mlship import notify
 from mlship.deploy import synthetic
-from mlship.deploy.shadow import (
-    BUCKETS,
-    KEY_HASH_HEADER,
-    ShadowCopier,
-    body_field,
-    key_bucket,
-    key_hash,
-    parse_sticky,
-    split_response,
-)
+from mlship.traffic.copier import ShadowCopier, split_response
+from mlship.traffic.sticky import BUCKETS, KEY_HASH_HEADER, body_field, key_bucket, key_hash, parse_sticky
 
 BUCKETS_MS = (1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000, 10000)
 """Upper bounds of the latency histogram (ms); the last bucket is everything slower."""
