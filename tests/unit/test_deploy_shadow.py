@@ -15,18 +15,10 @@ from scipy.stats import binomtest
 
 from mlship.deploy import synthetic
 from mlship.deploy.router import Route, Router
-from mlship.deploy.shadow import (
-    KEY_HASH_HEADER,
-    Reservoir,
-    ShadowStats,
-    body_field,
-    copy_head,
-    key_bucket,
-    key_hash,
-    parse_sticky,
-    render_markdown,
-    split_response,
-)
+from mlship.deploy.shadow import render_markdown
+from mlship.traffic.compare import Reservoir, ShadowStats
+from mlship.traffic.copier import copy_head, split_response
+from mlship.traffic.sticky import KEY_HASH_HEADER, body_field, key_bucket, key_hash, parse_sticky
 
 TOKEN = "tok"
 

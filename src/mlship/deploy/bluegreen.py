@@ -194,7 +194,7 @@ class Controller:
 
     def check_options(self, strategy: str, *, weight: int, sample: float, sticky: str | None) -> None:
         """Usage errors (exit 2) before anything runs."""
-        from mlship.deploy.shadow import parse_sticky
+        from mlship.traffic.sticky import parse_sticky
 
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {strategy!r}", hint=f"use one of: {', '.join(STRATEGIES)}")
