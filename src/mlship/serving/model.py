@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlship.registry import Registry, load_model_dir, model_dir_info, model_input_example, model_input_schema
+from mlship.serving import compiled as compiler  # the module: tests replace its functions
 from mlship.serving.columns import Columns
-from mlship.serving.compiled import CompiledPipeline, compile_pipeline, probe_rows, verified
 from mlship.serving.forest import NotCompiled
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class ServedModel:
     run_id: str | None = None
     uri: str = ""
     example: list[dict[str, Any]] = field(default_factory=list)
-    compiled: CompiledPipeline | None = None
+    compiled: compiler.CompiledPipeline | None = None
     """The pipeline as array operations, verified equal at load (see serving/compiled.py)."""
     compile_note: str = "not compiled"
     """Why the pipeline is (not) compiled: said in the server's ready log line."""
@@ -156,8 +156,8 @@ class ServedModel:
         """
 
         try:
-            compiled = compile_pipeline(self.estimator, {c.name for c in self.columns if c.kind == "number"})
-            verified(compiled, self.estimator, self.frame, probe_rows(self.estimator, self.example))
+            compiled = compiler.compile_pipeline(self.estimator, {c.name for c in self.columns if c.kind == "number"})
+            compiler.verified(compiled, self.estimator, self.frame, compiler.probe_rows(self.estimator, self.example))
         except NotCompiled as exc:
             self.compiled, self.compile_note = None, f"not compiled: {exc}"
             return
