@@ -295,3 +295,26 @@ def test_a_compiled_path_that_raises_at_request_time_is_answered_by_the_pipeline
     served.compiled = Exploding()  # type: ignore[assignment]
     rows = _rows(data[CATEGORICAL + NUMERIC].iloc[600:650])
     assert served.predict(rows)[1] == pipeline.predict_proba(served.frame(rows))[:, 1].tolist()
+
+
+@pytest.mark.parametrize(("leaves", "bits"), [(48, 64), (96, None)])
+def test_trees_over_32_leaves_take_64_bit_masks_and_over_64_none(
+    data: pd.DataFrame, leaves: int, bits: int | None
+) -> None:
+    """Up to 64 leaves a tree fits a 64-bit mask; a wider forest has none and walks or goes tree by
+    tree as before, equal to the pipeline either way."""
+    params = {"classifier__max_leaf_nodes": leaves, "classifier__max_iter": 20, "classifier__min_samples_leaf": 1}
+    pipeline = _fit(estimators.gradient_boosting, data, **params)
+    served = _served(pipeline, data)
+    assert served.compiled is not None and served.compiled.forest is not None
+    forest = served.compiled.forest
+    widest = max(int(p.nodes["is_leaf"].sum()) for (p,) in pipeline[-1]._predictors)
+    assert widest > 32 if bits else widest > 64
+    masks = forest._masks
+    assert (masks.dtype.itemsize * 8 if masks is not None else None) == bits
+    assert (forest.raw_masks in forest.paths()) == (bits is not None)
+    rows = _rows(data[CATEGORICAL + NUMERIC].dropna().iloc[:300])
+    assert np.array_equal(served.compiled.predict_proba(rows), pipeline.predict_proba(served.frame(rows)))
+    if masks is None:
+        with pytest.raises(NotCompiled, match="no leaf masks"):
+            forest.raw_masks(served.compiled.transform(rows))
