@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlship.errors import ConfigError, InfraError, MlshipError
+from mlship.serving.app import create_app
+from mlship.serving.model import resolve_source
 
 if TYPE_CHECKING:
     from mlship.settings import Settings
@@ -63,9 +65,6 @@ def serve(
 ) -> int:
     """Serve `model` on host:port until SIGTERM/SIGINT; in-flight requests are drained first."""
     import uvicorn
-
-    from mlship.serving.app import create_app
-    from mlship.serving.model import resolve_source
 
     source = resolve_source(model, settings)
     if prediction_log is not None:
