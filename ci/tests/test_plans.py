@@ -19,7 +19,7 @@ import pytest
 from dagger import dag
 from dagger._exceptions import QueryErrorValue
 from dagger_plan import execs, reads_path, render, source_reads
-from ml_pipeline import constants, images, main
+from ml_pipeline import awaits, constants, images, main
 from ml_pipeline.main import DataFile, Environment, MlPipeline, ReportFormat, Severity, UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,8 +112,8 @@ def test_functions_take_the_name_from_the_file(pipe: MlPipeline, monkeypatch: py
     async def exit_code(ctr: dagger.Container) -> int:
         return 0
 
-    monkeypatch.setattr(main, "_file_name", file_name)
-    monkeypatch.setattr(main, "_exit_code", exit_code)
+    monkeypatch.setattr(awaits, "file_name", file_name)
+    monkeypatch.setattr(awaits, "exit_code", exit_code)
     csv = dag.host().file("/in/january.csv")
     trained = anyio.run(lambda: pipe.train(data=csv))
     assert "'--data', '/work/data/january.csv'" in render(trained)
@@ -184,8 +184,8 @@ def test_test_report_returns_reports_and_exit_code_when_tests_fail(
     async def stdout(ctr: dagger.Container) -> str:
         return "FAILED tests/unit/test_x.py::test_y\n1 failed, 10 passed"
 
-    monkeypatch.setattr(main, "_exit_code", exit_code)
-    monkeypatch.setattr(main, "_stdout", stdout)
+    monkeypatch.setattr(awaits, "exit_code", exit_code)
+    monkeypatch.setattr(awaits, "stdout", stdout)
     report = render(anyio.run(pipe.test_report))
     assert "directory(path='/reports').withNewFile(path='exit-code', contents='1\\n')" in report
     with pytest.raises(main.PipelineFailed, match=r"(?s)pytest exited 1.*1 failed, 10 passed"):
@@ -198,7 +198,7 @@ def test_gate_returns_its_report_and_exit_code_when_the_gate_fails(
     async def exit_code(ctr: dagger.Container) -> int:
         return 1
 
-    monkeypatch.setattr(main, "_exit_code", exit_code)
+    monkeypatch.setattr(awaits, "exit_code", exit_code)
     gate = pipe._gate(dag.directory(), None, "", None, no_champion=True)
     assert execs(gate)[-1][:2] == ["mlship", "gate"] and execs(gate)[-1][-1] == "--no-champion"
     assert render(gate).endswith("expect='ANY')")
@@ -568,12 +568,12 @@ class FakeEngine:
         self.chains: dict[str, str] = {}
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(main, "_settle", self.settle)
-        monkeypatch.setattr(main, "_exit_code", self.exit_code)
-        monkeypatch.setattr(main, "_stdout", self.output)
-        monkeypatch.setattr(main, "_stderr", self.output)
-        monkeypatch.setattr(main, "_publish", self.publish)
-        monkeypatch.setattr(main, "_contents", self.contents)
+        monkeypatch.setattr(awaits, "settle", self.settle)
+        monkeypatch.setattr(awaits, "exit_code", self.exit_code)
+        monkeypatch.setattr(awaits, "stdout", self.output)
+        monkeypatch.setattr(awaits, "stderr", self.output)
+        monkeypatch.setattr(awaits, "publish", self.publish)
+        monkeypatch.setattr(awaits, "contents", self.contents)
 
     def _record(self, obj: Any) -> str:
         name = _stage(render(obj))
@@ -740,7 +740,7 @@ def test_all_a_gate_that_registered_nothing_fails_the_gate_stage(
     async def contents(file: Any) -> str:
         return '{"registered": null}'
 
-    monkeypatch.setattr(main, "_contents", contents)
+    monkeypatch.setattr(awaits, "contents", contents)
     with pytest.raises(main.PipelineFailed, match=r"(?s)^failed: gate\n.*registered no version"):
         anyio.run(lambda: pipe._all(release(tracking_uri="http://mlflow:5000")))
     assert engine.ran[-1] == "gate"  # nothing is built, scanned or deployed
@@ -770,7 +770,7 @@ def test_all_argument_mistakes_are_usage_errors_before_anything_runs(
         asked.append("name")
         return "d.csv"
 
-    monkeypatch.setattr(main, "_file_name", file_name)
+    monkeypatch.setattr(awaits, "file_name", file_name)
     with pytest.raises(UsageError, match=message):
         anyio.run(lambda: pipe.all(data=dag.host().file("/in/d.csv"), **(kwargs | secrets)))
     assert asked == [] and engine.ran == []

@@ -18,7 +18,7 @@ import anyio
 import dagger
 from dagger import DefaultPath, Doc, Ignore, check, dag, function, object_type
 
-from . import images
+from . import awaits, images
 from . import kubeconfig as kubecfg
 from .constants import (
     BATCH_OUT,
@@ -105,7 +105,7 @@ class MlPipeline(Stages):
         """The current context's server and user, refused (UsageError, one line) when the container
         cannot log in with it; runs before anything talks to the cluster."""
         try:
-            access = kubecfg.parse_view(await _stdout(self._kube_view(kubeconfig)))
+            access = kubecfg.parse_view(await awaits.stdout(self._kube_view(kubeconfig)))
             kubecfg.check(access)
         except kubecfg.KubeconfigRefused as exc:
             raise UsageError(str(exc)) from None
@@ -163,10 +163,10 @@ class MlPipeline(Stages):
     ) -> str:
         """The pytest suite with coverage; fails on a failing test or coverage under the floor."""
         run = self._test(selection)
-        code = await _exit_code(run)
+        code = await awaits.exit_code(run)
         if code != 0:
-            raise PipelineFailed(f"pytest exited {code}:\n{_tail(await _stdout(run))}")
-        return await _stdout(run)
+            raise PipelineFailed(f"pytest exited {code}:\n{_tail(await awaits.stdout(run))}")
+        return await awaits.stdout(run)
 
     @function
     async def test_report(
@@ -177,7 +177,7 @@ class MlPipeline(Stages):
     ) -> dagger.Directory:
         """junit.xml, coverage.xml and exit-code of the test run — also when tests fail, so CI can export them."""
         run = self._test(selection)
-        return with_exit_code(run.directory(REPORTS), await _exit_code(run))
+        return with_exit_code(run.directory(REPORTS), await awaits.exit_code(run))
 
     @function
     @check
@@ -188,7 +188,7 @@ class MlPipeline(Stages):
         ] = None,
     ) -> str:
         """Validate the dataset against data/expectations (fails when invalid)."""
-        return await self._validate(await _named(data)).stdout()
+        return await self._validate(await awaits.named(data)).stdout()
 
     @_function_with_cache("never")
     async def train(
@@ -200,7 +200,7 @@ class MlPipeline(Stages):
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
     ) -> dagger.Directory:
         """Train the model: returns model/, metrics.json and, without a tracking server, mlflow/."""
-        return self._train_dir(await _named(data), tracking_uri, tracking_token)
+        return self._train_dir(await awaits.named(data), tracking_uri, tracking_token)
 
     @_function_with_cache("never")
     async def gate(
@@ -214,8 +214,8 @@ class MlPipeline(Stages):
         no_champion: Annotated[bool, Doc("Gate on absolute thresholds only (first release)")] = False,
     ) -> dagger.Directory:
         """The gate report directory (gate.json, gate.md, plots, exit-code) — also when the gate fails."""
-        run = self._gate(self._model(model), await _named(data), tracking_uri, tracking_token, no_champion)
-        return with_exit_code(run.directory(f"{OUT}/gate"), await _exit_code(run))
+        run = self._gate(self._model(model), await awaits.named(data), tracking_uri, tracking_token, no_champion)
+        return with_exit_code(run.directory(f"{OUT}/gate"), await awaits.exit_code(run))
 
     @function
     def build(
@@ -260,7 +260,9 @@ class MlPipeline(Stages):
         report = self._trivy(image, ReportFormat.JSON).file("/scan/report.json")
         run = self._scan_gate(report, severity, False, strict, expect=dagger.ReturnType.ANY)
         out = dag.directory().with_file("scan-gate.json", run.file(f"{REPORTS}/scan-gate.json"))
-        return with_exit_code(out.with_file("scan-gate.md", run.file(f"{REPORTS}/scan-gate.md")), await _exit_code(run))
+        return with_exit_code(
+            out.with_file("scan-gate.md", run.file(f"{REPORTS}/scan-gate.md")), await awaits.exit_code(run)
+        )
 
     @_function_with_cache("session")
     def scan_report(
@@ -288,7 +290,7 @@ class MlPipeline(Stages):
     ) -> str:
         """Push the serving image; returns the reference with its digest."""
         image = self._build(self._model(model), git_sha, DEFAULT_MODEL_NAME, model_version, "")
-        return await _publish(image.with_registry_auth(address, username, password), address)
+        return await awaits.publish(image.with_registry_auth(address, username, password), address)
 
     @_function_with_cache("never")
     async def deploy(
@@ -343,8 +345,8 @@ class MlPipeline(Stages):
         current: Annotated[dagger.File, Doc("Recent data, CSV or Parquet, or the server's JSONL prediction log")],
     ) -> dagger.Directory:
         """Drift check: the report directory; drift.json's `dataset_drift` says whether drift was found."""
-        run = self._monitor(await _named_file(reference), await _named_file(current))
-        return with_exit_code(run.directory(f"{OUT}/drift"), await _exit_code(run))
+        run = self._monitor(await awaits.named_file(reference), await awaits.named_file(current))
+        return with_exit_code(run.directory(f"{OUT}/drift"), await awaits.exit_code(run))
 
     @function
     async def batch_predict(
@@ -393,9 +395,9 @@ class MlPipeline(Stages):
         if model_uri and not tracking_uri:
             raise UsageError("--model-uri is resolved by a tracking server: pass --tracking-uri too")
         run = self._batch_predict(
-            model_uri or self._model(model), rows if isinstance(rows, str) else await _named_file(rows), job
+            model_uri or self._model(model), rows if isinstance(rows, str) else await awaits.named_file(rows), job
         )
-        return with_exit_code(run.directory(BATCH_OUT), await _exit_code(run))
+        return with_exit_code(run.directory(BATCH_OUT), await awaits.exit_code(run))
 
     @_function_with_cache("never")
     async def all(
@@ -439,7 +441,7 @@ class MlPipeline(Stages):
         release.check()  # a usage error before the engine is asked anything
         if kubeconfig is not None:  # a kubeconfig the container cannot use: refused before any stage
             release.kube = await self._kube_access(kubeconfig)
-        release.data = await _named(data)
+        release.data = await awaits.named(data)
         return await self._all(release)
 
     async def _all(self, rel: Release) -> str:
@@ -466,7 +468,7 @@ class MlPipeline(Stages):
         version = ""
         if rel.tracking_uri and run.ok("gate"):
             try:
-                version = _registered_version(await _contents(gate.file(f"{OUT}/gate/gate.json")))
+                version = _registered_version(await awaits.contents(gate.file(f"{OUT}/gate/gate.json")))
                 run.note("gate", f"registered {DEFAULT_MODEL_NAME} v{version} as @challenger")
             except (PipelineFailed, dagger.DaggerError, ValueError) as exc:
                 run.fail("gate", str(exc))
@@ -481,7 +483,9 @@ class MlPipeline(Stages):
         elif run.failed:
             run.skip("publish", "an earlier stage failed")
         else:
-            ref = await run.value("publish", lambda: _publish(image.with_registry_auth(*rel.registry()), rel.address))
+            ref = await run.value(
+                "publish", lambda: awaits.publish(image.with_registry_auth(*rel.registry()), rel.address)
+            )
         if rel.kubeconfig is None:
             run.skip("deploy staging", "no kubeconfig")
         elif run.failed:
@@ -600,7 +604,7 @@ class StageRunner:
 
     async def settle(self, name: str, obj: dagger.Container | dagger.Directory) -> None:
         async def step() -> str:
-            await _settle(obj)
+            await awaits.settle(obj)
             return ""
 
         await self._guard(name, step)
@@ -609,9 +613,9 @@ class StageRunner:
         """A stage run with expect=ANY: its exit code is the verdict, its stdout/stderr the reason."""
 
         async def step() -> str:
-            code = await _exit_code(ctr)
+            code = await awaits.exit_code(ctr)
             if code != 0:
-                out = await _stdout(ctr) + "\n" + await _stderr(ctr)
+                out = await awaits.stdout(ctr) + "\n" + await awaits.stderr(ctr)
                 raise _StageExit(code, out)
             return ""
 
@@ -664,46 +668,3 @@ def _registered_version(gate_json: str) -> str:
 
 def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
-
-
-# ---- the only awaits on the engine: module-level so the engine-free tests can stand in ----
-
-
-async def _file_name(file: dagger.File) -> str:
-    return await file.name()
-
-
-async def _named_file(file: dagger.File) -> DataFile:
-    return DataFile(file, await _file_name(file))
-
-
-async def _named(file: dagger.File | None) -> DataFile | None:
-    return None if file is None else await _named_file(file)
-
-
-async def _settle(obj: dagger.Container | dagger.Directory) -> None:
-    """Force a lazy stage to run (and fail the pipeline if it fails)."""
-    if isinstance(obj, dagger.Container):
-        await obj.sync()
-    else:
-        await obj.entries()
-
-
-async def _exit_code(ctr: dagger.Container) -> int:
-    return await ctr.exit_code()
-
-
-async def _stdout(ctr: dagger.Container) -> str:
-    return await ctr.stdout()
-
-
-async def _stderr(ctr: dagger.Container) -> str:
-    return await ctr.stderr()
-
-
-async def _contents(file: dagger.File) -> str:
-    return await file.contents()
-
-
-async def _publish(image: dagger.Container, address: str) -> str:
-    return await image.publish(address)
