@@ -20,7 +20,8 @@ from dagger import dag
 from dagger._exceptions import QueryErrorValue
 from dagger_plan import execs, reads_path, render, source_reads
 from ml_pipeline import awaits, constants, images, main
-from ml_pipeline.main import DataFile, Environment, MlPipeline, ReportFormat, Severity, UsageError
+from ml_pipeline.main import Environment, MlPipeline, ReportFormat, Severity, UsageError
+from ml_pipeline.stages import DataFile
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = re.compile(r"^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")
