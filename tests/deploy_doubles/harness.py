@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.release import Release
 from mlship.deploy.smoke import Golden
 from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from mlship.deploy.release import COLORS, Release
-from mlship.deploy.targets.base import ColorFailed, Signal
+from mlship.deploy.targets.base import ColorFailed, Signal, Target
 from mlship.deploy.targets.cluster_state import ClusterStore, forbidden, kubectl_error
 from mlship.errors import ConfigError, InfraError
 from mlship.redaction import KUBECTL_SECRETS, env_for_child
@@ -87,10 +87,12 @@ def live_service_name(app: str, env: str) -> str:
     return f"{app}-{env}"
 
 
-class KubernetesTarget:
+class KubernetesTarget(Target):
     """Blue-green on a cluster, driven by kubectl."""
 
     name = "kubernetes"
+    namespace: str
+    supports_shadow = True
 
     def __init__(
         self,

@@ -14,28 +14,24 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
 from mlship.deploy import synthetic
-from mlship.deploy.lock import pid_alive
+from mlship.deploy.process import Handle, ours, spawn, terminate
 from mlship.deploy.release import COLORS, Release
 from mlship.deploy.router import MAX_BODY, MAX_CONNECTIONS
-from mlship.deploy.targets.base import ColorFailed, Signal
+from mlship.deploy.targets.base import ColorFailed, Signal, Target
 from mlship.errors import InfraError
 from mlship.fsutil import write_json
 from mlship.notify import WEBHOOK_ENV
-from mlship.redaction import MLFLOW_CLIENT_SECRETS, env_for_child
+from mlship.redaction import MLFLOW_CLIENT_SECRETS
 
-Handle = dict[str, Any]
 SYNTHETIC = synthetic.headers("ready-probe")
 """For requests straight to a color's own port (not the public one): no proof needed."""
 
@@ -66,65 +62,6 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _ours(handle: Handle) -> bool:
-    """The recorded process still runs and is the one we started (pid reuse guard)."""
-    pid = int(handle.get("pid", 0))
-    return pid_alive(pid) and _start_time(pid) == handle.get("started")
-
-
-def spawn(
-    argv: list[str],
-    log: Path,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-    secrets: Iterable[str] = (),
-) -> Handle:
-    """Start a detached process (own session, so it outlives the CLI) logging to `log`.
-
-    It inherits the environment less every secret not named in `secrets` (redaction.env_for_child).
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env_for_child(secrets, extra=env),
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ColorFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
-    return {"pid": proc.pid, "started": _start_time(proc.pid), "argv": argv}
-
-
-def terminate(handle: Handle, grace_s: float = 10.0) -> None:
-    """SIGTERM (the server drains), then SIGKILL after `grace_s`; only if the process is ours."""
-    if not _ours(handle):
-        return
-    pid = int(handle["pid"])
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not pid_alive(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
 def default_serve_command() -> list[str]:
     """`mlship serve` from the same installation as the running mlship."""
     script = Path(sys.executable).parent / "mlship"
@@ -150,7 +87,7 @@ class ProcessRunner:
         return {"kind": "process", **spawn(argv, log, env=env, cwd=self.cwd, secrets=MLFLOW_CLIENT_SECRETS)}
 
     def alive(self, handle: Handle) -> bool:
-        return _ours(handle)
+        return ours(handle)
 
     def stop(self, handle: Handle) -> None:
         terminate(handle)
@@ -216,10 +153,12 @@ def describe(handle: Handle) -> str:
     return f"pid {handle.get('pid')}"
 
 
-class LocalTarget:
+class LocalTarget(Target):
     """Two colors on loopback, one supervised router owning the live port."""
 
     name = "local"
+    supports_shadow = True
+    supports_sticky = True
 
     def __init__(
         self,
@@ -319,7 +258,7 @@ class LocalTarget:
 
     def supervisor_alive(self) -> bool:
         router = self._load().get("router")
-        return router is not None and _ours(router)
+        return router is not None and ours(router)
 
     def router_info(self) -> dict[str, Any]:
         """For `status`: is the router up and supervised, what it routes, and any failover it made."""
@@ -372,7 +311,7 @@ class LocalTarget:
         """Start the supervised router if it is not running (a restarted one restores its route)."""
         data = self._load()
         old = data.get("router")
-        if old and _ours(old):  # the supervisor runs: its router answers, or is being restarted
+        if old and ours(old):  # the supervisor runs: its router answers, or is being restarted
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline:
                 if self._router_state() is not None:
@@ -400,7 +339,7 @@ class LocalTarget:
         while time.monotonic() < deadline:
             if self._router_state() is not None:
                 return
-            if not _ours(data["router"]):
+            if not ours(data["router"]):
                 break
             time.sleep(0.05)
         raise InfraError("the router did not come up", hint=f"see {self.dir / 'router.log'}")
@@ -619,7 +558,7 @@ class LocalTarget:
         self._save(data)
         router = data.get("router")
         if router:
-            if _ours(router):
+            if ours(router):
                 stopped.append(f"router (pid {router['pid']})")
             terminate(router, grace_s=5.0)
         for color in list(data["colors"]):
