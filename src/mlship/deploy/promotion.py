@@ -19,7 +19,7 @@ from mlship.deploy.result import DeployResult
 from mlship.deploy.shadow_lifecycle import ShadowLifecycle
 from mlship.deploy.smoke import Golden, smoke
 from mlship.deploy.targets.base import ColorFailed
-from mlship.deploy.verify import SIGNAL_GRACE_S, verify
+from mlship.deploy.verify import SIGNAL_GRACE_S, VerifyResult, verify
 from mlship.errors import ConfigError, InfraError, MlshipError, PipelineRejected
 
 
@@ -75,47 +75,13 @@ class Promotion(ShadowLifecycle):
             raise _as_error(
                 exc, f"promotion of {kind} {release.label} refused before the switch: {reason}", hint=where
             ) from None
-        state.pending = {
-            "kind": f"promote-{kind}",
-            "color": color,
-            "release": release.to_dict(),
-            "step": "verifying",
-            "previous": live,
-            "warm": warm.to_dict() if warm else None,
-            "pid": os.getpid(),
-        }
-        state.colors[color] = release.with_(outcome="verifying")
-        state.live = color
-        state.shadow = None
-        state.canary = None
-        self.store.save(state)  # intent before the switch: the state names what the router will serve
+        self._name_promotion(state, color, release, kind=kind, live=live, warm=warm)
         guard = self._spawn_guard()  # switches back if this command is killed from here on
         try:
-            start = time.monotonic()
-            try:
-                if kind == "shadow":
-                    self.target.set_shadow(None, 1.0)
-                self.target.set_weights({color: 100})
-                switch_s = round(time.monotonic() - start, 4)
-                checkpoint("switched")
-                checked = verify(
-                    self.target,
-                    color,
-                    golden,
-                    window_s=self.cfg.verify_window_s,
-                    max_error_rate=self.cfg.max_error_rate,
-                    max_p99_ms=self.cfg.max_p99_ms,
-                )
-                failure = None if checked.ok else f"verification failed: {checked.reason}"
-            except BaseException as exc:  # any exception after the switch: switch back first, then say why
-                reason = _why(exc)
-                self._fail_promotion(state, color, live, warm, release, reason)
-                if not isinstance(exc, Exception):
-                    raise  # Ctrl-C, SystemExit: switched back, the interruption goes on
-                raise _as_error(exc, f"promotion of {kind} {release.label} rolled back: {reason}", hint=where) from None
-            if failure is not None:
-                self._fail_promotion(state, color, live, warm, release, failure)
-                raise PipelineRejected(f"promotion of {kind} {release.label} rolled back: {failure}", hint=where)
+            checked, switch_s = self._switch_and_verify_promotion(
+                state, color, release, golden, kind=kind, live=live, warm=warm, where=where
+            )
+            assert state.pending is not None  # named by _name_promotion
             state.pending["step"] = "verified"
             state.pending["detail"] = checked.reason
             self.store.save(state)
@@ -138,6 +104,65 @@ class Promotion(ShadowLifecycle):
         )
         self._report(done)
         return done
+
+    def _name_promotion(
+        self, state: DeployState, color: str, release: Release, *, kind: str, live: str | None, warm: Release | None
+    ) -> None:
+        """Intent before the switch: the state names what the router will serve, and this command's pid."""
+        state.pending = {
+            "kind": f"promote-{kind}",
+            "color": color,
+            "release": release.to_dict(),
+            "step": "verifying",
+            "previous": live,
+            "warm": warm.to_dict() if warm else None,
+            "pid": os.getpid(),
+        }
+        state.colors[color] = release.with_(outcome="verifying")
+        state.live = color
+        state.shadow = None
+        state.canary = None
+        self.store.save(state)
+
+    def _switch_and_verify_promotion(
+        self,
+        state: DeployState,
+        color: str,
+        release: Release,
+        golden: Golden,
+        *,
+        kind: str,
+        live: str | None,
+        warm: Release | None,
+        where: str,
+    ) -> tuple[VerifyResult, float]:
+        """All traffic to `color`, then verification; any exception or failure switches back before it is raised."""
+        start = time.monotonic()
+        try:
+            if kind == "shadow":
+                self.target.set_shadow(None, 1.0)
+            self.target.set_weights({color: 100})
+            switch_s = round(time.monotonic() - start, 4)
+            checkpoint("switched")
+            checked = verify(
+                self.target,
+                color,
+                golden,
+                window_s=self.cfg.verify_window_s,
+                max_error_rate=self.cfg.max_error_rate,
+                max_p99_ms=self.cfg.max_p99_ms,
+            )
+            failure = None if checked.ok else f"verification failed: {checked.reason}"
+        except BaseException as exc:  # any exception after the switch: switch back first, then say why
+            reason = _why(exc)
+            self._fail_promotion(state, color, live, warm, release, reason)
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C, SystemExit: switched back, the interruption goes on
+            raise _as_error(exc, f"promotion of {kind} {release.label} rolled back: {reason}", hint=where) from None
+        if failure is not None:
+            self._fail_promotion(state, color, live, warm, release, failure)
+            raise PipelineRejected(f"promotion of {kind} {release.label} rolled back: {failure}", hint=where)
+        return checked, switch_s
 
     def _promotion_checks(self, state: DeployState, color: str, release: Release, kind: str) -> Golden:
         """What can refuse a promotion before any weight changes; returns the golden rows for verification.
