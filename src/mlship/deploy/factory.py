@@ -19,7 +19,8 @@ from mlship.deploy.targets.cluster_state import ci_job, now_rfc3339
 from mlship.deploy.targets.container import DockerRunner, scope_of
 from mlship.deploy.targets.gitops import GitOpsTarget
 from mlship.deploy.targets.kubernetes import KubernetesTarget
-from mlship.deploy.targets.local import LocalTarget, ProcessRunner, ReleaseRunner
+from mlship.deploy.targets.local import LocalTarget
+from mlship.deploy.targets.runners import ProcessRunner, ReleaseRunner
 from mlship.errors import ConfigError, InfraError, PipelineRejected
 from mlship.registry import PassedRecord, Registry
 
