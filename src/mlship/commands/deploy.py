@@ -50,64 +50,79 @@ def _print_result(result: Any) -> None:
     out.print(f"live URL: {result.live_url}")
 
 
+TargetOpt = Annotated[str, typer.Option("--target", help=TARGET_HELP)]
+EnvOpt = Annotated[str, typer.Option("--env", help=ENV_HELP)]
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help=NS_HELP)]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Model to deploy: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model."),
+]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        help="bluegreen (switch all traffic), canary (send --weight % to it) or shadow (copy live requests "
+        "to it, compare its answers; clients only get the live answer).",
+    ),
+]
+WeightOpt = Annotated[int, typer.Option("--weight", help="Canary share of live traffic, in percent.")]
+SampleOpt = Annotated[
+    float, typer.Option("--sample", help="Shadow: the share of live /predict requests copied, in (0, 1].")
+]
+StickyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sticky-key",
+        help="Canary: route by a request key instead of at random, so one user sees one model: "
+        "header:X-User-Id or field:customer_id (a field of the record); local target.",
+    ),
+]
+PromoteShadowOpt = Annotated[
+    bool,
+    typer.Option("--promote-shadow", help="Make the running shadow live: the normal switch and verification."),
+]
+StopShadowOpt = Annotated[
+    bool, typer.Option("--stop-shadow", help="Stop the running shadow (live never moved); writes shadow.md.")
+]
+ImageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--image",
+        help="Serving image built from deployment/Dockerfile. kubernetes: required, pinned by digest, "
+        "with --model. local: run the colors as containers of this local image; its model and "
+        "version come from the image itself (no --model).",
+    ),
+]
+PromoteCanaryOpt = Annotated[
+    bool, typer.Option("--promote-canary", help="Send all traffic to the running canary, verify, make it live.")
+]
+FromEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from-env",
+        help="kubernetes: deploy the release this environment verified most recently, as the registry records "
+        "it on the model version (model version and image digest). The default for --env production without "
+        "--model.",
+    ),
+]
+
+
 def deploy(
     ctx: typer.Context,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="Model to deploy: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model."),
-    ] = None,
-    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
-    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
+    model: ModelOpt = None,
+    target: TargetOpt = "local",
+    env: EnvOpt = "staging",
     approve: Annotated[bool, typer.Option("--approve", help="Approve a production deploy.")] = False,
-    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
-    strategy: Annotated[
-        str,
-        typer.Option(
-            "--strategy",
-            help="bluegreen (switch all traffic), canary (send --weight % to it) or shadow (copy live requests "
-            "to it, compare its answers; clients only get the live answer).",
-        ),
-    ] = "bluegreen",
-    weight: Annotated[int, typer.Option("--weight", help="Canary share of live traffic, in percent.")] = 10,
-    sample: Annotated[
-        float, typer.Option("--sample", help="Shadow: the share of live /predict requests copied, in (0, 1].")
-    ] = 1.0,
-    sticky_key: Annotated[
-        str | None,
-        typer.Option(
-            "--sticky-key",
-            help="Canary: route by a request key instead of at random, so one user sees one model: "
-            "header:X-User-Id or field:customer_id (a field of the record); local target.",
-        ),
-    ] = None,
-    promote_shadow: Annotated[
-        bool,
-        typer.Option("--promote-shadow", help="Make the running shadow live: the normal switch and verification."),
-    ] = False,
-    stop_shadow: Annotated[
-        bool, typer.Option("--stop-shadow", help="Stop the running shadow (live never moved); writes shadow.md.")
-    ] = False,
-    image: Annotated[
-        str | None,
-        typer.Option(
-            "--image",
-            help="Serving image built from deployment/Dockerfile. kubernetes: required, pinned by digest, "
-            "with --model. local: run the colors as containers of this local image; its model and "
-            "version come from the image itself (no --model).",
-        ),
-    ] = None,
-    promote_canary: Annotated[
-        bool, typer.Option("--promote-canary", help="Send all traffic to the running canary, verify, make it live.")
-    ] = False,
-    from_env: Annotated[
-        str | None,
-        typer.Option(
-            "--from-env",
-            help="kubernetes: deploy the release this environment verified most recently, as the registry records "
-            "it on the model version (model version and image digest). The default for --env production without "
-            "--model.",
-        ),
-    ] = None,
+    namespace: NamespaceOpt = None,
+    strategy: StrategyOpt = "bluegreen",
+    weight: WeightOpt = 10,
+    sample: SampleOpt = 1.0,
+    sticky_key: StickyOpt = None,
+    promote_shadow: PromoteShadowOpt = False,
+    stop_shadow: StopShadowOpt = False,
+    image: ImageOpt = None,
+    promote_canary: PromoteCanaryOpt = False,
+    from_env: FromEnvOpt = None,
 ) -> None:
     """Blue-green deploy: start the idle color, smoke-test it, switch, verify; roll back on any failure."""
     if target == "gitops":
@@ -291,10 +306,10 @@ def rollback(
     to: Annotated[
         str | None, typer.Option("--to", help="A version from the deploy history (default: the previous release).")
     ] = None,
-    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
-    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
+    target: TargetOpt = "local",
+    env: EnvOpt = "staging",
     approve: Annotated[bool, typer.Option("--approve", help="Approve a production rollback.")] = False,
-    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Go back: to the previous color in one switch, or to an older release with a full blue-green deploy."""
 
@@ -316,9 +331,9 @@ def rollback(
 
 def status(
     ctx: typer.Context,
-    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
-    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
-    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+    target: TargetOpt = "local",
+    env: EnvOpt = "staging",
+    namespace: NamespaceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     shadow_report: Annotated[
         bool,
@@ -352,9 +367,9 @@ def status(
 
 def down(
     ctx: typer.Context,
-    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
-    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
-    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+    target: TargetOpt = "local",
+    env: EnvOpt = "staging",
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Stop everything a deploy started in this environment (only its own processes); history stays."""
 
