@@ -148,8 +148,9 @@ def first_after(changes: list[tuple[float, str]], t0: float, version: str) -> fl
 
 def fake_controller(root: Path) -> tuple[Any, Any]:
     """Colors are the test suite's fake server: the switch machinery alone, no model."""
-    from mlship.deploy.bluegreen import Controller
-    from mlship.deploy.targets.local import LocalTarget, ProcessRunner
+    from mlship.deploy.controller import Controller
+    from mlship.deploy.targets.local import LocalTarget
+    from mlship.deploy.targets.runners import ProcessRunner
     from mlship.settings import load_settings
     from tests.deploy_doubles.harness import FAKE_SERVER, FakeRegistry, fake_golden, fake_release
 

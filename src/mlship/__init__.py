@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from mlship.data.synth import write_synthetic
     from mlship.data.validation import ValidationReport, validate_file
-    from mlship.deploy.bluegreen import Controller, DeployResult
+    from mlship.deploy.controller import Controller
     from mlship.deploy.factory import controller
     from mlship.deploy.release import Release
+    from mlship.deploy.result import DeployResult
     from mlship.errors import ConfigError, InfraError, MlshipError, PipelineRejected
     from mlship.model.gates import GateReport, GateResult, register_challenger, run_gate
     from mlship.model.train import TrainResult, train
@@ -60,8 +61,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RunSummary": ("mlship.pipeline", "RunSummary"),
     # mlship deploy / rollback / status
     "controller": ("mlship.deploy.factory", "controller"),
-    "Controller": ("mlship.deploy.bluegreen", "Controller"),
-    "DeployResult": ("mlship.deploy.bluegreen", "DeployResult"),
+    "Controller": ("mlship.deploy.controller", "Controller"),
+    "DeployResult": ("mlship.deploy.result", "DeployResult"),
     "Release": ("mlship.deploy.release", "Release"),
     # mlship serve
     "serve": ("mlship.serving.server", "serve"),

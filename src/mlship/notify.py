@@ -22,7 +22,7 @@ from mlship.redaction import MASK, redact
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mlship.deploy.bluegreen import DeployResult
+    from mlship.deploy.result import DeployResult
     from mlship.model.gates import GateReport
     from mlship.monitoring.drift import DriftReport
     from mlship.monitoring.events import AbReport

@@ -156,14 +156,11 @@ def run(
 
 def deploy_registered(settings: Settings, summary: RunSummary) -> str:
     """Deploy the version just registered (`models:/<name>/<version>`, never the alias) to local/staging."""
-    from mlship.deploy.factory import controller
+    from mlship.deploy.factory import controller  # the deploy stack: only when a run deploys
 
-    ctl = controller(settings, "local", "staging")
-    try:
+    with controller(settings, "local", "staging") as ctl:
         release = ctl.resolve(f"models:/{settings.model_name}/{summary.model_version}")
         result = ctl.deploy(release)
-    finally:
-        ctl.target.close()
     notify.deployed(settings, result)
     summary.live_url = result.live_url
     return f"{result.release.label} is live on {result.live} at {result.live_url}"

@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.release import Release
 from mlship.deploy.smoke import Golden
-from mlship.deploy.targets.local import LocalTarget, ProcessRunner, free_port
+from mlship.deploy.targets.local import LocalTarget, free_port
+from mlship.deploy.targets.runners import ProcessRunner
 from mlship.settings import Settings, settings_from_mapping
 from tests.deploy_doubles.fake_server import fake_probability
 

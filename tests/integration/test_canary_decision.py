@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.deploy.targets.local import LocalTarget, free_port

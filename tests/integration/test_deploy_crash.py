@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.faults import FAULT_VAR, STEPS
 from mlship.deploy.lock import pid_alive
 from mlship.errors import PipelineRejected

@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 from mlship import integrity
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.deploy.bluegreen import Controller, golden_from_registry
+from mlship.deploy.context import golden_from_registry
+from mlship.deploy.controller import Controller
 from mlship.deploy.faults import FAULT_VAR
 from mlship.deploy.release import Release
 from mlship.deploy.smoke import Golden

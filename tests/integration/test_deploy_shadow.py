@@ -16,7 +16,7 @@ import httpx
 import pytest
 from scipy.stats import binom
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.faults import FAULT_VAR
 from mlship.deploy.lock import pid_alive
 from mlship.errors import ConfigError, PipelineRejected

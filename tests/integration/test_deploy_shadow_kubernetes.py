@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.errors import ConfigError
 from tests.deploy_doubles.harness import (
     double_objects,

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.targets.base import ColorFailed
-from mlship.deploy.targets.kubernetes import KubernetesTarget, probe_budget_s, rollout_budget_s
+from mlship.deploy.targets.k8s_manifests import probe_budget_s, rollout_budget_s
+from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.errors import InfraError
 from tests.deploy_doubles.harness import (
     REPO,

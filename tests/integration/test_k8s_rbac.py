@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.errors import InfraError, PipelineRejected
 from tests.deploy_doubles.harness import (

@@ -193,7 +193,7 @@ def test_read_events_returns_arms_as_text(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_traffic_split_blocks_apply_but_not_the_analysis(project: Path) -> None:
-    from mlship.deploy.bluegreen import Controller
+    from mlship.deploy.controller import Controller
     from mlship.deploy.release import DeployState, Release
     from mlship.deploy.targets.local import LocalTarget
     from mlship.errors import InfraError

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from mlship import notify
-from mlship.deploy.bluegreen import DeployResult
 from mlship.deploy.release import Release
+from mlship.deploy.result import DeployResult
 from mlship.deploy.router import Route, Router
 from mlship.errors import ConfigError, InfraError, PipelineRejected
 from mlship.monitoring.events import Arm, analyse

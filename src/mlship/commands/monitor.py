@@ -225,19 +225,16 @@ def _abtest_events(
 
     if not apply and control_arm is not None and treatment_arm is not None:
         return decide_canary(events, out, control_arm=control_arm, treatment_arm=treatment_arm, **options).report
+    # the deploy stack is imported by the command that uses it, not by `mlship --help`
     from mlship.deploy.factory import controller
+    from mlship.deploy.options import require_approval
 
     if apply:
-        from mlship.deploy.bluegreen import require_approval
-
         require_approval(env, approve)
-    ctl = controller(settings, target, env, namespace)
-    try:
+    with controller(settings, target, env, namespace) as ctl:
         outcome = decide_canary(
             events, out, ctl=ctl, apply=apply, control_arm=control_arm, treatment_arm=treatment_arm, **options
         )
-    finally:
-        ctl.target.close()
     return outcome.report
 
 
