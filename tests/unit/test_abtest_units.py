@@ -14,7 +14,7 @@ from mlship.commands import register_all
 from mlship.deploy.router import Route
 from mlship.deploy.shadow import key_bucket, key_hash
 from mlship.errors import ConfigError
-from mlship.monitoring.events import read_events
+from mlship.monitoring.abtest_analysis import read_events
 
 register_all(app)
 runner = CliRunner()

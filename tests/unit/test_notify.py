@@ -14,7 +14,7 @@ from mlship.deploy.bluegreen import DeployResult
 from mlship.deploy.release import Release
 from mlship.deploy.router import Route, Router
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from mlship.monitoring.events import Arm, analyse
+from mlship.monitoring.abtest_analysis import Arm, analyse
 from mlship.settings import NotifySettings, Settings, settings_from_mapping
 from tests.http_recorder import Recorded, closed_port_url, recorder
 
