@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from mlship.monitoring.drift import DriftReport
     from mlship.monitoring.drift import detect as detect_drift
     from mlship.pipeline import RunSummary, run
+    from mlship.pr_comment import Posted, comment
     from mlship.registry import Registry, ResolvedModel, VersionInfo
-    from mlship.review import Posted, comment
     from mlship.security.trivy import ScanGateResult, scan_gate
     from mlship.serving.server import serve
     from mlship.settings import Settings, load_settings, settings_from_mapping
@@ -80,8 +80,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "scan_gate": ("mlship.security.trivy", "scan_gate"),
     "ScanGateResult": ("mlship.security.trivy", "ScanGateResult"),
     # mlship comment
-    "comment": ("mlship.review", "comment"),
-    "Posted": ("mlship.review", "Posted"),
+    "comment": ("mlship.pr_comment", "comment"),
+    "Posted": ("mlship.pr_comment", "Posted"),
     # what a stage raises, and the exit code each becomes
     "MlshipError": ("mlship.errors", "MlshipError"),
     "PipelineRejected": ("mlship.errors", "PipelineRejected"),
