@@ -10,7 +10,16 @@ import typer
 from mlship import cli
 
 if TYPE_CHECKING:
+    from mlship.batch.run import BatchResult
     from mlship.settings import Settings
+
+
+PREDICT_BATCH_HELP = """\
+Score files or an object-store prefix in chunks into Parquet, recording the model version in its metadata.
+
+Rows are validated like /predict requests; a bad row is never scored silently (see --bad-rows).
+A re-run skips the parts already written (same input: size, mtime and a content key; same model and policy).
+"""
 
 
 def predict_batch(
@@ -71,11 +80,7 @@ def predict_batch(
         ),
     ] = None,
 ) -> None:
-    """Score files or an object-store prefix in chunks into Parquet, recording the model version in its metadata.
-
-    Rows are validated like /predict requests; a bad row is never scored silently (see --bad-rows).
-    A re-run skips the parts already written (same input: size, mtime and a content key; same model and policy).
-    """
+    """The predict-batch command (its help is PREDICT_BATCH_HELP); long only for the option declarations typer reads."""
     if engine not in ("local", "spark"):
         raise typer.BadParameter(f"expected local or spark, got {engine!r}", param_hint="--engine")
     if spark_master is not None and engine != "spark":
@@ -111,22 +116,27 @@ def predict_batch(
                 report_dir=report_dir,
                 reference=reference,
             )
-        out = cli.console()
-        out.print(r.verdict, markup=False)
-        parts = f" in {r.parts} parts ({r.parts_skipped} skipped)" if r.parts > 1 or r.parts_skipped else ""
-        out.print(f"scored {r.rows} rows{parts} with {r.model_uri} -> {r.output} in {r.seconds:.1f} s", markup=False)
-        if r.report:
-            out.print(f"report: {r.report}", markup=False)
-        if r.bad_rows:
-            cli.err_console().print(
-                f"warning: {r.bad_rows:,} of {r.rows:,} rows fail the model's input schema ({r.bad_row_reasons}): "
-                "scored as null, reason in the input_error column",
-                markup=False,
-            )
+        _print_result(r)
         return 0
 
     cli.run(ctx, action)
 
 
+def _print_result(r: BatchResult) -> None:
+    """The verdict, what was scored where, the report, and a warning for flagged rows."""
+    out = cli.console()
+    out.print(r.verdict, markup=False)
+    parts = f" in {r.parts} parts ({r.parts_skipped} skipped)" if r.parts > 1 or r.parts_skipped else ""
+    out.print(f"scored {r.rows} rows{parts} with {r.model_uri} -> {r.output} in {r.seconds:.1f} s", markup=False)
+    if r.report:
+        out.print(f"report: {r.report}", markup=False)
+    if r.bad_rows:
+        cli.err_console().print(
+            f"warning: {r.bad_rows:,} of {r.rows:,} rows fail the model's input schema ({r.bad_row_reasons}): "
+            "scored as null, reason in the input_error column",
+            markup=False,
+        )
+
+
 def register(app: typer.Typer) -> None:
-    app.command("predict-batch")(predict_batch)
+    app.command("predict-batch", help=PREDICT_BATCH_HELP)(predict_batch)

@@ -143,6 +143,7 @@ def abtest(
     max_looks: Annotated[int, typer.Option("--max-looks", help="Planned equal looks, <= 50 (1 = fixed).")] = 1,
     direction: Annotated[str, typer.Option("--direction", help="greater: success is good; less: bad.")] = "greater",
 ) -> None:
+    """The abtest command (its help is ABTEST_HELP); long only for the option declarations typer reads."""
     if direction not in ("greater", "less"):
         raise typer.BadParameter(f"expected greater or less, got {direction!r}", param_hint="--direction")
     counts = _abtest_counts(control, treatment, events, apply)
