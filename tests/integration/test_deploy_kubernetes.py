@@ -20,7 +20,7 @@ import yaml
 from mlship.deploy.bluegreen import Controller
 from mlship.deploy.targets.kubernetes import KubernetesTarget, parse_metrics
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     REPO,
     FakeRegistry,
     double_objects,

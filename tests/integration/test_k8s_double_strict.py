@@ -22,7 +22,7 @@ from mlship.commands import register_all
 from mlship.deploy.targets.base import ColorFailed
 from mlship.deploy.targets.kubernetes import KubernetesTarget, probe_budget_s, rollout_budget_s
 from mlship.errors import InfraError
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     REPO,
     add_secret,
     double_objects,
