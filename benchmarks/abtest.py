@@ -22,14 +22,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _common import save
 
 from mlship.monitoring.abtest import decide, required_n, sequential_boundaries

@@ -22,12 +22,9 @@ Writes benchmarks/results/fairness_sim.json.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save
 
 PER_GROUP = (40, 70, 300, 2500, 5000)

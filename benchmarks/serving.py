@@ -44,8 +44,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response  # module level: the endpoints' annotations resolve here
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL_NAME = "card-fraud"

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from mlship.deploy.result import DeployResult
     from mlship.model.gates import GateReport
+    from mlship.monitoring.abtest_analysis import AbReport
     from mlship.monitoring.drift import DriftReport
-    from mlship.monitoring.events import AbReport
     from mlship.settings import NotifySettings, Settings
 
 NOTIFY_EVENTS = ("gate", "deploy", "rollback", "failover", "drift", "canary")

@@ -219,7 +219,7 @@ def test_run_deploys_the_registered_version_and_down_stops_it(fraud_project: Pat
     import httpx
 
     from mlship.deploy.targets.local import free_port
-    from tests.deploy_doubles.harness import served_version
+    from tests.support.deploy_doubles.harness import served_version
 
     port = free_port()
     small_data_gates(fraud_project)
@@ -246,7 +246,7 @@ def test_run_deploys_the_registered_version_and_down_stops_it(fraud_project: Pat
 def test_a_rejected_deploy_stops_the_run_with_exit_1(fraud_project: Path) -> None:
     """A release that fails its smoke test never goes live, and the run says no."""
     from mlship.deploy.targets.local import free_port
-    from tests.deploy_doubles.harness import served_version
+    from tests.support.deploy_doubles.harness import served_version
 
     port = free_port()
     small_data_gates(fraud_project)

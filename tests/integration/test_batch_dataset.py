@@ -368,7 +368,7 @@ def test_bad_uris_credentials_and_endpoints_are_one_line_errors(
 
 KILLED_UPLOAD = """
 import os, signal
-from mlship.monitoring.batch_io import Dataset
+from mlship.batch.io import Dataset
 with Dataset("s3://mlship-batch/scored/2026-12-02").staged("part-big.parquet") as stream:
     stream.write(b"x" * (12 << 20))  # over pyarrow's part size: a multipart upload is open
     stream.flush()

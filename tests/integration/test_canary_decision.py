@@ -23,7 +23,7 @@ from mlship.deploy.targets.local import LocalTarget, free_port
 from mlship.errors import ConfigError, PipelineRejected
 from mlship.monitoring.canary import canary_arms, decide_canary
 from mlship.settings import load_settings, settings_from_mapping
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     REPO,
     FakeRegistry,
     double_objects,

@@ -23,7 +23,7 @@ from mlship.deploy.options import require_approval
 from mlship.deploy.targets.base import ColorFailed
 from mlship.deploy.targets.local import LocalTarget, port_free
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from tests.deploy_doubles.harness import fake_release, local_controller, served_version
+from tests.support.deploy_doubles.harness import fake_release, local_controller, served_version
 from tests.waiting import wait_until
 
 

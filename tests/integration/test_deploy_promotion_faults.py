@@ -35,8 +35,8 @@ from mlship.deploy.smoke import Golden
 from mlship.deploy.targets.local import LocalTarget, free_port
 from mlship.errors import MlshipError
 from mlship.settings import load_settings
-from tests.deploy_doubles.harness import HERE, RECORDS, fake_controller, fake_golden, fake_release
 from tests.integration.test_deploy_cli import write_deploy_config
+from tests.support.deploy_doubles.harness import HERE, RECORDS, fake_controller, fake_golden, fake_release
 
 register_all(app)
 runner = CliRunner()

@@ -19,7 +19,7 @@ import pytest
 from mlship.deploy import retire
 from mlship.deploy.controller import Controller
 from mlship.deploy.lock import LockHeld, pid_alive
-from tests.deploy_doubles.harness import fake_release, local_controller, served_version
+from tests.support.deploy_doubles.harness import fake_release, local_controller, served_version
 
 
 def retiring(tmp_path: Path, window_s: float) -> Controller:

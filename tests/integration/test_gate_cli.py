@@ -59,7 +59,7 @@ def champion_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tr
     registry = Registry.from_settings(settings)
     registry.register(strong.run_id, "card-fraud")
     registry.set_alias("card-fraud", "champion", "1")
-    weak = train(settings.model_copy(update={"estimator": "tests.gate_support:weak"}))
+    weak = train(settings.model_copy(update={"estimator": "tests.support.gate:weak"}))
     return root, strong, weak
 
 
@@ -212,7 +212,7 @@ def test_model_using_the_sensitive_attribute_fails_fairness(in_champion_project:
         "biased.toml",
         sensitive_feature="customer_segment",
         categorical_features=["merchant_category", "country", "device_type", "customer_segment"],
-        estimator="tests.gate_support:biased",
+        estimator="tests.support.gate:biased",
         gates={**RELAXED, "min_group_size": 50, "metric_floors": {}},
     )
     biased = train(load_settings(config))
@@ -253,7 +253,7 @@ def test_tiny_group_is_reported_insufficient_and_fails_closed(in_champion_projec
 def test_bloated_model_fails_size(in_champion_project: Any) -> None:
     root, _strong, _weak = in_champion_project
     config = write_config(
-        root, "bloated.toml", estimator="tests.gate_support:bloated", gates={**RELAXED, "max_model_size_mb": 1.0}
+        root, "bloated.toml", estimator="tests.support.gate:bloated", gates={**RELAXED, "max_model_size_mb": 1.0}
     )
     bloated = train(load_settings(config))
     code, _, _ = invoke("--config", str(config), "gate", "--candidate", bloated.run_model_uri, "--no-champion")

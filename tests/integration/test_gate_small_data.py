@@ -23,7 +23,7 @@ from mlship.commands import register_all
 from mlship.model.train import train
 from mlship.settings import load_settings
 from tests.conftest import _toml
-from tests.http_recorder import recorder
+from tests.support.http_recorder import recorder
 
 register_all(app)
 runner = CliRunner()

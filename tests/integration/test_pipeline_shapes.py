@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO
-from tests.pipeline_shapes import DERIVED_CATEGORICAL, DIABETES_NUMERIC, diabetes_frame
-from tests.serving_support import MLSHIP, free_port
+from tests.support.pipeline_shapes import DERIVED_CATEGORICAL, DIABETES_NUMERIC, diabetes_frame
+from tests.support.serving import MLSHIP, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +46,10 @@ SHAPES = {
     "no-numeric": Shape(DERIVED_CATEGORICAL, [], GB, compiled=True),
     "one-feature": Shape([], ["bmi"], LR, compiled=True),
     "logistic-regression": Shape(DERIVED_CATEGORICAL, DIABETES_NUMERIC, LR, compiled=True),
-    "random-forest": Shape(DERIVED_CATEGORICAL, DIABETES_NUMERIC, "tests.pipeline_shapes:random_forest", True),
+    "random-forest": Shape(DERIVED_CATEGORICAL, DIABETES_NUMERIC, "tests.support.pipeline_shapes:random_forest", True),
     "hist-gradient-boosting": Shape(DERIVED_CATEGORICAL, DIABETES_NUMERIC, GB, compiled=True),
     "custom-transformer": Shape(
-        DERIVED_CATEGORICAL, DIABETES_NUMERIC, "tests.pipeline_shapes:custom_transformer", compiled=False
+        DERIVED_CATEGORICAL, DIABETES_NUMERIC, "tests.support.pipeline_shapes:custom_transformer", compiled=False
     ),
     "accepts-nan": Shape([], DIABETES_NUMERIC, GB, compiled=True, nan_share=0.1),
 }

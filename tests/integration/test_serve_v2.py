@@ -16,7 +16,7 @@ from mlship.serving.app import create_app
 from mlship.serving.model import Column, ServedModel, load, resolve_source
 from mlship.serving.v2 import endpoint_label
 from tests.integration.test_serve_app import settings_for, wait_ready
-from tests.serving_support import ServingModel, serving_model
+from tests.support.serving import ServingModel, serving_model
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.router import Route
 from mlship.errors import ConfigError
-from mlship.monitoring.events import read_events
+from mlship.monitoring.abtest_analysis import read_events
 from mlship.traffic.sticky import key_bucket, key_hash
 
 register_all(app)

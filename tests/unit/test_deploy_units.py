@@ -17,7 +17,7 @@ from mlship.deploy.smoke import Golden, smoke
 from mlship.deploy.targets.base import Signal
 from mlship.deploy.targets.local import free_port
 from mlship.errors import ConfigError, InfraError
-from tests.deploy_doubles.harness import FAKE_SERVER, RECORDS, fake_golden, fake_release
+from tests.support.deploy_doubles.harness import FAKE_SERVER, RECORDS, fake_golden, fake_release
 
 
 def test_history_keeps_the_last_n_releases_and_finds_redeployable_versions(tmp_path: Path) -> None:

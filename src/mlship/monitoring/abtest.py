@@ -25,6 +25,8 @@ from typing import Literal
 
 import numpy as np
 
+from mlship.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AbDecision:
@@ -181,8 +183,6 @@ def decide(
         or not (0 <= control_successes <= control_n)
         or not (0 <= treatment_successes <= treatment_n)
     ):
-        from mlship.errors import ConfigError
-
         raise ConfigError("invalid counts: need 0 <= successes <= n and n > 0", hint="pass S/N per arm")
     pa, pb = control_successes / control_n, treatment_successes / treatment_n
     pool = (control_successes + treatment_successes) / (control_n + treatment_n)

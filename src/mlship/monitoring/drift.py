@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship.data.io import read_table
 from mlship.errors import ConfigError, PipelineRejected
-from mlship.fsutil import write_json, write_text
+from mlship.fsutil import write_json, write_text, write_with
+from mlship.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,8 +184,6 @@ def load_current(path: Path) -> pd.DataFrame:
         if "probability" in log.columns:
             frame[PROBABILITY] = pd.to_numeric(log["probability"], errors="coerce")
         return frame
-    from mlship.data.io import read_table
-
     return read_table(path)
 
 
@@ -289,8 +289,6 @@ def _plot(ref: pd.Series, cur: pd.Series, kind: str, title: str, dest: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mlship.fsutil import write_with
-
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if kind == "numeric":
         ax.hist([ref.dropna(), cur.dropna()], bins=40, density=True, label=["reference", "current"], alpha=0.7)
@@ -336,14 +334,10 @@ def detect(
     With ``model_ref`` the reference, and the current data when it has no logged
     probabilities, are scored so that prediction drift is reported too.
     """
-    from mlship.data.io import read_table
-
     ref = read_table(reference_path)
     cur = load_current(current_path)
     source = "prediction log" if PROBABILITY in cur.columns else None
     if model_ref is not None:
-        from mlship.registry import Registry
-
         registry = Registry.from_settings(settings)
         resolved = registry.resolve(model_ref)
         model = registry.load_model(resolved)

@@ -18,12 +18,12 @@ from mlship.deploy.smoke import Golden
 from mlship.deploy.targets.local import LocalTarget, free_port
 from mlship.deploy.targets.runners import ProcessRunner
 from mlship.settings import Settings, settings_from_mapping
-from tests.deploy_doubles.fake_server import fake_probability
+from tests.support.deploy_doubles.fake_server import fake_probability
 
 HERE = Path(__file__).parent
 FAKE_SERVER = HERE / "fake_server.py"
 KUBECTL_DOUBLE = HERE / "kubectl.py"
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 
 RECORDS = [
     {
@@ -131,7 +131,7 @@ def create_namespaces(state_file: Path, *names: str) -> None:
     """What a platform engineer does first (`kubectl create namespace NAME`), written into the double's state."""
     if not names:
         return
-    from tests.deploy_doubles.kubectl import BUILTIN_NAMESPACES
+    from tests.support.deploy_doubles.kubectl import BUILTIN_NAMESPACES
 
     state = json.loads(state_file.read_text()) if state_file.is_file() else {"objects": {}, "servers": {}, "calls": []}
     known = state.setdefault("namespaces", list(BUILTIN_NAMESPACES))
@@ -191,7 +191,7 @@ def write_kubeconfig(path: Path, state_file: Path, namespace: str = "default") -
 
 
 def _edit_state(state_file: Path, change: Any) -> None:
-    from tests.deploy_doubles.kubectl import BUILTIN_NAMESPACES
+    from tests.support.deploy_doubles.kubectl import BUILTIN_NAMESPACES
 
     state = json.loads(state_file.read_text()) if state_file.is_file() else {"objects": {}, "servers": {}, "calls": []}
     state.setdefault("namespaces", list(BUILTIN_NAMESPACES))

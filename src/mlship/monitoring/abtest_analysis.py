@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlship.data.io import read_table
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json, write_text
 from mlship.monitoring.abtest import MAX_LOOKS, AbDecision, decide, sample_ratio_mismatch
+from mlship.report_text import MAX_TEXT, cell, code, one_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -176,8 +178,6 @@ def read_events(
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"cannot read {path} as JSON lines: {first}", hint="one JSON object per line") from None
     else:
-        from mlship.data.io import read_table
-
         frame = read_table(path)
     if frame.empty:
         raise ConfigError(f"events file {path} has no events", hint="export at least one row per arm")
@@ -322,7 +322,11 @@ def analyse(
 
 
 def render_markdown(report: AbReport) -> str:
-    """abtest.md: verdict first, then the numbers a reviewer checks."""
+    """abtest.md: verdict first, then the numbers a reviewer checks.
+
+    Arm names come from the events file: each is a table cell escaped as the validate and batch
+    reports escape data (report_text), so a `|`, a newline or HTML cannot break or inject into the report.
+    """
     c, t, d = report.control, report.treatment, report.decision
     level = 1 - 2 * report.alpha
     rel = f" ({report.relative_lift:+.1%} relative)" if report.relative_lift is not None else ""
@@ -339,8 +343,8 @@ def render_markdown(report: AbReport) -> str:
         "",
         "| arm | role | successes | n | rate |",
         "|---|---|---|---|---|",
-        f"| {c.name} | control | {c.successes} | {c.n} | {c.rate:.4f} |",
-        f"| {t.name} | treatment | {t.successes} | {t.n} | {t.rate:.4f} |",
+        f"| {cell(c.name)} | control | {c.successes} | {c.n} | {c.rate:.4f} |",
+        f"| {cell(t.name)} | treatment | {t.successes} | {t.n} | {t.rate:.4f} |",
         "",
         f"- lift (treatment - control): {report.lift:+.4f}{rel}, {level:.0%} CI [{d.ci[0]:+.4f}, {d.ci[1]:+.4f}]",
         f"- one-sided test ({report.direction}): z={d.z:.3f}, p={d.p_value:.4g}, boundary z>={d.boundary:.3f} "
@@ -349,11 +353,11 @@ def render_markdown(report: AbReport) -> str:
         f"(alpha {report.alpha}, power {report.power}, mde {report.mde}); next step at {report.next_look_n} "
         f"per arm, need {report.need_per_arm} more",
         f"- sample ratio: {srm}",
-        f"- action: {report.action}",
+        f"- action: {one_line(report.action, 2 * MAX_TEXT)}",
     ]
     if report.source:
-        lines.append(f"- events: `{report.source}`")
-    lines += [f"> {n}" for n in report.notes]
+        lines.append(f"- events: {code(report.source)}")
+    lines += [f"> {one_line(n, 2 * MAX_TEXT)}" for n in report.notes]
     return "\n".join(lines) + "\n"
 
 

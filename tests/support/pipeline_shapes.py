@@ -1,6 +1,6 @@
 """Pipeline shapes a user may configure, and a small public dataset to train them on.
 
-The factories are importable by a `mlship serve` subprocess (`tests.pipeline_shapes:<name>`
+The factories are importable by a `mlship serve` subprocess (`tests.support.pipeline_shapes:<name>`
 as `estimator`), like a team's own module would be. The data is scikit-learn's bundled
 diabetes table (442 rows, numeric only; no download) with the target made binary, plus a
 few categorical columns derived from it for the shapes that need them.

@@ -12,48 +12,48 @@ batch report: so a re-run skips finished parts, and either engine resumes the ot
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import sys
+import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlship.deploy.faults import checkpoint
-from mlship.errors import ConfigError, InfraError, PipelineRejected
-from mlship.monitoring.batch import (
-    BAD_ROW_POLICIES,
-    FLAG_COLUMN,
-    BatchResult,
-    _close_dataset,
-    _finished_part,
-    _new_run,
-    _nullable,
-    _Progress,
-    _Run,
-    _summary,
-    _write_report,
-    reasons_line,
-    require_columns,
-    row_problems,
-)
-from mlship.monitoring.batch_io import (
+from mlship.batch.io import (
     Dataset,
     InputFile,
     content_fingerprint,
     is_s3,
     list_inputs,
     part_name,
-    real_path,
     split,
     storage,
-    within,
 )
-from mlship.monitoring.batch_report import PartStats
+from mlship.batch.report import PartStats
+from mlship.batch.rows import FLAG_COLUMN, check_policy, predictions, require_columns, row_problems
+from mlship.batch.run import (
+    BatchResult,
+    Outcome,
+    Output,
+    PartWriter,
+    Progress,
+    Run,
+    conclude,
+    finished_part,
+    new_run,
+    outside_output,
+    prepare_output,
+    progress_for,
+)
+from mlship.data.io import check_column_names, check_csv
+from mlship.errors import ConfigError, InfraError
+from mlship.registry import Registry, load_model_dir, spark_proba_udf
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -170,13 +170,7 @@ def predict_batch_spark(
     batch report (`report_dir`, drift against `reference`) are its own. A session passed in is
     reused and left running; one made here is stopped at the end.
     """
-    import tempfile
-    import time
-
-    from mlship.registry import Registry, load_model_dir
-
-    if bad_rows not in BAD_ROW_POLICIES:
-        raise ConfigError(f"unknown bad-row policy {bad_rows!r}", hint=f"use one of: {', '.join(BAD_ROW_POLICIES)}")
+    check_policy(bad_rows)
     started = time.perf_counter()
     in_spec, out_spec = str(input_location), str(output_location)
     needs_s3a = is_s3(in_spec) or is_s3(out_spec)
@@ -196,61 +190,18 @@ def predict_batch_spark(
         with tempfile.TemporaryDirectory(prefix="mlship-spark-") as tmp:
             directory = registry.download(resolved, Path(tmp) / "download")  # verified against the recorded sha256
             # the driver scores the drift reference, as the local engine does
-            run = _new_run(settings, load_model_dir(directory), directory, resolved, bad_rows, chunk_size)
-            from mlship.registry import spark_proba_udf
-
-            dataset = Dataset(out_spec)
-            for upload in dataset.prepare():
-                print(f"aborted the unfinished upload of {upload}: a killed run left it", file=sys.stderr)
-            _drop_stale_staging(dataset)
-            job = _Job(spark, spark_proba_udf(spark, directory, Path(tmp)), run, dataset, resolved.uri, fs_in)
+            run = new_run(settings, load_model_dir(directory), directory, resolved, bad_rows, chunk_size)
+            out = Output(Dataset(out_spec), [part_name(i) for i in inputs], out_spec)
+            prepare_output(out.dataset)
+            _drop_stale_staging(out.dataset)
+            job = _Job(spark, spark_proba_udf(spark, directory, Path(tmp)), run, out.dataset, fs_in)
             outcome = _run_parts(job, fs_in, inputs, overwrite=overwrite, progress=progress)
     finally:
         if own:
             spark.stop()
-    total, entries, refused, skipped = outcome.total, outcome.entries, outcome.refused, outcome.skipped
-    names = [part_name(i) for i in inputs]
-    if total.rows == 0:
-        raise ConfigError(f"{in_spec} has no rows", hint="score a non-empty input")
-    _close_dataset(
-        dataset, names, skipped, len(inputs), not refused, resolved.uri, bad_rows, in_spec, total.rows, entries
-    )
-    seconds = time.perf_counter() - started
-    summary = _summary(
-        run,
-        resolved.uri,
-        in_spec,
-        out_spec,
-        inputs,
-        total,
-        refused,
-        skipped,
-        outcome.rows_this_run,
-        (seconds, outcome.scoring),
-        reference,
-    )
-    report = _write_report(summary, report_dir, dataset, False)
-    if refused:  # worded as the local engine words it (tests compare the two messages)
-        where = f"of {inputs[0].uri}" if len(inputs) == 1 else f"in {len(refused)} of {len(inputs)} parts"
-        rest = "nothing was scored" if len(inputs) == 1 else "those parts were not written, the others were"
-        raise PipelineRejected(
-            f"{total.bad_rows:,} of {total.rows:,} rows {where} fail the model's input schema "
-            f"({reasons_line(total.refused)}); {rest}",
-            hint="fix the data, or pass --bad-rows flag to score the rest and flag these",
-        )
-    return BatchResult(
-        out_spec,
-        total.rows,
-        resolved.uri,
-        resolved.name,
-        resolved.version,
-        seconds,
-        bad_rows=total.bad_rows,
-        bad_row_reasons=reasons_line(total.refused),
-        parts=len(inputs),
-        parts_skipped=skipped,
-        report=report,
-        verdict=summary.verdict,
+    # worded as the local engine words it, refusal included (tests compare the two messages)
+    return conclude(
+        run, out, inputs, outcome, in_spec=in_spec, started=started, report_dir=report_dir, reference=reference
     )
 
 
@@ -260,14 +211,13 @@ class _Job:
 
     spark: Any
     udf: Any
-    run: _Run
+    run: Run
     dataset: Dataset
-    model_uri: str
     fs_in: Any
 
     @property
     def names(self) -> list[str]:
-        return [c.name for c in self.run.columns] if self.run.columns else self.run.settings.features
+        return self.run.features
 
 
 @dataclass
@@ -281,29 +231,10 @@ class _Staged:
     seconds: float
 
 
-@dataclass
-class _Outcome:
-    total: PartStats = field(default_factory=PartStats)
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    skipped: int = 0
-    rows_this_run: int = 0
-    scoring: float = 0.0
-
-
 def _inputs(in_spec: str, fs_out: Any, out_root: str, out_spec: str) -> tuple[Any, list[InputFile]]:
     """The input files, as the local engine lists them; an output inside the input folder is not input."""
     fs_in, inputs = list_inputs(in_spec)
-    if fs_out.type_name == fs_in.type_name:  # compared as batch.predict_batch compares them (symlinks resolved)
-        out_real = real_path(fs_out, out_root)
-        inputs = [i for i in inputs if not within(real_path(fs_in, i.path), out_real)]
-        if not inputs:
-            shown = out_spec if out_real == out_root else f"{out_spec} (which resolves to {out_real})"
-            raise ConfigError(
-                f"--output {shown} holds the input {in_spec}: the parts would be written among the input files",
-                hint="write the output outside the input",
-            )
-    return fs_in, inputs
+    return fs_in, outside_output(fs_in, inputs, fs_out, out_root, in_spec, out_spec)
 
 
 def _not_a_file(fs: Any, root: str, spec: str) -> None:
@@ -313,17 +244,25 @@ def _not_a_file(fs: Any, root: str, spec: str) -> None:
         raise ConfigError(f"{spec} exists and is not a folder", hint="--engine spark writes a Parquet folder")
 
 
+def _no_s3a(exc: Exception, what: str) -> InfraError | None:
+    """The error to raise when py4j's Java error `exc` says this Spark has no s3a filesystem; else None."""
+    if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
+        return InfraError(
+            f"{what}: this Spark has no s3a filesystem (hadoop-aws)",
+            hint="run on a cluster with the hadoop-aws jars (see the README: Spark on a cluster)",
+        )
+    return None
+
+
 def _require_s3a(spark: Any, uri: str) -> None:
     """Hadoop's s3a filesystem, looked up as Hadoop would (pyspark's own distribution has none)."""
     try:
         jvm = spark._jvm
         jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass("s3a", spark._jsc.hadoopConfiguration())
     except Exception as exc:  # py4j's Java errors: ClassNotFoundException, UnsupportedFileSystemException
-        if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
-            raise InfraError(
-                f"cannot use {uri}: this Spark has no s3a filesystem (hadoop-aws)",
-                hint="run on a cluster with the hadoop-aws jars (see the README: Spark on a cluster)",
-            ) from None
+        missing = _no_s3a(exc, f"cannot use {uri}")
+        if missing is not None:
+            raise missing from None
         raise
 
 
@@ -337,24 +276,20 @@ def _drop_stale_staging(dataset: Dataset) -> None:
                 dataset.fs.delete_dir(info.path)
 
 
-def _run_parts(job: _Job, fs_in: Any, inputs: list[InputFile], *, overwrite: bool, progress: bool | None) -> _Outcome:
+def _run_parts(job: _Job, fs_in: Any, inputs: list[InputFile], *, overwrite: bool, progress: bool | None) -> Outcome:
     """Skip finished parts, run a Spark job per other input (a few at once), finish each part in input order.
 
     Spark jobs run in threads, up to the session's parallelism, so small inputs still use every
     core; the driver moves parts into place one by one in input order, so a run killed after part
     k leaves parts 1..k complete and a uniform sample independent of which job finished first.
     """
-    import time
-    import uuid
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    run, out = job.run, _Outcome()
+    out = Outcome()
     names = [part_name(i) for i in inputs]
     fingerprints = [content_fingerprint(fs_in, i) for i in inputs]
-    sources = [
-        json.dumps({**f, "model_uri": job.model_uri, "bad_rows": run.policy}, sort_keys=True) for f in fingerprints
-    ]  # the local engine's footer: either engine resumes the other's dataset
-    done = [None if overwrite else _finished_part(job.dataset, n, s) for n, s in zip(names, sources, strict=True)]
+    sources = [job.run.source(f) for f in fingerprints]  # the local engine's footer: either resumes the other's
+    done = [None if overwrite else finished_part(job.dataset, n, s) for n, s in zip(names, sources, strict=True)]
     pending = iter([k for k, d in enumerate(done) if d is None])
     workers = max(1, min(MAX_PARALLEL_PARTS, int(job.spark.sparkContext.defaultParallelism)))
     group = f"mlship-predict-batch-{uuid.uuid4().hex}"
@@ -367,40 +302,21 @@ def _run_parts(job: _Job, fs_in: Any, inputs: list[InputFile], *, overwrite: boo
             futures[k] = pool.submit(_stage, job, group, inputs[k], names[k])
 
     started = time.perf_counter()
-    show = _Progress(len(inputs), sys.stderr.isatty() if progress is None else progress)
     try:
         for _ in range(workers):
             submit_next()
-        with show:
+        with progress_for(len(inputs), progress) as show:
             for k, (inp, name) in enumerate(zip(inputs, names, strict=True), start=1):
                 finished = done[k - 1]
                 if finished is not None:
-                    stats, out.skipped = finished, out.skipped + 1
-                    show.part(k, inp, name, f"skipped: already written from this input ({stats.rows:,} rows)")
-                else:
-                    staged = futures.pop(k - 1).result()
-                    submit_next()
-                    t0 = time.perf_counter()
-                    stats, ok = _finish_part(job, staged, name, sources[k - 1], show)
-                    out.rows_this_run += stats.rows
-                    seconds = staged.seconds + time.perf_counter() - t0
-                    if not ok or stats.rows == 0:
-                        job.dataset.remove(name)  # an earlier run's part from other data or policy must not stay
-                    if not ok:
-                        out.refused.append(inp.uri)
-                        show.part(
-                            k, inp, name, f"REFUSED: {stats.bad_rows:,} of {stats.rows:,} rows fail the input schema"
-                        )
-                    elif stats.rows == 0:
-                        show.part(k, inp, name, "no rows: no part")
-                    else:
-                        show.part(k, inp, name, f"{stats.rows:,} rows in {seconds:.1f} s")
-                    checkpoint(f"batch-part-{k}")
-                out.total.merge(stats)
-                if stats.rows and inp.uri not in out.refused:
-                    out.entries.append(
-                        {"part": name, **fingerprints[k - 1], "rows": stats.rows, "bad_rows": stats.bad_rows}
-                    )
+                    out.skip(show, k, inp, name, finished, fingerprints[k - 1])
+                    continue
+                staged = futures.pop(k - 1).result()
+                submit_next()
+                t0 = time.perf_counter()
+                result = _finish_part(job, staged, name, sources[k - 1], show)
+                seconds = staged.seconds + time.perf_counter() - t0
+                out.scored(show, k, inp, name, result, seconds, fingerprints[k - 1], job.dataset)
     except BaseException:
         job.spark.sparkContext.cancelJobGroup(group)  # the parts still running are not wanted any more
         raise
@@ -415,11 +331,6 @@ def _stage(job: _Job, group: str, inp: InputFile, name: str) -> _Staged:
 
     Nothing is scored when the input has no rows, or has bad rows under `refuse`.
     """
-    import time
-    import uuid
-
-    from mlship.data.io import check_column_names, check_csv
-
     started = time.perf_counter()
     job.spark.sparkContext.setJobGroup(group, f"mlship predict-batch {inp.uri}")
     if inp.suffix == ".csv":
@@ -441,23 +352,19 @@ def _stage(job: _Job, group: str, inp: InputFile, name: str) -> _Staged:
     return _Staged(inp, rows, flagged, path, time.perf_counter() - started)
 
 
-def _finish_part(job: _Job, staged: _Staged, name: str, source: str, show: _Progress) -> tuple[PartStats, bool]:
+def _finish_part(job: _Job, staged: _Staged, name: str, source: str, show: Progress) -> tuple[PartStats, bool]:
     """Stream Spark's output of one input into the part the local engine would write; (stats, True) once in place.
 
     The same columns and types, footer (model, policy, source, statistics) and atomic move as
-    `batch._score_part`; the features Spark carried along feed the report's uniform sample.
-    A part not scored (bad rows under `refuse`, or no rows) gives (stats, rows == 0).
+    the local engine's parts (one PartWriter); the features Spark carried along feed the report's
+    uniform sample. A part not scored (bad rows under `refuse`, or no rows) gives (stats, rows == 0).
     """
-    import numpy as np
-    import pyarrow as pa
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from mlship.monitoring.drift import PROBABILITY
-
     if staged.path is None:
         return PartStats(rows=staged.rows, refused=dict(staged.flagged)), staged.rows == 0
-    run, fs, flag = job.run, job.dataset.fs, job.run.policy == "flag"
+    fs = job.dataset.fs
     features = [_feature(i) for i in range(len(job.names))]
     stats = PartStats()
     try:
@@ -468,51 +375,36 @@ def _finish_part(job: _Job, staged: _Staged, name: str, source: str, show: _Prog
                 if i.type == pafs.FileType.File and i.base_name.startswith("part-")
             )  # part-00000-…, part-00001-…: Spark's partitions, in input order
         with job.dataset.staged(name) as stream:
-            writer: pq.ParquetWriter | None = None
+            part = PartWriter(job.run, stream, stats)
             try:
                 for path in files:
                     with fs.open_input_file(path) as handle:
-                        for batch in pq.ParquetFile(handle).iter_batches(batch_size=run.chunk_size):
+                        for batch in pq.ParquetFile(handle).iter_batches(batch_size=job.run.chunk_size):
                             chunk = batch.to_pandas()
                             stats.rows += len(chunk)
                             show.rows(len(chunk))
-                            scored, probability = _part_chunk(job, staged, chunk)
-                            if flag:
-                                stats.add_reasons(scored[FLAG_COLUMN])
-                            stats.add_scores(probability, scored["prediction"])
-                            good = ~np.isnan(probability)
-                            sample = chunk.loc[good, features].set_axis(job.names, axis=1)
-                            run.sample.add(sample.assign(**{PROBABILITY: probability[good]}))
-                            table = pa.Table.from_pandas(scored, preserve_index=False)
-                            if writer is None:
-                                meta = {**(table.schema.metadata or {}), **run.meta}
-                                writer = pq.ParquetWriter(stream, _nullable(table.schema).with_metadata(meta))
-                            writer.write_table(table.cast(writer.schema))
-                if writer is None or stats.rows != staged.rows:
+                            part.write(_part_chunk(job, staged, chunk), chunk[features].set_axis(job.names, axis=1))
+                if part.empty or stats.rows != staged.rows:
                     raise InfraError(
                         f"Spark's output for {staged.inp.uri} holds {stats.rows:,} rows, not {staged.rows:,}",
                         hint="re-run; the part was not written",
                     )
-                writer.add_key_value_metadata({"mlship.source": source, "mlship.stats": stats.to_json()})
+                part.seal(source)
             finally:
-                if writer is not None:
-                    writer.close()
+                part.close()
     finally:
         with suppress(OSError):
             fs.delete_dir(staged.path)
     return stats, True
 
 
-def _part_chunk(job: _Job, staged: _Staged, chunk: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
-    """(the columns of `score_frame` for these rows, their probability): prediction derived as it derives it."""
+def _part_chunk(job: _Job, staged: _Staged, chunk: pd.DataFrame) -> pd.DataFrame:
+    """The columns of `score_frame` for these rows: the prediction derived from the probability as it derives it."""
     import numpy as np
     import pandas as pd
 
     probability = chunk["probability"].to_numpy(dtype="float64", na_value=np.nan)
-    good = ~np.isnan(probability)
-    prediction = pd.array(np.where(good, probability >= 0.5, False).astype("int64"), dtype="Int64")
-    prediction[~good] = pd.NA  # a row that was not scored has no class
-    scored = pd.DataFrame({"prediction": prediction, "probability": probability})
+    scored = pd.DataFrame({"prediction": predictions(probability), "probability": probability})
     if job.run.policy == "flag":
         reasons = chunk[FLAG_COLUMN].astype(object)
         scored[FLAG_COLUMN] = reasons.where(reasons.notna(), None).to_numpy()
@@ -522,7 +414,7 @@ def _part_chunk(job: _Job, staged: _Staged, chunk: pd.DataFrame) -> tuple[pd.Dat
         if staged.inp.suffix == ".csv" and ids.dtype.kind == "i":
             ids = ids.astype("int64")  # Spark infers int32 where pandas reads a CSV's integers as int64
         scored.insert(0, id_column, ids)
-    return scored, probability
+    return scored
 
 
 def _feature(i: int) -> str:
@@ -542,11 +434,9 @@ def _read(spark: Any, fmt: str, uri: str) -> Any:
             f"cannot read {uri}: {_first_line(exc)}", hint="pass an existing file, folder or glob"
         ) from None
     except Exception as exc:  # py4j's Java errors: e.g. no S3AFileSystem class on this cluster
-        if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
-            raise InfraError(
-                f"cannot read {uri}: this Spark has no s3a filesystem (hadoop-aws)",
-                hint="run on a cluster with the hadoop-aws jars (see the README: Spark on a cluster)",
-            ) from None
+        missing = _no_s3a(exc, f"cannot read {uri}")
+        if missing is not None:
+            raise missing from None
         raise
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from mlship.errors import MlshipError
 from mlship.settings import load_settings
-from tests.deploy_doubles.harness import fake_controller
+from tests.support.deploy_doubles.harness import fake_controller
 
 
 def main() -> int:

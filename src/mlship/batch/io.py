@@ -26,7 +26,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlship.data.io import LineCapped, check_column_names, check_csv
 from mlship.errors import ConfigError, InfraError, MlshipError
+from mlship.report_text import one_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -320,8 +322,6 @@ def read_chunks(fs: pafs.FileSystem, inp: InputFile, chunk_size: int) -> Iterato
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from mlship.data.io import LineCapped, check_column_names, check_csv
-
     try:
         if inp.suffix == ".parquet":
             with fs.open_input_file(inp.path) as handle:
@@ -343,8 +343,6 @@ def read_chunks(fs: pafs.FileSystem, inp: InputFile, chunk_size: int) -> Iterato
 
 
 def _bad_file(inp: InputFile, exc: Exception) -> ConfigError:
-    from mlship.report_text import one_line
-
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return ConfigError(f"cannot read {inp.uri}: {one_line(first)}", hint="is the file complete and of that format?")
 

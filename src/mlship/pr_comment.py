@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mlship.errors import ConfigError, InfraError
+from mlship.notify import mlflow_run_url
 from mlship.redaction import MASK, redact
+from mlship.security.trivy import summary_from_json
 
 MARKER = "<!-- mlship-gate-report -->"
 GITLAB_TOKEN_ENV = "MLSHIP_GITLAB_TOKEN"
@@ -429,8 +431,6 @@ def read_scan_report(path: Path) -> dict[str, Any]:
 
 def with_scan_section(body: str, scan: Mapping[str, Any]) -> str:
     """The comment with the image scan's section inserted above its footer."""
-    from mlship.security.trivy import summary_from_json
-
     head, sep, tail = body.partition(FOOTER)
     return f"{head}{summary_from_json(dict(scan))}\n{sep}{tail}"
 
@@ -448,8 +448,6 @@ def comment(
 
     With `scan_report` (a scan-gate.json the pipeline exported), the comment also carries the image
     scan's verdict, its unfixed vulnerabilities per severity and top packages, and stale ignores."""
-    from mlship.notify import mlflow_run_url
-
     env = os.environ if environ is None else environ
     if provider not in ("github", "gitlab"):
         raise ConfigError(f"unknown provider {provider!r}", hint="use --provider github or --provider gitlab")

@@ -1,6 +1,6 @@
 """Deliberately flawed models for the gate tests: each one must make exactly one gate fail.
 
-They are importable (`tests.gate_support:<factory>` as `estimator` in the settings), so a
+They are importable (`tests.support.gate:<factory>` as `estimator` in the settings), so a
 model trained with them is logged to MLflow and loaded back like any other.
 """
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from mlship.errors import PipelineRejected
-from tests.deploy_doubles.harness import fake_release, local_controller
+from tests.support.deploy_doubles.harness import fake_release, local_controller
 
 
 def main() -> int:
