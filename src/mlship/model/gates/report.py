@@ -8,17 +8,22 @@ attached or uploaded as is).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship import provenance
+from mlship.data.io import fingerprint
 from mlship.fsutil import write_json, write_text, write_with
-from mlship.model.gates import LET_PASS
+from mlship.model.gates.types import LET_PASS
+from mlship.model.gates.verdict import GATE_TAG
+from mlship.redaction import redact
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from mlship.model.gates import GateReport, GateResult
+    from mlship.model.gates.types import GateReport, GateResult
 
 ICON = {"pass": "✅", "fail": "❌", "skipped": "⏭️", "inconclusive": "⚠️"}
 CANDIDATE_COLOR, CHAMPION_COLOR = "#1f77b4", "#ff7f0e"
@@ -81,8 +86,6 @@ def gate_threshold(g: GateResult) -> str:
 
 def _model_line(model: Any) -> str:
     """Label and URI once each: `card-fraud v3` `models:/card-fraud/3` (from `models:/card-fraud@challenger`)."""
-    from mlship.redaction import redact
-
     text = f"`{redact(model.uri)}`"
     if model.label != model.uri:
         text = f"{model.label}: {text}"
@@ -93,11 +96,6 @@ def _model_line(model: Any) -> str:
 
 def _provenance_lines(data: dict[str, Any]) -> list[str]:
     """What the verdict is about: the data (and its sha256) and the code (git sha), one line each."""
-    import re
-
-    from mlship import provenance
-    from mlship.data.io import fingerprint
-
     source = str(data["source"])
     line = f"- **Data:** {source}: {data['rows']:,} rows, {data['positives']:,} positives"
     found = re.match(r"^(?:test split of )?(?P<path>.+?) \(", source)
@@ -149,7 +147,7 @@ def render_markdown(report: GateReport) -> str:
         lines += [f"![{PLOT_TITLES.get(p, p)}]({p})" for p in report.plots]
     tail = [f"Gate ran in {report.seconds:.1f} s."]
     if report.logged_to_run:
-        tail.append(f"Logged to MLflow run `{report.logged_to_run}` (metrics `gate.*`, tag `mlship.gate`).")
+        tail.append(f"Logged to MLflow run `{report.logged_to_run}` (metrics `gate.*`, tag `{GATE_TAG}`).")
     if report.registered:
         tail.append(f"Registered: {report.registered}.")
     lines += ["", " ".join(tail)]
