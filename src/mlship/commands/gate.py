@@ -51,7 +51,7 @@ def gate(
     """Evaluate the candidate (and champion) on held-out data: exit 0 pass, 1 fail, 3 champion unloadable."""
 
     def action(settings: Settings) -> int:
-        from mlship.model.gates.run import run_gate  # heavy (scikit-learn, mlflow): kept off `--help`
+        from mlship.model.gates.run import run_gate  # numpy (the served path) and more: kept off `--help`
 
         if champion and no_champion:
             raise ConfigError("--champion and --no-champion contradict each other", hint="pass one of them")

@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlship import cli
+from mlship.errors import ConfigError
+from mlship.fsutil import write_json
 from mlship.model.gates.verdict import FORCED_TAG, require_pass
+from mlship.model.train import train as run_training
+from mlship.registry import Registry, model_dir_info
 
 if TYPE_CHECKING:
-    from mlship.registry import Registry
     from mlship.settings import Settings
 
 KEY_METRICS = ("roc_auc", "pr_auc", "f1", "accuracy")
@@ -29,9 +32,6 @@ def train(
     """Train the configured estimator, evaluate on the held-out split, log the run to MLflow."""
 
     def action(settings: Settings) -> int:
-        from mlship.fsutil import write_json
-        from mlship.model.train import train as run_training
-
         with cli.err_console().status("training…"):
             result = run_training(settings, data, out)
         write_json(settings.reports_path / "train.json", result.to_dict())
@@ -67,9 +67,6 @@ def register_model(
     """
 
     def action(settings: Settings) -> int:
-        from mlship.errors import ConfigError
-        from mlship.registry import Registry
-
         if alias == "champion":
             raise ConfigError("register never moves 'champion'", hint="use `mlship promote --version V`")
         registry = Registry.from_settings(settings)
@@ -99,8 +96,6 @@ def promote(
     """
 
     def action(settings: Settings) -> int:
-        from mlship.registry import Registry
-
         registry = Registry.from_settings(settings)
         record = registry.version_record(settings.model_name, version)
         label = f"{settings.model_name} v{version}"
@@ -119,8 +114,6 @@ def promote(
 def _record_of(registry: Registry, ref: str) -> dict[str, str]:
     """The gate record of what `register --run` names: a run id, a runs:/ or models:/ URI, a model dir."""
     import re
-
-    from mlship.registry import model_dir_info
 
     version = re.match(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$", ref)
     if version:
@@ -147,8 +140,6 @@ def models(
         from dataclasses import asdict
 
         from rich.table import Table
-
-        from mlship.registry import Registry
 
         versions = Registry.from_settings(settings).versions(settings.model_name)
         if as_json:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +62,8 @@ def model_input_example(model_dir: Path) -> pd.DataFrame | None:
 
 def default_requirements() -> list[str]:
     """Exact pins for what a logged model needs to load: faster and truer than inference."""
+    from importlib.metadata import version
+
     return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "cloudpickle", "pandas", "numpy", "scipy")]
 
 

@@ -23,6 +23,7 @@ from mlship.redaction import redact
 if TYPE_CHECKING:
     import numpy as np
 
+    from mlship.model.gates.fairness import FairnessReport
     from mlship.model.gates.types import GateReport, GateResult
 
 ICON = {"pass": "✅", "fail": "❌", "skipped": "⏭️", "inconclusive": "⚠️"}
@@ -371,16 +372,24 @@ def _fairness(report: GateReport) -> Any:
     Legends sit outside the axes, so none covers a bar or an interval.
     """
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fair = report.fairness
     assert fair is not None
+    fig, (ax, dis) = plt.subplots(
+        1, 2, figsize=(max(6.0, 1.6 * len(fair.groups) + 2) + 4.5, 4.6), gridspec_kw={"width_ratios": [2, 1]}
+    )
+    _group_bars(ax, fair)
+    _disparity_panel(dis, report, fair)
+    return fig
+
+
+def _group_bars(ax: Any, fair: FairnessReport) -> None:
+    """Selection rate, TPR and FPR per group; a group without enough rows is hatched and faded."""
+    import numpy as np
+
     groups = fair.groups
     x = np.arange(len(groups))
     width = 0.26
-    fig, (ax, dis) = plt.subplots(
-        1, 2, figsize=(max(6.0, 1.6 * len(groups) + 2) + 4.5, 4.6), gridspec_kw={"width_ratios": [2, 1]}
-    )
     for k, (label, attr, color) in enumerate(
         (("selection rate", "selection_rate", "#4c72b0"), ("TPR", "tpr", "#55a868"), ("FPR", "fpr", "#c44e52"))
     ):
@@ -394,6 +403,10 @@ def _fairness(report: GateReport) -> Any:
     ax.set_xticklabels([f"{g.group}\nn={g.rows:,}" + ("\n(insufficient)" if not g.sufficient else "") for g in groups])
     ax.set(ylim=(0, 1.0), ylabel="rate", title=f"Per-group rates by {fair.feature}")
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.22), ncol=3, frameon=False)
+
+
+def _disparity_panel(dis: Any, report: GateReport, fair: FairnessReport) -> None:
+    """Each disparity with its confidence interval, coloured by its verdict, against its limit."""
     limits = {g.name: g.threshold for g in report.gates}
     rows = [
         (
@@ -453,4 +466,3 @@ def _fairness(report: GateReport) -> Any:
         fontsize=8,
         va="top",
     )
-    return fig
