@@ -10,8 +10,8 @@ import typer
 from mlship import cli
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json
+from mlship.model import train as training
 from mlship.model.gates.verdict import FORCED_TAG, require_pass
-from mlship.model.train import train as run_training
 from mlship.registry import Registry, model_dir_info
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def train(
 
     def action(settings: Settings) -> int:
         with cli.err_console().status("training…"):
-            result = run_training(settings, data, out)
+            result = training.train(settings, data, out)
         write_json(settings.reports_path / "train.json", result.to_dict())
         out_console = cli.console()
         out_console.print(metrics_table(result.metrics, title=f"held-out metrics ({result.n_test:,} rows)"))
