@@ -34,8 +34,8 @@ FAIR_MAX_FAIL, BIASED_MIN_FAIL, BIASED_MIN_FLAGGED = 0.05, 0.90, 0.90
 
 def _verdicts(y: Any, p: Any, groups: Any, seed: int) -> dict[str, bool]:
     """The fairness gates as `mlship gate` runs them, under the default policy and under "fail"."""
-    from mlship.model.fairness import group_rates
-    from mlship.model.gates import fairness_gates
+    from mlship.model.gates.checks import fairness_gates
+    from mlship.model.gates.fairness import group_rates
     from mlship.settings import GateSettings
 
     defaults = GateSettings()

@@ -50,7 +50,7 @@ def _served(factory: str) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def _rounds(served: Any, rows: list[dict[str, Any]]) -> list[dict[str, float]]:
-    from mlship.model.gates import measure_latency
+    from mlship.model.gates.latency import measure_latency
 
     out = []
     for _ in range(ROUNDS):

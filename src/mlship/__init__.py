@@ -21,13 +21,14 @@ if TYPE_CHECKING:
     from mlship.deploy.release import Release
     from mlship.deploy.result import DeployResult
     from mlship.errors import ConfigError, InfraError, MlshipError, PipelineRejected
-    from mlship.model.gates import GateReport, GateResult, register_challenger, run_gate
+    from mlship.job import RunSummary, run
+    from mlship.model.gates.run import register_challenger, run_gate
+    from mlship.model.gates.types import GateReport, GateResult
     from mlship.model.train import TrainResult, train
     from mlship.monitoring.abtest_analysis import AbReport, Arm
     from mlship.monitoring.abtest_analysis import analyse as analyse_abtest
     from mlship.monitoring.drift import DriftReport
     from mlship.monitoring.drift import detect as detect_drift
-    from mlship.pipeline import RunSummary, run
     from mlship.pr_comment import Posted, comment
     from mlship.registry import Registry, ResolvedModel, VersionInfo
     from mlship.security.trivy import ScanGateResult, scan_gate
@@ -49,17 +50,17 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "train": ("mlship.model.train", "train"),
     "TrainResult": ("mlship.model.train", "TrainResult"),
     # mlship gate [--register]
-    "run_gate": ("mlship.model.gates", "run_gate"),
-    "register_challenger": ("mlship.model.gates", "register_challenger"),
-    "GateReport": ("mlship.model.gates", "GateReport"),
-    "GateResult": ("mlship.model.gates", "GateResult"),
+    "run_gate": ("mlship.model.gates.run", "run_gate"),
+    "register_challenger": ("mlship.model.gates.run", "register_challenger"),
+    "GateReport": ("mlship.model.gates.types", "GateReport"),
+    "GateResult": ("mlship.model.gates.types", "GateResult"),
     # mlship register / promote / models
     "Registry": ("mlship.registry", "Registry"),
     "ResolvedModel": ("mlship.registry", "ResolvedModel"),
     "VersionInfo": ("mlship.registry", "VersionInfo"),
     # mlship run
-    "run": ("mlship.pipeline", "run"),
-    "RunSummary": ("mlship.pipeline", "RunSummary"),
+    "run": ("mlship.job", "run"),
+    "RunSummary": ("mlship.job", "RunSummary"),
     # mlship deploy / rollback / status
     "controller": ("mlship.deploy.factory", "controller"),
     "Controller": ("mlship.deploy.controller", "Controller"),

@@ -18,21 +18,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlship.errors import InfraError, PipelineRejected
 from mlship.redaction import MASK, redact
+from mlship.webhook import NOTIFY_EVENTS, WEBHOOK_ENV
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from mlship.deploy.result import DeployResult
-    from mlship.model.gates import GateReport
+    from mlship.model.gates.types import GateReport
     from mlship.monitoring.abtest_analysis import AbReport
     from mlship.monitoring.drift import DriftReport
     from mlship.settings import NotifySettings, Settings
-
-NOTIFY_EVENTS = ("gate", "deploy", "rollback", "failover", "drift", "canary")
-"""What a webhook can be told about (`[tool.mlship.notify] events` picks among them)."""
-
-WEBHOOK_ENV = "MLSHIP_WEBHOOK_URL"
-"""The webhook URL is a secret: it is read from this variable only, never from a file."""
 
 T = TypeVar("T")
 
@@ -347,7 +342,7 @@ def router_env(settings: Settings, env: str) -> dict[str, str]:
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> NotifySettings:
     """The notify settings `router_env` handed down; the defaults for anything missing or unreadable."""
-    from mlship.settings import NotifySettings
+    from mlship.settings import NotifySettings  # pydantic: kept off `--help` (commands import notify at top)
 
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
@@ -379,4 +374,4 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = ["NOTIFY_EVENTS", "Notice", "canary", "deployed", "drift", "failover", "gate", "guard", "send"]
+__all__ = ["NOTIFY_EVENTS", "WEBHOOK_ENV", "Notice", "canary", "deployed", "drift", "failover", "gate", "guard", "send"]

@@ -196,7 +196,7 @@ def test_run_drift_detects_and_retrains(fraud_project: Path) -> None:
 def test_a_retrain_that_fails_the_gate_is_not_registered(fraud_project: Path) -> None:
     """`run --drift` used to register its retrain as @challenger without a gate; now it gates first."""
     from mlship.errors import PipelineRejected
-    from mlship.pipeline import RunSummary, retrain_on_drift
+    from mlship.job import RunSummary, retrain_on_drift
 
     small_data_gates(fraud_project, "metric_floors = {roc_auc = 0.9999}\n")  # no model reaches it
     settings = load_settings(cwd=fraud_project)

@@ -178,6 +178,33 @@ def test_failing_candidate_is_not_registered(in_champion_project: Any) -> None:
     assert report(root / "weak2")["registered"] is None
 
 
+def test_gate_md_is_written_once_with_where_it_was_logged_and_what_was_registered(
+    in_champion_project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write of gate.md per run, after logging and registering, and the run holds that same final copy."""
+    import mlflow.artifacts
+
+    from mlship.model.gates import report as render
+
+    root, _strong, _weak = in_champion_project
+    writes: list[Path] = []
+    original = render.write_text
+
+    def counting(path: Path, text: str) -> Path:
+        writes.append(path)
+        return original(path, text)
+
+    monkeypatch.setattr(render, "write_text", counting)
+    code, _, err = invoke("gate", "--candidate", "models:/card-fraud/1", "--register", "--report-dir", "once")
+    assert code == 0, err
+    assert [p.name for p in writes] == ["gate.md"]
+    local = (root / "once" / "gate.md").read_text()
+    run_id = report(root / "once")["logged_to_run"]
+    assert f"Logged to MLflow run `{run_id}`" in local and "Registered: card-fraud v1 is @challenger." in local
+    logged = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="gate/gate.md", dst_path=str(root / "dl"))
+    assert Path(logged).read_text() == local
+
+
 def test_unloadable_champion_is_exit_3(in_champion_project: Any) -> None:
     _root, strong, _weak = in_champion_project
     code, _, err = invoke("gate", "--candidate", strong.run_model_uri, "--champion", "models:/card-fraud/99")

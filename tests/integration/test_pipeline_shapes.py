@@ -103,7 +103,7 @@ def _own_probabilities(model: Any, settings: Any, rows: list[dict[str, Any]]) ->
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Any, ...]]]:
     """Train → gate → register @challenger for every shape, then one `mlship serve` per shape at once."""
-    from mlship.model.gates import register_challenger, run_gate
+    from mlship.model.gates.run import register_challenger, run_gate
     from mlship.model.train import train
     from mlship.settings import load_settings
 

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship import provenance
+from mlship.data.io import fingerprint, read_table
+from mlship.data.validation import record_training_kinds
 from mlship.errors import ConfigError
-from mlship.fsutil import ordinary_permissions, write_json
+from mlship.fsutil import ordinary_permissions, write_json, write_with
+from mlship.model.metrics import classification_metrics, positive_proba
+from mlship.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,12 +130,6 @@ def build_estimator(settings: Settings) -> Any:
 
 def train(settings: Settings, data_path: Path | None = None, out: Path | None = None) -> TrainResult:
     """Fit the configured estimator on the training split, evaluate, and log everything to MLflow."""
-    from mlship import provenance
-    from mlship.data.io import fingerprint, read_table
-    from mlship.data.validation import record_training_kinds
-    from mlship.model.metrics import classification_metrics, positive_proba
-    from mlship.registry import Registry
-
     started = time.perf_counter()
     path = data_path or settings.data_path
     df = read_table(path)
@@ -214,8 +213,6 @@ def training_plots(y_true: Any, proba: Any, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
     from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
-
-    from mlship.fsutil import write_with
 
     folder.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))

@@ -1,4 +1,4 @@
-"""`mlship run`: the local composition of the ML stages, with timings and a summary.
+"""The end-to-end job `mlship run`: every ML stage in order on this machine, with timings and a summary.
 
 synth (only if the data file is missing) → validate → train → gate → register as `challenger` →
 deploy that version blue-green to the local target's staging environment (unless
@@ -15,10 +15,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlship import notify
+from mlship.data import validation
+from mlship.data.io import read_table
+from mlship.data.synth import write_synthetic
+from mlship.deploy.factory import controller
 from mlship.errors import PipelineRejected
 from mlship.fsutil import write_json, write_text
+from mlship.model.gates import verdict
+from mlship.model.gates.run import run_gate
+from mlship.model.train import train
+from mlship.monitoring.drift import detect
+from mlship.registry import Registry
 
 if TYPE_CHECKING:
+    from mlship.model.gates.types import GateReport
     from mlship.settings import Settings
 
 
@@ -73,16 +83,11 @@ def run(
     drift: float | None = None,
     deploy: bool = False,
 ) -> RunSummary:
-    """Run the pipeline; raises PipelineRejected (exit 1) when a stage says no, after writing run.json.
+    """Run the job; raises PipelineRejected (exit 1) when a stage says no, after writing run.json.
 
     With `deploy`, the registered version is deployed blue-green to local/staging; a deploy
     that was rolled back is a *no* like any other stage.
     """
-    from mlship.data import validation
-    from mlship.data.synth import write_synthetic
-    from mlship.model.train import train
-    from mlship.registry import Registry
-
     say = progress or (lambda _msg: None)
     path = data_path or settings.data_path
     reports = settings.reports_path
@@ -125,25 +130,19 @@ def run(
 
     stage("train", do_train)
 
-    def do_gate() -> str:
-        from mlship.model.gates import run_gate
+    gated: dict[str, GateReport] = {}
 
+    def do_gate() -> str:
         assert summary.model_uri is not None
         report = run_gate(settings, summary.model_uri, data_path=path, report_dir=reports / "gate")
         notify.gate(settings, report, reports / "gate")
         if not report.passed:
             raise PipelineRejected(f"gate failed: {report.summary}", hint=f"see {reports / 'gate' / 'gate.md'}")
+        gated["report"] = report
         return report.summary
 
     stage("gate", do_gate)
-
-    def do_register() -> str:
-        assert summary.run_id is not None
-        resolved = Registry.from_settings(settings).register(summary.run_id, settings.model_name, alias="challenger")
-        summary.model_version = resolved.version
-        return f"{resolved.label} is @challenger"
-
-    stage("register", do_register)
+    stage("register", lambda: register_gated(settings, gated["report"], summary))
     if deploy:
         deploy_once = notify.guard("deploy", lambda s: deploy_registered(s, summary), env="staging")
         stage("deploy", lambda: deploy_once(settings))
@@ -156,8 +155,6 @@ def run(
 
 def deploy_registered(settings: Settings, summary: RunSummary) -> str:
     """Deploy the version just registered (`models:/<name>/<version>`, never the alias) to local/staging."""
-    from mlship.deploy.factory import controller  # the deploy stack: only when a run deploys
-
     with controller(settings, "local", "staging") as ctl:
         release = ctl.resolve(f"models:/{settings.model_name}/{summary.model_version}")
         result = ctl.deploy(release)
@@ -179,14 +176,7 @@ def retrain_on_drift(
     then is registered as the new `@challenger`; nothing is deployed (production moves only through
     a gated, approved deploy). A retrain that fails the gate stops the run (exit 1), unregistered.
     """
-    from mlship.data.synth import write_synthetic
-    from mlship.model.train import train
-    from mlship.monitoring.drift import detect
-    from mlship.registry import Registry
-
     current = settings.state_path / "monitoring" / f"current-drift-{drift:g}.parquet"
-    from mlship.data.io import read_table
-
     rows = len(read_table(reference))
     stage("synth-drifted", lambda: write_synthetic(current, rows=rows, seed=settings.seed + 1, drift=drift))
     found: dict[str, bool] = {}
@@ -202,20 +192,17 @@ def retrain_on_drift(
     if not found["drift"]:
         return
 
-    retrained: dict[str, str] = {}
-
     def do_retrain() -> str:
         result = train(settings, current)
         summary.run_id, summary.model_uri, summary.metrics = result.run_id, result.run_model_uri, result.metrics
-        retrained["run_id"] = result.run_id
         return f"retrained on drifted data: run {result.run_id[:12]}, roc_auc {result.metrics['roc_auc']:.4f}"
 
     stage("retrain", do_retrain)
 
+    regated: dict[str, GateReport] = {}
+
     def do_regate() -> str:
         # the same gate as any candidate, on the data it will meet: a retrain is never registered ungated
-        from mlship.model.gates import run_gate
-
         assert summary.model_uri is not None
         gate_dir = settings.reports_path / "gate-retrain"
         report = run_gate(settings, summary.model_uri, data_path=current, report_dir=gate_dir)
@@ -225,17 +212,18 @@ def retrain_on_drift(
                 f"the retrained model failed the gate and was not registered: {report.summary}",
                 hint=f"see {gate_dir / 'gate.md'}",
             )
+        regated["report"] = report
         return report.summary
 
     stage("gate-retrain", do_regate)
+    stage("register-retrain", lambda: register_gated(settings, regated["report"], summary))
 
-    def do_register_retrain() -> str:
-        registry = Registry.from_settings(settings)
-        resolved = registry.register(retrained["run_id"], settings.model_name, alias="challenger")
-        summary.model_version = resolved.version
-        return f"{resolved.label} is @challenger"
 
-    stage("register-retrain", do_register_retrain)
+def register_gated(settings: Settings, report: GateReport, summary: RunSummary) -> str:
+    """The candidate that just passed its gate becomes `@challenger`, through the verdict's one door."""
+    registered = verdict.register_passing(Registry.from_settings(settings), settings, report)
+    summary.model_version = registered.version
+    return registered.line
 
 
 def _write(summary: RunSummary, reports: Path) -> None:

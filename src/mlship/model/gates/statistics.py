@@ -1,4 +1,5 @@
-"""Paired bootstrap of classification metrics, vectorised over replicates.
+"""The gate's statistics: paired bootstrap of classification metrics (vectorised over replicates),
+McNemar's test, and how many flips a binomial limit tolerates.
 
 A replicate is a multinomial re-weighting of the evaluation rows; the candidate and the
 champion are scored on the *same* weights, so the interval of their difference reflects
@@ -12,9 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from mlship.model.gates.types import THRESHOLD, ComparisonRow
+from mlship.model.metrics import classification_metrics
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+    from mlship.settings import GateSettings
 
 BOOTSTRAP_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
 _CHUNK_CELLS = 4_000_000  # replicates x rows per chunk: bounds memory at ~32 MB of float64
@@ -169,3 +175,52 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def compare(
+    y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None, gates: GateSettings, seed: int
+) -> list[ComparisonRow]:
+    """Point metrics and paired-bootstrap intervals (candidate, and candidate − champion)."""
+    point_c = classification_metrics(y, cand, THRESHOLD)
+    point_h = classification_metrics(y, champ, THRESHOLD) if champ is not None else None
+    boots = paired_differences(BOOTSTRAP_METRICS, y, cand, champ, samples=gates.bootstrap_samples, seed=seed)
+    rows = []
+    for m in BOOTSTRAP_METRICS:
+        values, diffs = boots[m]
+        row = ComparisonRow(metric=m, candidate=point_c[m], candidate_ci=percentile_interval(values, gates.confidence))
+        if point_h is not None and diffs is not None:
+            row = ComparisonRow(
+                metric=m,
+                candidate=point_c[m],
+                candidate_ci=row.candidate_ci,
+                champion=point_h[m],
+                delta=point_c[m] - point_h[m],
+                delta_ci=percentile_interval(diffs, gates.confidence),
+            )
+        rows.append(row)
+    return rows
+
+
+def mcnemar_pvalue(y: np.ndarray, cand: np.ndarray, champ: np.ndarray) -> float:
+    """Exact McNemar test on the rows exactly one of the two models classifies correctly."""
+    import numpy as np
+    from scipy.stats import binomtest
+
+    right_c = (cand >= THRESHOLD).astype(int) == y
+    right_h = (champ >= THRESHOLD).astype(int) == y
+    b, c = int(np.sum(right_c & ~right_h)), int(np.sum(~right_c & right_h))
+    return float(binomtest(b, b + c, 0.5).pvalue) if b + c else 1.0
+
+
+def tolerated_flips(n: int, limit: float, alpha: float) -> int:
+    """The most flips of `n` still consistent with a true rate of `limit`: P(X ≥ k | n, limit) ≥ alpha."""
+    from scipy.stats import binom
+
+    if n <= 0 or limit <= 0:
+        return 0
+    k = int(binom.isf(alpha, n, limit))  # around the answer; settle it exactly below
+    while k < n and binom.sf(k, n, limit) >= alpha:  # P(X ≥ k+1) still plausible
+        k += 1
+    while k > 0 and binom.sf(k - 1, n, limit) < alpha:  # P(X ≥ k) implausible
+        k -= 1
+    return k

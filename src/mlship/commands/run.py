@@ -40,10 +40,10 @@ def run(
     """Run the pipeline: synth (if needed) → validate → train → gate → register @challenger → deploy (local)."""
 
     def action(settings: Settings) -> int:
-        from mlship import pipeline
+        from mlship import job  # every stage (numpy and more at import): kept off `--help`
 
         err = cli.err_console()
-        summary = pipeline.run(
+        summary = job.run(
             settings,
             data_path=data,
             rows=rows,

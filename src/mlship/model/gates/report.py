@@ -8,17 +8,23 @@ attached or uploaded as is).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship import provenance
+from mlship.data.io import fingerprint
 from mlship.fsutil import write_json, write_text, write_with
-from mlship.model.gates import LET_PASS
+from mlship.model.gates.types import LET_PASS
+from mlship.model.gates.verdict import GATE_TAG
+from mlship.redaction import redact
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from mlship.model.gates import GateReport, GateResult
+    from mlship.model.gates.fairness import FairnessReport
+    from mlship.model.gates.types import GateReport, GateResult
 
 ICON = {"pass": "✅", "fail": "❌", "skipped": "⏭️", "inconclusive": "⚠️"}
 CANDIDATE_COLOR, CHAMPION_COLOR = "#1f77b4", "#ff7f0e"
@@ -81,8 +87,6 @@ def gate_threshold(g: GateResult) -> str:
 
 def _model_line(model: Any) -> str:
     """Label and URI once each: `card-fraud v3` `models:/card-fraud/3` (from `models:/card-fraud@challenger`)."""
-    from mlship.redaction import redact
-
     text = f"`{redact(model.uri)}`"
     if model.label != model.uri:
         text = f"{model.label}: {text}"
@@ -93,11 +97,6 @@ def _model_line(model: Any) -> str:
 
 def _provenance_lines(data: dict[str, Any]) -> list[str]:
     """What the verdict is about: the data (and its sha256) and the code (git sha), one line each."""
-    import re
-
-    from mlship import provenance
-    from mlship.data.io import fingerprint
-
     source = str(data["source"])
     line = f"- **Data:** {source}: {data['rows']:,} rows, {data['positives']:,} positives"
     found = re.match(r"^(?:test split of )?(?P<path>.+?) \(", source)
@@ -149,7 +148,7 @@ def render_markdown(report: GateReport) -> str:
         lines += [f"![{PLOT_TITLES.get(p, p)}]({p})" for p in report.plots]
     tail = [f"Gate ran in {report.seconds:.1f} s."]
     if report.logged_to_run:
-        tail.append(f"Logged to MLflow run `{report.logged_to_run}` (metrics `gate.*`, tag `mlship.gate`).")
+        tail.append(f"Logged to MLflow run `{report.logged_to_run}` (metrics `gate.*`, tag `{GATE_TAG}`).")
     if report.registered:
         tail.append(f"Registered: {report.registered}.")
     lines += ["", " ".join(tail)]
@@ -373,16 +372,24 @@ def _fairness(report: GateReport) -> Any:
     Legends sit outside the axes, so none covers a bar or an interval.
     """
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fair = report.fairness
     assert fair is not None
+    fig, (ax, dis) = plt.subplots(
+        1, 2, figsize=(max(6.0, 1.6 * len(fair.groups) + 2) + 4.5, 4.6), gridspec_kw={"width_ratios": [2, 1]}
+    )
+    _group_bars(ax, fair)
+    _disparity_panel(dis, report, fair)
+    return fig
+
+
+def _group_bars(ax: Any, fair: FairnessReport) -> None:
+    """Selection rate, TPR and FPR per group; a group without enough rows is hatched and faded."""
+    import numpy as np
+
     groups = fair.groups
     x = np.arange(len(groups))
     width = 0.26
-    fig, (ax, dis) = plt.subplots(
-        1, 2, figsize=(max(6.0, 1.6 * len(groups) + 2) + 4.5, 4.6), gridspec_kw={"width_ratios": [2, 1]}
-    )
     for k, (label, attr, color) in enumerate(
         (("selection rate", "selection_rate", "#4c72b0"), ("TPR", "tpr", "#55a868"), ("FPR", "fpr", "#c44e52"))
     ):
@@ -396,6 +403,10 @@ def _fairness(report: GateReport) -> Any:
     ax.set_xticklabels([f"{g.group}\nn={g.rows:,}" + ("\n(insufficient)" if not g.sufficient else "") for g in groups])
     ax.set(ylim=(0, 1.0), ylabel="rate", title=f"Per-group rates by {fair.feature}")
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.22), ncol=3, frameon=False)
+
+
+def _disparity_panel(dis: Any, report: GateReport, fair: FairnessReport) -> None:
+    """Each disparity with its confidence interval, coloured by its verdict, against its limit."""
     limits = {g.name: g.threshold for g in report.gates}
     rows = [
         (
@@ -455,4 +466,3 @@ def _fairness(report: GateReport) -> Any:
         fontsize=8,
         va="top",
     )
-    return fig
