@@ -127,7 +127,7 @@ def send(notice: Notice, cfg: NotifySettings, *, environ: Mapping[str, str] | No
 def _deliver(url: str, body: dict[str, Any], timeout_s: float, outcome: list[str | None]) -> None:
     """POST `body`; append None on a 2xx, else why not."""
     try:
-        import httpx
+        import httpx  # noqa: PLC0415 - httpx: heavy, imported where it is used (off `--help` and the light paths)
 
         response = httpx.post(url, json=body, timeout=timeout_s)
         outcome.append(None if response.is_success else f"the webhook answered HTTP {response.status_code}")
@@ -342,7 +342,7 @@ def router_env(settings: Settings, env: str) -> dict[str, str]:
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> NotifySettings:
     """The notify settings `router_env` handed down; the defaults for anything missing or unreadable."""
-    from mlship.settings import NotifySettings  # pydantic: kept off `--help` (commands import notify at top)
+    from mlship.settings import NotifySettings  # noqa: PLC0415 - pydantic: kept off `--help` (commands import notify at top)
 
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}

@@ -305,7 +305,7 @@ class Posted:
 
 def post(thread: Thread, body: str, *, timeout_s: float = 30.0) -> Posted:
     """List the thread (every page), update the comment with the marker or create one. API failure → exit 3."""
-    import httpx
+    import httpx  # noqa: PLC0415 - httpx: heavy, imported where it is used (off `--help` and the light paths)
 
     with httpx.Client(base_url=thread.api, headers=thread.headers, timeout=timeout_s) as client:
         existing, pages = _find(client, thread)
@@ -374,7 +374,7 @@ def _send(
     params: dict[str, Any] | None = None,
     json_body: dict[str, Any] | None = None,
 ) -> Any:
-    import httpx
+    import httpx  # noqa: PLC0415 - httpx: heavy, imported where it is used (off `--help` and the light paths)
 
     secret = thread.token
     try:

@@ -98,7 +98,7 @@ def is_s3(spec: str) -> bool:
 
 def s3_filesystem() -> pafs.FileSystem:
     """An S3 filesystem with the standard credential chain and the endpoint from the environment."""
-    import pyarrow.fs as pafs
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -119,8 +119,8 @@ def s3_client() -> Any:
     pyarrow's S3 filesystem has no call for multipart uploads; boto3 is the ordinary client for
     ListMultipartUploads/AbortMultipartUpload. Imported here only (heavy, S3 outputs only).
     """
-    import boto3
-    from botocore.config import Config
+    import boto3  # noqa: PLC0415 - boto3: heavy, imported where it is used (off `--help` and the light paths)
+    from botocore.config import Config  # noqa: PLC0415 - botocore: heavy, imported where it is used (off `--help` and the light paths)
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -137,7 +137,7 @@ def abort_staged_uploads(root: str, spec: str) -> list[str]:
     `Dataset.staged`'s `_tmp-<32 hex>-…` are touched, never another writer's uploads; like the
     staging cleanup above, this assumes one run per output at a time.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - botocore: heavy, imported where it is used (off `--help` and the light paths)
 
     bucket, _, prefix = root.partition("/")
     folder = f"{prefix.rstrip('/')}/" if prefix else ""
@@ -158,7 +158,7 @@ def abort_staged_uploads(root: str, spec: str) -> list[str]:
 
 def split(spec: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path on it) for a local path or an `s3://bucket/key` URI; other schemes are exit 2."""
-    import pyarrow.fs as pafs
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     if is_s3(spec):
         path = spec[len("s3://") :].strip("/")
@@ -240,7 +240,7 @@ def storage(what: str, *, write: bool = False) -> Iterator[None]:
 
 def list_inputs(spec: str) -> tuple[pafs.FileSystem, list[InputFile]]:
     """The `.csv`/`.parquet` files a spec names, sorted: a file, a folder or prefix, or a glob."""
-    import pyarrow.fs as pafs
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     fs, path = split(spec)
     with storage(f"list {spec}"):
@@ -289,7 +289,7 @@ def _glob_root(pattern: str) -> str:
 
 
 def _walk(fs: pafs.FileSystem, root: str) -> list[Any]:
-    import pyarrow.fs as pafs
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     return [i for i in infos if i.type == pafs.FileType.File]
@@ -319,8 +319,8 @@ def read_chunks(fs: pafs.FileSystem, inp: InputFile, chunk_size: int) -> Iterato
     A file that is not what its suffix says, or is cut short, is bad input (exit 2), not a crash;
     an unreachable store or refused credentials is exit 3.
     """
-    import pandas as pd
-    import pyarrow.parquet as pq
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
+    import pyarrow.parquet as pq  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     try:
         if inp.suffix == ".parquet":
@@ -364,7 +364,7 @@ class Dataset:
         On S3 it also aborts the multipart uploads of staging keys that a killed run left
         unfinished (invisible in a listing, billed until aborted); returns their keys.
         """
-        import pyarrow.fs as pafs
+        import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
         with storage(f"write to {self.spec}", write=True):
             if dataset and self.fs.get_file_info(f"{self.root}/{MANIFEST}").type == pafs.FileType.File:
@@ -378,8 +378,8 @@ class Dataset:
 
     def part_metadata(self, name: str) -> dict[bytes, bytes] | None:
         """The key-value metadata of a finished part (None when there is none, or it is unreadable)."""
-        import pyarrow.fs as pafs
-        import pyarrow.parquet as pq
+        import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
+        import pyarrow.parquet as pq  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
         path = f"{self.root}/{name}"
         with storage(f"read {self.uri(name)}"):
@@ -427,7 +427,7 @@ class Dataset:
 
     def remove(self, name: str) -> None:
         """Delete `name` if it is there (a part this run refused must not stay from an earlier run)."""
-        import pyarrow.fs as pafs
+        import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
         with storage(f"delete {self.uri(name)}", write=True):
             if self.fs.get_file_info(f"{self.root}/{name}").type == pafs.FileType.File:
@@ -435,7 +435,7 @@ class Dataset:
 
     def drop_parts_except(self, keep: set[str]) -> list[str]:
         """Delete the `part-*.parquet` files of inputs that are gone, so the folder is what the manifest says."""
-        import pyarrow.fs as pafs
+        import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
         with storage(f"list {self.spec}"):
             stale = [

@@ -50,7 +50,7 @@ class PartStats:
             self.refused[str(reason)] = self.refused.get(str(reason), 0) + int(n)
 
     def add_scores(self, probability: np.ndarray, prediction: pd.Series[Any] | Any) -> None:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         finite = probability[np.isfinite(probability)]
         counts = np.bincount(np.clip((finite * BINS).astype(np.int64), 0, BINS - 1), minlength=BINS)
@@ -105,7 +105,7 @@ class Sample:
     """
 
     def __init__(self, size: int = SAMPLE_ROWS, seed: int = 0) -> None:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         self.size = size
         self.rng = np.random.default_rng(seed)
@@ -120,8 +120,8 @@ class Sample:
         self.frame, self.keys = state
 
     def add(self, chunk: pd.DataFrame) -> None:
-        import numpy as np
-        import pandas as pd
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+        import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
         keys = self.rng.random(len(chunk))
         if self.keys is not None and len(self.keys) >= self.size:
@@ -273,10 +273,10 @@ def render_markdown(summary: BatchSummary) -> str:
 
 def plot(summary: BatchSummary) -> bytes:
     """One PNG: the score histogram (20 bins) and the predicted class counts."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     counts = coarse(summary.stats.hist)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))

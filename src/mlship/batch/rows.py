@@ -47,14 +47,14 @@ def row_problems(columns: list[Column], df: pd.DataFrame) -> pd.Series[Any]:
 
 def no_problems(df: pd.DataFrame) -> pd.Series[Any]:
     """Every row fine: what `row_problems` says of a model without an input signature."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     return pd.Series([None] * len(df), index=df.index, dtype=object)
 
 
 def _bad_cells(values: pd.Series[Any], kind: str) -> tuple[pd.Series[Any], str]:
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     api = pd.api.types
     if kind == "number":
@@ -76,8 +76,8 @@ def predictions(probability: Any, good: Any = None) -> Any:
 
     `good` marks the rows that were scored; by default, those with a probability (not NaN).
     """
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     if good is None:
         good = ~np.isnan(probability)
@@ -94,8 +94,8 @@ def score_frame(
     Under `flag`, rows that fail the input schema get null predictions and their reason; the
     good rows are scored exactly as they would be alone.
     """
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     names = [c.name for c in columns] if columns else settings.features
     missing = [f for f in names if f not in df.columns]

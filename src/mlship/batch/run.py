@@ -147,8 +147,8 @@ class PartWriter:
 
     def write(self, scored: pd.DataFrame, features: pd.DataFrame) -> None:
         """Write `scored` (score_frame's columns); `features`: the same rows' model inputs, by the model's names."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
+        import pyarrow.parquet as pq  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
         if self.run.policy == "flag":
             self.stats.add_reasons(scored[FLAG_COLUMN])
@@ -173,7 +173,7 @@ class PartWriter:
 
 def _nullable(schema: Any) -> Any:
     """The first chunk decides the part's schema: let later chunks carry nulls the first did not."""
-    import pyarrow as pa
+    import pyarrow as pa  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type, nullable=True) for f in schema]
     return pa.schema(fields, metadata=schema.metadata)
@@ -183,8 +183,8 @@ class Progress:
     """A rich bar over the parts on a terminal; one plain line per part in CI logs."""
 
     def __init__(self, parts: int, tty: bool) -> None:
-        from rich.console import Console
-        from rich.progress import Progress as Bar
+        from rich.console import Console  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
+        from rich.progress import Progress as Bar  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
         self.parts = parts
         self.bar = Bar(console=Console(stderr=True), transient=True) if tty else None

@@ -19,7 +19,9 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +88,7 @@ def require_spark() -> None:
             hint="install a Java 17+ runtime, e.g. `apt-get install openjdk-17-jre-headless`",
         )
     try:
-        import pyspark  # noqa: F401
+        import pyspark  # noqa: F401, PLC0415 - optional dependency (the spark extra): is it installed?
     except ImportError:
         raise InfraError(
             "--engine spark needs pyspark, which is not installed",
@@ -96,9 +98,8 @@ def require_spark() -> None:
 
 def session(master: str) -> Any:
     """A Spark session on `master`; a local one stays on loopback, without the UI, on this Python."""
-    import warnings
 
-    from pyspark.sql import SparkSession
+    from pyspark.sql import SparkSession  # noqa: PLC0415 - pyspark: optional dependency (the spark extra)
 
     # pyspark 4 warns on every pandas 3 conversion; the engine's results are checked against the
     # local engine's (tests/integration/test_batch_spark.py), so the warning only adds noise.
@@ -238,7 +239,7 @@ def _inputs(in_spec: str, fs_out: Any, out_root: str, out_spec: str) -> tuple[An
 
 
 def _not_a_file(fs: Any, root: str, spec: str) -> None:
-    import pyarrow.fs as pafs
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     if fs.type_name != "s3" and fs.get_file_info(root).type == pafs.FileType.File:
         raise ConfigError(f"{spec} exists and is not a folder", hint="--engine spark writes a Parquet folder")
@@ -268,7 +269,7 @@ def _require_s3a(spark: Any, uri: str) -> None:
 
 def _drop_stale_staging(dataset: Dataset) -> None:
     """Spark output folders a killed run left behind (its parts were never moved into place)."""
-    import pyarrow.fs as pafs
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     with storage(f"list {dataset.spec}"):
         for info in dataset.fs.get_file_info(pafs.FileSelector(dataset.root, allow_not_found=True)):
@@ -283,7 +284,6 @@ def _run_parts(job: _Job, fs_in: Any, inputs: list[InputFile], *, overwrite: boo
     core; the driver moves parts into place one by one in input order, so a run killed after part
     k leaves parts 1..k complete and a uniform sample independent of which job finished first.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
 
     out = Outcome()
     names = [part_name(i) for i in inputs]
@@ -359,8 +359,8 @@ def _finish_part(job: _Job, staged: _Staged, name: str, source: str, show: Progr
     the local engine's parts (one PartWriter); the features Spark carried along feed the report's
     uniform sample. A part not scored (bad rows under `refuse`, or no rows) gives (stats, rows == 0).
     """
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
+    import pyarrow.parquet as pq  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     if staged.path is None:
         return PartStats(rows=staged.rows, refused=dict(staged.flagged)), staged.rows == 0
@@ -400,8 +400,8 @@ def _finish_part(job: _Job, staged: _Staged, name: str, source: str, show: Progr
 
 def _part_chunk(job: _Job, staged: _Staged, chunk: pd.DataFrame) -> pd.DataFrame:
     """The columns of `score_frame` for these rows: the prediction derived from the probability as it derives it."""
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     probability = chunk["probability"].to_numpy(dtype="float64", na_value=np.nan)
     scored = pd.DataFrame({"prediction": predictions(probability), "probability": probability})
@@ -424,7 +424,7 @@ def _feature(i: int) -> str:
 
 def _read(spark: Any, fmt: str, uri: str) -> Any:
     """The input as a DataFrame; a path that names nothing is bad input, a missing s3a driver the environment's."""
-    from pyspark.errors import AnalysisException
+    from pyspark.errors import AnalysisException  # noqa: PLC0415 - pyspark: optional dependency (the spark extra)
 
     reader = spark.read.option("header", "true").option("inferSchema", "true") if fmt == "csv" else spark.read
     try:
@@ -447,7 +447,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _checked(frame: Any, columns: list[Column]) -> Any:
     """The input plus `input_error`: what `row_problems` says of every row, partition by partition."""
-    from pyspark.sql.types import StringType, StructField, StructType
+    from pyspark.sql.types import StringType, StructField, StructType  # noqa: PLC0415 - pyspark: optional dependency (the spark extra)
 
     schema = StructType([*frame.schema.fields, StructField(FLAG_COLUMN, StringType(), True)])
 
@@ -474,8 +474,8 @@ def _scored(
     the output keeps the input's order and the UDF runs once per row. The driver derives the
     prediction from the probability, as `score_frame` does.
     """
-    from pyspark.sql import functions as sf
-    from pyspark.sql.types import DoubleType
+    from pyspark.sql import functions as sf  # noqa: PLC0415 - pyspark: optional dependency (the spark extra)
+    from pyspark.sql.types import DoubleType  # noqa: PLC0415 - pyspark: optional dependency (the spark extra)
 
     ok = sf.col(FLAG_COLUMN).isNull()
     if not tally.get(None):  # every row is bad: nothing to score

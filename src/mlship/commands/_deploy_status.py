@@ -30,7 +30,7 @@ def repair(info: dict[str, Any], env: str) -> str:
 
 def print_status(info: dict[str, Any]) -> None:
     """`mlship status` for people: the live path, the router, the colors, what a rollback brings back, history."""
-    from rich.table import Table  # rich renders only when status prints, not for `mlship --help`
+    from rich.table import Table  # noqa: PLC0415 - rich renders only when status prints, not for `mlship --help`
 
     out = cli.console()
     for note in info["reconciled"]:

@@ -88,7 +88,7 @@ def predict_batch(
 
     def action(settings: Settings) -> int:
         if engine == "spark":
-            from mlship.batch.spark import predict_batch_spark  # pandas/pyarrow: kept off `--help`
+            from mlship.batch.spark import predict_batch_spark  # noqa: PLC0415 - pandas/pyarrow: kept off `--help`
 
             r = predict_batch_spark(
                 settings,
@@ -103,7 +103,7 @@ def predict_batch(
                 reference=reference,
             )
         else:
-            from mlship.batch.engine import predict_batch as run_batch  # pandas/pyarrow: kept off `--help`
+            from mlship.batch.engine import predict_batch as run_batch  # noqa: PLC0415 - pandas/pyarrow: kept off `--help`
 
             r = run_batch(
                 settings,

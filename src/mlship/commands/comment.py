@@ -35,7 +35,7 @@ def comment(
     """
 
     def action(settings: Settings) -> int:
-        from mlship.pr_comment import comment as post_comment  # httpx: kept off `--help`
+        from mlship.pr_comment import comment as post_comment  # noqa: PLC0415 - httpx: kept off `--help`
 
         path = report or settings.reports_path / "gate" / "gate.json"
         scan = scan_report if scan_report is not None and scan_report.is_file() else None

@@ -28,7 +28,7 @@ NS_HELP = "Kubernetes namespace (default: [tool.mlship.deploy] namespace)."
 def _controller(settings: Settings, target: str, env: str, namespace: str | None) -> Controller:
     """The environment's controller (a context manager: `with` closes the target's port-forwards)."""
     # the deploy stack (httpx, the targets) is imported by the command that runs, not by `mlship --help`
-    from mlship.deploy.factory import controller
+    from mlship.deploy.factory import controller  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
     return controller(settings, target, env, namespace)
 
@@ -130,7 +130,7 @@ def deploy(
         return
 
     def action(settings: Settings) -> int:
-        from mlship.deploy.options import require_approval  # the deploy stack: see _controller
+        from mlship.deploy.options import require_approval  # noqa: PLC0415 - the deploy stack: see _controller
 
         if promote_shadow or stop_shadow:
             return _end_shadow(settings, target, env, namespace, approve, promote=promote_shadow, stop=stop_shadow)
@@ -145,7 +145,7 @@ def deploy(
         require_approval(env, approve)
         if not promote_canary and source is None:
             _check_model_options(image, model, target)
-        from mlship.deploy.factory import require_staged, verified_release  # the deploy stack: see _controller
+        from mlship.deploy.factory import require_staged, verified_release  # noqa: PLC0415 - the deploy stack: see _controller
 
         with _controller(settings, target, env, namespace) as ctl:
             if not promote_canary:
@@ -179,7 +179,7 @@ def _end_shadow(
     settings: Settings, target: str, env: str, namespace: str | None, approve: bool, *, promote: bool, stop: bool
 ) -> int:
     """--promote-shadow / --stop-shadow: one of them, and the shadow's figures written first."""
-    from mlship.deploy.options import require_approval  # the deploy stack: see _controller
+    from mlship.deploy.options import require_approval  # noqa: PLC0415 - the deploy stack: see _controller
 
     if promote and stop:
         raise ConfigError("--promote-shadow and --stop-shadow exclude each other", hint="pass one of them")
@@ -231,11 +231,11 @@ def _gitops_deploy(
 
     def action(settings: Settings) -> int:
         # the deploy stack: see _controller
-        from mlship.deploy.factory import gitops_target
-        from mlship.deploy.options import require_approval
-        from mlship.deploy.release import resolve_release
-        from mlship.deploy.targets.gitops import split_image
-        from mlship.registry import Registry
+        from mlship.deploy.factory import gitops_target  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+        from mlship.deploy.options import require_approval  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+        from mlship.deploy.release import resolve_release  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+        from mlship.deploy.targets.gitops import split_image  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+        from mlship.registry import Registry  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
         if not model or not image:
             raise ConfigError(
@@ -261,7 +261,7 @@ def _gitops_deploy(
 
 def _gitops_status(settings: Settings, env: str, namespace: str | None, as_json: bool) -> int:
     """Exit 0 when the cluster runs what Git declares, 1 while it does not (a CI step can wait on it)."""
-    from mlship.deploy.factory import gitops_target  # the deploy stack: see _controller
+    from mlship.deploy.factory import gitops_target  # noqa: PLC0415 - the deploy stack: see _controller
 
     info = gitops_target(settings, env, namespace).status()
     if as_json:
@@ -296,7 +296,7 @@ def _check_model_options(image: str | None, model: str | None, target: str) -> N
 
 def _image_release(image: str, env: str) -> Release:
     """A local image release: model and version come from the image's labels."""
-    from mlship.deploy.image import release_from_image  # the deploy stack: see _controller
+    from mlship.deploy.image import release_from_image  # noqa: PLC0415 - the deploy stack: see _controller
 
     return release_from_image(image, env=env, target="local")
 
@@ -314,7 +314,7 @@ def rollback(
     """Go back: to the previous color in one switch, or to an older release with a full blue-green deploy."""
 
     def action(settings: Settings) -> int:
-        from mlship.deploy.options import require_approval  # the deploy stack: see _controller
+        from mlship.deploy.options import require_approval  # noqa: PLC0415 - the deploy stack: see _controller
 
         require_approval(env, approve)
         with _controller(settings, target, env, namespace) as ctl:

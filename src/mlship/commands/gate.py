@@ -51,7 +51,7 @@ def gate(
     """Evaluate the candidate (and champion) on held-out data: exit 0 pass, 1 fail, 3 champion unloadable."""
 
     def action(settings: Settings) -> int:
-        from mlship.model.gates.run import run_gate  # numpy (the served path) and more: kept off `--help`
+        from mlship.model.gates.run import run_gate  # noqa: PLC0415 - numpy (the served path) and more: kept off `--help`
 
         if champion and no_champion:
             raise ConfigError("--champion and --no-champion contradict each other", hint="pass one of them")
@@ -74,10 +74,10 @@ def gate(
 
 
 def _print(report: GateReport, out_dir: Path) -> None:
-    from rich.table import Table
+    from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
     # the gate's renderer comes with the gate: kept off `--help` like the rest of the command
-    from mlship.model.gates.report import ICON, failing_settings, gate_threshold, gate_value
+    from mlship.model.gates.report import ICON, failing_settings, gate_threshold, gate_value  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
     table = Table(title=f"gate: {report.candidate.label} on {report.data['rows']:,} rows")
     for col in ("", "gate", "value", "threshold", "detail"):

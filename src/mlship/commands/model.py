@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -113,7 +116,6 @@ def promote(
 
 def _record_of(registry: Registry, ref: str) -> dict[str, str]:
     """The gate record of what `register --run` names: a run id, a runs:/ or models:/ URI, a model dir."""
-    import re
 
     version = re.match(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$", ref)
     if version:
@@ -136,10 +138,7 @@ def models(
     """List registered versions with their aliases, gate verdict and key metrics."""
 
     def action(settings: Settings) -> int:
-        import json
-        from dataclasses import asdict
-
-        from rich.table import Table
+        from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
         versions = Registry.from_settings(settings).versions(settings.model_name)
         if as_json:
@@ -167,7 +166,7 @@ def models(
 
 
 def metrics_table(metrics: dict[str, float], title: str) -> object:
-    from rich.table import Table
+    from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
     table = Table(title=title)
     table.add_column("metric")

@@ -38,10 +38,10 @@ def drift(
     """
 
     def action(settings: Settings) -> int:
-        from mlship.monitoring.drift import check, detect  # pandas/scipy: kept off `--help`
+        from mlship.monitoring.drift import check, detect  # noqa: PLC0415 - pandas/scipy: kept off `--help`
 
         report = detect(settings, reference, current, report_dir, model)
-        from rich.table import Table
+        from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
         table = Table(title="drift")
         for col in ("feature", "effect", "PSI", "verdict"):
@@ -151,7 +151,7 @@ def abtest(
         raise typer.BadParameter("--unit-column analyses an events file: pass --events", param_hint="--unit-column")
 
     def action(settings: Settings) -> int:
-        from mlship.monitoring.abtest_analysis import Arm, analyse, write_report  # pandas/scipy: kept off `--help`
+        from mlship.monitoring.abtest_analysis import Arm, analyse, write_report  # noqa: PLC0415 - pandas/scipy: kept off `--help`
 
         design: dict[str, Any] = {
             "alpha": alpha,
@@ -223,13 +223,13 @@ def _abtest_events(
     treatment_arm: str | None,
     **options: Any,
 ) -> AbReport:
-    from mlship.monitoring.canary import decide_canary  # pandas/scipy: kept off `--help`
+    from mlship.monitoring.canary import decide_canary  # noqa: PLC0415 - pandas/scipy: kept off `--help`
 
     if not apply and control_arm is not None and treatment_arm is not None:
         return decide_canary(events, out, control_arm=control_arm, treatment_arm=treatment_arm, **options).report
     # the deploy stack is imported by the command that uses it, not by `mlship --help`
-    from mlship.deploy.factory import controller
-    from mlship.deploy.options import require_approval
+    from mlship.deploy.factory import controller  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+    from mlship.deploy.options import require_approval  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
     if apply:
         require_approval(env, approve)

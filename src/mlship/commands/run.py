@@ -40,7 +40,7 @@ def run(
     """Run the pipeline: synth (if needed) → validate → train → gate → register @challenger → deploy (local)."""
 
     def action(settings: Settings) -> int:
-        from mlship import job  # every stage (numpy and more at import): kept off `--help`
+        from mlship import job  # noqa: PLC0415 - every stage (numpy and more at import): kept off `--help`
 
         err = cli.err_console()
         summary = job.run(

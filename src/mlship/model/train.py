@@ -91,7 +91,7 @@ def check_frame(settings: Settings, df: pd.DataFrame, what: str = "data") -> Non
 
 def split(settings: Settings, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The deterministic stratified train/test split every stage agrees on."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     train_df, test_df = train_test_split(
         df, test_size=settings.test_size, stratify=df[settings.target], random_state=settings.seed
@@ -207,12 +207,12 @@ def export(registry: Any, model_uri: str, out: Path, metrics: dict[str, Any]) ->
 
 def training_plots(y_true: Any, proba: Any, folder: Path) -> list[Path]:
     """ROC and precision-recall curves plus the score distribution by class, as one PNG."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     folder.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))

@@ -167,7 +167,7 @@ def read_events(
     one observation per unit: its arm (which must be the same for all its rows: a sticky split)
     and 1 if any of its rows succeeded. Exposures of one user are not independent; users are.
     """
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     if path.suffix.lower() in JSONL_SUFFIXES:
         if not path.is_file():
@@ -202,7 +202,7 @@ def read_events(
 
 def per_unit(rows: pd.DataFrame, units: pd.Series, path: Path, column: str) -> pd.DataFrame:
     """One row per unit: its single arm and whether any of its exposures succeeded."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     if units.isna().any():
         raise ConfigError(
@@ -222,7 +222,7 @@ def per_unit(rows: pd.DataFrame, units: pd.Series, path: Path, column: str) -> p
 
 
 def _binary(values: pd.Series, path: Path, column: str) -> pd.Series:
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     if values.dtype == bool:
         return values.astype("int64")

@@ -86,7 +86,7 @@ class Registry:
 
     def __init__(self, tracking_uri: str, *, experiment: str = "mlship", artifact_root: Path | None = None) -> None:
         quiet()
-        import mlflow
+        import mlflow  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment
@@ -148,9 +148,9 @@ class Registry:
         estimators such as gradient boosting, and a model that cannot be loaded back is
         worse than a warning about pickle.
         """
-        import mlflow
-        import mlflow.sklearn
-        from mlflow.models import infer_signature
+        import mlflow  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
+        import mlflow.sklearn  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
+        from mlflow.models import infer_signature  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
         with infra("log the training run"):
             signature = infer_signature(input_example, model.predict(input_example))
@@ -175,7 +175,7 @@ class Registry:
 
     def _record_digest(self, run_id: str, model_id: str, model_uri: str) -> str:
         """sha256 of the logged model's files: a file in the model directory, a run and a logged-model tag."""
-        import mlflow.artifacts
+        import mlflow.artifacts  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
         with tempfile.TemporaryDirectory(prefix="mlship-digest-") as tmp:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
@@ -220,7 +220,7 @@ class Registry:
         self, model_ref: str, name: str, *, alias: str | None = None, tags: Mapping[str, str] | None = None
     ) -> ResolvedModel:
         """Register a run's model (or any model URI) under `name`; optionally point `alias` at it."""
-        import mlflow
+        import mlflow  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
         uri = _run_model_uri(model_ref)
         with infra("register the model"):
@@ -347,7 +347,7 @@ class Registry:
         The copy is checked against the sha256 the tracking store recorded when the model was
         logged (exit 2 on a mismatch), so what is unpickled later is what was logged.
         """
-        import mlflow.artifacts
+        import mlflow.artifacts  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
         resolved = model if isinstance(model, ResolvedModel) else self.resolve(model)
         if Path(resolved.uri).is_dir():

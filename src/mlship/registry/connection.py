@@ -73,7 +73,7 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
 
 def check_server(uri: str) -> None:
     """Fail fast (exit 3) when a tracking server does not answer, instead of MLflow's long retries."""
-    import httpx  # only a remote tracking server needs it
+    import httpx  # noqa: PLC0415 - only a remote tracking server needs it
 
     try:
         httpx.get(uri.rstrip("/") + "/health", timeout=5.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ def load_model_dir(path: Path, expected_sha256: str | None = None) -> Any:
     store's) before pickle runs any of their code.
     """
     quiet()
-    import mlflow.sklearn
+    import mlflow.sklearn  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
     integrity.verify(Path(path), expected_sha256)
 
@@ -39,7 +40,7 @@ def load_model_dir(path: Path, expected_sha256: str | None = None) -> Any:
 def model_input_schema(model_dir: Path) -> list[tuple[str, str]]:
     """(column, MLflow type) pairs of a model's input signature, in order."""
     quiet()
-    from mlflow.models import Model
+    from mlflow.models import Model  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
     meta = Model.load(str(model_dir))
     if meta.signature is None:
@@ -50,8 +51,8 @@ def model_input_schema(model_dir: Path) -> list[tuple[str, str]]:
 def model_input_example(model_dir: Path) -> pd.DataFrame | None:
     """The input example logged with the model (golden rows for smoke tests), if any."""
     quiet()
-    import pandas as pd
-    from mlflow.models import Model
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
+    from mlflow.models import Model  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
     meta = Model.load(str(model_dir))
     with warnings.catch_warnings():
@@ -62,7 +63,6 @@ def model_input_example(model_dir: Path) -> pd.DataFrame | None:
 
 def default_requirements() -> list[str]:
     """Exact pins for what a logged model needs to load: faster and truer than inference."""
-    from importlib.metadata import version
 
     return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "cloudpickle", "pandas", "numpy", "scipy")]
 
@@ -74,8 +74,8 @@ def model_dir_info(model_dir: Path) -> dict[str, str | None]:
     directory baked into an image still knows which version it is.
     """
     quiet()
-    from mlflow.models import Model
-    from mlflow.utils.yaml_utils import read_yaml
+    from mlflow.models import Model  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
+    from mlflow.utils.yaml_utils import read_yaml  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
 
     meta = Model.load(str(model_dir))
     info: dict[str, str | None] = {"name": None, "version": None, "run_id": meta.run_id}
@@ -97,9 +97,9 @@ def spark_proba_udf(spark: Any, model_dir: Path, work_dir: Path) -> Any:
     instead, the flavor option MLflow itself writes for `pyfunc_predict_fn`.
     """
     quiet()
-    import mlflow.pyfunc
-    import yaml
-    from pyspark.sql.types import ArrayType, DoubleType
+    import mlflow.pyfunc  # noqa: PLC0415 - mlflow: heavy, imported where it is used (off `--help` and the light paths)
+    import yaml  # noqa: PLC0415 - yaml: heavy, imported where it is used (off `--help` and the light paths)
+    from pyspark.sql.types import ArrayType, DoubleType  # noqa: PLC0415 - pyspark: optional dependency (the spark extra)
 
     view = work_dir / "proba-model"
     shutil.copytree(model_dir, view)

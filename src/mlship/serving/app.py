@@ -161,7 +161,7 @@ def _one_native_thread() -> None:
     one-row gradient-boosting call from a worker thread took 23 ms with the default
     threads and 4.4 ms with one.
     """
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # sklearn's own dependency
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # noqa: PLC0415 - heavy, sklearn's own dependency
 
     threadpool_limits(1)
 
@@ -256,7 +256,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/metrics", summary="Prometheus metrics.")
     async def metrics() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
+        from prometheus_client import CONTENT_TYPE_LATEST  # noqa: PLC0415 - prometheus_client: heavy, imported where it is used (off `--help` and the light paths)
 
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -301,7 +301,7 @@ def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
     """FastAPI's document plus the request body derived from the model signature."""
     if app.openapi_schema:
         return app.openapi_schema
-    from fastapi.openapi.utils import get_openapi
+    from fastapi.openapi.utils import get_openapi  # noqa: PLC0415 - fastapi: heavy, imported where it is used (off `--help` and the light paths)
 
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     if state.schema is None:

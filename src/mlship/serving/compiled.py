@@ -87,7 +87,7 @@ class CompiledPipeline:
     """Request rows → the pipeline's feature matrix → the final estimator's probabilities."""
 
     def __init__(self, blocks: list[_Block], final: Any) -> None:
-        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
         self._blocks = blocks
         self._starts: list[int] = []
@@ -137,8 +137,8 @@ def compile_pipeline(estimator: Any, numeric_columns: set[str]) -> CompiledPipel
     `numeric_columns` are the input columns the server parses as numbers: only those may
     pass through or be scaled (a passthrough string column would make an object matrix).
     """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
+    from sklearn.compose import ColumnTransformer  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     if not isinstance(estimator, Pipeline) or len(estimator.steps) != 2:
         raise NotCompiled("not a two-step Pipeline (preprocessor, model)")
@@ -162,7 +162,7 @@ def compile_pipeline(estimator: Any, numeric_columns: set[str]) -> CompiledPipel
 
 
 def _blocks(name: str, transformer: Any, columns: list[str], numeric: set[str]) -> list[_Block]:
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     if isinstance(transformer, OneHotEncoder):
         return _one_hot(name, transformer, columns)
@@ -207,7 +207,7 @@ def probe_rows(estimator: Any, example: list[dict[str, Any]]) -> list[dict[str, 
     model's dot product on it can differ in the last bit from the same numbers in row-major
     order — which only a batch of several distinct rows can reveal.
     """
-    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.preprocessing import OneHotEncoder  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     rows = [dict(r) for r in example]
     if not rows:

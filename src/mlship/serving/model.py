@@ -9,6 +9,7 @@ with the model baked in runs without one.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -84,8 +85,8 @@ class ServedModel:
 
     def frame(self, rows: list[dict[str, Any]] | Columns) -> pd.DataFrame:
         """Rows (already validated) as the DataFrame the pipeline was trained on, column by column."""
-        import numpy as np
-        import pandas as pd
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+        import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
         batch = rows if isinstance(rows, Columns) else Columns.from_rows(rows, [c.name for c in self.columns])
         data: dict[str, Any] = {}
@@ -107,7 +108,7 @@ class ServedModel:
     def predict_columns(self, batch: Columns) -> tuple[Any, np.ndarray]:
         """`predict` on columns, answering with arrays: labels (an array for numeric classes, else a
         list) and the probabilities (the positive class's for a binary model, else rows of them)."""
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         proba = self._compiled_proba(batch)
         if proba is None:
@@ -124,7 +125,7 @@ class ServedModel:
     def _label_array(self) -> np.ndarray:
         """The classes as an array to index with the argmax: all-int, all-float and all-bool classes
         as such arrays (JSON-encoded without a Python object each), anything else as Python objects."""
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         classes = self.classes
         for kind, dtype in ((bool, bool), (int, np.int64), (float, np.float64)):
@@ -232,7 +233,6 @@ def served_view(estimator: Any, directory: Path, source: ModelSource, settings: 
 def request_rows(model: ServedModel, frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of `frame` as `/predict` hands them to the model (JSON types); rows a client could not
     send — a missing number — are left out."""
-    import math
 
     rows = []
     for record in frame.to_dict(orient="records"):

@@ -64,7 +64,7 @@ def serve(
     prediction_log: Path | None = None,
 ) -> int:
     """Serve `model` on host:port until SIGTERM/SIGINT; in-flight requests are drained first."""
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 - uvicorn: heavy, imported where it is used (off `--help` and the light paths)
 
     source = resolve_source(model, settings)
     if prediction_log is not None:
@@ -114,7 +114,7 @@ def _server_class() -> Any:
     uvicorn re-raises the signal after its graceful shutdown, so the process would die by
     it (or print "interrupted"); for mlship a drained stop is a clean stop.
     """
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 - uvicorn: heavy, imported where it is used (off `--help` and the light paths)
 
     class DrainingServer(uvicorn.Server):
         @contextlib.contextmanager

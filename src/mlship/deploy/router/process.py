@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         args.max_per_address,
     )
     try:
-        import uvloop  # optional dependency (ships with uvicorn[standard]): the router runs without it
+        import uvloop  # noqa: PLC0415 - optional dependency (ships with uvicorn[standard]): the router runs without it
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]

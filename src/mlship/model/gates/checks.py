@@ -270,8 +270,8 @@ def robustness_gate(model: Any, X: pd.DataFrame, pred: np.ndarray, settings: Set
     one-sided binomial test at `confidence` (equivalently, the Clopper-Pearson lower bound of
     the flip rate is above the limit). The detail says how many flips the limit tolerates.
     """
-    import numpy as np
-    from scipy.stats import binom
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from scipy.stats import binom  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     gates, name = settings.gates, "robustness.flip_rate"
     setting = setting_line("max_flip_rate", gates.max_flip_rate)
@@ -316,7 +316,7 @@ def robustness_gate(model: Any, X: pd.DataFrame, pred: np.ndarray, settings: Set
 
 def reproducibility_gate(settings: Settings, data: EvalData, candidate_proba: np.ndarray) -> GateResult:
     """Opt-in: train the configured estimator twice on the same split and seed; predictions must match."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     name = "reproducibility"
     if not settings.gates.reproducibility:

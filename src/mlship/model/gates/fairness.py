@@ -120,8 +120,8 @@ def group_rates(
     with fewer than `min_class_rows` positives or negatives is left out of equalized odds only.
     Missing values of the attribute form their own group, `(missing)`: they are people too.
     """
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     y = np.asarray(y_true).astype(int)
     pred = np.asarray(y_pred).astype(int)
@@ -201,7 +201,7 @@ def disparity_intervals(
     failure added per group), so a rate of exactly 0 or 1 on few rows — nine of nine positives
     flagged — does not claim a standard error of 0 (which would make any difference "certain").
     """
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     nan = (math.nan, math.nan)
     odds = measured if odds is None else odds
@@ -239,7 +239,7 @@ def _draws(rng: Any, hits: np.ndarray, n: np.ndarray, samples: int) -> tuple[np.
 
 def _band(points: list[np.ndarray], boots: list[np.ndarray], level: float) -> tuple[float, float]:
     """The interval of max |pairwise difference| over one family of rates (see disparity_intervals)."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     i, j = np.triu_indices(len(points[0]), k=1)
     d_hat = np.concatenate([p[i] - p[j] for p in points])  # (pairs,)

@@ -35,7 +35,7 @@ def measure_latency(
     calls (a minimum: one undisturbed call is enough) counts too. Queueing under real traffic
     is the deploy's verify window's job. One native thread, as a serving worker runs.
     """
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     if not rows:
         raise ValueError("no complete rows to time")
@@ -100,7 +100,7 @@ def served_latency(cand: LoadedModel, X: pd.DataFrame, settings: Settings) -> La
 
 def one_native_thread() -> Any:
     """A context in which BLAS/OpenMP use one thread (threadpoolctl ships with scikit-learn)."""
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # noqa: PLC0415 - heavy, sklearn's own dependency
 
     return threadpool_limits(limits=1)
 

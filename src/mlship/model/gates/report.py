@@ -261,7 +261,7 @@ def write_plots(
     report: GateReport, y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None, out_dir: Path
 ) -> list[str]:
     """curves.png, confusion.png, calibration.png and (with a sensitive feature) fairness.png."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +280,7 @@ def write_plots(
 
 
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
@@ -300,9 +300,9 @@ def _series(champ: np.ndarray | None, cand: np.ndarray) -> list[tuple[str, np.nd
 
 
 def _curves(y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None) -> Any:
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(11, 4.3))
     for label, p, color, style in _series(champ, cand):
@@ -322,9 +322,9 @@ def _curves(y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None) -> Any:
 
 
 def _confusion(y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None) -> Any:
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.metrics import confusion_matrix
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from sklearn.metrics import confusion_matrix  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     series = _series(champ, cand)
     fig, axes = plt.subplots(1, len(series), figsize=(4.6 * len(series), 4.0), squeeze=False)
@@ -347,9 +347,9 @@ def _confusion(y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None) -> Any
 
 
 def _calibration(y: np.ndarray, cand: np.ndarray, champ: np.ndarray | None) -> Any:
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.calibration import calibration_curve
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from sklearn.calibration import calibration_curve  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     fig, (rel, hist) = plt.subplots(1, 2, figsize=(11, 4.3))
     for label, p, color, style in _series(champ, cand):
@@ -371,7 +371,7 @@ def _fairness(report: GateReport) -> Any:
 
     Legends sit outside the axes, so none covers a bar or an interval.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     fair = report.fairness
     assert fair is not None
@@ -385,7 +385,7 @@ def _fairness(report: GateReport) -> Any:
 
 def _group_bars(ax: Any, fair: FairnessReport) -> None:
     """Selection rate, TPR and FPR per group; a group without enough rows is hatched and faded."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     groups = fair.groups
     x = np.arange(len(groups))

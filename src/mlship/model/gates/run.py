@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 def load_eval_data(settings: Settings, data_path: Path | None = None) -> EvalData:
     """`--data`'s deterministic test split; else `eval_data` used whole; else the test split of `data`."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     if data_path is None and settings.eval_data is not None:
         path = settings.path(settings.eval_data)

@@ -28,7 +28,7 @@ _CHUNK_CELLS = 4_000_000  # replicates x rows per chunk: bounds memory at ~32 MB
 
 def weight_chunks(n: int, samples: int, seed: int) -> Iterator[np.ndarray]:
     """Bootstrap count matrices (replicates x rows), in chunks; fixed seed → same replicates."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     rng = np.random.default_rng(seed)
     per_chunk = max(1, _CHUNK_CELLS // max(n, 1))
@@ -50,8 +50,8 @@ class _Segments:
     """
 
     def __init__(self, y: np.ndarray, proba: np.ndarray, *, descending: bool, merge_positives: bool) -> None:
-        import numpy as np
-        from scipy import sparse
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+        from scipy import sparse  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
         order = np.argsort(-proba if descending else proba, kind="mergesort")
         s, ys = proba[order], y[order]
@@ -74,7 +74,7 @@ class _Segments:
         self.neg = sparse.csr_matrix((1.0 - yf, (rows, seg)), shape=(n, g))
 
     def counts(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         return np.asarray(W @ self.pos, dtype=np.float64), np.asarray(W @ self.neg, dtype=np.float64)
 
@@ -83,7 +83,7 @@ class _Scorer:
     """Every bootstrap metric of one (y, proba) pair, with the sorting done once."""
 
     def __init__(self, y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> None:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         self.y, self.proba = y, proba
         pred, pos = proba >= threshold, y == 1
@@ -92,7 +92,7 @@ class _Scorer:
         self._ap: _Segments | None = None
 
     def __call__(self, name: str, W: np.ndarray) -> np.ndarray:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         if name == "roc_auc":
             self._auc = self._auc or _Segments(self.y, self.proba, descending=False, merge_positives=True)
@@ -128,7 +128,7 @@ def weighted_metric(
     With a row of ones this equals scikit-learn's accuracy/precision/recall/f1 (at
     `threshold`), roc_auc_score and average_precision_score, ties included.
     """
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     return _Scorer(np.asarray(y).astype(int), np.asarray(proba, dtype=float), threshold)(name, W)
 
@@ -147,7 +147,7 @@ def paired_differences(
     Replicates where a ranking metric is undefined (one class drawn) come back as NaN; the
     caller's percentiles ignore them.
     """
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     y = np.asarray(y_true).astype(int)
     pc = np.asarray(candidate, dtype=float)
@@ -167,7 +167,7 @@ def paired_differences(
 
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     """Two-sided percentile interval, ignoring NaN replicates (NaN when none is defined)."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     finite = values[np.isfinite(values)]
     if finite.size == 0:
@@ -203,8 +203,8 @@ def compare(
 
 def mcnemar_pvalue(y: np.ndarray, cand: np.ndarray, champ: np.ndarray) -> float:
     """Exact McNemar test on the rows exactly one of the two models classifies correctly."""
-    import numpy as np
-    from scipy.stats import binomtest
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from scipy.stats import binomtest  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     right_c = (cand >= THRESHOLD).astype(int) == y
     right_h = (champ >= THRESHOLD).astype(int) == y
@@ -214,7 +214,7 @@ def mcnemar_pvalue(y: np.ndarray, cand: np.ndarray, champ: np.ndarray) -> float:
 
 def tolerated_flips(n: int, limit: float, alpha: float) -> int:
     """The most flips of `n` still consistent with a true rate of `limit`: P(X ≥ k | n, limit) ≥ alpha."""
-    from scipy.stats import binom
+    from scipy.stats import binom  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     if n <= 0 or limit <= 0:
         return 0
