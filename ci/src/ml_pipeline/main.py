@@ -210,7 +210,9 @@ class MlPipeline(ReleaseStages):
             str, Doc("Model reference; a version (models:/card-fraud/3) deploys exactly that one")
         ] = "models:/card-fraud@challenger",
         env: Annotated[Environment, Doc("Environment overlay")] = Environment.STAGING,
-        namespace: Annotated[str, Doc("Kubernetes namespace")] = "mlship",
+        namespace: Annotated[
+            str | None, Doc("Kubernetes namespace (default: the project settings' namespaces.<env>)")
+        ] = None,
         approve: Annotated[bool, Doc("Required for production: a human approved this release")] = False,
         tracking_uri: Annotated[str, Doc("MLflow tracking URI that resolves --model")] = "",
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
@@ -229,7 +231,9 @@ class MlPipeline(ReleaseStages):
         self,
         kubeconfig: Annotated[dagger.Secret, Doc("kubeconfig of the target cluster")],
         env: Annotated[Environment, Doc("Environment overlay")] = Environment.STAGING,
-        namespace: Annotated[str, Doc("Kubernetes namespace")] = "mlship",
+        namespace: Annotated[
+            str | None, Doc("Kubernetes namespace (default: the project settings' namespaces.<env>)")
+        ] = None,
         approve: Annotated[bool, Doc("Required for production: a human approved this rollback")] = False,
         tracking_uri: Annotated[str, Doc("MLflow tracking URI (the release records name model versions)")] = "",
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
@@ -328,7 +332,9 @@ class MlPipeline(ReleaseStages):
         kubeconfig: Annotated[
             dagger.Secret | None, Doc("Deploy to staging when given (needs a registry and a tracking server)")
         ] = None,
-        namespace: Annotated[str, Doc("Kubernetes namespace")] = "mlship",
+        namespace: Annotated[
+            str | None, Doc("Kubernetes namespace (default: the project settings' namespaces.<env>)")
+        ] = None,
     ) -> str:
         """Every stage, each reported ok/FAILED; fails naming the failed ones. Publish/deploy need credentials."""
         release = Release(

@@ -95,7 +95,7 @@ class ReleaseStages(Stages):
         kubeconfig: dagger.Secret,
         model: str,
         env: Environment,
-        namespace: str,
+        namespace: str | None,
         approve: bool,
         image: str,
         tracking_uri: str = "",
@@ -104,7 +104,9 @@ class ReleaseStages(Stages):
     ) -> dagger.Container:
         require_image_digest(image)
         args = ["mlship", "deploy", "--model", model, "--target", "kubernetes", "--env", env.value]
-        args += ["--namespace", namespace, "--image", image]
+        if namespace:  # else the project's settings decide: namespaces.<env>, as the overlays declare
+            args += ["--namespace", namespace]
+        args += ["--image", image]
         if approve:
             args.append("--approve")
         return self._kube_exec(self._kube(kubeconfig, tracking_uri, tracking_token, access), access, args)
@@ -113,13 +115,15 @@ class ReleaseStages(Stages):
         self,
         kubeconfig: dagger.Secret,
         env: Environment,
-        namespace: str,
+        namespace: str | None = None,
         approve: bool = False,
         tracking_uri: str = "",
         tracking_token: dagger.Secret | None = None,
         access: KubeAccess | None = None,
     ) -> dagger.Container:
-        args = ["mlship", "rollback", "--target", "kubernetes", "--env", env.value, "--namespace", namespace]
+        args = ["mlship", "rollback", "--target", "kubernetes", "--env", env.value]
+        if namespace:
+            args += ["--namespace", namespace]
         if approve:
             args.append("--approve")
         return self._kube_exec(self._kube(kubeconfig, tracking_uri, tracking_token, access), access, args)
@@ -205,7 +209,7 @@ class Release:
     username: str
     password: dagger.Secret | None
     kubeconfig: dagger.Secret | None
-    namespace: str
+    namespace: str | None
     kube: KubeAccess | None = None
 
     def check(self) -> None:
