@@ -399,7 +399,7 @@ def test_deploy_and_rollback_mount_kubeconfig_as_secret_and_reach_mlflow(pipe: M
     # the pinned kubectl is the one `mlship` runs: it replaces the venv's (dev dependency) kubectl,
     # which is first on PATH; in /usr/local/bin it was shadowed
     assert (
-        f"withFile(path='{main.VENV}/bin/kubectl', source=<File:container().from(address='{images.KUBECTL}')" in chain
+        f"withFile(path='{constants.VENV}/bin/kubectl', source=<File:container().from(address='{images.KUBECTL}')" in chain
     )
     assert re.search(r"withEnvVariable\(name='PATH', value='" + re.escape(main.VENV) + "/bin:", chain)
     assert "withMountedSecret(path='/root/.kube/config', source=<Secret:setSecret(name='kubeconfig'" in chain
