@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlship.errors import InfraError, PipelineRejected
+from mlship.model_ref import model_label
 from mlship.redaction import MASK, redact
 from mlship.webhook import NOTIFY_EVENTS, WEBHOOK_ENV
 
@@ -74,7 +75,7 @@ class Notice:
     def to_slack(self) -> dict[str, Any]:
         """Slack's incoming-webhook shape: `text` (also the notification's fallback) plus blocks."""
         icon = "⚠️" if self.warning else ICONS.get(self.verdict, "ℹ️")
-        subject = f"{self.model} v{self.version}" if self.model and self.version else self.model or ""
+        subject = model_label(self.model, self.version, self.model or "")
         where = f" ({self.env})" if self.env else ""
         caveat = " ⚠ NOT ENOUGH EVIDENCE" if self.warning else ""
         text = f"{icon} mlship {self.event} {self.verdict.upper()}{caveat}: {subject}{where} — {self.summary}"

@@ -10,10 +10,12 @@ import datetime as dt
 from typing import Any
 
 from mlship import cli
+from mlship.model_ref import model_label
 
 
-def _label(rel: dict[str, Any]) -> str:
-    return f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else str(rel.get("uri", "-"))
+def release_label(rel: dict[str, Any]) -> str:
+    """A serialised release's label (see `mlship.model_ref.model_label`), `-` when it has no URI either."""
+    return model_label(rel.get("name"), rel.get("version"), str(rel.get("uri", "-")))
 
 
 def repair(info: dict[str, Any], env: str) -> str:
@@ -54,7 +56,7 @@ def print_status(info: dict[str, Any]) -> None:
         colors.add_column(col)
     for color, c in info["colors"].items():
         rel = c["release"] or {}
-        label = f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else rel.get("uri", "-")
+        label = release_label(rel)
         colors.add_row(color, "yes" if c["running"] else "no", label, rel.get("outcome", "-"))
     out.print(colors)
     back = info.get("rollback_to")
@@ -79,7 +81,7 @@ def print_status(info: dict[str, Any]) -> None:
 def _shadow_line(shadow: dict[str, Any]) -> str:
     """One line: what the shadow compares and how it is doing."""
     rel = shadow["release"]
-    head = f"shadow: {_label(rel)} on {shadow['color']} gets {shadow['sample']:.0%} of live /predict requests"
+    head = f"shadow: {release_label(rel)} on {shadow['color']} gets {shadow['sample']:.0%} of live /predict requests"
     f = shadow.get("figures")
     if not f:
         return head + " (no figures: the copier did not answer)"

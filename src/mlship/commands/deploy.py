@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlship import cli, notify
-from mlship.commands._deploy_status import print_status, repair
+from mlship.commands._deploy_status import print_status, release_label, repair
 from mlship.errors import ConfigError, InfraError, PipelineRejected
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ def _gitops_status(settings: Settings, env: str, namespace: str | None, as_json:
     declared = info["declared"]
     live = declared["live"]
     release = declared["colors"].get(live) if live else None
-    what = f"{release['name']} v{release['version']} ({release['image']}) on {live}" if release else "nothing"
+    what = f"{release_label(release)} ({release['image']}) on {live}" if release else "nothing"
     out.print(f"gitops/{env}: Git declares {what}; the cluster's live Service selects {info['cluster']['live'] or '-'}")
     if info["in_sync"]:
         out.print("in sync: the cluster runs what Git declares")

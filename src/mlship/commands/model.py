@@ -15,6 +15,7 @@ from mlship.errors import ConfigError
 from mlship.fsutil import write_json
 from mlship.model import train as training
 from mlship.model.gates.verdict import FORCED_TAG, require_pass
+from mlship.model_ref import model_label
 from mlship.registry import Registry, model_dir_info
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def promote(
     def action(settings: Settings) -> int:
         registry = Registry.from_settings(settings)
         record = registry.version_record(settings.model_name, version)
-        label = f"{settings.model_name} v{version}"
+        label = model_label(settings.model_name, version, version)
         override = require_pass(record, label, "mlship gate --candidate models:/<name>/<version>", force, reason, _warn)
         before = registry.alias_version(settings.model_name, alias)
         if override:

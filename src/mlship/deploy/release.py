@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mlship.deploy.lock import deploy_lock
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json
+from mlship.model_ref import ModelRef
 from mlship.provenance import git_sha
 
 if TYPE_CHECKING:
@@ -32,14 +33,12 @@ def other(color: str) -> str:
 
 
 @dataclass(frozen=True)
-class Release:
-    """One model version bound for (or running on) one color."""
+class Release(ModelRef):
+    """One model version bound for (or running on) one color: the pinned `ModelRef` plus where and how it runs.
 
-    ref: str
-    uri: str
-    name: str | None = None
-    version: str | None = None
-    run_id: str | None = None
+    Serialised flat (the model's fields beside the deploy's), as deploy state files always were.
+    """
+
     image: str | None = None
     git_sha: str = "unknown"
     color: str = ""
@@ -49,9 +48,10 @@ class Release:
     outcome: str = "pending"
     detail: str = ""
 
-    @property
-    def label(self) -> str:
-        return f"{self.name} v{self.version}" if self.name and self.version else self.uri
+    @classmethod
+    def of(cls, model: ModelRef, **deploy: Any) -> Release:
+        """The release of a pinned model; `deploy` sets the deploy's fields (and may override `ref`)."""
+        return cls(**{**model.identity(), **deploy})
 
     def with_(self, **changes: Any) -> Release:
         return replace(self, **changes)
@@ -204,12 +204,9 @@ def resolve_release(
 ) -> Release:
     """A release pinned once: an alias becomes the version it names right now, with the git sha."""
     resolved = registry.resolve(model_ref)
-    return Release(
+    return Release.of(
+        resolved,
         ref=model_ref,
-        uri=resolved.uri,
-        name=resolved.name,
-        version=resolved.version,
-        run_id=resolved.run_id,
         image=image,
         git_sha=git_sha(settings.root),
         env=env,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mlship import integrity
 from mlship.errors import ConfigError
 from mlship.model.gates.verdict import GATE_REPORT_TAG, RECORD_TAGS, gate_label
+from mlship.model_ref import ModelRef
 from mlship.registry.connection import check_server, infra, looks_like_connection_error, quiet
 from mlship.registry.model_dir import default_requirements, load_model_dir
 from mlship.registry.passed import PASSED_IMAGES_KEPT, PASSED_TAG, PassedRecord, passed_from_tags
@@ -41,20 +42,10 @@ class ModelNotFound(ConfigError):
 
 
 @dataclass(frozen=True)
-class ResolvedModel:
-    """A model reference pinned to something immutable: what gets compared, served, deployed."""
+class ResolvedModel(ModelRef):
+    """A model reference as the registry pinned it: the `ModelRef` plus the version's aliases at that moment."""
 
-    ref: str
-    uri: str
-    name: str | None = None
-    version: str | None = None
-    run_id: str | None = None
     aliases: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        """Human name: `card-fraud v3`, or the URI for unregistered models."""
-        return f"{self.name} v{self.version}" if self.name and self.version else self.uri
 
 
 @dataclass(frozen=True)

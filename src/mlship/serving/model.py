@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlship.model_ref import ModelRef
 from mlship.registry import Registry, load_model_dir, model_dir_info, model_input_example, model_input_schema
 from mlship.serving import compiled as compiler  # the module: tests replace its functions
 from mlship.serving.columns import Columns
@@ -52,14 +53,11 @@ class Column:
 
 
 @dataclass(frozen=True)
-class ModelSource:
-    """A model reference pinned to something immutable, not loaded yet."""
+class ModelSource(ModelRef):
+    """The `ModelRef` the server will load, not loaded yet: always named and versioned, maybe already on disk."""
 
-    ref: str
-    uri: str
-    name: str
-    version: str
-    run_id: str | None
+    name: str = ""
+    version: str = ""
     directory: Path | None = None
 
 

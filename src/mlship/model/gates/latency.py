@@ -70,9 +70,7 @@ def measure_latency(
 def served_latency(cand: LoadedModel, X: pd.DataFrame, settings: Settings) -> LatencyStats | GateResult:
     """The candidate as `mlship serve` would hold it (same loaded object, same pipeline choice), timed."""
     name = "latency.p99_ms"
-    source = ModelSource(
-        ref=cand.ref, uri=cand.uri, name=cand.name or "", version=cand.version or "", run_id=cand.run_id
-    )
+    source = ModelSource(**{**cand.pinned.identity(), "name": cand.name or "", "version": cand.version or ""})
     served = served_view(cand.model, cand.directory, source, settings)
     rows = request_rows(served, X)
     setting = setting_line("latency_p99_ms", settings.gates.latency_p99_ms)

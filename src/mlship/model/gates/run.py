@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,16 +128,7 @@ def _materialise(registry: Registry, ref: str, dest: Path) -> LoadedModel:
     run_id = resolved.run_id
     if run_id is None:
         run_id = model_dir_info(directory).get("run_id")
-    return LoadedModel(
-        ref=ref,
-        uri=resolved.uri,
-        label=resolved.label,
-        directory=directory,
-        model=load_model_dir(directory),
-        run_id=run_id,
-        name=resolved.name,
-        version=resolved.version,
-    )
+    return LoadedModel.of(replace(resolved, ref=ref), directory, load_model_dir(directory), run_id=run_id)
 
 
 def directory_bytes(path: Path) -> int:

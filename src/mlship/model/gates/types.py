@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlship.model_ref import ModelRef
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -85,7 +87,11 @@ class EvalData:
 
 @dataclass
 class LoadedModel:
-    """A model reference pinned, materialised as a directory, and loaded."""
+    """A model reference pinned, materialised as a directory, and loaded.
+
+    Its fields stay flat (tests and the gate build it positionally); `pinned` is its `ModelRef`,
+    and `of` builds one from the registry's `ResolvedModel`, label included.
+    """
 
     ref: str
     uri: str
@@ -95,6 +101,25 @@ class LoadedModel:
     run_id: str | None = None
     name: str | None = None
     version: str | None = None
+
+    @classmethod
+    def of(cls, resolved: ModelRef, directory: Path, model: Any, *, run_id: str | None) -> LoadedModel:
+        """The loaded model `resolved` names (`run_id` may come from its directory when the registry had none)."""
+        return cls(
+            ref=resolved.ref,
+            uri=resolved.uri,
+            label=resolved.label,
+            directory=directory,
+            model=model,
+            run_id=run_id,
+            name=resolved.name,
+            version=resolved.version,
+        )
+
+    @property
+    def pinned(self) -> ModelRef:
+        """The model reference this was loaded from."""
+        return ModelRef(ref=self.ref, uri=self.uri, name=self.name, version=self.version, run_id=self.run_id)
 
     def describe(self) -> dict[str, Any]:
         return {
