@@ -52,8 +52,9 @@ def run_seconds(rows: int) -> dict[str, float]:
 
 
 def validate_seconds(rows: int) -> dict[str, float]:
+    from mlship.data.suite import load_suite
     from mlship.data.synth import write_synthetic
-    from mlship.data.validation import load_suite, validate_file, validate_frame
+    from mlship.data.validation import validate_file, validate_frame
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.parquet"

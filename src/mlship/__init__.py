@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from mlship.batch.engine import predict_batch
     from mlship.batch.run import BatchResult
     from mlship.data.synth import write_synthetic
-    from mlship.data.validation import ValidationReport, validate_file
+    from mlship.data.validation import validate_file
+    from mlship.data.validation_report import ValidationReport
     from mlship.deploy.controller import Controller
     from mlship.deploy.factory import controller
     from mlship.deploy.release import Release
@@ -45,7 +46,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # mlship data synth / validate
     "write_synthetic": ("mlship.data.synth", "write_synthetic"),
     "validate_file": ("mlship.data.validation", "validate_file"),
-    "ValidationReport": ("mlship.data.validation", "ValidationReport"),
+    "ValidationReport": ("mlship.data.validation_report", "ValidationReport"),
     # mlship train
     "train": ("mlship.model.train", "train"),
     "TrainResult": ("mlship.model.train", "TrainResult"),

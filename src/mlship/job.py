@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlship import notify
-from mlship.data import validation
+from mlship.data import validation, validation_report
 from mlship.data.io import read_table
 from mlship.data.synth import write_synthetic
 from mlship.deploy.factory import controller
@@ -111,7 +111,7 @@ def run(
 
     def do_validate() -> str:
         report = validation.validate_file(path, settings.suite_path, settings)
-        validation.write_report(report, reports)
+        validation_report.write_report(report, reports)
         if not report.valid:
             names = ", ".join(f"{o.expectation}({o.column or 'table'})" for o in report.failures[:3])
             raise PipelineRejected(

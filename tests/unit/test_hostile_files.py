@@ -15,7 +15,8 @@ import pytest
 from mlship.batch.report import BatchSummary, PartStats
 from mlship.batch.report import render_markdown as batch_markdown
 from mlship.data.io import MAX_HEADER_BYTES, MAX_LINE_BYTES, LineCapped, read_table
-from mlship.data.validation import ExpectationOutcome, ValidationReport, render_markdown, validate_frame, write_report
+from mlship.data.validation import validate_frame
+from mlship.data.validation_report import ExpectationOutcome, ValidationReport, render_markdown, write_report
 from mlship.errors import ConfigError
 from mlship.report_text import MAX_TEXT, cell, code, one_line
 

@@ -5,15 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from mlship.data.suite import init_suite, load_suite
 from mlship.data.synth import Corruption, corrupt, generate
-from mlship.data.validation import (
-    init_suite,
-    load_suite,
-    render_markdown,
-    validate_file,
-    validate_frame,
-    write_report,
-)
+from mlship.data.validation import validate_file, validate_frame
+from mlship.data.validation_report import render_markdown, write_report
 from mlship.errors import ConfigError
 from mlship.settings import Settings
 from tests.conftest import SUITE
@@ -201,7 +196,7 @@ def test_a_suite_without_kinds_learns_them_from_the_training_data_and_says_how_t
 ) -> None:
     import pandas as pd
 
-    from mlship.data.validation import record_training_kinds
+    from mlship.data.schema import record_training_kinds
 
     settings = Settings(root=tmp_path)
     old = tmp_path / "old.json"
@@ -242,7 +237,7 @@ def test_string_and_boolean_columns_hold_their_kind(
 ) -> None:
     import pandas as pd
 
-    from mlship.data.validation import schema_outcomes
+    from mlship.data.schema import schema_outcomes
 
     assert isinstance(clean, pd.DataFrame)
     frame = clean.assign(flag=[True, False] * (len(clean) // 2))

@@ -11,6 +11,9 @@ import typer
 
 from mlship import cli
 from mlship.data.io import read_table
+from mlship.data.suite import init_suite, write_suite
+from mlship.data.validation import validate_file
+from mlship.data.validation_report import ValidationReport, describe_observed, write_report
 from mlship.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -83,8 +86,6 @@ def validate(
     """Validate a dataset against its expectation suite (exit 0 valid, 1 invalid, 2 unreadable)."""
 
     def action(settings: Settings) -> int:
-        from mlship.data import validation  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
-
         data_path = data or settings.data_path
         suite_path = suite or settings.suite_path
         out = console()
@@ -93,15 +94,15 @@ def validate(
                 raise ConfigError(f"suite {suite_path} already exists", hint="pass --force to overwrite it")
 
             sample = read_table(data_path) if data_path.exists() else None
-            validation.write_suite(validation.init_suite(settings, sample), suite_path)
+            write_suite(init_suite(settings, sample), suite_path)
             source = f"profiled from {data_path}" if sample is not None else "schema only (no data to profile)"
             out.print(f"wrote expectation suite {suite_path} ({source})")
             return 0
-        report = validation.validate_file(data_path, suite_path, settings)
+        report = validate_file(data_path, suite_path, settings)
         if report.note:
             print(f"mlship: note: {report.note}", file=sys.stderr)
         reports = report_dir or settings.reports_path
-        _, md = validation.write_report(report, reports)
+        _, md = write_report(report, reports)
         print_validation(report)
         out.print(f"report: {md}")
         return 0 if report.valid else 1
@@ -112,8 +113,6 @@ def validate(
 def print_validation(report: object) -> None:
     """A rich table of failures and warnings, and the verdict line."""
     from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
-
-    from mlship.data.validation import ValidationReport, describe_observed  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
     assert isinstance(report, ValidationReport)
     out = console()

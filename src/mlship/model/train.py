@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlship import provenance
 from mlship.data.io import fingerprint, read_table
-from mlship.data.validation import record_training_kinds
+from mlship.data.schema import record_training_kinds
 from mlship.errors import ConfigError
 from mlship.fsutil import ordinary_permissions, write_json, write_with
 from mlship.model.metrics import classification_metrics, positive_proba

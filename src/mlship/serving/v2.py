@@ -130,6 +130,68 @@ def _ok(payload: Any) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), 200, media_type="application/json")
 
 
+def _served(state: ServerState, name: str, version: str | None) -> ServedModel:
+    """The model this server serves as `name` (and `version`), or a V2Error: 503 not ready, 404 another."""
+    model = state.model
+    if not state.ready or model is None:
+        raise V2Error(state.failure or "the model is not ready yet", 503)
+    if name != model.name:
+        raise V2Error(f"unknown model {name!r}; this server serves {model.name!r}", 404)
+    if version is not None and version != model.version:
+        raise V2Error(f"unknown version {version!r} of {name!r}; this server serves version {model.version}", 404)
+    return model
+
+
+async def _model_metadata(state: ServerState, name: str, version: str | None) -> Response:
+    try:
+        return _ok(metadata(_served(state, name, version)))
+    except V2Error as exc:
+        return _error(exc.message, exc.status)
+
+
+async def _model_ready(state: ServerState, name: str, version: str | None) -> Response:
+    try:
+        _served(state, name, version)
+    except V2Error as exc:
+        if exc.status == 503:
+            return Response(orjson.dumps({"name": name, "ready": False}), 503, media_type="application/json")
+        return _error(exc.message, exc.status)
+    return _ok({"name": name, "ready": True})
+
+
+async def _infer(state: ServerState, limit: int, request: Request, name: str, version: str | None) -> Response:
+    """One V2 inference through the server's batcher; every failure is the protocol's `{"error": ...}`."""
+    try:
+        model = _served(state, name, version)
+    except V2Error as exc:
+        return _error(exc.message, exc.status)
+    batcher, schema = state.batcher, state.schema
+    if batcher is None or schema is None:  # pragma: no cover - ready implies both
+        return _error("the model is not ready yet", 503)
+    batcher.arriving += 1
+    try:
+        raw = await read_body(request, limit)
+    except BodyTooLarge:
+        return _error(f"request body is larger than {limit} bytes", 413)
+    except ClientDisconnect:
+        return _error("the client closed the connection before its body arrived", CLIENT_CLOSED)
+    finally:
+        batcher.arriving -= 1
+    try:
+        parsed, rows = parse(raw, model, schema, request.headers.get(HEADER_LENGTH))
+        if SYNTHETIC_HEADER in request.headers:
+            rows = rows.not_logged()
+        labels, probabilities = await batcher.predict(rows)
+    except V2Error as exc:
+        return _error(exc.message, exc.status)
+    except BatcherClosed:
+        return _error("the server is shutting down", 503)
+    except Exception as exc:  # noqa: BLE001 - a model error is this request's 500, not the server's end
+        state.access.write({"event": "prediction_failed", "error": f"{type(exc).__name__}: {exc}"})
+        return _error(f"prediction failed: {type(exc).__name__}", 500)
+    return response(parsed, model, labels, probabilities)
+
+
 def add_routes(app: FastAPI, state: ServerState) -> None:
     """Register the V2 endpoints on the server's app (they share its state, batcher and metrics)."""
     limit = state.settings.serve.max_body_bytes
@@ -138,16 +200,6 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         404: {"description": "No such model or version on this server."},
         503: {"description": "The model is not loaded and warmed yet."},
     }
-
-    def served(name: str, version: str | None) -> ServedModel:
-        model = state.model
-        if not state.ready or model is None:
-            raise V2Error(state.failure or "the model is not ready yet", 503)
-        if name != model.name:
-            raise V2Error(f"unknown model {name!r}; this server serves {model.name!r}", 404)
-        if version is not None and version != model.version:
-            raise V2Error(f"unknown version {version!r} of {name!r}; this server serves version {model.version}", 404)
-        return model
 
     @app.get("/v2", summary="V2 server metadata.", tags=["v2"])
     async def server_metadata() -> Response:
@@ -163,52 +215,6 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             return _ok({"ready": True})
         return Response(orjson.dumps({"ready": False}), 503, media_type="application/json")
 
-    async def model_metadata(name: str, version: str | None) -> Response:
-        try:
-            return _ok(metadata(served(name, version)))
-        except V2Error as exc:
-            return _error(exc.message, exc.status)
-
-    async def model_ready(name: str, version: str | None) -> Response:
-        try:
-            served(name, version)
-        except V2Error as exc:
-            if exc.status == 503:
-                return Response(orjson.dumps({"name": name, "ready": False}), 503, media_type="application/json")
-            return _error(exc.message, exc.status)
-        return _ok({"name": name, "ready": True})
-
-    async def infer(request: Request, name: str, version: str | None) -> Response:
-        try:
-            model = served(name, version)
-        except V2Error as exc:
-            return _error(exc.message, exc.status)
-        batcher, schema = state.batcher, state.schema
-        if batcher is None or schema is None:  # pragma: no cover - ready implies both
-            return _error("the model is not ready yet", 503)
-        batcher.arriving += 1
-        try:
-            raw = await read_body(request, limit)
-        except BodyTooLarge:
-            return _error(f"request body is larger than {limit} bytes", 413)
-        except ClientDisconnect:
-            return _error("the client closed the connection before its body arrived", CLIENT_CLOSED)
-        finally:
-            batcher.arriving -= 1
-        try:
-            parsed, rows = parse(raw, model, schema, request.headers.get(HEADER_LENGTH))
-            if SYNTHETIC_HEADER in request.headers:
-                rows = rows.not_logged()
-            labels, probabilities = await batcher.predict(rows)
-        except V2Error as exc:
-            return _error(exc.message, exc.status)
-        except BatcherClosed:
-            return _error("the server is shutting down", 503)
-        except Exception as exc:  # noqa: BLE001 - a model error is this request's 500, not the server's end
-            state.access.write({"event": "prediction_failed", "error": f"{type(exc).__name__}: {exc}"})
-            return _error(f"prediction failed: {type(exc).__name__}", 500)
-        return response(parsed, model, labels, probabilities)
-
     meta = {"summary": "V2 model metadata: inputs from the signature, outputs.", "tags": ["v2"], "responses": errors}
     ready_doc = {"summary": "V2 model ready.", "tags": ["v2"], "responses": errors}
     infer_doc = {
@@ -219,27 +225,27 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/v2/models/{name}", **meta)  # type: ignore[arg-type]
     async def metadata_any(name: str) -> Response:
-        return await model_metadata(name, None)
+        return await _model_metadata(state, name, None)
 
     @app.get("/v2/models/{name}/versions/{version}", **meta)  # type: ignore[arg-type]
     async def metadata_version(name: str, version: str) -> Response:
-        return await model_metadata(name, version)
+        return await _model_metadata(state, name, version)
 
     @app.get("/v2/models/{name}/ready", **ready_doc)  # type: ignore[arg-type]
     async def ready_any(name: str) -> Response:
-        return await model_ready(name, None)
+        return await _model_ready(state, name, None)
 
     @app.get("/v2/models/{name}/versions/{version}/ready", **ready_doc)  # type: ignore[arg-type]
     async def ready_version(name: str, version: str) -> Response:
-        return await model_ready(name, version)
+        return await _model_ready(state, name, version)
 
     @app.post("/v2/models/{name}/infer", **infer_doc)  # type: ignore[arg-type]
     async def infer_any(request: Request, name: str) -> Response:
-        return await infer(request, name, None)
+        return await _infer(state, limit, request, name, None)
 
     @app.post("/v2/models/{name}/versions/{version}/infer", **infer_doc)  # type: ignore[arg-type]
     async def infer_version(request: Request, name: str, version: str) -> Response:
-        return await infer(request, name, version)
+        return await _infer(state, limit, request, name, version)
 
 
 INFER_PATHS = ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer")

@@ -130,15 +130,7 @@ def parse(
     fractions, finiteness); tensors given as binary data go straight into numpy.
     """
     header, binary = split_body(raw, header_length)
-    try:
-        request = InferenceRequest.model_validate_json(header)
-    except PydanticValidationError as exc:
-        err = exc.errors(include_url=False, include_context=False, include_input=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        hint = ""
-        if header_length is None and err["type"] == "json_invalid" and "trailing" in err["msg"]:
-            hint = " (binary tensor data after the JSON needs the Inference-Header-Content-Length header)"
-        raise V2Error(f"{where}: {err['msg']}{hint}") from None
+    request = _request(header, header_length)
     columns = {c.name: c for c in model.columns}
     seen: dict[str, Any] = {}
     from_json: dict[str, list[Any]] = {}
@@ -160,28 +152,11 @@ def parse(
             raise V2Error(f"input {tensor.name!r} has datatype {tensor.datatype}; the model takes {want}")
         size = (tensor.parameters or {}).get("binary_data_size")
         if size is not None:
-            if type(size) is not int or size < 0:
-                raise V2Error(f"input {tensor.name!r}: binary_data_size must be a number of bytes, not {size!r}")
-            if tensor.data is not None:
-                raise V2Error(f"input {tensor.name!r} has both data and binary_data_size; give one")
-            chunk = binary[offset : offset + size]
-            if len(chunk) < size:
-                raise V2Error(
-                    f"input {tensor.name!r}: binary_data_size is {size} but {len(binary) - offset} bytes of binary "
-                    "data are left (is Inference-Header-Content-Length the JSON header's length?)"
-                )
-            offset += size
+            chunk = _binary_chunk(tensor, size, binary, offset)
+            offset += len(chunk)
             seen[tensor.name] = _from_binary(tensor, column, chunk, n)
             continue
-        if tensor.data is None:
-            raise V2Error(
-                f"input {tensor.name!r} has no data: give data, or binary_data_size with the binary tensor extension"
-            )
-        values = _flatten(tensor.data)
-        if len(values) != n:
-            raise V2Error(f"input {tensor.name!r}: shape {tensor.shape} needs {n} values, data has {len(values)}")
-        if tensor.datatype in _INTEGERS:
-            _check_integers(tensor, values)
+        values = _json_values(tensor, n)
         from_json[tensor.name] = values
         seen[tensor.name] = _json_column(column, values)
     if offset != len(binary):
@@ -203,6 +178,48 @@ def parse(
         _validated(records, schema)
         raise V2Error("the inputs do not fit the model's signature")  # pragma: no cover - _validated raised
     return request, Columns(rows_n, {c.name: seen[c.name] for c in model.columns})
+
+
+def _request(header: bytes, header_length: str | None) -> InferenceRequest:
+    """The JSON header as the protocol's request; the first pydantic error, located, as a V2Error."""
+    try:
+        return InferenceRequest.model_validate_json(header)
+    except PydanticValidationError as exc:
+        err = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        hint = ""
+        if header_length is None and err["type"] == "json_invalid" and "trailing" in err["msg"]:
+            hint = " (binary tensor data after the JSON needs the Inference-Header-Content-Length header)"
+        raise V2Error(f"{where}: {err['msg']}{hint}") from None
+
+
+def _binary_chunk(tensor: RequestInput, size: Any, binary: memoryview, offset: int) -> memoryview:
+    """The `size` bytes of this input's binary data at `offset`, once `size` and the input are checked."""
+    if type(size) is not int or size < 0:
+        raise V2Error(f"input {tensor.name!r}: binary_data_size must be a number of bytes, not {size!r}")
+    if tensor.data is not None:
+        raise V2Error(f"input {tensor.name!r} has both data and binary_data_size; give one")
+    chunk = binary[offset : offset + size]
+    if len(chunk) < size:
+        raise V2Error(
+            f"input {tensor.name!r}: binary_data_size is {size} but {len(binary) - offset} bytes of binary "
+            "data are left (is Inference-Header-Content-Length the JSON header's length?)"
+        )
+    return chunk
+
+
+def _json_values(tensor: RequestInput, n: int) -> list[Any]:
+    """A JSON tensor's `n` values, flat; an integer datatype's values whole and in its range."""
+    if tensor.data is None:
+        raise V2Error(
+            f"input {tensor.name!r} has no data: give data, or binary_data_size with the binary tensor extension"
+        )
+    values = _flatten(tensor.data)
+    if len(values) != n:
+        raise V2Error(f"input {tensor.name!r}: shape {tensor.shape} needs {n} values, data has {len(values)}")
+    if tensor.datatype in _INTEGERS:
+        _check_integers(tensor, values)
+    return values
 
 
 def _plain_list(values: Any) -> list[Any]:
