@@ -375,7 +375,7 @@ def defaults_note(config: Path | None, *, cwd: Path | None = None) -> str | None
     d = Settings()
     return (
         f"no --config and no [tool.mlship] in {source}: using the built-in card-fraud example settings "
-        f"(target {d.target!r}, {len(d.features)} features, data {d.data}; see README 'Configuration')"
+        f"(target {d.target!r}, {len(d.features)} features, data {d.data}; see docs/configuration.md)"
     )
 
 

@@ -1,4 +1,4 @@
-"""The exit-code contract, table-driven: bad input × command → the code design.md promises, and one line.
+"""The exit-code contract, table-driven: bad input × command → the code the README promises, and one line.
 
 0 done · 1 the pipeline said no · 2 usage/configuration · 3 environment. Every error is one
 `mlship: error: …` line (a traceback only under --debug, which never changes the code), and a

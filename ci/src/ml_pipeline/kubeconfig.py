@@ -31,7 +31,8 @@ TUNNEL_ALIAS = "kube-api"
 TUNNEL_DIR = "/run/mlship-kube"
 """A tmpfs in the deploy's container where the rewritten copy of the kubeconfig lives (no layer)."""
 TOKEN_FIX = (
-    "use a token kubeconfig for the CI identity (README, Kubernetes: a ServiceAccount token kubeconfig "
+    "use a token kubeconfig for the CI identity (docs/deploy.md, 'Setting up an environment': a ServiceAccount "
+    "token kubeconfig "
     "from deployment/k8s/rbac)"
 )
 

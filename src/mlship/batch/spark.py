@@ -250,7 +250,7 @@ def _no_s3a(exc: Exception, what: str) -> InfraError | None:
     if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
         return InfraError(
             f"{what}: this Spark has no s3a filesystem (hadoop-aws)",
-            hint="run on a cluster with the hadoop-aws jars (see the README: Spark on a cluster)",
+            hint="run on a cluster with the hadoop-aws jars (docs/monitoring.md, 'Batch scoring on Spark')",
         )
     return None
 

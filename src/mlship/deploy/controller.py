@@ -1,4 +1,4 @@
-"""The blue-green controller: one code path for every target (design.md, "Blue-green, precisely").
+"""The blue-green controller: one code path for every target (docs/deploy.md, "What a deploy does").
 
 resolve once → lock → start idle → wait ready → smoke idle → switch (or canary split) →
 verify live → keep the previous color warm for the rollback window → record. Any failure

@@ -1,4 +1,4 @@
-"""Stop the previous color when the rollback window ends (design.md, blue-green step 6).
+"""Stop the previous color when the rollback window ends (docs/deploy.md, "What a deploy does", step 6).
 
 After a switch the controller starts `python -m mlship.deploy.retire SPEC` as a detached
 process (pid and start time recorded in the environment's state). It sleeps until the

@@ -1,4 +1,4 @@
-"""Retiring the previous color when the rollback window ends (design.md, blue-green step 6).
+"""Retiring the previous color when the rollback window ends (docs/deploy.md, "What a deploy does", step 6).
 
 The controller schedules a detached retirement process after each switch (`mlship.deploy.retire`
 runs it) and, past the window, a later command reaps what is left; `down` waits for a retirement

@@ -26,7 +26,8 @@ from mlship.errors import ConfigError
 from mlship.fsutil import write_json, write_text
 
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
-# The project's policy: an accepted finding is re-reviewed at least this often (README, Security).
+# The project's policy: an accepted finding is re-reviewed at least this often
+# (docs/security.md, "The image scan gate").
 MAX_ACCEPTANCE_DAYS = 90
 _UNFIXED_STATUSES = {"affected", "will_not_fix", "fix_deferred", "end_of_life", "under_investigation"}
 
