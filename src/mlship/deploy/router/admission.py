@@ -32,6 +32,28 @@ SATURATED_FOR_S = 60.0
 """A router that refused a client for want of a free connection this recently counts as saturated in `status`."""
 
 
+def saturation(state: dict[str, Any], url: str, *, refused_now: bool = False) -> str | None:
+    """What `status` says about a router whose connections are all taken; None when it is not.
+
+    From the router's own figures: it refused a client for want of a free connection in the
+    last minute, or every connection is open. The busiest client address is named: that is
+    where to look, not at the release.
+    """
+    limits = state.get("limits") or {}
+    cap, busy = limits.get("max_connections"), state.get("connections")
+    at = state.get("saturated_at")
+    recent = refused_now or (isinstance(at, (int, float)) and time.time() - at < SATURATED_FOR_S)
+    full = isinstance(cap, int) and isinstance(busy, int) and busy >= cap
+    if not recent and not full:
+        return None
+    busiest = state.get("busiest")
+    who = f", the most from one address: {busiest[1]} from {busiest[0]}" if busiest else ""
+    return (
+        f"the router on {url} is saturated, not the release: {busy} of {cap} connections open, "
+        f"{state.get('refused_connections', 0)} clients refused{who}"
+    )
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one client may cost the router."""

@@ -25,6 +25,7 @@ from mlship.deploy import synthetic
 from mlship.deploy.process import Handle, ours, spawn, terminate
 from mlship.deploy.release import COLORS, Release
 from mlship.deploy.router import MAX_BODY, MAX_CONNECTIONS
+from mlship.deploy.router.admission import saturation
 from mlship.deploy.targets.base import ColorFailed, Signal, Target
 from mlship.deploy.targets.runners import ColorRunner, ProcessRunner, describe
 from mlship.errors import InfraError
@@ -49,32 +50,6 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
-
-
-SATURATED_FOR_S = 60.0
-"""A router that refused a client for want of a free connection this recently is saturated."""
-
-
-def saturation(state: dict[str, Any], url: str, *, refused_now: bool = False) -> str | None:
-    """What `status` says about a router whose connections are all taken; None when it is not.
-
-    From the router's own figures: it refused a client for want of a free connection in the
-    last minute, or every connection is open. The busiest client address is named: that is
-    where to look, not at the release.
-    """
-    limits = state.get("limits") or {}
-    cap, busy = limits.get("max_connections"), state.get("connections")
-    at = state.get("saturated_at")
-    recent = refused_now or (isinstance(at, (int, float)) and time.time() - at < SATURATED_FOR_S)
-    full = isinstance(cap, int) and isinstance(busy, int) and busy >= cap
-    if not recent and not full:
-        return None
-    busiest = state.get("busiest")
-    who = f", the most from one address: {busiest[1]} from {busiest[0]}" if busiest else ""
-    return (
-        f"the router on {url} is saturated, not the release: {busy} of {cap} connections open, "
-        f"{state.get('refused_connections', 0)} clients refused{who}"
-    )
 
 
 class LocalTarget(Target):
