@@ -422,6 +422,46 @@ def test_deploy_and_rollback_mount_kubeconfig_as_secret_and_reach_mlflow(pipe: M
     assert "withEnvVariable(name='MLFLOW_TRACKING_URI', value='http://ml:5000')" in render(rollback)
 
 
+def test_deploy_rollback_and_all_let_the_settings_choose_the_namespace_by_default(
+    pipe: MlPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staging and production are separate namespaces (the overlays, the RBAC kustomizations, the
+    settings' `namespaces.<env>`): no `--namespace` unless one is given, so `mlship` picks
+    `namespaces.<env>`; an empty value (a CI variable left unset) is no value."""
+    import inspect
+
+    for fn in (MlPipeline.deploy, MlPipeline.rollback, MlPipeline.all):
+        assert inspect.signature(fn).parameters["namespace"].default is None, fn.__name__
+    kc = dag.set_secret("kubeconfig", "apiVersion: v1")
+    for namespace in (None, ""):
+        deploy = execs(pipe._deploy(kc, "models:/m/1", Environment.PRODUCTION, namespace, True, IMAGE))[-1]
+        assert "--namespace" not in deploy and deploy[deploy.index("--env") + 1] == "production"
+        rollback = execs(pipe._rollback(kc, Environment.PRODUCTION, namespace, True))[-1]
+        assert "--namespace" not in rollback and "--approve" in rollback
+    views: list[str] = []
+
+    async def view(ctr: dagger.Container) -> str:
+        views.append("kubectl config view")
+        return (
+            '{"current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],'
+            '"clusters": [{"name": "k", "cluster": {"server": "https://k8s.example:6443"}}], "users": []}'
+        )
+
+    ran: list[list[str]] = []
+
+    async def stdout(self: dagger.Container) -> str:
+        ran.append(execs(self)[-1])
+        return ""
+
+    monkeypatch.setattr(main, "_stdout", view)
+    monkeypatch.setattr(dagger.Container, "stdout", stdout)
+    anyio.run(lambda: pipe.deploy(kubeconfig=kc, image=IMAGE, env=Environment.PRODUCTION, approve=True))
+    anyio.run(lambda: pipe.rollback(kubeconfig=kc, env=Environment.PRODUCTION, approve=True))
+    assert views == ["kubectl config view"] * 2
+    assert [argv[:2] for argv in ran] == [["mlship", "deploy"], ["mlship", "rollback"]]
+    assert all("--namespace" not in argv for argv in ran), ran
+
+
 @pytest.mark.parametrize("image", ["", "reg.example/mlship:abc", "reg.example/mlship@sha256:123"])
 def test_deploy_without_an_image_digest_is_a_usage_error_before_anything_runs(
     pipe: MlPipeline, monkeypatch: pytest.MonkeyPatch, image: str

@@ -454,7 +454,7 @@ class MlPipeline:
         kubeconfig: dagger.Secret,
         model: str,
         env: Environment,
-        namespace: str,
+        namespace: str | None,
         approve: bool,
         image: str,
         tracking_uri: str = "",
@@ -463,7 +463,9 @@ class MlPipeline:
     ) -> dagger.Container:
         _require_image_digest(image)
         args = ["mlship", "deploy", "--model", model, "--target", "kubernetes", "--env", env.value]
-        args += ["--namespace", namespace, "--image", image]
+        if namespace:  # else the project's settings decide: namespaces.<env>, as the overlays declare
+            args += ["--namespace", namespace]
+        args += ["--image", image]
         if approve:
             args.append("--approve")
         return self._kube_exec(self._kube(kubeconfig, tracking_uri, tracking_token, access), access, args)
@@ -472,13 +474,15 @@ class MlPipeline:
         self,
         kubeconfig: dagger.Secret,
         env: Environment,
-        namespace: str,
+        namespace: str | None = None,
         approve: bool = False,
         tracking_uri: str = "",
         tracking_token: dagger.Secret | None = None,
         access: KubeAccess | None = None,
     ) -> dagger.Container:
-        args = ["mlship", "rollback", "--target", "kubernetes", "--env", env.value, "--namespace", namespace]
+        args = ["mlship", "rollback", "--target", "kubernetes", "--env", env.value]
+        if namespace:
+            args += ["--namespace", namespace]
         if approve:
             args.append("--approve")
         return self._kube_exec(self._kube(kubeconfig, tracking_uri, tracking_token, access), access, args)
@@ -707,7 +711,9 @@ class MlPipeline:
             str, Doc("Model reference; a version (models:/card-fraud/3) deploys exactly that one")
         ] = "models:/card-fraud@challenger",
         env: Annotated[Environment, Doc("Environment overlay")] = Environment.STAGING,
-        namespace: Annotated[str, Doc("Kubernetes namespace")] = "mlship",
+        namespace: Annotated[
+            str | None, Doc("Kubernetes namespace (default: the project settings' namespaces.<env>)")
+        ] = None,
         approve: Annotated[bool, Doc("Required for production: a human approved this release")] = False,
         tracking_uri: Annotated[str, Doc("MLflow tracking URI that resolves --model")] = "",
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
@@ -726,7 +732,9 @@ class MlPipeline:
         self,
         kubeconfig: Annotated[dagger.Secret, Doc("kubeconfig of the target cluster")],
         env: Annotated[Environment, Doc("Environment overlay")] = Environment.STAGING,
-        namespace: Annotated[str, Doc("Kubernetes namespace")] = "mlship",
+        namespace: Annotated[
+            str | None, Doc("Kubernetes namespace (default: the project settings' namespaces.<env>)")
+        ] = None,
         approve: Annotated[bool, Doc("Required for production: a human approved this rollback")] = False,
         tracking_uri: Annotated[str, Doc("MLflow tracking URI (the release records name model versions)")] = "",
         tracking_token: Annotated[dagger.Secret | None, Doc("MLflow token, set as MLFLOW_TRACKING_TOKEN")] = None,
@@ -825,7 +833,9 @@ class MlPipeline:
         kubeconfig: Annotated[
             dagger.Secret | None, Doc("Deploy to staging when given (needs a registry and a tracking server)")
         ] = None,
-        namespace: Annotated[str, Doc("Kubernetes namespace")] = "mlship",
+        namespace: Annotated[
+            str | None, Doc("Kubernetes namespace (default: the project settings' namespaces.<env>)")
+        ] = None,
     ) -> str:
         """Every stage, each reported ok/FAILED; fails naming the failed ones. Publish/deploy need credentials."""
         release = Release(
@@ -929,7 +939,7 @@ class Release:
     username: str
     password: dagger.Secret | None
     kubeconfig: dagger.Secret | None
-    namespace: str
+    namespace: str | None
     kube: KubeAccess | None = None
 
     def check(self) -> None:
