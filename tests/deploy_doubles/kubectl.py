@@ -198,6 +198,24 @@ def key(kind: str, ns: str, name: str) -> str:
     return f"{kind}/{ns}/{name}"
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+PID_NAMESPACE = _pid_namespace()
+"""Where this kubectl runs. A pod started from another pid namespace (the same state file mounted
+into another container, as the replay tier does) is gone with that container: its pid here names
+nothing of ours, or some other process."""
+
+
+def pod_running(server: dict[str, Any]) -> bool:
+    """The pod's process runs: started in this pid namespace, and alive."""
+    return str(server.get("pidns", PID_NAMESPACE)) == PID_NAMESPACE and alive(int(server["pid"]))
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -213,7 +231,7 @@ def alive(pid: int) -> bool:
 
 def stop_server(state: dict[str, Any], k: str) -> None:
     server = state["servers"].pop(k, None)
-    if server and alive(server["pid"]):
+    if server and pod_running(server):
         with contextlib.suppress(ProcessLookupError):
             os.kill(server["pid"], signal.SIGKILL)
 
@@ -266,7 +284,7 @@ def with_status(state: dict[str, Any], k: str, obj: dict[str, Any]) -> dict[str,
         return obj
     server = state["servers"].get(k)
     replicas = int(obj["spec"].get("replicas", 1))
-    up = bool(server and alive(server["pid"]) and server["hash"] == template_hash(obj) and replicas > 0)
+    up = bool(server and pod_running(server) and server["hash"] == template_hash(obj) and replicas > 0)
     return {**obj, "status": {"replicas": replicas, "availableReplicas": replicas if up else 0}}
 
 
@@ -506,7 +524,7 @@ def pod_name(deployment: dict[str, Any], i: int) -> str:
 
 def server_ready(state: dict[str, Any], k: str, deployment: dict[str, Any]) -> bool:
     server = state["servers"].get(k)
-    if not (server and server.get("port") and alive(server["pid"]) and server["hash"] == template_hash(deployment)):
+    if not (server and server.get("port") and pod_running(server) and server["hash"] == template_hash(deployment)):
         return False
     image = str(pod_container(deployment).get("image", ""))
     delay = float(state.get("images", {}).get(image, {}).get("ready_after_s", 0))
@@ -546,7 +564,7 @@ def pod_of(state: dict[str, Any], ns: str, k: str, deployment: dict[str, Any], i
             "conditions": [scheduled],
             "containerStatuses": [{**cs, "state": {"waiting": waiting}}],
         }
-    elif not alive(server["pid"]):
+    elif not pod_running(server):
         waiting = {
             "reason": "CrashLoopBackOff",
             "message": f"back-off 40s restarting failed container={container['name']} pod={name}",
@@ -703,7 +721,7 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int | dict[s
         stop_server(state, k)
         return {"name": name, "key": k, "blocked": True}
     server = state["servers"].get(k)
-    if not (server and alive(server["pid"]) and server["hash"] == template_hash(obj)):
+    if not (server and pod_running(server) and server["hash"] == template_hash(obj)):
         stop_server(state, k)
         log = state_path().with_name(f"{name}.log").open("ab")
         color = obj["metadata"].get("labels", {}).get("mlship.dev/color", "blue")
@@ -726,6 +744,7 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int | dict[s
             start_new_session=True,
         )
         server = {"pid": proc.pid, "port": 0, "hash": template_hash(obj), "starting": True, "started": time.time()}
+        server["pidns"] = PID_NAMESPACE
         state["servers"][k] = server
         return {"name": name, "key": k, "proc": proc, "ready_after_s": ready_after(state, obj)}
     return {"name": name, "key": k, "server": server, "ready_after_s": ready_after(state, obj)}
@@ -771,7 +790,7 @@ def wait_rollout(started: dict[str, Any], args: list[str]) -> int:
             save(state)
     assert server is not None
     while time.monotonic() < deadline:
-        if not alive(server["pid"]):
+        if not pod_running(server):
             return fail(f'error: deployment "{name}" exceeded its progress deadline (CrashLoopBackOff)')
         url = f"http://127.0.0.1:{server['port']}/ready"
         if time.monotonic() < not_before:  # a slow model load: the readiness probe fails until it is done
@@ -826,7 +845,7 @@ def cmd_port_forward(state: dict[str, Any], ns: str, args: list[str]) -> int:
     for tk in targets:
         server = state["servers"].get(tk)
         d = state["objects"][tk]
-        if server and server.get("port") and alive(server["pid"]) and int(d["spec"].get("replicas", 1)) > 0:
+        if server and server.get("port") and pod_running(server) and int(d["spec"].get("replicas", 1)) > 0:
             port = container_port(d, remote)
             if port is None:
                 return fail(f"error: {tk.split('/')[2]} does not expose port {remote}")
