@@ -389,6 +389,12 @@ def test_deploy_and_rollback_mount_kubeconfig_as_secret_and_reach_mlflow(pipe: M
     )
     chain = render(deploy)
     assert froms(chain).count(images.KUBECTL) == 1
+    # the pinned kubectl is the one `mlship` runs: it replaces the venv's (dev dependency) kubectl,
+    # which is first on PATH; in /usr/local/bin it was shadowed
+    assert (
+        f"withFile(path='{main.VENV}/bin/kubectl', source=<File:container().from(address='{images.KUBECTL}')" in chain
+    )
+    assert re.search(r"withEnvVariable\(name='PATH', value='" + re.escape(main.VENV) + "/bin:", chain)
     assert "withMountedSecret(path='/root/.kube/config', source=<Secret:setSecret(name='kubeconfig'" in chain
     assert "withFile(path='/root/.kube/config'" not in chain
     assert "withEnvVariable(name='MLFLOW_TRACKING_URI', value='http://ml:5000')" in chain

