@@ -189,6 +189,13 @@ class Interpreter:
     # engine's solver shares an identical vertex in flight (buildkit solver/jobs.go, one
     # vertex per digest); LOCKED cache volumes take one lock per volume.
     _tunnels: dict[int, _Forwarder] = field(default_factory=dict)
+    # Host paths bind-mounted into every exec at the same path (host, container, writable): how a
+    # scenario reaches a stand-in the engine would reach over the network (the kubectl double's
+    # cluster is a state file). Empty but in the release scenario; part of an exec's cache key.
+    exec_mounts: tuple[tuple[str, str, bool], ...] = ()
+    # Every time output had to be scrubbed: (the exec's argv head, the secret's name). The engine
+    # scrubs as silently; a test asserts nothing printed a secret in the first place.
+    scrubbed: list[tuple[str, str]] = field(default_factory=list)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
     _count_guard: threading.Lock = field(default_factory=threading.Lock)
@@ -311,17 +318,20 @@ class Interpreter:
     def secret_mac(self, secret: SecretValue) -> str:
         return hmac.new(self._hmac_key, secret.plaintext.encode(), hashlib.sha256).hexdigest()
 
-    def redact(self, text: str, config: Config) -> str:
+    def redact(self, text: str, config: Config, argv: tuple[str, ...] = ()) -> str:
         """The engine scrubs secret values from output; so does the replay.
 
         dagger/dagger v0.21.8 engine/engineutil/secret_scrub.go NewSecretScrubReader: every
         non-empty secret of the exec (variables and mounted files) and, when it differs, its
         whitespace-trimmed form become "***".
         """
-        values = [s.plaintext for _, s in config.secret_env] + [s.plaintext for _, s, _ in config.secret_files]
-        forms = {form for v in values for form in (v, v.strip()) if form}
+        named = [(n, s.plaintext) for n, s in config.secret_env] + [(p, s.plaintext) for p, s, _ in config.secret_files]
+        forms = {form: name for name, v in named for form in (v, v.strip()) if form}
         for form in sorted(forms, key=len, reverse=True):
-            text = text.replace(form, "***")
+            if form in text:
+                with self._count_guard:
+                    self.scrubbed.append((" ".join(argv[:3]), forms[form]))
+                text = text.replace(form, "***")
         return text
 
     # ---- materialising containers ----
@@ -396,6 +406,8 @@ class Interpreter:
                 args += ["--volume", f"{volume_name(cache)}:{path}"]
             for path in spec.config.temps:
                 args += ["--tmpfs", path]
+            for host_path, path, writable in self.exec_mounts:
+                args += ["--mount", f"type=bind,src={host_path},dst={path}" + ("" if writable else ",readonly")]
             for alias, svc in spec.config.bindings:
                 args += ["--add-host", f"{alias}:{self.host_tunnel(svc)}"]
             for i, (path, secret, mode) in enumerate(spec.config.secret_files):
@@ -429,8 +441,8 @@ class Interpreter:
                         check=False,
                     )
                 self._count(ran=1)
-                stdout = self.redact(proc.stdout.decode(errors="replace"), spec.config)
-                stderr = self.redact(proc.stderr.decode(errors="replace"), spec.config)
+                stdout = self.redact(proc.stdout.decode(errors="replace"), spec.config, spec.argv)
+                stderr = self.redact(proc.stderr.decode(errors="replace"), spec.config, spec.argv)
                 started = _started(container)
                 if proc.returncode == 125 and not started:
                     raise RuntimeError(f"docker could not start exec {spec.argv}: {stderr.strip()[-2000:]}")
@@ -567,6 +579,7 @@ class ExecSpec:
             self.redirect_stdout,
             self.redirect_stderr,
             hashlib.sha256(self.stdin.encode()).hexdigest(),
+            *([interp.exec_mounts] if interp.exec_mounts else []),
         )
 
 

