@@ -209,6 +209,12 @@ def add_secret(state_file: Path, namespace: str, name: str) -> None:
     _edit_state(state_file, lambda s: s.setdefault("secrets", []).append(f"{namespace}/{name}"))
 
 
+def set_pod_env_file(state_file: Path, env_file: Path) -> None:
+    """The double's pods get the variables in `env_file` (JSON): what its fake model servers need to load
+    `models:/…` from a tracking server that wants a token (a real pod serves the model in its image)."""
+    _edit_state(state_file, lambda s: s.update(pod_env_file=str(env_file)))
+
+
 def set_role(state_file: Path, user: str, rules: list[dict[str, Any]] | None, namespace: str | None = None) -> None:
     """Make the double's cluster enforce RBAC for the caller (`user` holding `rules`, in `namespace` only
     when given, as a Role binds); None: no RBAC."""

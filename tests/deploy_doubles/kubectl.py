@@ -742,12 +742,23 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int | dict[s
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=pod_env(state),
         )
         server = {"pid": proc.pid, "port": 0, "hash": template_hash(obj), "starting": True, "started": time.time()}
         server["pidns"] = PID_NAMESPACE
         state["servers"][k] = server
         return {"name": name, "key": k, "proc": proc, "ready_after_s": ready_after(state, obj)}
     return {"name": name, "key": k, "server": server, "ready_after_s": ready_after(state, obj)}
+
+
+def pod_env(state: dict[str, Any]) -> dict[str, str]:
+    """The pod's environment: kubectl's, plus the JSON file state["pod_env_file"] names (harness.set_pod_env_file).
+
+    A real pod serves the model baked into its image; the fake one loads `models:/…` from the
+    tracking server, so it needs what reaching that server takes, which kubectl is never given
+    (mlship hands kubectl its own credentials only). The file keeps those out of the state."""
+    extra = state.get("pod_env_file")
+    return {**os.environ, **(json.loads(Path(extra).read_text()) if extra else {})}
 
 
 def ready_after(state: dict[str, Any], deployment: dict[str, Any]) -> float:
