@@ -142,7 +142,7 @@ def flag(argv: list[str], name: str) -> str:
 
 
 @contextlib.contextmanager
-def double_clusters(tier: Tier, clusters: Path) -> Iterator[None]:
+def double_clusters(tier: Tier, clusters: Path, pod_env_dir: Path) -> Iterator[None]:
     """The kubectl image becomes the double's, which each exec reaches through mounts (restored after)."""
     from tests.deploy_doubles.harness import HERE as DOUBLES
 
@@ -157,6 +157,7 @@ def double_clusters(tier: Tier, clusters: Path) -> Iterator[None]:
         (str(DOUBLES), standins.DOUBLE_DIR, False),
         (str(real), standins.KUBECTL_REAL, False),
         (str(clusters), str(clusters), True),
+        *((str(p), str(p), False) for p in sorted(pod_env_dir.glob("*-pod-env.json"))),
     )
     try:
         yield
@@ -200,13 +201,14 @@ def test_the_first_release_through_dagger_call_staging_production_rollback_and_b
         tracking = servers.container_url(gate.port)  # what the pipeline's containers dial
         moto_port = release_world.moto_server(stack)
         s3_endpoint = servers.container_url(moto_port)
-        staging = release_world.make_cluster(clusters_dir, "staging", "mlship-staging", tmp_path / "kubeconfigs")
-        production = release_world.make_cluster(
-            clusters_dir, "production", "mlship-production", tmp_path / "kubeconfigs"
-        )
+        # the double's pods load their model from the tracking server (a real pod serves its image's)
+        pod_env = {"MLFLOW_TRACKING_URI": tracking, "MLFLOW_TRACKING_TOKEN": token}
+        kubeconfigs = tmp_path / "kubeconfigs"
+        staging = release_world.make_cluster(clusters_dir, "staging", "mlship-staging", kubeconfigs, pod_env)
+        production = release_world.make_cluster(clusters_dir, "production", "mlship-production", kubeconfigs, pod_env)
         stack.callback(kill_double_servers, staging.state)
         stack.callback(kill_double_servers, production.state)
-        stack.enter_context(double_clusters(tier, clusters_dir))
+        stack.enter_context(double_clusters(tier, clusters_dir, kubeconfigs))
         times["world up (mlflow, moto, clusters)"] = round(time.monotonic() - start, 1)
         # The CI secrets, as the runners hold them: environment variables, handed over as env://
         secret_env = {

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import gzip
 import http.client
+import json
 import os
 import secrets
 import subprocess
@@ -182,7 +183,9 @@ class Cluster:
     ca_data: str
 
 
-def make_cluster(root: Path, env: str, namespace: str, kubeconfigs: Path) -> Cluster:
+def make_cluster(
+    root: Path, env: str, namespace: str, kubeconfigs: Path, pod_env: dict[str, str] | None = None
+) -> Cluster:
     """A cluster with `namespace` created (what the platform engineer does first) and a token kubeconfig.
 
     The state lives under `root/env` (mounted into the pipeline's execs); the kubeconfig under
@@ -195,6 +198,14 @@ def make_cluster(root: Path, env: str, namespace: str, kubeconfigs: Path) -> Clu
     folder.mkdir(parents=True)
     state = folder / "state.json"
     create_namespaces(state, namespace)
+    if pod_env:  # beside the kubeconfig, outside the state's directory; mounted at its own path
+        from tests.deploy_doubles.harness import set_pod_env_file
+
+        kubeconfigs.mkdir(parents=True, exist_ok=True)
+        env_file = kubeconfigs / f"{env}-pod-env.json"
+        env_file.write_text(json.dumps(pod_env))
+        env_file.chmod(0o600)
+        set_pod_env_file(state, env_file)
     token = f"kube-{env}-" + secrets.token_urlsafe(24)
     pem = (
         "-----BEGIN CERTIFICATE-----\n"
