@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,4 +26,13 @@ def save(name: str, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(body | payload, indent=2) + "\n")
     tmp.replace(out)
     print(json.dumps(payload, indent=2))
+    refresh_readme()
     return out
+
+
+def refresh_readme() -> None:
+    """Regenerate benchmarks/README.md from the results, so the page never lags the JSON just written."""
+    import readme  # benchmarks/readme.py: the scripts run from this folder, so it is on sys.path
+
+    if readme.main([]) != 0:
+        print("benchmarks/README.md was not regenerated: see the line above", file=sys.stderr)

@@ -7,7 +7,7 @@ alpha 0.05 one-sided, power 0.8, MDE +2 points -> required n per arm from `requi
 
 Scenarios (seeded, `--sims` simulated tests each, default 2000):
   aa_fixed_horizon     A/A, look at the required n (topped up if decide asks) -> type-I error
-  aa_5_looks_400       A/A, 5 looks of 400 per arm (the README's claim)   -> type-I error
+  aa_5_looks_400       A/A, 5 looks of 400 per arm (benchmarks/README.md) -> type-I error
   aa_5_looks_planned   A/A, 5 equal looks up to the plan's maximum n      -> type-I error
   aa_naive_peeking     A/A, same 5 looks, "p < alpha at any look"         -> what peeking costs
   power_fixed_horizon  +2 points, the same fixed-horizon procedure          -> power
@@ -22,14 +22,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _common import save
 
 from mlship.monitoring.abtest import decide, required_n, sequential_boundaries

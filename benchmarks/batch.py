@@ -146,7 +146,7 @@ def _worker(engine: str, model: str, folder: Path, out: Path) -> dict[str, Any]:
     settings = Settings()
     reference = folder.parent / "train.parquet"
     if engine == "local":
-        from mlship.monitoring.batch import predict_batch
+        from mlship.batch.engine import predict_batch
 
         def score() -> Any:
             return predict_batch(settings, model, folder, out, CHUNK, reference=reference, progress=False)
@@ -164,7 +164,7 @@ def _worker(engine: str, model: str, folder: Path, out: Path) -> dict[str, Any]:
             "rerun": rerun,
             "verdict": first.verdict,
         }
-    from mlship.monitoring.batch_spark import DEFAULT_MASTER, predict_batch_spark, session
+    from mlship.batch.spark import DEFAULT_MASTER, predict_batch_spark, session
 
     started = time.perf_counter()
     spark = session(DEFAULT_MASTER)

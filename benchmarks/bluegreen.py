@@ -32,11 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 MLSHIP = str(Path(sys.executable).with_name("mlship"))
 RECORD = {
     "merchant_category": "grocery",
@@ -148,10 +146,11 @@ def first_after(changes: list[tuple[float, str]], t0: float, version: str) -> fl
 
 def fake_controller(root: Path) -> tuple[Any, Any]:
     """Colors are the test suite's fake server: the switch machinery alone, no model."""
-    from mlship.deploy.bluegreen import Controller
-    from mlship.deploy.targets.local import LocalTarget, ProcessRunner
+    from mlship.deploy.controller import Controller
+    from mlship.deploy.targets.local import LocalTarget
+    from mlship.deploy.targets.runners import ProcessRunner
     from mlship.settings import load_settings
-    from tests.deploy_doubles.harness import FAKE_SERVER, FakeRegistry, fake_golden, fake_release
+    from tests.support.deploy_doubles.harness import FAKE_SERVER, FakeRegistry, fake_golden, fake_release
 
     settings = load_settings(cwd=root)
     runner = ProcessRunner(serve_command=[sys.executable, str(FAKE_SERVER)])
@@ -195,7 +194,7 @@ def crash_run(ctl: Any, release: Any, root: Path, port: int, args: argparse.Name
     if args.server == "fake":
         argv = [
             sys.executable,
-            str(REPO / "tests" / "deploy_doubles" / "deploy_once.py"),
+            str(REPO / "tests" / "support" / "deploy_doubles" / "deploy_once.py"),
             str(root),
             str(port),
             "3",

@@ -22,12 +22,9 @@ Writes benchmarks/results/fairness_sim.json.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save
 
 PER_GROUP = (40, 70, 300, 2500, 5000)
@@ -37,8 +34,8 @@ FAIR_MAX_FAIL, BIASED_MIN_FAIL, BIASED_MIN_FLAGGED = 0.05, 0.90, 0.90
 
 def _verdicts(y: Any, p: Any, groups: Any, seed: int) -> dict[str, bool]:
     """The fairness gates as `mlship gate` runs them, under the default policy and under "fail"."""
-    from mlship.model.fairness import group_rates
-    from mlship.model.gates import fairness_gates
+    from mlship.model.gates.checks import fairness_gates
+    from mlship.model.gates.fairness import group_rates
     from mlship.settings import GateSettings
 
     defaults = GateSettings()

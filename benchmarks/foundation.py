@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save
 
 REPO = Path(__file__).resolve().parents[1]

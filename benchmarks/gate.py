@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +37,7 @@ def _cli(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 def main() -> None:
     from mlship.data.synth import write_synthetic
-    from mlship.model.gates import run_gate
+    from mlship.model.gates.run import run_gate
     from mlship.model.train import train
     from mlship.registry import Registry
     from mlship.settings import load_settings

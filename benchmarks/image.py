@@ -19,14 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tests.conftest import make_project
+from tests.docker import support
 
-from tests.conftest import make_project  # noqa: E402
-from tests.docker import support  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -23,11 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import save
 
 ROWS, CALLS, ROUNDS, BUSY_SECONDS = 4000, 200, 5, 600
@@ -53,7 +50,7 @@ def _served(factory: str) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def _rounds(served: Any, rows: list[dict[str, Any]]) -> list[dict[str, float]]:
-    from mlship.model.gates import measure_latency
+    from mlship.model.gates.latency import measure_latency
 
     out = []
     for _ in range(ROUNDS):
@@ -85,7 +82,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     models: dict[str, tuple[ServedModel, list[dict[str, Any]]]] = {
         "compiled (default gradient boosting)": _served("mlship.model.estimators:gradient_boosting"),
-        "plain pipeline (custom transformer)": _served("tests.pipeline_shapes:custom_transformer"),
+        "plain pipeline (custom transformer)": _served("tests.support.pipeline_shapes:custom_transformer"),
     }
     idle = {name: _rounds(*pair) for name, pair in models.items()}
     load_idle = os.getloadavg()[0]

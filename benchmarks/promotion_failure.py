@@ -13,7 +13,7 @@ breaks in one of two ways:
                   saves (off = verification watches the whole window).
 A keep-alive client posts one-record predictions through the router at `--rate` per second for the
 whole promotion; afterwards 40 more requests count who answers. Fake model servers
-(tests/deploy_doubles/fake_server.py), `deploy.verify_window_s = --window` (the default is 10 s).
+(tests/support/deploy_doubles/fake_server.py), `deploy.verify_window_s = --window` (the default is 10 s).
 """
 
 from __future__ import annotations
@@ -27,17 +27,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx
 from _common import save
 
+from mlship.deploy import verify as verify_module
+from mlship.errors import MlshipError
+from tests.support.deploy_doubles.harness import RECORDS, fake_release, local_controller
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import httpx  # noqa: E402
-
-from mlship.deploy import verify as verify_module  # noqa: E402
-from mlship.errors import MlshipError  # noqa: E402
-from tests.deploy_doubles.harness import RECORDS, fake_release, local_controller  # noqa: E402
 
 
 def _who(response: httpx.Response) -> str:

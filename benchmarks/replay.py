@@ -15,13 +15,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save
 
 REPO = Path(__file__).resolve().parents[1]

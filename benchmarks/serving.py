@@ -1,7 +1,7 @@
 """Serving throughput under wrk: `mlship serve`, a constant-answer endpoint on the same stack, and MLflow.
 
     uv run python benchmarks/serving.py [--passes 3] [--duration 5] [--connections 16] [--model DIR]
-    uv run python benchmarks/serving.py --readme     # only rewrite the README table from the last JSON
+    uv run python benchmarks/serving.py --readme     # only regenerate benchmarks/README.md from the last JSON
 
 The load generator is `wrk` (nobody here wrote it; Debian/Ubuntu package `wrk`: `apt-get install
 wrk`). This script installs nothing: without `wrk` on PATH it says so and exits 2.
@@ -26,7 +26,7 @@ same run (absolute figures move with the machine): 32-record ≥ 8 rows per cons
 p99 ≤ 25 ms; 1-record ≥ 60% of the constant's req/s; 4,096-row V2 binary ≥ 40 rows per
 constant req/s. Also recorded: the load average before and after, and an in-process profile
 of a 32-record request (parse, features, trees, response encoding). Results:
-benchmarks/results/serving.json; the README's table is rewritten from it.
+benchmarks/results/serving.json; benchmarks/README.md is regenerated from it (benchmarks/readme.py).
 """
 
 from __future__ import annotations
@@ -44,17 +44,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response  # module level: the endpoints' annotations resolve here
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
 BIN = Path(sys.executable).parent
 MODEL_NAME = "card-fraud"
 FEATURES = ["merchant_category", "country", "device_type", "amount", "hour", "account_age_days", "num_tx_24h"]
 JSON_SIZES = (1, 32, 256)
 V2_ROWS = 4096
-TABLE_START = "<!-- serving-benchmark-table:start -->"
-TABLE_END = "<!-- serving-benchmark-table:end -->"
 TARGETS = {"rows_per_constant_rps_32": 8.0, "p99_ms_32": 25.0, "ratio_1_record": 0.60, "rows_per_constant_rps_v2": 40.0}
 
 
@@ -371,80 +366,12 @@ def summarise(points: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, A
     return summary
 
 
-LABELS = {"json1": "1 record", "json32": "32 records", "json256": "256 records", "v2bin4096": "4,096 rows, V2 binary"}
-ROWS = {"json1": 1, "json32": 32, "json256": 256, "v2bin4096": V2_ROWS}
+def update_readme() -> None:
+    """Regenerate benchmarks/README.md, whose serving table comes from results/serving.json."""
+    import readme  # benchmarks/readme.py, beside this script (on sys.path above)
 
-
-def readme_table(result: dict[str, Any]) -> str:
-    """The README's table and ratios, from a result written by this script."""
-    summary = result["summary"]
-    medians = summary["medians"]
-    kinds = [k for k in ("mlship", "constant", "mlflow") if k in medians]
-    names = {"mlship": "`mlship serve`", "constant": "constant answer (ceiling)", "mlflow": "`mlflow models serve`"}
-    load = result["load_average_before"], result["load_average_after"]
-    lines = [
-        f"Last run {result['measured_at']}: `{result['command']}` — wrk `-t{result['wrk']['threads']} "
-        f"-c{result['wrk']['connections']}`, {result['passes']} passes of {result['wrk']['duration_s']:g} s, "
-        f"medians; load average {load[0][0]:g} before, {load[1][0]:g} after (2 cores shared with other work).",
-        "",
-        "| body | " + " | ".join(names[k] for k in kinds) + " |",
-        "|---|" + "---:|" * len(kinds),
-    ]
-    for body, label in LABELS.items():
-        cells = []
-        for kind in kinds:
-            point = medians[kind].get(body)
-            if point is None:
-                cells.append("—")
-                continue
-            rows = f", {point['rps'] * ROWS[body]:,.0f} rows/s" if ROWS[body] > 1 and kind == "mlship" else ""
-            failed = f", {point['failed']} failed" if point["failed"] else ""
-            latency = f"p50 {point['p50_ms']:g} / p99 {point['p99_ms']:g} ms"
-            cells.append(f"{point['rps']:,.0f} req/s{rows}; {latency}{failed}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if "ratio_1_record" in summary:
-        meets = summary["meets"]
-        mark = {True: "met", False: "**not met**"}
-        p99 = medians["mlship"]["json32"]["p99_ms"]
-        v2 = summary["rows_per_constant_rps_v2"]
-        lines += [
-            "",
-            f"Against the constant endpoint's {summary['constant_1_record_rps']:,.0f} req/s: 1 record "
-            f"{summary['ratio_1_record']:.0%} (target ≥ 60%: {mark[meets['ratio_1_record']]}); 32 records "
-            f"{summary['rows_per_constant_rps_32']:g} rows per constant req/s at p99 {p99:g} ms (target ≥ 8 at "
-            f"≤ 25 ms: {mark[meets['rows_per_constant_rps_32']]}); 256 records "
-            f"{summary['rows_per_constant_rps_256']:g}; 4,096-row V2 binary {v2:g} (target ≥ 40: "
-            f"{mark[meets['rows_per_constant_rps_v2']]})."
-            + (
-                f" One record: {summary['mlship_vs_mlflow_1_record']:g}× MLflow's scoring server."
-                if "mlship_vs_mlflow_1_record" in summary
-                else ""
-            ),
-        ]
-    profile = result.get("profile_32_records") or {}
-    if "predict_total_us" in profile:
-        lines += [
-            "",
-            f"Inside the server, one 32-record request (in-process, best of 7): parse and validate "
-            f"{profile['parse_and_validate_us']:g} µs, feature matrix {profile['features_us']:g} µs, trees "
-            f"{profile['trees_us']:g} µs (model call in all {profile['predict_total_us']:g} µs; the scikit-learn "
-            f"pipeline itself {profile['pipeline_predict_proba_us']:,.0f} µs), response encoding "
-            f"{profile['response_encoding_us']:g} µs; the rest of a request is the HTTP/ASGI stack the constant "
-            "endpoint also pays, and the event loop's share of two cores that wrk shares too.",
-        ]
-    return "\n".join(lines)
-
-
-def update_readme(result: dict[str, Any]) -> None:
-    text = README.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise SystemExit(f"README.md has no {TABLE_START} … {TABLE_END} block to rewrite")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    new = f"{head}{TABLE_START}\n{readme_table(result)}\n{TABLE_END}{tail}"
-    tmp = README.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(README)
+    if readme.main([]) != 0:
+        raise SystemExit("benchmarks/README.md could not be regenerated (see the line above)")
 
 
 # Main ---------------------------------------------------------------------------------------
@@ -461,7 +388,7 @@ def _train_model(work: Path) -> tuple[Path, Path]:
 def main() -> int:
     import tempfile
 
-    from _common import RESULTS, save
+    from _common import save
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--passes", type=int, default=3, help="Passes over every (body, server) pair.")
@@ -471,14 +398,14 @@ def main() -> int:
     parser.add_argument("--servers", default="mlship,constant,mlflow", help="Which servers, comma-separated.")
     parser.add_argument("--model", type=Path, help="An MLflow model directory (default: train one now).")
     parser.add_argument("--data", type=Path, help="With --model: the parquet to take request rows from.")
-    parser.add_argument("--readme", action="store_true", help="Only rewrite the README table from the last JSON.")
+    parser.add_argument("--readme", action="store_true", help="Only regenerate benchmarks/README.md from the JSON.")
     parser.add_argument("--constant-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.constant_server:
         constant_server(args.constant_server)
         return 0
     if args.readme:
-        update_readme(json.loads((RESULTS / "serving.json").read_text()))
+        update_readme()
         return 0
     if shutil.which("wrk") is None:
         print("serving.py: wrk is not on PATH: install it (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)
@@ -528,8 +455,8 @@ def main() -> int:
         "profile_32_records": profile,
     }
     result["summary"] = summarise(points)
-    out = save("serving", result)
-    update_readme(json.loads(out.read_text()))
+    save("serving", result)
+    update_readme()
     return 0
 
 

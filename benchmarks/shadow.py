@@ -29,11 +29,9 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from benchmarks._common import save
 from mlship.deploy.targets.local import free_port
-from tests.deploy_doubles.harness import FAKE_SERVER, RECORDS
+from tests.support.deploy_doubles.harness import FAKE_SERVER, RECORDS
 
 
 async def _client(port: int, interval: float, until: float, latencies: list[float], failed: list[int]) -> None:

@@ -1,6 +1,6 @@
-"""Every documented invocation is real: each `dagger call …` / `dagger check` in the README and
-the CI files names functions, flags and enum values the module registers (its offline typedefs),
-so a renamed argument breaks this test instead of a user's CI."""
+"""Every documented invocation is real: each `dagger call …` / `dagger check` in the docs (README.md,
+docs/*.md, CONTRIBUTING.md) and the CI files names functions, flags and enum values the module
+registers (its offline typedefs), so a renamed argument breaks this test instead of a user's CI."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from test_workflows import ACTION, action_command, dagger_steps, load
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
+# Every page a reader is shown commands on (benchmarks/README.md is generated and runs none of the module).
+DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Flags of `dagger` / `dagger call` itself (not of the module), with whether they take a value
 # (cmd/dagger main.go, module.go, functions.go at v0.21.8; persistent, so allowed anywhere).
@@ -45,9 +47,10 @@ def _words(text: str) -> list[str]:
     return shlex.split(text, comments=True)
 
 
-def readme_invocations() -> list[Invocation]:
+def doc_invocations(doc: Path) -> list[Invocation]:
     found: list[Invocation] = []
-    lines = (ROOT / "README.md").read_text().splitlines()
+    name = doc.relative_to(ROOT).as_posix()
+    lines = doc.read_text().splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -60,7 +63,7 @@ def readme_invocations() -> list[Invocation]:
                 text = text.split("`")[0]
             words = tuple(_words(text))
             if words not in (("call",), ("call", "…")):  # prose about `dagger call` itself
-                found.append(Invocation(f"README.md:{i + 1}", words))
+                found.append(Invocation(f"{name}:{i + 1}", words))
         i += 1
     return found
 
@@ -99,7 +102,7 @@ def gitlab_invocations() -> list[Invocation]:
     return found
 
 
-ALL = readme_invocations() + workflow_invocations() + gitlab_invocations()
+ALL = [inv for doc in DOCS for inv in doc_invocations(doc)] + workflow_invocations() + gitlab_invocations()
 
 
 def check_invocation(words: tuple[str, ...], fns: dict[str, Function], checks: set[str]) -> list[str]:
@@ -192,6 +195,13 @@ def test_every_place_documents_invocations() -> None:
     sources = {inv.source.split(":")[0] for inv in ALL}
     assert {"README.md", "ci.yml", "deploy.yml", "monitor.yml", ".gitlab-ci.yml"} <= sources
     assert len(ALL) >= 20
+
+
+def test_every_docs_page_that_shows_dagger_lines_is_checked() -> None:
+    """The pages the README's Dagger content moved to are read too, not only the README."""
+    sources = {inv.source.split(":")[0] for inv in ALL}
+    assert {"docs/ci.md", "docs/security.md", "CONTRIBUTING.md"} <= sources
+    assert sum(inv.source.startswith("docs/ci.md:") for inv in ALL) >= 15
 
 
 @pytest.mark.parametrize("invocation", ALL, ids=lambda inv: f"{inv.source}:{' '.join(inv.words)[:60]}")

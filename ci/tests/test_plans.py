@@ -19,8 +19,9 @@ import pytest
 from dagger import dag
 from dagger._exceptions import QueryErrorValue
 from dagger_plan import execs, reads_path, render, source_reads
-from ml_pipeline import images, main
-from ml_pipeline.main import DataFile, Environment, MlPipeline, ReportFormat, Severity, UsageError
+from ml_pipeline import awaits, constants, images, main
+from ml_pipeline.main import Environment, MlPipeline, ReportFormat, Severity, UsageError
+from ml_pipeline.stages import DataFile
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = re.compile(r"^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")
@@ -112,8 +113,8 @@ def test_functions_take_the_name_from_the_file(pipe: MlPipeline, monkeypatch: py
     async def exit_code(ctr: dagger.Container) -> int:
         return 0
 
-    monkeypatch.setattr(main, "_file_name", file_name)
-    monkeypatch.setattr(main, "_exit_code", exit_code)
+    monkeypatch.setattr(awaits, "file_name", file_name)
+    monkeypatch.setattr(awaits, "exit_code", exit_code)
     csv = dag.host().file("/in/january.csv")
     trained = anyio.run(lambda: pipe.train(data=csv))
     assert "'--data', '/work/data/january.csv'" in render(trained)
@@ -161,7 +162,7 @@ def test_the_test_stage_runs_what_ci_runs_minus_docker_the_spark_extra_and_a_jre
     run = pipe._test()
     argv = execs(run)
     apt = argv[0]
-    assert apt[:2] == ["sh", "-c"] and "apt-get install" in apt[2] and main.JRE_PACKAGE in apt[2]
+    assert apt[:2] == ["sh", "-c"] and "apt-get install" in apt[2] and constants.JRE_PACKAGE in apt[2]
     syncs = [a for a in argv if a[:2] == ["uv", "sync"]]
     assert syncs == [
         ["uv", "sync", "--frozen", "--no-install-project", "--extra", "spark"],
@@ -184,8 +185,8 @@ def test_test_report_returns_reports_and_exit_code_when_tests_fail(
     async def stdout(ctr: dagger.Container) -> str:
         return "FAILED tests/unit/test_x.py::test_y\n1 failed, 10 passed"
 
-    monkeypatch.setattr(main, "_exit_code", exit_code)
-    monkeypatch.setattr(main, "_stdout", stdout)
+    monkeypatch.setattr(awaits, "exit_code", exit_code)
+    monkeypatch.setattr(awaits, "stdout", stdout)
     report = render(anyio.run(pipe.test_report))
     assert "directory(path='/reports').withNewFile(path='exit-code', contents='1\\n')" in report
     with pytest.raises(main.PipelineFailed, match=r"(?s)pytest exited 1.*1 failed, 10 passed"):
@@ -198,7 +199,7 @@ def test_gate_returns_its_report_and_exit_code_when_the_gate_fails(
     async def exit_code(ctr: dagger.Container) -> int:
         return 1
 
-    monkeypatch.setattr(main, "_exit_code", exit_code)
+    monkeypatch.setattr(awaits, "exit_code", exit_code)
     gate = pipe._gate(dag.directory(), None, "", None, no_champion=True)
     assert execs(gate)[-1][:2] == ["mlship", "gate"] and execs(gate)[-1][-1] == "--no-champion"
     assert render(gate).endswith("expect='ANY')")
@@ -305,7 +306,13 @@ def test_the_include_filters_match_real_repository_files() -> None:
     for top, dirs, files in os.walk(ROOT):
         dirs[:] = [d for d in dirs if d not in skip]
         tracked += [Path(top, f).relative_to(ROOT).as_posix() for f in files]
-    for include in (main.LINT_PATHS, main.DATA_PATHS, main.BUILD_PATHS, main.SCAN_GATE_PATHS, main.DEPLOY_PATHS):
+    for include in (
+        constants.LINT_PATHS,
+        constants.DATA_PATHS,
+        constants.BUILD_PATHS,
+        constants.SCAN_GATE_PATHS,
+        constants.DEPLOY_PATHS,
+    ):
         for pattern in include:
             assert any(reads_path({pattern}, path) for path in tracked), pattern
 
@@ -343,7 +350,7 @@ def test_build_args_and_model_dir_match_the_dockerfile(pipe: MlPipeline) -> None
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, flags=re.M)
     for src in (s for line in copied for s in line.split()):
         if not src.startswith("${"):
-            assert reads_path(set(main.BUILD_PATHS) | {"README.md"}, src), src
+            assert reads_path(set(constants.BUILD_PATHS) | {"README.md"}, src), src
 
 
 def test_scan_runs_trivy_on_the_tarball_with_db_cache_then_scan_gate(pipe: MlPipeline) -> None:
@@ -391,10 +398,9 @@ def test_deploy_and_rollback_mount_kubeconfig_as_secret_and_reach_mlflow(pipe: M
     assert froms(chain).count(images.KUBECTL) == 1
     # the pinned kubectl is the one `mlship` runs: it replaces the venv's (dev dependency) kubectl,
     # which is first on PATH; in /usr/local/bin it was shadowed
-    assert (
-        f"withFile(path='{main.VENV}/bin/kubectl', source=<File:container().from(address='{images.KUBECTL}')" in chain
-    )
-    assert re.search(r"withEnvVariable\(name='PATH', value='" + re.escape(main.VENV) + "/bin:", chain)
+    venv = constants.VENV
+    assert f"withFile(path='{venv}/bin/kubectl', source=<File:container().from(address='{images.KUBECTL}')" in chain
+    assert re.search(r"withEnvVariable\(name='PATH', value='" + re.escape(venv) + "/bin:", chain)
     assert "withMountedSecret(path='/root/.kube/config', source=<Secret:setSecret(name='kubeconfig'" in chain
     assert "withFile(path='/root/.kube/config'" not in chain
     assert "withEnvVariable(name='MLFLOW_TRACKING_URI', value='http://ml:5000')" in chain
@@ -459,7 +465,7 @@ def test_deploy_rollback_and_all_let_the_settings_choose_the_namespace_by_defaul
         ran.append(execs(self)[-1])
         return ""
 
-    monkeypatch.setattr(main, "_stdout", view)
+    monkeypatch.setattr(awaits, "stdout", view)
     monkeypatch.setattr(dagger.Container, "stdout", stdout)
     anyio.run(lambda: pipe.deploy(kubeconfig=kc, image=IMAGE, env=Environment.PRODUCTION, approve=True))
     anyio.run(lambda: pipe.rollback(kubeconfig=kc, env=Environment.PRODUCTION, approve=True))
@@ -608,12 +614,12 @@ class FakeEngine:
         self.chains: dict[str, str] = {}
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(main, "_settle", self.settle)
-        monkeypatch.setattr(main, "_exit_code", self.exit_code)
-        monkeypatch.setattr(main, "_stdout", self.output)
-        monkeypatch.setattr(main, "_stderr", self.output)
-        monkeypatch.setattr(main, "_publish", self.publish)
-        monkeypatch.setattr(main, "_contents", self.contents)
+        monkeypatch.setattr(awaits, "settle", self.settle)
+        monkeypatch.setattr(awaits, "exit_code", self.exit_code)
+        monkeypatch.setattr(awaits, "stdout", self.output)
+        monkeypatch.setattr(awaits, "stderr", self.output)
+        monkeypatch.setattr(awaits, "publish", self.publish)
+        monkeypatch.setattr(awaits, "contents", self.contents)
 
     def _record(self, obj: Any) -> str:
         name = _stage(render(obj))
@@ -651,7 +657,7 @@ def release(**kwargs: Any) -> main.Release:
         severity=Severity.HIGH,
         ignore_unfixed=False,
         strict=False,
-        tests=main.TEST_SELECTION,
+        tests=constants.TEST_SELECTION,
         git_sha="abc",
         created="",
         address="",
@@ -780,7 +786,7 @@ def test_all_a_gate_that_registered_nothing_fails_the_gate_stage(
     async def contents(file: Any) -> str:
         return '{"registered": null}'
 
-    monkeypatch.setattr(main, "_contents", contents)
+    monkeypatch.setattr(awaits, "contents", contents)
     with pytest.raises(main.PipelineFailed, match=r"(?s)^failed: gate\n.*registered no version"):
         anyio.run(lambda: pipe._all(release(tracking_uri="http://mlflow:5000")))
     assert engine.ran[-1] == "gate"  # nothing is built, scanned or deployed
@@ -810,7 +816,7 @@ def test_all_argument_mistakes_are_usage_errors_before_anything_runs(
         asked.append("name")
         return "d.csv"
 
-    monkeypatch.setattr(main, "_file_name", file_name)
+    monkeypatch.setattr(awaits, "file_name", file_name)
     with pytest.raises(UsageError, match=message):
         anyio.run(lambda: pipe.all(data=dag.host().file("/in/d.csv"), **(kwargs | secrets)))
     assert asked == [] and engine.ran == []
@@ -846,6 +852,7 @@ def test_every_import_of_the_module_is_a_declared_dependency() -> None:
 
 
 def test_no_secret_or_unpinned_image_in_source() -> None:
-    text = (ROOT / "ci" / "src" / "ml_pipeline" / "main.py").read_text()
-    assert 'from_("' not in text and ":latest" not in text
+    for path in (ROOT / "ci" / "src" / "ml_pipeline").glob("*.py"):
+        text = path.read_text()
+        assert 'from_("' not in text and ":latest" not in text
     assert isinstance(dagger.Secret, type)

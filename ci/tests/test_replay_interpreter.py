@@ -188,7 +188,8 @@ def test_the_module_loads_with_what_dagger_json_includes(tier: Tier) -> None:
     """Needs the git checkout (git decides .gitignore): skips with the tier where it skips (in a stage's container)."""
     files = replay_tier.module_files()
     assert "dagger.json" in files
-    for name in ("ci/pyproject.toml", "ci/uv.lock", "ci/src/ml_pipeline/main.py", "ci/src/ml_pipeline/images.py"):
+    module = ("main", "constants", "stages", "release", "awaits", "images", "kubeconfig")
+    for name in ("ci/pyproject.toml", "ci/uv.lock", *(f"ci/src/ml_pipeline/{m}.py" for m in module)):
         assert name in files
     assert not [f for f in files if f.startswith(("ci/sdk/", "ci/.venv/", "src/", ".venv/"))]
     config = json.loads((replay_tier.REPO / "dagger.json").read_text())

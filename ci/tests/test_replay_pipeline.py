@@ -87,7 +87,7 @@ def test_all_without_credentials_runs_every_stage_and_prints_its_summary(
     # `tests="unit or spark"`: the test stage runs the unit tier and the Spark engine's tests for
     # real (pytest, --cov, junit) in its container, on the base with the spark extra and a JRE; the
     # default selection (every tier but docker/replay, ~20 min here) was replayed by hand once
-    # (README, "What the replay proves"), not on every CI run.
+    # (docs/ci.md, "What the replay proves"), not on every CI run.
     first = len(tier.interp.terminals)
     summary = timed(tier, "all", lambda: pipeline().all(tests=ALL_TESTS))
     with capsys.disabled():

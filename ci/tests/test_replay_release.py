@@ -145,7 +145,7 @@ def flag(argv: list[str], name: str) -> str:
 
 
 # The deploy's verification limits on this loaded 2-core machine, as every deploy test here sets
-# them (tests/deploy_doubles/harness.make_settings): the scenario is about the release, not latency.
+# them (tests/support/deploy_doubles/harness.make_settings): the scenario is about the release, not latency.
 RELAXED = "\n[tool.mlship.deploy]\nsmoke_latency_ms = 5000.0\nmax_p99_ms = 5000.0\n"
 
 
@@ -172,7 +172,7 @@ def checkout_copy(dest: Path) -> Path:
 @contextlib.contextmanager
 def double_clusters(tier: Tier, clusters: Path, pod_env_dir: Path) -> Iterator[None]:
     """The kubectl image becomes the double's, which each exec reaches through mounts (restored after)."""
-    from tests.deploy_doubles.harness import HERE as DOUBLES
+    from tests.support.deploy_doubles.harness import HERE as DOUBLES
 
     interp = tier.interp
     saved_standin, saved_mounts = interp.standins[images.KUBECTL], interp.exec_mounts
@@ -202,7 +202,7 @@ def test_the_first_release_through_dagger_call_staging_production_rollback_and_b
     from mlship.data.io import write_table
     from mlship.data.synth import generate
     from mlship.registry import Registry
-    from tests.deploy_doubles.harness import double_objects, kill_double_servers
+    from tests.support.deploy_doubles.harness import double_objects, kill_double_servers
 
     times: dict[str, float] = {}
 

@@ -12,22 +12,25 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from mlship.batch.engine import predict_batch
+    from mlship.batch.run import BatchResult
     from mlship.data.synth import write_synthetic
     from mlship.data.validation import ValidationReport, validate_file
-    from mlship.deploy.bluegreen import Controller, DeployResult
+    from mlship.deploy.controller import Controller
     from mlship.deploy.factory import controller
     from mlship.deploy.release import Release
+    from mlship.deploy.result import DeployResult
     from mlship.errors import ConfigError, InfraError, MlshipError, PipelineRejected
-    from mlship.model.gates import GateReport, GateResult, register_challenger, run_gate
+    from mlship.job import RunSummary, run
+    from mlship.model.gates.run import register_challenger, run_gate
+    from mlship.model.gates.types import GateReport, GateResult
     from mlship.model.train import TrainResult, train
-    from mlship.monitoring.batch import BatchResult, predict_batch
+    from mlship.monitoring.abtest_analysis import AbReport, Arm
+    from mlship.monitoring.abtest_analysis import analyse as analyse_abtest
     from mlship.monitoring.drift import DriftReport
     from mlship.monitoring.drift import detect as detect_drift
-    from mlship.monitoring.events import AbReport, Arm
-    from mlship.monitoring.events import analyse as analyse_abtest
-    from mlship.pipeline import RunSummary, run
+    from mlship.pr_comment import Posted, comment
     from mlship.registry import Registry, ResolvedModel, VersionInfo
-    from mlship.review import Posted, comment
     from mlship.security.trivy import ScanGateResult, scan_gate
     from mlship.serving.server import serve
     from mlship.settings import Settings, load_settings, settings_from_mapping
@@ -47,21 +50,21 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "train": ("mlship.model.train", "train"),
     "TrainResult": ("mlship.model.train", "TrainResult"),
     # mlship gate [--register]
-    "run_gate": ("mlship.model.gates", "run_gate"),
-    "register_challenger": ("mlship.model.gates", "register_challenger"),
-    "GateReport": ("mlship.model.gates", "GateReport"),
-    "GateResult": ("mlship.model.gates", "GateResult"),
+    "run_gate": ("mlship.model.gates.run", "run_gate"),
+    "register_challenger": ("mlship.model.gates.run", "register_challenger"),
+    "GateReport": ("mlship.model.gates.types", "GateReport"),
+    "GateResult": ("mlship.model.gates.types", "GateResult"),
     # mlship register / promote / models
     "Registry": ("mlship.registry", "Registry"),
     "ResolvedModel": ("mlship.registry", "ResolvedModel"),
     "VersionInfo": ("mlship.registry", "VersionInfo"),
     # mlship run
-    "run": ("mlship.pipeline", "run"),
-    "RunSummary": ("mlship.pipeline", "RunSummary"),
+    "run": ("mlship.job", "run"),
+    "RunSummary": ("mlship.job", "RunSummary"),
     # mlship deploy / rollback / status
     "controller": ("mlship.deploy.factory", "controller"),
-    "Controller": ("mlship.deploy.bluegreen", "Controller"),
-    "DeployResult": ("mlship.deploy.bluegreen", "DeployResult"),
+    "Controller": ("mlship.deploy.controller", "Controller"),
+    "DeployResult": ("mlship.deploy.result", "DeployResult"),
     "Release": ("mlship.deploy.release", "Release"),
     # mlship serve
     "serve": ("mlship.serving.server", "serve"),
@@ -69,18 +72,18 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "detect_drift": ("mlship.monitoring.drift", "detect"),
     "DriftReport": ("mlship.monitoring.drift", "DriftReport"),
     # mlship abtest
-    "analyse_abtest": ("mlship.monitoring.events", "analyse"),
-    "Arm": ("mlship.monitoring.events", "Arm"),
-    "AbReport": ("mlship.monitoring.events", "AbReport"),
+    "analyse_abtest": ("mlship.monitoring.abtest_analysis", "analyse"),
+    "Arm": ("mlship.monitoring.abtest_analysis", "Arm"),
+    "AbReport": ("mlship.monitoring.abtest_analysis", "AbReport"),
     # mlship predict-batch
-    "predict_batch": ("mlship.monitoring.batch", "predict_batch"),
-    "BatchResult": ("mlship.monitoring.batch", "BatchResult"),
+    "predict_batch": ("mlship.batch.engine", "predict_batch"),
+    "BatchResult": ("mlship.batch.run", "BatchResult"),
     # mlship scan-gate
     "scan_gate": ("mlship.security.trivy", "scan_gate"),
     "ScanGateResult": ("mlship.security.trivy", "ScanGateResult"),
     # mlship comment
-    "comment": ("mlship.review", "comment"),
-    "Posted": ("mlship.review", "Posted"),
+    "comment": ("mlship.pr_comment", "comment"),
+    "Posted": ("mlship.pr_comment", "Posted"),
     # what a stage raises, and the exit code each becomes
     "MlshipError": ("mlship.errors", "MlshipError"),
     "PipelineRejected": ("mlship.errors", "PipelineRejected"),

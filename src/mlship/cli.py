@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from mlship.errors import MlshipError
+from mlship.redaction import redact, redact_logs
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -81,13 +83,13 @@ def options(ctx: typer.Context) -> GlobalOptions:
 
 def console() -> Console:
     """The stdout console for tables and summaries (progress and errors go to stderr)."""
-    from rich.console import Console
+    from rich.console import Console  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
     return Console(highlight=False, soft_wrap=True)
 
 
 def err_console() -> Console:
-    from rich.console import Console
+    from rich.console import Console  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -100,7 +102,7 @@ def run(ctx: typer.Context, action: Callable[[Settings], int | None]) -> NoRetur
     """
     opts = options(ctx)
     try:
-        from mlship.settings import defaults_note, load_settings
+        from mlship.settings import defaults_note, load_settings  # noqa: PLC0415 - pydantic: kept off `--help`
 
         settings = load_settings(opts.config)
         note = defaults_note(opts.config)
@@ -127,17 +129,11 @@ def run(ctx: typer.Context, action: Callable[[Settings], int | None]) -> NoRetur
 
 
 def _print_error(message: str) -> None:
-    from mlship.redaction import redact
-
     first = message.strip().splitlines()[0] if message.strip() else "error"
     print(f"mlship: error: {redact(first)}", file=sys.stderr)
 
 
 def _print_traceback() -> None:
-    import traceback
-
-    from mlship.redaction import redact
-
     print(redact(traceback.format_exc()), end="", file=sys.stderr)
 
 
@@ -150,8 +146,7 @@ def _quiet_libraries() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from mlship.commands import register_all
-    from mlship.redaction import redact_logs
+    from mlship.commands import register_all  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
     _quiet_libraries()
     redact_logs()

@@ -8,6 +8,7 @@ a model directory is meant to be read by the CI runner, a reviewer and the servi
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -91,8 +92,6 @@ def write_with(dest: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
-        import math
-
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}

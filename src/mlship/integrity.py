@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mlship.errors import ConfigError, InfraError
+from mlship.fsutil import write_text
 
 SIDECAR = "mlship-sha256.txt"
 """Written into the logged model directory: the digest travels with the model (e.g. into an image)."""
@@ -55,7 +56,6 @@ def model_digest(directory: Path) -> str:
 
 def write_sidecar(directory: Path) -> str:
     """Record the digest of `directory` inside it; returns the digest."""
-    from mlship.fsutil import write_text
 
     digest = model_digest(directory)
     write_text(Path(directory) / SIDECAR, digest + "\n")

@@ -18,21 +18,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlship.errors import InfraError, PipelineRejected
 from mlship.redaction import MASK, redact
+from mlship.webhook import NOTIFY_EVENTS, WEBHOOK_ENV
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mlship.deploy.bluegreen import DeployResult
-    from mlship.model.gates import GateReport
+    from mlship.deploy.result import DeployResult
+    from mlship.model.gates.types import GateReport
+    from mlship.monitoring.abtest_analysis import AbReport
     from mlship.monitoring.drift import DriftReport
-    from mlship.monitoring.events import AbReport
     from mlship.settings import NotifySettings, Settings
-
-NOTIFY_EVENTS = ("gate", "deploy", "rollback", "failover", "drift", "canary")
-"""What a webhook can be told about (`[tool.mlship.notify] events` picks among them)."""
-
-WEBHOOK_ENV = "MLSHIP_WEBHOOK_URL"
-"""The webhook URL is a secret: it is read from this variable only, never from a file."""
 
 T = TypeVar("T")
 
@@ -132,7 +127,7 @@ def send(notice: Notice, cfg: NotifySettings, *, environ: Mapping[str, str] | No
 def _deliver(url: str, body: dict[str, Any], timeout_s: float, outcome: list[str | None]) -> None:
     """POST `body`; append None on a 2xx, else why not."""
     try:
-        import httpx
+        import httpx  # noqa: PLC0415 - httpx: heavy, imported where it is used (off `--help` and the light paths)
 
         response = httpx.post(url, json=body, timeout=timeout_s)
         outcome.append(None if response.is_success else f"the webhook answered HTTP {response.status_code}")
@@ -347,7 +342,7 @@ def router_env(settings: Settings, env: str) -> dict[str, str]:
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> NotifySettings:
     """The notify settings `router_env` handed down; the defaults for anything missing or unreadable."""
-    from mlship.settings import NotifySettings
+    from mlship.settings import NotifySettings  # noqa: PLC0415 - pydantic: kept off `--help` (commands import notify at top)
 
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
@@ -379,4 +374,4 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = ["NOTIFY_EVENTS", "Notice", "canary", "deployed", "drift", "failover", "gate", "guard", "send"]
+__all__ = ["NOTIFY_EVENTS", "WEBHOOK_ENV", "Notice", "canary", "deployed", "drift", "failover", "gate", "guard", "send"]

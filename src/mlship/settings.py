@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlship.errors import ConfigError
-from mlship.notify import NOTIFY_EVENTS, WEBHOOK_ENV
+from mlship.webhook import NOTIFY_EVENTS, WEBHOOK_ENV
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss")
 """Every metric mlship computes for a binary classifier (log_loss is lower-is-better)."""

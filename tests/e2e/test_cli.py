@@ -196,7 +196,7 @@ def test_run_drift_detects_and_retrains(fraud_project: Path) -> None:
 def test_a_retrain_that_fails_the_gate_is_not_registered(fraud_project: Path) -> None:
     """`run --drift` used to register its retrain as @challenger without a gate; now it gates first."""
     from mlship.errors import PipelineRejected
-    from mlship.pipeline import RunSummary, retrain_on_drift
+    from mlship.job import RunSummary, retrain_on_drift
 
     small_data_gates(fraud_project, "metric_floors = {roc_auc = 0.9999}\n")  # no model reaches it
     settings = load_settings(cwd=fraud_project)
@@ -219,7 +219,7 @@ def test_run_deploys_the_registered_version_and_down_stops_it(fraud_project: Pat
     import httpx
 
     from mlship.deploy.targets.local import free_port
-    from tests.deploy_doubles.harness import served_version
+    from tests.support.deploy_doubles.harness import served_version
 
     port = free_port()
     small_data_gates(fraud_project)
@@ -246,7 +246,7 @@ def test_run_deploys_the_registered_version_and_down_stops_it(fraud_project: Pat
 def test_a_rejected_deploy_stops_the_run_with_exit_1(fraud_project: Path) -> None:
     """A release that fails its smoke test never goes live, and the run says no."""
     from mlship.deploy.targets.local import free_port
-    from tests.deploy_doubles.harness import served_version
+    from tests.support.deploy_doubles.harness import served_version
 
     port = free_port()
     small_data_gates(fraud_project)

@@ -54,8 +54,8 @@ def test_chunked_scoring_matches_in_memory(project: Path) -> None:
 
 
 def test_parquet_input_and_unsupported_suffix(project: Path) -> None:
+    from mlship.batch.engine import iter_chunks
     from mlship.errors import ConfigError
-    from mlship.monitoring.batch import iter_chunks
 
     generate(700, seed=5).to_parquet("in.parquet")
     assert [len(c) for c in iter_chunks(Path("in.parquet"), 300)] == [300, 300, 100]
@@ -110,8 +110,8 @@ def test_bad_rows_are_refused_or_flagged_never_scored_silently(project: Path) ->
 
 
 def test_a_truncated_parquet_is_bad_input_not_a_crash(project: Path) -> None:
+    from mlship.batch.engine import iter_chunks
     from mlship.errors import ConfigError
-    from mlship.monitoring.batch import iter_chunks
 
     generate(700, seed=5).to_parquet("in.parquet")
     whole = Path("in.parquet").read_bytes()

@@ -98,7 +98,7 @@ def test_a_folder_becomes_one_part_per_input_with_a_manifest_and_a_report(
     assert sum(report["predicted_classes"].values()) == 1000
     assert sum(report["scores"]["histogram"]["counts"]) == 1000
     everything = np.concatenate([expected_probability(model_dir, f) for f in frames.values()])
-    # "Exact to 0.001" (README): the estimate and the sample quantile it reads (the inverted CDF, the
+    # "Exact to 0.001" (docs/monitoring.md): the estimate and the sample quantile it reads (the inverted CDF, the
     # smallest score with at least half the rows at or below it) share one of the 1000 bins.
     median = np.quantile(everything, 0.5, method="inverted_cdf")
     assert report["scores"]["quantiles"]["p50"] == pytest.approx(median, abs=0.001)
@@ -368,7 +368,7 @@ def test_bad_uris_credentials_and_endpoints_are_one_line_errors(
 
 KILLED_UPLOAD = """
 import os, signal
-from mlship.monitoring.batch_io import Dataset
+from mlship.batch.io import Dataset
 with Dataset("s3://mlship-batch/scored/2026-12-02").staged("part-big.parquet") as stream:
     stream.write(b"x" * (12 << 20))  # over pyarrow's part size: a multipart upload is open
     stream.flush()

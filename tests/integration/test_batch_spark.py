@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from mlship.batch.engine import predict_batch
+from mlship.batch.spark import predict_batch_spark, session
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.data.synth import generate
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from mlship.monitoring.batch import predict_batch
-from mlship.monitoring.batch_spark import predict_batch_spark, session
 from mlship.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("spark_tier")]  # skips, or fails when required

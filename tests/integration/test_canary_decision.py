@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.targets.base import ColorFailed, Signal
 from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.deploy.targets.local import LocalTarget, free_port
 from mlship.errors import ConfigError, PipelineRejected
 from mlship.monitoring.canary import canary_arms, decide_canary
 from mlship.settings import load_settings, settings_from_mapping
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     REPO,
     FakeRegistry,
     double_objects,

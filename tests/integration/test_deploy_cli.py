@@ -14,7 +14,7 @@ from mlship.commands import register_all
 from mlship.deploy.targets.local import free_port
 from mlship.settings import load_settings
 from tests.conftest import make_project
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     fake_controller,
     fake_release,
     served_version,

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.faults import FAULT_VAR, STEPS
 from mlship.deploy.lock import pid_alive
 from mlship.errors import PipelineRejected
-from tests.deploy_doubles.harness import HERE, RECORDS, fake_release, local_controller, served_version
+from tests.support.deploy_doubles.harness import HERE, RECORDS, fake_release, local_controller, served_version
 from tests.waiting import wait_until
 
 DEPLOY_ONCE = HERE / "deploy_once.py"

@@ -18,7 +18,7 @@ from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.targets.gitops import COMPONENT, GitOpsTarget
 from mlship.errors import ConfigError
-from tests.deploy_doubles.harness import REPO, fake_release, install_kubectl_double, kill_double_servers
+from tests.support.deploy_doubles.harness import REPO, fake_release, install_kubectl_double, kill_double_servers
 
 register_all(app)
 KUBECTL = Path(sys.executable).parent / "kubectl"

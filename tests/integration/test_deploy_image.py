@@ -11,7 +11,7 @@ from mlship.deploy.release import Release
 from mlship.model.train import TrainResult
 from mlship.registry import Registry, load_model_dir, model_input_example
 from mlship.settings import load_settings
-from tests.deploy_doubles.docker import install_docker_double
+from tests.support.deploy_doubles.docker import install_docker_double
 
 
 def test_golden_rows_are_the_image_models_example_and_its_own_predictions(

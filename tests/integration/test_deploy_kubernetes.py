@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from mlship.deploy.bluegreen import Controller
-from mlship.deploy.targets.kubernetes import KubernetesTarget, parse_metrics
+from mlship.deploy.controller import Controller
+from mlship.deploy.targets.k8s_metrics import parse_metrics
+from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     REPO,
     FakeRegistry,
     double_objects,

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from mlship.cli import app
 from mlship.commands import register_all
 from tests.conftest import make_project
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     REPO,
     double_objects,
     install_kubectl_double,

@@ -17,12 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlship.deploy.bluegreen import Controller, require_approval
+from mlship.deploy.controller import Controller
 from mlship.deploy.lock import deploy_lock, pid_alive
+from mlship.deploy.options import require_approval
 from mlship.deploy.targets.base import ColorFailed
 from mlship.deploy.targets.local import LocalTarget, port_free
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from tests.deploy_doubles.harness import fake_release, local_controller, served_version
+from tests.support.deploy_doubles.harness import fake_release, local_controller, served_version
 from tests.waiting import wait_until
 
 
@@ -311,7 +312,7 @@ def test_status_says_a_saturated_router_is_not_a_failing_release(tmp_path: Path)
     """Every connection busy (mid-body) → `status` names the router and the busiest address, not the release."""
     import socket
 
-    from mlship.commands.deploy import _repair
+    from mlship.commands._deploy_status import repair as _repair
 
     ctl = local_controller(tmp_path)
     ctl.target.max_connections = 4  # type: ignore[attr-defined]

@@ -27,15 +27,16 @@ from typer.testing import CliRunner
 from mlship import integrity
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.deploy.bluegreen import Controller, golden_from_registry
+from mlship.deploy.context import golden_from_registry
+from mlship.deploy.controller import Controller
 from mlship.deploy.faults import FAULT_VAR
 from mlship.deploy.release import Release
 from mlship.deploy.smoke import Golden
 from mlship.deploy.targets.local import LocalTarget, free_port
 from mlship.errors import MlshipError
 from mlship.settings import load_settings
-from tests.deploy_doubles.harness import HERE, RECORDS, fake_controller, fake_golden, fake_release
 from tests.integration.test_deploy_cli import write_deploy_config
+from tests.support.deploy_doubles.harness import HERE, RECORDS, fake_controller, fake_golden, fake_release
 
 register_all(app)
 runner = CliRunner()

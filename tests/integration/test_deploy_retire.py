@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from mlship.deploy import retire
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.lock import LockHeld, pid_alive
-from tests.deploy_doubles.harness import fake_release, local_controller, served_version
+from tests.support.deploy_doubles.harness import fake_release, local_controller, served_version
 
 
 def retiring(tmp_path: Path, window_s: float) -> Controller:
@@ -181,8 +181,8 @@ def test_a_retirement_that_finds_a_deploy_holding_the_lock_waits_for_it(ctl: Con
     import os
     import threading
 
-    from mlship.deploy.bluegreen import _cancel_retire
     from mlship.deploy.lock import deploy_lock
+    from mlship.deploy.process import cancel as _cancel_retire
 
     ctl.deploy(fake_release("1"))
     ctl.deploy(fake_release("2"))

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from scipy.stats import binom
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.faults import FAULT_VAR
 from mlship.deploy.lock import pid_alive
 from mlship.errors import ConfigError, PipelineRejected
-from tests.deploy_doubles.harness import HERE, RECORDS, fake_release, local_controller, served_version
+from tests.support.deploy_doubles.harness import HERE, RECORDS, fake_release, local_controller, served_version
 from tests.waiting import wait_until
 
 DEPLOY_ONCE = HERE / "deploy_once.py"

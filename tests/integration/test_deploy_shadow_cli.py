@@ -14,8 +14,8 @@ from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.targets.local import free_port
 from mlship.settings import load_settings
-from tests.deploy_doubles.harness import RECORDS, fake_controller, fake_release, served_version
 from tests.integration.test_deploy_cli import write_deploy_config
+from tests.support.deploy_doubles.harness import RECORDS, fake_controller, fake_release, served_version
 
 register_all(app)
 runner = CliRunner()

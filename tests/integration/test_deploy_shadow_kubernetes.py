@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.errors import ConfigError
-from tests.deploy_doubles.harness import (
+from tests.integration.test_deploy_kubernetes import IMAGE, k8s_controller
+from tests.support.deploy_doubles.harness import (
     double_objects,
     fake_release,
     install_kubectl_double,
@@ -18,7 +19,6 @@ from tests.deploy_doubles.harness import (
     make_settings,
     served_version,
 )
-from tests.integration.test_deploy_kubernetes import IMAGE, k8s_controller
 
 PREVIEW = "http://mlship-model-preview-staging.ml.svc.cluster.local:80"
 

@@ -59,7 +59,7 @@ def champion_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Tr
     registry = Registry.from_settings(settings)
     registry.register(strong.run_id, "card-fraud")
     registry.set_alias("card-fraud", "champion", "1")
-    weak = train(settings.model_copy(update={"estimator": "tests.gate_support:weak"}))
+    weak = train(settings.model_copy(update={"estimator": "tests.support.gate:weak"}))
     return root, strong, weak
 
 
@@ -178,6 +178,33 @@ def test_failing_candidate_is_not_registered(in_champion_project: Any) -> None:
     assert report(root / "weak2")["registered"] is None
 
 
+def test_gate_md_is_written_once_with_where_it_was_logged_and_what_was_registered(
+    in_champion_project: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One write of gate.md per run, after logging and registering, and the run holds that same final copy."""
+    import mlflow.artifacts
+
+    from mlship.model.gates import report as render
+
+    root, _strong, _weak = in_champion_project
+    writes: list[Path] = []
+    original = render.write_text
+
+    def counting(path: Path, text: str) -> Path:
+        writes.append(path)
+        return original(path, text)
+
+    monkeypatch.setattr(render, "write_text", counting)
+    code, _, err = invoke("gate", "--candidate", "models:/card-fraud/1", "--register", "--report-dir", "once")
+    assert code == 0, err
+    assert [p.name for p in writes] == ["gate.md"]
+    local = (root / "once" / "gate.md").read_text()
+    run_id = report(root / "once")["logged_to_run"]
+    assert f"Logged to MLflow run `{run_id}`" in local and "Registered: card-fraud v1 is @challenger." in local
+    logged = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="gate/gate.md", dst_path=str(root / "dl"))
+    assert Path(logged).read_text() == local
+
+
 def test_unloadable_champion_is_exit_3(in_champion_project: Any) -> None:
     _root, strong, _weak = in_champion_project
     code, _, err = invoke("gate", "--candidate", strong.run_model_uri, "--champion", "models:/card-fraud/99")
@@ -212,7 +239,7 @@ def test_model_using_the_sensitive_attribute_fails_fairness(in_champion_project:
         "biased.toml",
         sensitive_feature="customer_segment",
         categorical_features=["merchant_category", "country", "device_type", "customer_segment"],
-        estimator="tests.gate_support:biased",
+        estimator="tests.support.gate:biased",
         gates={**RELAXED, "min_group_size": 50, "metric_floors": {}},
     )
     biased = train(load_settings(config))
@@ -253,7 +280,7 @@ def test_tiny_group_is_reported_insufficient_and_fails_closed(in_champion_projec
 def test_bloated_model_fails_size(in_champion_project: Any) -> None:
     root, _strong, _weak = in_champion_project
     config = write_config(
-        root, "bloated.toml", estimator="tests.gate_support:bloated", gates={**RELAXED, "max_model_size_mb": 1.0}
+        root, "bloated.toml", estimator="tests.support.gate:bloated", gates={**RELAXED, "max_model_size_mb": 1.0}
     )
     bloated = train(load_settings(config))
     code, _, _ = invoke("--config", str(config), "gate", "--candidate", bloated.run_model_uri, "--no-champion")

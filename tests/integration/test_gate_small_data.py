@@ -23,7 +23,7 @@ from mlship.commands import register_all
 from mlship.model.train import train
 from mlship.settings import load_settings
 from tests.conftest import _toml
-from tests.http_recorder import recorder
+from tests.support.http_recorder import recorder
 
 register_all(app)
 runner = CliRunner()
@@ -67,7 +67,8 @@ def test_a_good_model_on_small_data_passes_with_a_visible_warning_by_default(
     small_project: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlship import notify
-    from mlship.registry import GATE_WARNING_TAG, Registry, gate_label
+    from mlship.model.gates.verdict import GATE_WARNING_TAG, gate_label
+    from mlship.registry import Registry
 
     root, candidate = small_project
     monkeypatch.delenv("GITHUB_RUN_ID", raising=False)

@@ -21,7 +21,7 @@ from mlship.deploy.release import DeployState
 from mlship.deploy.targets.cluster_state import RETRIES, ClusterStore, LeaseLock
 from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.errors import InfraError
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     REPO,
     double_objects,
     fake_release,
@@ -114,7 +114,7 @@ def test_double_service_selector_patches_decide_where_a_port_forward_lands(clust
         target.set_weights({"green": 100})
         selector = double_objects(cluster)["Service/ml/mlship-model-staging"]["spec"]["selector"]
         assert selector["mlship.dev/color"] == "green" and selector["app.kubernetes.io/component"] == "model-server"
-        from tests.deploy_doubles.harness import served_version
+        from tests.support.deploy_doubles.harness import served_version
 
         assert served_version(target.traffic_url("green")) == "2"
         target.set_weights({"blue": 100})

@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.targets.base import ColorFailed
-from mlship.deploy.targets.kubernetes import KubernetesTarget, probe_budget_s, rollout_budget_s
+from mlship.deploy.targets.k8s_manifests import probe_budget_s, rollout_budget_s
+from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.errors import InfraError
-from tests.deploy_doubles.harness import (
+from tests.support.deploy_doubles.harness import (
     REPO,
     add_secret,
     double_objects,

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from mlship.deploy.bluegreen import Controller
+from mlship.deploy.controller import Controller
 from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.errors import InfraError, PipelineRejected
-from tests.deploy_doubles.harness import (
+from tests.integration.test_deploy_kubernetes import KUBECTL
+from tests.support.deploy_doubles.harness import (
     REPO,
     FakeRegistry,
     fake_golden,
@@ -34,7 +35,6 @@ from tests.deploy_doubles.harness import (
     set_role,
     used_permissions,
 )
-from tests.integration.test_deploy_kubernetes import KUBECTL
 
 NS = "mlship-staging"
 USER = f"system:serviceaccount:{NS}:mlship-deployer"

@@ -19,7 +19,7 @@ from mlship import notify
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.data.synth import write_synthetic
-from tests.http_recorder import Recorder, closed_port_url, recorder
+from tests.support.http_recorder import Recorder, closed_port_url, recorder
 
 register_all(app)
 runner = CliRunner()

@@ -17,8 +17,8 @@ from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.targets.local import free_port
 from mlship.settings import load_settings
-from tests.deploy_doubles.harness import fake_controller, fake_release, served_version
-from tests.http_recorder import recorder
+from tests.support.deploy_doubles.harness import fake_controller, fake_release, served_version
+from tests.support.http_recorder import recorder
 
 register_all(app)
 runner = CliRunner()

@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO
-from tests.pipeline_shapes import DERIVED_CATEGORICAL, DIABETES_NUMERIC, diabetes_frame
-from tests.serving_support import MLSHIP, free_port
+from tests.support.pipeline_shapes import DERIVED_CATEGORICAL, DIABETES_NUMERIC, diabetes_frame
+from tests.support.serving import MLSHIP, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +46,10 @@ SHAPES = {
     "no-numeric": Shape(DERIVED_CATEGORICAL, [], GB, compiled=True),
     "one-feature": Shape([], ["bmi"], LR, compiled=True),
     "logistic-regression": Shape(DERIVED_CATEGORICAL, DIABETES_NUMERIC, LR, compiled=True),
-    "random-forest": Shape(DERIVED_CATEGORICAL, DIABETES_NUMERIC, "tests.pipeline_shapes:random_forest", True),
+    "random-forest": Shape(DERIVED_CATEGORICAL, DIABETES_NUMERIC, "tests.support.pipeline_shapes:random_forest", True),
     "hist-gradient-boosting": Shape(DERIVED_CATEGORICAL, DIABETES_NUMERIC, GB, compiled=True),
     "custom-transformer": Shape(
-        DERIVED_CATEGORICAL, DIABETES_NUMERIC, "tests.pipeline_shapes:custom_transformer", compiled=False
+        DERIVED_CATEGORICAL, DIABETES_NUMERIC, "tests.support.pipeline_shapes:custom_transformer", compiled=False
     ),
     "accepts-nan": Shape([], DIABETES_NUMERIC, GB, compiled=True, nan_share=0.1),
 }
@@ -103,7 +103,7 @@ def _own_probabilities(model: Any, settings: Any, rows: list[dict[str, Any]]) ->
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Any, ...]]]:
     """Train → gate → register @challenger for every shape, then one `mlship serve` per shape at once."""
-    from mlship.model.gates import register_challenger, run_gate
+    from mlship.model.gates.run import register_challenger, run_gate
     from mlship.model.train import train
     from mlship.settings import load_settings
 

@@ -15,7 +15,8 @@ from mlship.cli import app
 from mlship.commands import register_all
 from mlship.data.io import fingerprint
 from mlship.integrity import SIDECAR, TAG, model_digest
-from mlship.registry import FORCED_TAG, GATE_REPORT_TAG, GATE_TAG, Registry
+from mlship.model.gates.verdict import FORCED_TAG, GATE_REPORT_TAG, GATE_TAG
+from mlship.registry import Registry
 from mlship.settings import load_settings
 from tests.conftest import make_project
 

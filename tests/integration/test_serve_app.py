@@ -17,7 +17,7 @@ from mlship.registry import ModelNotFound, load_model_dir
 from mlship.serving.app import create_app
 from mlship.serving.model import ServedModel, load, resolve_source
 from mlship.settings import Settings, settings_from_mapping
-from tests.serving_support import ServingModel, serving_model
+from tests.support.serving import ServingModel, serving_model
 
 
 @pytest.fixture(scope="module")

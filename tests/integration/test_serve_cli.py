@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving_support import MLSHIP, ServingModel, free_port, serving_model, start_server
+from tests.support.serving import MLSHIP, ServingModel, free_port, serving_model, start_server
 
 
 @pytest.fixture(scope="module")

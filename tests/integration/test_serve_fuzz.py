@@ -23,7 +23,7 @@ from schemathesis.generation import GenerationMode
 from mlship.serving.app import create_app
 from mlship.serving.model import load, resolve_source
 from mlship.settings import settings_from_mapping
-from tests.serving_support import free_port, serving_model
+from tests.support.serving import free_port, serving_model
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from mlship.errors import ConfigError
 from mlship.serving.app import create_app
 from mlship.serving.mirror import shadow_from_env
 from mlship.settings import settings_from_mapping
-from tests.serving_support import ServingModel, serving_model, start_server
+from tests.support.serving import ServingModel, serving_model, start_server
 
 
 def test_shadow_from_env_reads_url_and_sample_and_refuses_malformed_values() -> None:

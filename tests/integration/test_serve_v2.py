@@ -16,7 +16,7 @@ from mlship.serving.app import create_app
 from mlship.serving.model import Column, ServedModel, load, resolve_source
 from mlship.serving.v2 import endpoint_label
 from tests.integration.test_serve_app import settings_for, wait_ready
-from tests.serving_support import ServingModel, serving_model
+from tests.support.serving import ServingModel, serving_model
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +220,10 @@ def test_metrics_labels_stay_bounded() -> None:
 
 
 def test_the_readme_example_infers(client: TestClient) -> None:
-    """The curl body the README shows is a valid request for the demo model's signature."""
+    """The curl body docs/serving.md shows is a valid request for the demo model's signature."""
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
     found = re.search(r"/v2/models/card-fraud/infer -H 'content-type: application/json' -d '(.*?)'\n", readme, re.S)
     assert found is not None
     response = client.post("/v2/models/card-fraud/infer", content=found.group(1).encode())

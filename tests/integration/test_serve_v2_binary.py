@@ -24,7 +24,7 @@ from mlship.serving.app import create_app
 from mlship.serving.model import load, resolve_source
 from tests.integration.test_serve_app import settings_for, wait_ready
 from tests.integration.test_serve_v2 import tensors
-from tests.serving_support import ServingModel, serving_model, start_server
+from tests.support.serving import ServingModel, serving_model, start_server
 
 INFER = "/v2/models/card-fraud/infer"
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.errors import ConfigError
+from mlship.monitoring.abtest_analysis import Arm, analyse, count_arms, read_events
 from mlship.monitoring.canary import decide_canary
-from mlship.monitoring.events import Arm, analyse, count_arms, read_events
 
 register_all(app)
 runner = CliRunner()
@@ -193,7 +193,7 @@ def test_read_events_returns_arms_as_text(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_traffic_split_blocks_apply_but_not_the_analysis(project: Path) -> None:
-    from mlship.deploy.bluegreen import Controller
+    from mlship.deploy.controller import Controller
     from mlship.deploy.release import DeployState, Release
     from mlship.deploy.targets.local import LocalTarget
     from mlship.errors import InfraError
@@ -213,3 +213,20 @@ def test_an_unreadable_traffic_split_blocks_apply_but_not_the_analysis(project: 
     assert not Path("rep/abtest.json").exists()
     looked = decide_canary(Path("ev.csv"), Path("rep"), ctl=ctl, design={"mde": 0.05}).report
     assert looked.state == "promote" and looked.srm_p_value is None and looked.action == "none"
+
+
+def test_hostile_arm_names_are_escaped_in_the_report_and_printed_as_text(project: Path) -> None:
+    """Arm names come from the events file: a `|`, a newline or HTML cannot break abtest.md, nor markup the console."""
+    control, treatment = "<script>alert(1)</script>", "b|x\n# Pwned [/bold]"
+    events_frame({control: (1000, 10_000), treatment: (1200, 10_000)}).to_parquet("hostile.parquet")
+    code, out = abtest(
+        "--events", "hostile.parquet", "--control-arm", control, "--treatment-arm", treatment, "--mde", "0.02"
+    )  # fmt: skip
+    assert code == 0, out
+    assert f"control {control} 1000/10000" in out and "treatment b|x\\n# Pwned [/bold] 1200/10000" in out
+    md = (project / ".mlship" / "reports" / "abtest.md").read_text()
+    assert "| &lt;script&gt;alert(1)&lt;/script&gt; | control | 1000 | 10000 |" in md
+    assert "| b\\|x\\n# Pwned [/bold] | treatment | 1200 | 10000 |" in md
+    assert "<script>" not in md and not any(line.startswith("# Pwned") for line in md.splitlines())
+    report = json.loads((project / ".mlship" / "reports" / "abtest.json").read_text())
+    assert report["control"]["arm"] == control and report["treatment"]["arm"] == treatment

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from mlship.cli import app
 from mlship.commands import register_all
 from mlship.deploy.router import Route
-from mlship.deploy.shadow import key_bucket, key_hash
 from mlship.errors import ConfigError
-from mlship.monitoring.events import read_events
+from mlship.monitoring.abtest_analysis import read_events
+from mlship.traffic.sticky import key_bucket, key_hash
 
 register_all(app)
 runner = CliRunner()

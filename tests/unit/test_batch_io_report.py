@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlship.batch.io import Dataset, InputFile, list_inputs, part_name, split, storage_error
+from mlship.batch.report import BINS, PartStats, Sample, coarse, quantile, verdict
+from mlship.batch.run import Progress as _Progress
 from mlship.errors import ConfigError, InfraError
-from mlship.monitoring.batch import _Progress
-from mlship.monitoring.batch_io import Dataset, InputFile, list_inputs, part_name, split, storage_error
-from mlship.monitoring.batch_report import BINS, PartStats, Sample, coarse, quantile, verdict
 
 
 def test_inputs_are_a_file_a_folder_or_a_glob_and_never_hidden_or_other_files(project: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlship.monitoring.batch import row_problems
+from mlship.batch.rows import row_problems
 from mlship.serving.model import Column
 
 

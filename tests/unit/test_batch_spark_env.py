@@ -9,11 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlship.cli import app
-from mlship.commands import register_all
-from mlship.errors import ConfigError, InfraError
-from mlship.monitoring.batch_io import Dataset
-from mlship.monitoring.batch_spark import (
+from mlship.batch.io import Dataset
+from mlship.batch.spark import (
     DEFAULT_MASTER,
     _drop_stale_staging,
     _s3a_conf,
@@ -21,6 +18,9 @@ from mlship.monitoring.batch_spark import (
     spark_master,
     spark_uri,
 )
+from mlship.cli import app
+from mlship.commands import register_all
+from mlship.errors import ConfigError, InfraError
 from tests.conftest import tier_unavailable
 
 

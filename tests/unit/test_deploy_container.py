@@ -25,9 +25,10 @@ from mlship.deploy.image import (
 from mlship.deploy.release import Release
 from mlship.deploy.targets.base import ColorFailed
 from mlship.deploy.targets.container import DockerRunner, scope_of
-from mlship.deploy.targets.local import LocalTarget, ProcessRunner, ReleaseRunner, describe
+from mlship.deploy.targets.local import LocalTarget
+from mlship.deploy.targets.runners import ProcessRunner, ReleaseRunner, describe
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from tests.deploy_doubles.docker import install_docker_double
+from tests.support.deploy_doubles.docker import install_docker_double
 from tests.waiting import wait_until
 
 LABELS = {

@@ -15,18 +15,10 @@ from scipy.stats import binomtest
 
 from mlship.deploy import synthetic
 from mlship.deploy.router import Route, Router
-from mlship.deploy.shadow import (
-    KEY_HASH_HEADER,
-    Reservoir,
-    ShadowStats,
-    body_field,
-    copy_head,
-    key_bucket,
-    key_hash,
-    parse_sticky,
-    render_markdown,
-    split_response,
-)
+from mlship.deploy.shadow import render_markdown
+from mlship.traffic.compare import Reservoir, ShadowStats
+from mlship.traffic.copier import copy_head, split_response
+from mlship.traffic.sticky import KEY_HASH_HEADER, body_field, key_bucket, key_hash, parse_sticky
 
 TOKEN = "tok"
 
@@ -389,7 +381,7 @@ def test_an_unreachable_shadow_counts_errors_and_never_fails_a_client(tmp_path: 
 
 def test_the_status_line_counts_rows_and_shows_the_candidates_p99_its_queue_and_a_refusal() -> None:
     """Issue 26: it said "1070 compared" for 327 rows and "0 errors, 0 dropped" for a 4 s p99 with 362 waiting."""
-    from mlship.commands.deploy import _shadow_line
+    from mlship.commands._deploy_status import _shadow_line
 
     stats = ShadowStats(sample=1.0)
     request = json.dumps({"records": [{"a": 1}, {"a": 2}, {"a": 3}]}).encode()

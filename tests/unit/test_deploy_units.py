@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mlship.deploy.bluegreen import DeployResult, render_markdown
 from mlship.deploy.lock import deploy_lock, pid_alive
 from mlship.deploy.release import Release, StateStore, find_release, other
+from mlship.deploy.result import DeployResult, render_markdown
 from mlship.deploy.smoke import Golden, smoke
 from mlship.deploy.targets.base import Signal
 from mlship.deploy.targets.local import free_port
 from mlship.errors import ConfigError, InfraError
-from tests.deploy_doubles.harness import FAKE_SERVER, RECORDS, fake_golden, fake_release
+from tests.support.deploy_doubles.harness import FAKE_SERVER, RECORDS, fake_golden, fake_release
 
 
 def test_history_keeps_the_last_n_releases_and_finds_redeployable_versions(tmp_path: Path) -> None:
@@ -191,8 +191,9 @@ def test_verification_stops_early_only_when_the_error_limit_is_out_of_reach() ->
 def test_a_promotion_judges_what_the_shadow_or_canary_recorded_with_the_verification_limits(tmp_path: Path) -> None:
     from typing import Any
 
-    from mlship.deploy.bluegreen import Controller, _signal_dict
+    from mlship.deploy.controller import Controller
     from mlship.deploy.release import DeployState
+    from mlship.deploy.result import signal_dict as _signal_dict
     from mlship.settings import settings_from_mapping
 
     class Recorded:

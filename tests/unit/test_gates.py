@@ -10,22 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlship.model.fairness import FairnessReport, GroupRates, group_rates
-from mlship.model.gates import (
-    ComparisonRow,
-    GateResult,
-    LatencyStats,
-    directory_bytes,
+from mlship.model.gates.checks import (
     fairness_gates,
-    latency_gate,
-    mcnemar_pvalue,
-    measure_latency,
     metric_floor_gates,
     robustness_gate,
     size_gate,
-    tolerated_flips,
     versus_champion_gate,
 )
+from mlship.model.gates.fairness import FairnessReport, GroupRates, group_rates
+from mlship.model.gates.latency import latency_gate, measure_latency
+from mlship.model.gates.run import directory_bytes
+from mlship.model.gates.statistics import mcnemar_pvalue, tolerated_flips
+from mlship.model.gates.types import ComparisonRow, GateResult, LatencyStats
 from mlship.settings import GateSettings, Settings
 
 
@@ -381,7 +377,7 @@ def test_no_legend_of_the_gate_plots_sits_on_the_data() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from mlship.model import report as render
+    from mlship.model.gates import report as render
 
     rng = np.random.default_rng(0)
     y = (rng.random(400) < 0.3).astype(int)
@@ -411,7 +407,8 @@ def test_no_legend_of_the_gate_plots_sits_on_the_data() -> None:
 def test_the_latency_gate_times_the_served_object_and_fails_closed_when_it_cannot(tmp_path: Path) -> None:
     """served_latency wraps the candidate as the server does; no sendable row, or a raising model, fails."""
     from mlship.model.estimators import logistic_regression
-    from mlship.model.gates import LatencyStats, LoadedModel, served_latency
+    from mlship.model.gates.latency import served_latency
+    from mlship.model.gates.types import LatencyStats, LoadedModel
 
     X = pd.DataFrame({"country": ["BR", "US"] * 30, "amount": np.arange(60.0)})
     model = logistic_regression(["country"], ["amount"], 0).fit(X, np.arange(60) % 2)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mlship.model.bootstrap import (
+from mlship.model.gates.fairness import group_rates
+from mlship.model.gates.statistics import (
     BOOTSTRAP_METRICS,
     paired_differences,
     percentile_interval,
     weight_chunks,
     weighted_metric,
 )
-from mlship.model.fairness import group_rates
 from mlship.model.metrics import classification_metrics
 
 

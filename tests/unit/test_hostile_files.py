@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlship.batch.report import BatchSummary, PartStats
+from mlship.batch.report import render_markdown as batch_markdown
 from mlship.data.io import MAX_HEADER_BYTES, MAX_LINE_BYTES, LineCapped, read_table
 from mlship.data.validation import ExpectationOutcome, ValidationReport, render_markdown, validate_frame, write_report
 from mlship.errors import ConfigError
-from mlship.monitoring.batch_report import BatchSummary, PartStats
-from mlship.monitoring.batch_report import render_markdown as batch_markdown
 from mlship.report_text import MAX_TEXT, cell, code, one_line
 
 EVIL = "evil\n| injected | row |\n# Pwned <img src=x>"

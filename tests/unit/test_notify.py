@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from mlship import notify
-from mlship.deploy.bluegreen import DeployResult
 from mlship.deploy.release import Release
+from mlship.deploy.result import DeployResult
 from mlship.deploy.router import Route, Router
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from mlship.monitoring.events import Arm, analyse
+from mlship.monitoring.abtest_analysis import Arm, analyse
 from mlship.settings import NotifySettings, Settings, settings_from_mapping
-from tests.http_recorder import Recorded, closed_port_url, recorder
+from tests.support.http_recorder import Recorded, closed_port_url, recorder
 
 SECRET_PATH = "/services/T000/B000/s3cr3tXYZ"
 

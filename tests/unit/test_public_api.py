@@ -68,8 +68,8 @@ def test_every_public_name_resolves_to_a_function_or_class(name: str) -> None:
 
 def test_renamed_exports_are_the_stage_functions_themselves() -> None:
     """The two names that differ from their module's are the very functions the commands call."""
+    from mlship.monitoring.abtest_analysis import analyse
     from mlship.monitoring.drift import detect
-    from mlship.monitoring.events import analyse
 
     assert mlship.detect_drift is detect
     assert mlship.analyse_abtest is analyse

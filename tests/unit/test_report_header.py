@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlship.model.report import _model_line, _provenance_lines
+from mlship.model.gates.report import _model_line, _provenance_lines
 
 
 @pytest.mark.parametrize(

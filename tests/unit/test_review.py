@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from mlship.cli import app
 from mlship.commands import register_all
-from mlship.review import MARKER, render
-from tests.http_recorder import Recorded, Recorder, closed_port_url, recorder
+from mlship.pr_comment import MARKER, render
+from tests.support.http_recorder import Recorded, Recorder, closed_port_url, recorder
 
 register_all(app)
 runner = CliRunner()

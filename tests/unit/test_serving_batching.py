@@ -213,3 +213,30 @@ def test_call_runs_on_the_prediction_thread_with_its_initializer() -> None:
 
     labels, _ = run(scenario())
     assert marks == labels
+
+
+def test_a_cheap_small_batch_runs_on_the_loop_and_a_slow_one_goes_back_to_the_thread() -> None:
+    """With `inline_below_s`, a small batch runs on the event loop once the last small batch was timed
+    under the bound; a call that took longer sends the next one to the prediction thread, and a batch
+    over `inline_max_rows` always goes there."""
+    model = Recorder()
+
+    async def scenario() -> list[str]:
+        batcher = MicroBatcher(model, max_rows=64, max_wait_s=0, inline_below_s=0.05, inline_max_rows=2)
+        batcher.start()
+        where = []
+        for ids, delay in ((("a",), 0.0), (("b",), 0.1), (("c",), 0.0), (("d",), 0.0), (("e", "f", "g"), 0.0)):
+            model.delay = delay
+            model.threads.clear()
+            await batcher.predict(rows(*ids))
+            where.append(next(iter(model.threads)))
+        await batcher.close()
+        return where
+
+    loop_thread = threading.current_thread().name
+    where = run(scenario())
+    assert where[0].startswith("mlship-predict")  # nothing timed yet: the thread
+    assert where[1] == loop_thread  # "a" took under the bound: "b" runs on the loop (and takes 0.1 s)
+    assert where[2].startswith("mlship-predict")  # "b" was slow: back to the thread
+    assert where[3] == loop_thread  # "c" was quick again
+    assert where[4].startswith("mlship-predict")  # three rows: over inline_max_rows

@@ -102,8 +102,9 @@ def test_trees_that_split_off_by_one_ulp_are_caught_on_the_thresholds(data: pd.D
 
 def test_large_batches_go_tree_by_tree_and_both_paths_equal_the_pipeline(data: pd.DataFrame) -> None:
     """Past WALK_MAX_ROWS the forest answers with scikit-learn's per-tree predictor, summed in
-    sklearn's order: the same probabilities as the pipeline, as the walk gives on small batches."""
-    from mlship.serving.compiled import WALK_MAX_ROWS
+    sklearn's order: the same probabilities as the pipeline, as the walk gives on small batches.
+    (With leaf masks, every batch is scored by them; the per-tree route is checked without.)"""
+    from mlship.serving.forest import WALK_MAX_ROWS
 
     pipeline = _fit(estimators.gradient_boosting, data.iloc[:1000])
     served = _served(pipeline, data)
@@ -114,16 +115,43 @@ def test_large_batches_go_tree_by_tree_and_both_paths_equal_the_pipeline(data: p
         {c: (float(r[c]) if c in NUMERIC else r[c]) for c in CATEGORICAL + NUMERIC} for r in frame.to_dict("records")
     ]
     features = served.compiled.transform(rows)
+    expected = pipeline.predict_proba(served.frame(rows))
+    assert np.array_equal(served.compiled.predict_proba(rows), expected)  # by leaf masks
+    assert np.array_equal(forest.raw_masks(features), forest.raw_by_tree(features))
+    forest._masks = None  # the routes of a forest whose trees are too wide for masks
     calls: list[int] = []
     original = forest.raw_by_tree
     forest.raw_by_tree = lambda x: calls.append(len(x)) or original(x)  # type: ignore[method-assign]
-    expected = pipeline.predict_proba(served.frame(rows))
     assert np.array_equal(served.compiled.predict_proba(rows), expected)
     assert calls == [len(rows)], "a large batch goes tree by tree"
     assert np.array_equal(forest.raw_walk(features[:300]), original(features[:300]))
     small = rows[:WALK_MAX_ROWS]
     assert np.array_equal(served.compiled.predict_proba(small), expected[:WALK_MAX_ROWS])
     assert calls == [len(rows)], "a small batch walks"
+
+
+def test_leaf_masks_score_every_batch_and_walk_only_rows_they_do_not_cover(data: pd.DataFrame) -> None:
+    """The masks answer batches of 1, 32, 256 and 4,096 rows exactly as scikit-learn; a row with two
+    indicators of one one-hot block set (never built from a request) is walked, and still exact."""
+    pipeline = _fit(estimators.gradient_boosting, data.iloc[:1000])
+    served = _served(pipeline, data)
+    assert served.compiled is not None and served.compiled.forest is not None
+    forest = served.compiled.forest
+    frame = data.dropna(subset=CATEGORICAL + NUMERIC).iloc[:4096]
+    rows = [
+        {c: (float(r[c]) if c in NUMERIC else r[c]) for c in CATEGORICAL + NUMERIC} for r in frame.to_dict("records")
+    ]
+    walked: list[int] = []
+    original = forest.raw_walk
+    forest.raw_walk = lambda x: walked.append(len(x)) or original(x)  # type: ignore[method-assign]
+    for n in (1, 32, 256, 4096):
+        expected = pipeline.predict_proba(served.frame(rows[:n]))
+        assert np.array_equal(served.compiled.predict_proba(rows[:n]), expected), n
+    assert walked == [], "request rows are all covered by the masks"
+    features = served.compiled.transform(rows[:4])
+    features[1, :] = 1.0  # every indicator set: not a row a request can make
+    assert np.array_equal(forest.raw_masks(features), forest.raw_by_tree(features))
+    assert walked == [1]
 
 
 def test_features_that_differ_are_caught(data: pd.DataFrame) -> None:
@@ -267,3 +295,26 @@ def test_a_compiled_path_that_raises_at_request_time_is_answered_by_the_pipeline
     served.compiled = Exploding()  # type: ignore[assignment]
     rows = _rows(data[CATEGORICAL + NUMERIC].iloc[600:650])
     assert served.predict(rows)[1] == pipeline.predict_proba(served.frame(rows))[:, 1].tolist()
+
+
+@pytest.mark.parametrize(("leaves", "bits"), [(48, 64), (96, None)])
+def test_trees_over_32_leaves_take_64_bit_masks_and_over_64_none(
+    data: pd.DataFrame, leaves: int, bits: int | None
+) -> None:
+    """Up to 64 leaves a tree fits a 64-bit mask; a wider forest has none and walks or goes tree by
+    tree as before, equal to the pipeline either way."""
+    params = {"classifier__max_leaf_nodes": leaves, "classifier__max_iter": 20, "classifier__min_samples_leaf": 1}
+    pipeline = _fit(estimators.gradient_boosting, data, **params)
+    served = _served(pipeline, data)
+    assert served.compiled is not None and served.compiled.forest is not None
+    forest = served.compiled.forest
+    widest = max(int(p.nodes["is_leaf"].sum()) for (p,) in pipeline[-1]._predictors)
+    assert widest > 32 if bits else widest > 64
+    masks = forest._masks
+    assert (masks.dtype.itemsize * 8 if masks is not None else None) == bits
+    assert (forest.raw_masks in forest.paths()) == (bits is not None)
+    rows = _rows(data[CATEGORICAL + NUMERIC].dropna().iloc[:300])
+    assert np.array_equal(served.compiled.predict_proba(rows), pipeline.predict_proba(served.frame(rows)))
+    if masks is None:
+        with pytest.raises(NotCompiled, match="no leaf masks"):
+            forest.raw_masks(served.compiled.transform(rows))

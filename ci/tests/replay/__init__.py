@@ -1,4 +1,4 @@
-"""The replay tier: run the Dagger module's lazy chains on the local Docker engine (see README).
+"""The replay tier: run the Dagger module's lazy chains on the local Docker engine (see docs/ci.md).
 
 It reuses the docker tier's helpers (tests/docker/support.py), so the repository root must
 be importable even when only ci/tests is collected.

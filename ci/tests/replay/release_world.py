@@ -192,14 +192,14 @@ def make_cluster(
     `kubeconfigs`, never mounted: it reaches a container only as the secret the module mounts."""
     import yaml
 
-    from tests.deploy_doubles.harness import create_namespaces
+    from tests.support.deploy_doubles.harness import create_namespaces
 
     folder = root / env
     folder.mkdir(parents=True)
     state = folder / "state.json"
     create_namespaces(state, namespace)
     if pod_env:  # beside the kubeconfig, outside the state's directory; mounted at its own path
-        from tests.deploy_doubles.harness import set_pod_env_file
+        from tests.support.deploy_doubles.harness import set_pod_env_file
 
         kubeconfigs.mkdir(parents=True, exist_ok=True)
         env_file = kubeconfigs / f"{env}-pod-env.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlship import cli
+from mlship.data.io import read_table
+from mlship.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -54,7 +57,7 @@ def synth(
         )
 
     def action(settings: Settings) -> int:
-        from mlship.data.synth import write_synthetic
+        from mlship.data.synth import write_synthetic  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
         summary = write_synthetic(out, rows=rows, seed=seed, drift=drift, corruption=corrupt)
         cli.console().print(summary)
@@ -80,17 +83,14 @@ def validate(
     """Validate a dataset against its expectation suite (exit 0 valid, 1 invalid, 2 unreadable)."""
 
     def action(settings: Settings) -> int:
-        from mlship.data import validation
+        from mlship.data import validation  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
         data_path = data or settings.data_path
         suite_path = suite or settings.suite_path
         out = console()
         if init:
-            from mlship.errors import ConfigError
-
             if suite_path.exists() and not force:
                 raise ConfigError(f"suite {suite_path} already exists", hint="pass --force to overwrite it")
-            from mlship.data.io import read_table
 
             sample = read_table(data_path) if data_path.exists() else None
             validation.write_suite(validation.init_suite(settings, sample), suite_path)
@@ -111,9 +111,9 @@ def validate(
 
 def print_validation(report: object) -> None:
     """A rich table of failures and warnings, and the verdict line."""
-    from rich.table import Table
+    from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
-    from mlship.data.validation import ValidationReport, describe_observed
+    from mlship.data.validation import ValidationReport, describe_observed  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
     assert isinstance(report, ValidationReport)
     out = console()
@@ -140,8 +140,6 @@ def print_validation(report: object) -> None:
 
 
 def _brief(value: object, limit: int = 60) -> str:
-    import json
-
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlship import cli, notify
-from mlship.deploy.factory import controller
+from mlship.commands._deploy_status import print_status, repair
+from mlship.errors import ConfigError, InfraError, PipelineRejected
 
 if TYPE_CHECKING:
+    from mlship.deploy.controller import Controller
     from mlship.deploy.release import Release
-    from mlship.deploy.targets.gitops import GitOpsTarget
     from mlship.settings import Settings
 
 TARGET_HELP = (
@@ -22,6 +23,14 @@ TARGET_HELP = (
 )
 ENV_HELP = "Environment: staging or production (production needs --approve)."
 NS_HELP = "Kubernetes namespace (default: [tool.mlship.deploy] namespace)."
+
+
+def _controller(settings: Settings, target: str, env: str, namespace: str | None) -> Controller:
+    """The environment's controller (a context manager: `with` closes the target's port-forwards)."""
+    # the deploy stack (httpx, the targets) is imported by the command that runs, not by `mlship --help`
+    from mlship.deploy.factory import controller  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+
+    return controller(settings, target, env, namespace)
 
 
 def _print_result(result: Any) -> None:
@@ -41,64 +50,79 @@ def _print_result(result: Any) -> None:
     out.print(f"live URL: {result.live_url}")
 
 
+TargetOpt = Annotated[str, typer.Option("--target", help=TARGET_HELP)]
+EnvOpt = Annotated[str, typer.Option("--env", help=ENV_HELP)]
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help=NS_HELP)]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Model to deploy: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model."),
+]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        help="bluegreen (switch all traffic), canary (send --weight % to it) or shadow (copy live requests "
+        "to it, compare its answers; clients only get the live answer).",
+    ),
+]
+WeightOpt = Annotated[int, typer.Option("--weight", help="Canary share of live traffic, in percent.")]
+SampleOpt = Annotated[
+    float, typer.Option("--sample", help="Shadow: the share of live /predict requests copied, in (0, 1].")
+]
+StickyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sticky-key",
+        help="Canary: route by a request key instead of at random, so one user sees one model: "
+        "header:X-User-Id or field:customer_id (a field of the record); local target.",
+    ),
+]
+PromoteShadowOpt = Annotated[
+    bool,
+    typer.Option("--promote-shadow", help="Make the running shadow live: the normal switch and verification."),
+]
+StopShadowOpt = Annotated[
+    bool, typer.Option("--stop-shadow", help="Stop the running shadow (live never moved); writes shadow.md.")
+]
+ImageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--image",
+        help="Serving image built from deployment/Dockerfile. kubernetes: required, pinned by digest, "
+        "with --model. local: run the colors as containers of this local image; its model and "
+        "version come from the image itself (no --model).",
+    ),
+]
+PromoteCanaryOpt = Annotated[
+    bool, typer.Option("--promote-canary", help="Send all traffic to the running canary, verify, make it live.")
+]
+FromEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from-env",
+        help="kubernetes: deploy the release this environment verified most recently, as the registry records "
+        "it on the model version (model version and image digest). The default for --env production without "
+        "--model.",
+    ),
+]
+
+
 def deploy(
     ctx: typer.Context,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="Model to deploy: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model."),
-    ] = None,
-    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
-    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
+    model: ModelOpt = None,
+    target: TargetOpt = "local",
+    env: EnvOpt = "staging",
     approve: Annotated[bool, typer.Option("--approve", help="Approve a production deploy.")] = False,
-    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
-    strategy: Annotated[
-        str,
-        typer.Option(
-            "--strategy",
-            help="bluegreen (switch all traffic), canary (send --weight % to it) or shadow (copy live requests "
-            "to it, compare its answers; clients only get the live answer).",
-        ),
-    ] = "bluegreen",
-    weight: Annotated[int, typer.Option("--weight", help="Canary share of live traffic, in percent.")] = 10,
-    sample: Annotated[
-        float, typer.Option("--sample", help="Shadow: the share of live /predict requests copied, in (0, 1].")
-    ] = 1.0,
-    sticky_key: Annotated[
-        str | None,
-        typer.Option(
-            "--sticky-key",
-            help="Canary: route by a request key instead of at random, so one user sees one model: "
-            "header:X-User-Id or field:customer_id (a field of the record); local target.",
-        ),
-    ] = None,
-    promote_shadow: Annotated[
-        bool,
-        typer.Option("--promote-shadow", help="Make the running shadow live: the normal switch and verification."),
-    ] = False,
-    stop_shadow: Annotated[
-        bool, typer.Option("--stop-shadow", help="Stop the running shadow (live never moved); writes shadow.md.")
-    ] = False,
-    image: Annotated[
-        str | None,
-        typer.Option(
-            "--image",
-            help="Serving image built from deployment/Dockerfile. kubernetes: required, pinned by digest, "
-            "with --model. local: run the colors as containers of this local image; its model and "
-            "version come from the image itself (no --model).",
-        ),
-    ] = None,
-    promote_canary: Annotated[
-        bool, typer.Option("--promote-canary", help="Send all traffic to the running canary, verify, make it live.")
-    ] = False,
-    from_env: Annotated[
-        str | None,
-        typer.Option(
-            "--from-env",
-            help="kubernetes: deploy the release this environment verified most recently, as the registry records "
-            "it on the model version (model version and image digest). The default for --env production without "
-            "--model.",
-        ),
-    ] = None,
+    namespace: NamespaceOpt = None,
+    strategy: StrategyOpt = "bluegreen",
+    weight: WeightOpt = 10,
+    sample: SampleOpt = 1.0,
+    sticky_key: StickyOpt = None,
+    promote_shadow: PromoteShadowOpt = False,
+    stop_shadow: StopShadowOpt = False,
+    image: ImageOpt = None,
+    promote_canary: PromoteCanaryOpt = False,
+    from_env: FromEnvOpt = None,
 ) -> None:
     """Blue-green deploy: start the idle color, smoke-test it, switch, verify; roll back on any failure."""
     if target == "gitops":
@@ -106,8 +130,7 @@ def deploy(
         return
 
     def action(settings: Settings) -> int:
-        from mlship.deploy.bluegreen import require_approval
-        from mlship.errors import ConfigError
+        from mlship.deploy.options import require_approval  # noqa: PLC0415 - the deploy stack: see _controller
 
         if promote_shadow or stop_shadow:
             return _end_shadow(settings, target, env, namespace, approve, promote=promote_shadow, stop=stop_shadow)
@@ -122,18 +145,15 @@ def deploy(
         require_approval(env, approve)
         if not promote_canary and source is None:
             _check_model_options(image, model, target)
-        ctl = controller(settings, target, env, namespace)
-        try:
+        from mlship.deploy.factory import require_staged, verified_release  # noqa: PLC0415 - the deploy stack: see _controller
+
+        with _controller(settings, target, env, namespace) as ctl:
             if not promote_canary:
                 ctl.check_options(strategy, weight=weight, sample=sample, sticky=sticky_key)
             staged = None  # production's release is checked against the registry before the cluster is touched
             if source is not None and not promote_canary:
-                from mlship.deploy.factory import verified_release
-
                 staged = verified_release(settings, source)
             elif target == "kubernetes" and env == "production" and not promote_canary:
-                from mlship.deploy.factory import require_staged
-
                 staged = ctl.resolve(str(model), image=image)
                 require_staged(settings, staged)
             ctl.preflight()  # a held lock or a busy port is reported now, before any model loads
@@ -148,8 +168,6 @@ def deploy(
                     release = ctl.resolve(str(model), image=image)
                 cli.err_console().print(f"deploying {release.label} ({release.uri}) to {target}/{env}…")
                 result = ctl.deploy(release, strategy=strategy, weight=weight, sample=sample, sticky=sticky_key)
-        finally:
-            ctl.target.close()
         _print_result(result)
         notify.deployed(settings, result)
         return 0
@@ -161,17 +179,13 @@ def _end_shadow(
     settings: Settings, target: str, env: str, namespace: str | None, approve: bool, *, promote: bool, stop: bool
 ) -> int:
     """--promote-shadow / --stop-shadow: one of them, and the shadow's figures written first."""
-    from mlship.deploy.bluegreen import require_approval
-    from mlship.errors import ConfigError
+    from mlship.deploy.options import require_approval  # noqa: PLC0415 - the deploy stack: see _controller
 
     if promote and stop:
         raise ConfigError("--promote-shadow and --stop-shadow exclude each other", hint="pass one of them")
     require_approval(env, approve)
-    ctl = controller(settings, target, env, namespace)
-    try:
+    with _controller(settings, target, env, namespace) as ctl:
         result = ctl.promote_shadow() if promote else ctl.stop_shadow()
-    finally:
-        ctl.target.close()
     _print_result(result)
     cli.console().print(f"shadow report: {settings.reports_path / 'shadow.md'}")
     notify.deployed(settings, result)
@@ -184,8 +198,6 @@ def _check_kubernetes_args(model: str | None, image: str | None, env: str, from_
     A kubernetes release is an image pinned by digest plus the model version inside it; production
     takes the release that passed staging unless --model/--image name one (which must have passed too).
     """
-    from mlship.errors import ConfigError
-
     if from_env is None and model is None and image is None and env == "production":
         from_env = "staging"
     if from_env is not None:
@@ -212,32 +224,18 @@ def _check_kubernetes_args(model: str | None, image: str | None, env: str, from_
     return None
 
 
-def _gitops(settings: Settings, env: str, namespace: str | None) -> GitOpsTarget:
-    from mlship.deploy.bluegreen import ENVS
-    from mlship.deploy.targets.gitops import GitOpsTarget
-    from mlship.errors import ConfigError
-
-    if env not in ENVS:
-        raise ConfigError(f"unknown environment {env!r}", hint=f"use one of: {', '.join(ENVS)}")
-    return GitOpsTarget(
-        settings.path(settings.deploy.manifests),
-        env=env,
-        app=settings.deploy.app,
-        namespace=namespace or settings.deploy.namespace_for(env),
-        timeout_s=settings.deploy.ready_timeout_s,
-    )
-
-
 def _gitops_deploy(
     ctx: typer.Context, model: str | None, image: str | None, env: str, approve: bool, namespace: str | None
 ) -> None:
     """Declare the release in the overlay (a reviewable change); the cluster is not touched."""
 
     def action(settings: Settings) -> int:
-        from mlship.deploy.bluegreen import require_approval, resolve_release
-        from mlship.deploy.targets.gitops import split_image
-        from mlship.errors import ConfigError
-        from mlship.registry import Registry
+        # the deploy stack: see _controller
+        from mlship.deploy.factory import gitops_target  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+        from mlship.deploy.options import require_approval  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+        from mlship.deploy.release import resolve_release  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+        from mlship.deploy.targets.gitops import split_image  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+        from mlship.registry import Registry  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
         if not model or not image:
             raise ConfigError(
@@ -246,7 +244,7 @@ def _gitops_deploy(
             )
         split_image(image)
         require_approval(env, approve)
-        gitops = _gitops(settings, env, namespace)
+        gitops = gitops_target(settings, env, namespace)
         release = resolve_release(
             Registry.from_settings(settings), settings, model, image=image, env=env, target="gitops"
         )
@@ -263,9 +261,9 @@ def _gitops_deploy(
 
 def _gitops_status(settings: Settings, env: str, namespace: str | None, as_json: bool) -> int:
     """Exit 0 when the cluster runs what Git declares, 1 while it does not (a CI step can wait on it)."""
-    from mlship.errors import PipelineRejected
+    from mlship.deploy.factory import gitops_target  # noqa: PLC0415 - the deploy stack: see _controller
 
-    info = _gitops(settings, env, namespace).status()
+    info = gitops_target(settings, env, namespace).status()
     if as_json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0 if info["in_sync"] else 1
@@ -286,8 +284,6 @@ def _gitops_status(settings: Settings, env: str, namespace: str | None, as_json:
 
 def _check_model_options(image: str | None, model: str | None, target: str) -> None:
     """Usage errors (exit 2) come before anything is checked or started."""
-    from mlship.errors import ConfigError
-
     if image and target == "local":
         if model:  # a local image release: the image carries its model, so --model would be a second truth
             raise ConfigError(
@@ -300,7 +296,7 @@ def _check_model_options(image: str | None, model: str | None, target: str) -> N
 
 def _image_release(image: str, env: str) -> Release:
     """A local image release: model and version come from the image's labels."""
-    from mlship.deploy.image import release_from_image
+    from mlship.deploy.image import release_from_image  # noqa: PLC0415 - the deploy stack: see _controller
 
     return release_from_image(image, env=env, target="local")
 
@@ -310,22 +306,19 @@ def rollback(
     to: Annotated[
         str | None, typer.Option("--to", help="A version from the deploy history (default: the previous release).")
     ] = None,
-    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
-    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
+    target: TargetOpt = "local",
+    env: EnvOpt = "staging",
     approve: Annotated[bool, typer.Option("--approve", help="Approve a production rollback.")] = False,
-    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Go back: to the previous color in one switch, or to an older release with a full blue-green deploy."""
 
     def action(settings: Settings) -> int:
-        from mlship.deploy.bluegreen import require_approval
+        from mlship.deploy.options import require_approval  # noqa: PLC0415 - the deploy stack: see _controller
 
         require_approval(env, approve)
-        ctl = controller(settings, target, env, namespace)
-        try:
+        with _controller(settings, target, env, namespace) as ctl:
             result = ctl.rollback(to)
-        finally:
-            ctl.target.close()
         _print_result(result)
         notify.deployed(settings, result, kind="rollback")
         switch = result.timings_s.get("switch")
@@ -338,9 +331,9 @@ def rollback(
 
 def status(
     ctx: typer.Context,
-    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
-    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
-    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+    target: TargetOpt = "local",
+    env: EnvOpt = "staging",
+    namespace: NamespaceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     shadow_report: Annotated[
         bool,
@@ -356,146 +349,33 @@ def status(
     def action(settings: Settings) -> int:
         if target == "gitops":
             return _gitops_status(settings, env, namespace, as_json)
-        ctl = controller(settings, target, env, namespace)
-        try:
+        with _controller(settings, target, env, namespace) as ctl:
             info = ctl.status()
             if shadow_report:
                 json_path, md_path = ctl.shadow_report()
                 cli.err_console().print(f"wrote {md_path} and {json_path}")
-        finally:
-            ctl.target.close()
-        info["rollback_to"] = _rollback_to(info)
         if as_json:
             print(json.dumps(info, indent=2, sort_keys=True))
         else:
-            _print_status(info)
+            print_status(info)
         if info["problem"]:
-            from mlship.errors import InfraError
-
-            raise InfraError(info["problem"], hint=_repair(info, env))
+            raise InfraError(info["problem"], hint=repair(info, env))
         return 0
 
     cli.run(ctx, action)
 
 
-def _rollback_to(info: dict[str, Any]) -> dict[str, Any] | None:
-    """What `mlship rollback` would bring back: the warm previous color, else the last other live release."""
-    live = info.get("live")
-    current = (info["colors"].get(live) or {}).get("release") if live else None
-    if live:
-        prev = "green" if live == "blue" else "blue"
-        warm = info["colors"].get(prev) or {}
-        if warm.get("running") and warm.get("release") and warm["release"].get("outcome") == "live":
-            rel = warm["release"]
-            return {"label": _label(rel), "version": rel.get("version"), "color": prev, "warm": True}
-    for rel in info.get("history", []):  # newest first
-        if rel.get("outcome") == "live" and (current is None or rel.get("uri") != current.get("uri")):
-            return {"label": _label(rel), "version": rel.get("version"), "color": None, "warm": False}
-    return None
-
-
-def _label(rel: dict[str, Any]) -> str:
-    return f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else str(rel.get("uri", "-"))
-
-
-def _repair(info: dict[str, Any], env: str) -> str:
-    """What to type when `status` finds the live path down."""
-    flags = "" if env == "staging" else f" --env {env}"
-    if info["live"] is None:
-        return f"deploy a model: `mlship deploy --model models:/NAME@ALIAS{flags}`"
-    if info["deploy_in_progress"]:
-        return "a deploy is running: wait for it, then run `mlship status` again"
-    if "is saturated, not the release" in str(info.get("problem")):  # from the local router's own figures
-        return "a rollback cannot help: stop or slow the client holding the connections, then run `mlship status`"
-    return f"roll back with `mlship rollback{flags}`, or redeploy; `mlship down{flags}` stops what is left"
-
-
-def _print_status(info: dict[str, Any]) -> None:
-    import datetime as dt
-
-    from rich.table import Table
-
-    out = cli.console()
-    for note in info["reconciled"]:
-        out.print(f"reconciled: {note}")
-    if info["deploy_in_progress"]:
-        out.print(f"a deploy is in progress: {info['deploy_in_progress']}")
-    out.print(f"{info['target']}/{info['env']}: live {info['live'] or '-'} at {info['live_url'] or '-'}")
-    router = info.get("router")
-    if router:
-        supervised = "supervised" if router["supervisor_pid"] else "NOT supervised"
-        up = f"up (pid {router['pid']}, {supervised})" if router["up"] else "DOWN"
-        out.print(f"router on {router['url']}: {up}")
-        if router.get("failover"):
-            f = router["failover"]
-            out.print(f"failover: {f['from']} → {f['to']} because {f['reason']}")
-    shadow = info.get("shadow")
-    if shadow:
-        out.print(_shadow_line(shadow))
-    colors = Table(title="colors")
-    for col in ("color", "running", "release", "outcome"):
-        colors.add_column(col)
-    for color, c in info["colors"].items():
-        rel = c["release"] or {}
-        label = f"{rel.get('name')} v{rel.get('version')}" if rel.get("version") else rel.get("uri", "-")
-        colors.add_row(color, "yes" if c["running"] else "no", label, rel.get("outcome", "-"))
-    out.print(colors)
-    back = info.get("rollback_to")
-    if back:
-        how = "one switch (warm)" if back["warm"] else "a full blue-green deploy"
-        out.print(f"rollback target: {back['label']} ({how})")
-    retire = info.get("retire")
-    if retire:
-        at = dt.datetime.fromtimestamp(retire["at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        how = "" if retire["scheduled"] else " (at the next deploy or rollback: no retirement process runs)"
-        out.print(f"previous color {retire['color']} retires at {at}{how}; until then a rollback is one switch")
-    history = Table(title="history (newest first)")
-    for col in ("when", "version", "color", "outcome", "detail"):
-        history.add_column(col)
-
-    for r in info["history"]:
-        when = dt.datetime.fromtimestamp(r["deployed_at"], tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        history.add_row(when, r.get("version") or r["uri"], r["color"], r["outcome"], r["detail"][:80])
-    out.print(history)
-
-
-def _shadow_line(shadow: dict[str, Any]) -> str:
-    """One line: what the shadow compares and how it is doing."""
-    rel = shadow["release"]
-    head = f"shadow: {_label(rel)} on {shadow['color']} gets {shadow['sample']:.0%} of live /predict requests"
-    f = shadow.get("figures")
-    if not f:
-        return head + " (no figures: the copier did not answer)"
-    agreement = "-" if f["agreement"] is None else f"{f['agreement']:.2%}"
-    diff = f["abs_diff"]
-    mean = "-" if diff["mean"] is None else f"{diff['mean']:.4f}"
-    p99 = "-" if diff["p99"] is None else f"{diff['p99']:.4f}"
-    latency = f["latency_ms"]["p99"]
-    took = "-" if latency is None else f"{latency:.0f} ms"
-    waiting = f.get("queued", 0)
-    line = (
-        f"{head}; {f['compared_rows']} rows compared ({f['requests']} copies answered), class agreement "
-        f"{agreement}, |Δp| mean {mean} p99 {p99}; candidate p99 {took}, {f['errors']} errors, "
-        f"{waiting} copies waiting, {f['dropped']} dropped"
-    )
-    refused = shadow.get("promotion_refused")
-    return f"{line}; --promote-shadow would be refused: {refused}" if refused else line
-
-
 def down(
     ctx: typer.Context,
-    target: Annotated[str, typer.Option("--target", help=TARGET_HELP)] = "local",
-    env: Annotated[str, typer.Option("--env", help=ENV_HELP)] = "staging",
-    namespace: Annotated[str | None, typer.Option("--namespace", help=NS_HELP)] = None,
+    target: TargetOpt = "local",
+    env: EnvOpt = "staging",
+    namespace: NamespaceOpt = None,
 ) -> None:
     """Stop everything a deploy started in this environment (only its own processes); history stays."""
 
     def action(settings: Settings) -> int:
-        ctl = controller(settings, target, env, namespace)
-        try:
+        with _controller(settings, target, env, namespace) as ctl:
             stopped = ctl.down()
-        finally:
-            ctl.target.close()
         cli.console().print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         return 0
 

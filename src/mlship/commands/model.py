@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlship import cli
+from mlship.errors import ConfigError
+from mlship.fsutil import write_json
+from mlship.model import train as training
+from mlship.model.gates.verdict import FORCED_TAG, require_pass
+from mlship.registry import Registry, model_dir_info
 
 if TYPE_CHECKING:
-    from mlship.registry import Registry
     from mlship.settings import Settings
 
 KEY_METRICS = ("roc_auc", "pr_auc", "f1", "accuracy")
@@ -28,11 +35,8 @@ def train(
     """Train the configured estimator, evaluate on the held-out split, log the run to MLflow."""
 
     def action(settings: Settings) -> int:
-        from mlship.fsutil import write_json
-        from mlship.model.train import train as run_training
-
         with cli.err_console().status("training…"):
-            result = run_training(settings, data, out)
+            result = training.train(settings, data, out)
         write_json(settings.reports_path / "train.json", result.to_dict())
         out_console = cli.console()
         out_console.print(metrics_table(result.metrics, title=f"held-out metrics ({result.n_test:,} rows)"))
@@ -66,14 +70,13 @@ def register_model(
     """
 
     def action(settings: Settings) -> int:
-        from mlship.errors import ConfigError
-        from mlship.registry import FORCED_TAG, Registry
-
         if alias == "champion":
             raise ConfigError("register never moves 'champion'", hint="use `mlship promote --version V`")
         registry = Registry.from_settings(settings)
         record = _record_of(registry, run)
-        override = _require_pass(record, f"run {run}", "mlship gate --candidate runs:/<run id>/model", force, reason)
+        override = require_pass(
+            record, f"run {run}", "mlship gate --candidate runs:/<run id>/model", force, reason, _warn
+        )
         tags = {FORCED_TAG: f"register: {override}"} if override else {}
         resolved = registry.register(run, settings.model_name, alias=alias or None, tags=tags)
         suffix = f" as @{alias}" if alias else ""
@@ -96,12 +99,10 @@ def promote(
     """
 
     def action(settings: Settings) -> int:
-        from mlship.registry import FORCED_TAG, Registry
-
         registry = Registry.from_settings(settings)
         record = registry.version_record(settings.model_name, version)
         label = f"{settings.model_name} v{version}"
-        override = _require_pass(record, label, "mlship gate --candidate models:/<name>/<version>", force, reason)
+        override = require_pass(record, label, "mlship gate --candidate models:/<name>/<version>", force, reason, _warn)
         before = registry.alias_version(settings.model_name, alias)
         if override:
             registry.set_version_tags(settings.model_name, version, {FORCED_TAG: f"promote to @{alias}: {override}"})
@@ -115,9 +116,6 @@ def promote(
 
 def _record_of(registry: Registry, ref: str) -> dict[str, str]:
     """The gate record of what `register --run` names: a run id, a runs:/ or models:/ URI, a model dir."""
-    import re
-
-    from mlship.registry import model_dir_info
 
     version = re.match(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$", ref)
     if version:
@@ -129,32 +127,8 @@ def _record_of(registry: Registry, ref: str) -> dict[str, str]:
     return registry.run_record(run_id) if run_id else {}
 
 
-def _require_pass(record: dict[str, str], what: str, gate_cmd: str, force: bool, reason: str | None) -> str | None:
-    """None when the recorded gate passed; the override reason under --force; else refuse (exit 1)."""
-    from mlship.errors import ConfigError, PipelineRejected
-    from mlship.registry import GATE_REPORT_TAG, GATE_TAG
-
-    if force and not (reason or "").strip():
-        raise ConfigError("--force needs --reason TEXT", hint="say why the gate is overridden; it is recorded")
-    if reason and not force:
-        raise ConfigError("--reason is only meaningful with --force", hint="add --force, or drop --reason")
-    verdict = record.get(GATE_TAG)
-    if verdict == "pass":
-        return None
-    if force:
-        assert reason is not None
-        cli.err_console().print(f"warning: {what}: gate {verdict or 'never ran'}; overridden: {reason}", markup=False)
-        return reason.strip()
-    if verdict is None:
-        raise PipelineRejected(
-            f"{what} was never gated; refusing",
-            hint=f"run `{gate_cmd}` first, or pass --force --reason TEXT",
-        )
-    report = record.get(GATE_REPORT_TAG, "the gate report")
-    raise PipelineRejected(
-        f"{what} failed its gate; refusing (report: {report})",
-        hint="fix the model, or pass --force --reason TEXT to override on the record",
-    )
+def _warn(message: str) -> None:
+    cli.err_console().print(message, markup=False)
 
 
 def models(
@@ -164,12 +138,7 @@ def models(
     """List registered versions with their aliases, gate verdict and key metrics."""
 
     def action(settings: Settings) -> int:
-        import json
-        from dataclasses import asdict
-
-        from rich.table import Table
-
-        from mlship.registry import Registry
+        from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
         versions = Registry.from_settings(settings).versions(settings.model_name)
         if as_json:
@@ -197,7 +166,7 @@ def models(
 
 
 def metrics_table(metrics: dict[str, float], title: str) -> object:
-    from rich.table import Table
+    from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
     table = Table(title=title)
     table.add_column("metric")

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlship import cli, notify
+from mlship.report_text import one_line
 
 if TYPE_CHECKING:
-    from mlship.monitoring.events import AbReport, Arm
+    from mlship.monitoring.abtest_analysis import AbReport, Arm
     from mlship.settings import Settings
 
 
@@ -37,10 +38,10 @@ def drift(
     """
 
     def action(settings: Settings) -> int:
-        from mlship.monitoring.drift import check, detect
+        from mlship.monitoring.drift import check, detect  # noqa: PLC0415 - pandas/scipy: kept off `--help`
 
         report = detect(settings, reference, current, report_dir, model)
-        from rich.table import Table
+        from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
         table = Table(title="drift")
         for col in ("feature", "effect", "PSI", "verdict"):
@@ -142,6 +143,7 @@ def abtest(
     max_looks: Annotated[int, typer.Option("--max-looks", help="Planned equal looks, <= 50 (1 = fixed).")] = 1,
     direction: Annotated[str, typer.Option("--direction", help="greater: success is good; less: bad.")] = "greater",
 ) -> None:
+    """The abtest command (its help is ABTEST_HELP); long only for the option declarations typer reads."""
     if direction not in ("greater", "less"):
         raise typer.BadParameter(f"expected greater or less, got {direction!r}", param_hint="--direction")
     counts = _abtest_counts(control, treatment, events, apply)
@@ -149,7 +151,7 @@ def abtest(
         raise typer.BadParameter("--unit-column analyses an events file: pass --events", param_hint="--unit-column")
 
     def action(settings: Settings) -> int:
-        from mlship.monitoring.events import Arm, analyse, write_report
+        from mlship.monitoring.abtest_analysis import Arm, analyse, write_report  # noqa: PLC0415 - pandas/scipy: kept off `--help`
 
         design: dict[str, Any] = {
             "alpha": alpha,
@@ -221,29 +223,26 @@ def _abtest_events(
     treatment_arm: str | None,
     **options: Any,
 ) -> AbReport:
-    from mlship.monitoring.canary import decide_canary
+    from mlship.monitoring.canary import decide_canary  # noqa: PLC0415 - pandas/scipy: kept off `--help`
 
     if not apply and control_arm is not None and treatment_arm is not None:
         return decide_canary(events, out, control_arm=control_arm, treatment_arm=treatment_arm, **options).report
-    from mlship.deploy.factory import controller
+    # the deploy stack is imported by the command that uses it, not by `mlship --help`
+    from mlship.deploy.factory import controller  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
+    from mlship.deploy.options import require_approval  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
     if apply:
-        from mlship.deploy.bluegreen import require_approval
-
         require_approval(env, approve)
-    ctl = controller(settings, target, env, namespace)
-    try:
+    with controller(settings, target, env, namespace) as ctl:
         outcome = decide_canary(
             events, out, ctl=ctl, apply=apply, control_arm=control_arm, treatment_arm=treatment_arm, **options
         )
-    finally:
-        ctl.target.close()
     return outcome.report
 
 
 def _arm(role: str, arm: Arm) -> str:
     """`control blue 40/400 (0.1000)`; the name is left out when it is the role itself."""
-    name = "" if arm.name == role else f" {arm.name}"
+    name = "" if arm.name == role else f" {one_line(arm.name)}"  # from the events file: one line, no markup
     return f"{role}{name} {arm.successes}/{arm.n} ({arm.rate:.4f})"
 
 
@@ -256,130 +255,15 @@ def _print_abtest(report: AbReport) -> None:
         f"{_arm('control', c)}, {_arm('treatment', t)}; "
         f"lift {report.lift:+.4f}, diff CI [{d.ci[0]:.4f}, {d.ci[1]:.4f}]; z={d.z:.3f}, p={d.p_value:.4g}, "
         f"boundary {d.boundary:.3f}; required n/arm {d.required_n}"
-        + (f" at look {report.max_looks}" if report.max_looks > 1 else "")
+        + (f" at look {report.max_looks}" if report.max_looks > 1 else ""),
+        markup=False,
     )
     if report.srm_p_value is not None:
         out.print(f"sample ratio: p={report.srm_p_value:.3g} ({'MISMATCH' if report.srm else 'ok'})")
     if report.action != "none":
-        out.print(f"action: {report.action}")
-
-
-def predict_batch(
-    ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="Model URI (models:/name@alias, runs:/id/model, or a dir).")],
-    input_path: Annotated[
-        str,
-        typer.Option(
-            "--input",
-            help="What to score: a CSV/Parquet file, a folder or glob of them, or an s3://bucket/prefix (any size).",
-        ),
-    ],
-    output: Annotated[
-        str,
-        typer.Option(
-            "--output",
-            help="A .parquet file (one input), or a folder / s3:// prefix: one Parquet part per input, "
-            "each written atomically, and a _SUCCESS manifest last.",
-        ),
-    ],
-    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Rows scored per chunk.")] = 100_000,
-    bad_rows: Annotated[
-        str,
-        typer.Option(
-            "--bad-rows",
-            help="Rows that fail the model's input schema (as /predict would reject them): 'refuse' writes no part "
-            "holding one and exits 1 saying how many and why; 'flag' scores the rest and adds an input_error column.",
-        ),
-    ] = "refuse",
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Redo parts an earlier run already wrote from the same input.")
-    ] = False,
-    report_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--report-dir",
-            help="Where batch.md/json/png go (a folder or s3:// prefix); default: beside the output file, "
-            "or _report/ in the output dataset.",
-        ),
-    ] = None,
-    reference: Annotated[
-        Path | None,
-        typer.Option("--reference", help="Data to measure input drift against (default: [tool.mlship] data)."),
-    ] = None,
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            help="'local' scores in chunks on this machine; 'spark' scores each input through MLflow's Spark UDF "
-            "on a Spark session into the same Parquet dataset, manifest and report (needs Java and the spark extra).",
-        ),
-    ] = "local",
-    spark_master: Annotated[
-        str | None,
-        typer.Option(
-            "--spark-master",
-            help="Spark master URL for --engine spark (default: $MLSHIP_SPARK_MASTER, else local[*]).",
-        ),
-    ] = None,
-) -> None:
-    """Score files or an object-store prefix in chunks into Parquet, recording the model version in its metadata.
-
-    Rows are validated like /predict requests; a bad row is never scored silently (see --bad-rows).
-    A re-run skips the parts already written (same input: size, mtime and a content key; same model and policy).
-    """
-    if engine not in ("local", "spark"):
-        raise typer.BadParameter(f"expected local or spark, got {engine!r}", param_hint="--engine")
-    if spark_master is not None and engine != "spark":
-        raise typer.BadParameter("--spark-master needs --engine spark", param_hint="--spark-master")
-
-    def action(settings: Settings) -> int:
-        if engine == "spark":
-            from mlship.monitoring.batch_spark import predict_batch_spark
-
-            r = predict_batch_spark(
-                settings,
-                model,
-                str(input_path),
-                str(output),
-                bad_rows,
-                spark_master,
-                chunk_size=chunk_size,
-                overwrite=overwrite,
-                report_dir=report_dir,
-                reference=reference,
-            )
-        else:
-            from mlship.monitoring.batch import predict_batch as run_batch
-
-            r = run_batch(
-                settings,
-                model,
-                input_path,
-                output,
-                chunk_size,
-                bad_rows=bad_rows,
-                overwrite=overwrite,
-                report_dir=report_dir,
-                reference=reference,
-            )
-        out = cli.console()
-        out.print(r.verdict, markup=False)
-        parts = f" in {r.parts} parts ({r.parts_skipped} skipped)" if r.parts > 1 or r.parts_skipped else ""
-        out.print(f"scored {r.rows} rows{parts} with {r.model_uri} -> {r.output} in {r.seconds:.1f} s", markup=False)
-        if r.report:
-            out.print(f"report: {r.report}", markup=False)
-        if r.bad_rows:
-            cli.err_console().print(
-                f"warning: {r.bad_rows:,} of {r.rows:,} rows fail the model's input schema ({r.bad_row_reasons}): "
-                "scored as null, reason in the input_error column",
-                markup=False,
-            )
-        return 0
-
-    cli.run(ctx, action)
+        out.print(f"action: {report.action}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("predict-batch")(predict_batch)
     app.command("drift")(drift)
     app.command("abtest", help=ABTEST_HELP)(abtest)

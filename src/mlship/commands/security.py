@@ -43,9 +43,9 @@ def scan_gate(
     """
 
     def action(settings: Settings) -> int:
-        from rich.table import Table
+        from rich.table import Table  # noqa: PLC0415 - rich: heavy, imported where it is used (off `--help` and the light paths)
 
-        from mlship.security.trivy import scan_gate as run_gate
+        from mlship.security.trivy import scan_gate as run_gate  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
         result = run_gate(
             report,

@@ -41,7 +41,7 @@ def serve(
     """Serve a model: /predict, /health, /ready, /metrics, /version; SIGTERM drains in-flight requests."""
 
     def action(settings: Settings) -> int:
-        from mlship.serving.server import serve as run_server
+        from mlship.serving.server import serve as run_server  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
         return run_server(settings, model, host=host, port=port, color=color, prediction_log=prediction_log)
 

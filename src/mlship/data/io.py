@@ -41,8 +41,8 @@ def table_format(path: Path) -> str:
 
 def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file; a missing, empty, malformed or hostile file is a one-line exit-2 error."""
-    import pandas as pd
-    import pyarrow.fs as pafs
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
+    import pyarrow.fs as pafs  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     fmt = table_format(path)
     if not path.is_file():
@@ -138,7 +138,7 @@ def _fields(line: str) -> list[str]:
 
 def check_parquet_schema(fs: pafs.FileSystem, path: str, uri: str) -> None:
     """Refuse a Parquet file whose column names exceed the header cap (read from the footer only)."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # noqa: PLC0415 - pyarrow: heavy, imported where it is used (off `--help` and the light paths)
 
     with fs.open_input_file(path) as handle:
         check_column_names(pq.ParquetFile(handle).schema_arrow.names, uri)
@@ -194,7 +194,7 @@ class LineCapped:
             )
 
     def _interior(self, data: bytes) -> None:
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
         lengths = np.diff(ends) - 1

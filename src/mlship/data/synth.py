@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlship.data.io import table_format, write_table
 from mlship.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ def generate(rows: int, seed: int = 42, drift: float = 0.0) -> pd.DataFrame:
     `drift` >= 0 shifts the feature distributions (bigger amounts, more night-time and
     online activity, younger accounts): 0.5 is a moderate, clearly detectable shift.
     """
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     if rows < 1:
         raise ConfigError(f"--rows must be at least 1, got {rows}")
@@ -122,7 +123,7 @@ def generate(rows: int, seed: int = 42, drift: float = 0.0) -> pd.DataFrame:
 
 def corrupt(df: pd.DataFrame, kind: Corruption | str, seed: int = 42) -> pd.DataFrame:
     """Return a copy of `df` with one defect injected (the first rows are always affected)."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     kind = Corruption(kind)
     out = df.copy()
@@ -166,7 +167,6 @@ def _tilt(p: list[float], risky: list[int], drift: float) -> list[float]:
 
 def write_synthetic(out: Path, *, rows: int, seed: int = 42, drift: float = 0.0, corruption: str | None = None) -> str:
     """Generate, optionally corrupt, and atomically write a dataset; return a one-line summary."""
-    from mlship.data.io import table_format, write_table
 
     table_format(out)  # reject an unsupported extension before doing any work
     df = generate(rows, seed=seed, drift=drift)

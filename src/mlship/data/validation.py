@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship.data.io import read_table
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json, write_text
 from mlship.report_text import MAX_TEXT, cell, code, one_line
@@ -90,7 +91,6 @@ def validate_file(data_path: Path, suite_path: Path, settings: Settings | None =
     With `settings`, the configured schema is checked first (see `schema_outcomes`): a suite
     generated earlier cannot vouch for a column the configuration now needs.
     """
-    from mlship.data.io import read_table
 
     suite = load_suite(suite_path)
     df = read_table(data_path)
@@ -123,8 +123,8 @@ def schema_outcomes(
     target is an integer column always. Nulls are the suite's business
     (`expect_column_values_to_not_be_null`).
     """
-    import numpy as np
-    import pandas as pd
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     out: list[ExpectationOutcome] = []
 
@@ -269,7 +269,7 @@ def kinds_note(settings: Settings, suite: dict[str, Any], suite_path: Path) -> s
 
 def column_kind(values: pd.Series[Any]) -> str | None:
     """integer, float, string or boolean, from a column's dtype (and, for objects, its values)."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     if pd.api.types.is_bool_dtype(values):
         return "boolean"
@@ -339,7 +339,7 @@ def validate_frame(df: pd.DataFrame, suite: dict[str, Any], *, data: str, suite_
             f"expectation suite {suite_name} is invalid: {bad!r} is not a known expectation or has bad arguments",
             hint="fix or remove that entry",
         )
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415 - great_expectations: heavy, imported where it is used (off `--help` and the light paths)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in CI logs
@@ -422,8 +422,8 @@ def _gx() -> tuple[Any, Any]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import great_expectations as gx
-        from great_expectations.core.expectation_suite import ExpectationSuite
+        import great_expectations as gx  # noqa: PLC0415 - great_expectations: heavy, imported where it is used (off `--help` and the light paths)
+        from great_expectations.core.expectation_suite import ExpectationSuite  # noqa: PLC0415 - great_expectations: heavy, imported where it is used (off `--help` and the light paths)
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     return gx, ExpectationSuite
 
@@ -503,7 +503,7 @@ def init_suite(settings: Settings, df: pd.DataFrame | None = None) -> dict[str, 
 
 
 def pd_is_integer(values: pd.Series[Any]) -> bool:
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     return bool(pd.api.types.is_integer_dtype(values)) and not pd.api.types.is_bool_dtype(values)
 

@@ -6,30 +6,32 @@ One place builds it for every caller: the deploy/rollback/status/down commands, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from mlship.deploy.release import Release
+from mlship.deploy.context import GoldenSource, golden_from_registry
+from mlship.deploy.controller import Controller
+from mlship.deploy.image import golden_from_image
+from mlship.deploy.options import check_env
+from mlship.deploy.release import DeployState, Release, ReleaseStore
+from mlship.deploy.smoke import Golden
+from mlship.deploy.targets.cluster_state import ci_job, now_rfc3339
+from mlship.deploy.targets.container import DockerRunner, scope_of
+from mlship.deploy.targets.gitops import GitOpsTarget
+from mlship.deploy.targets.kubernetes import KubernetesTarget
+from mlship.deploy.targets.local import LocalTarget
+from mlship.deploy.targets.runners import ProcessRunner, ReleaseRunner
+from mlship.errors import ConfigError, InfraError, PipelineRejected
+from mlship.registry import PassedRecord, Registry
 
 if TYPE_CHECKING:
-    from mlship.deploy.bluegreen import Controller
-    from mlship.deploy.release import DeployState, ReleaseStore
-    from mlship.deploy.smoke import Golden
     from mlship.settings import Settings
 
 
 def controller(settings: Settings, target: str, env: str, namespace: str | None = None) -> Controller:
     """The controller for one environment on one target, built from the settings."""
-    from mlship.deploy.bluegreen import ENVS, Controller
-    from mlship.errors import ConfigError
-
-    if env not in ENVS:
-        raise ConfigError(f"unknown environment {env!r}", hint=f"use one of: {', '.join(ENVS)}")
+    check_env(env)
     if target == "local":
-        from mlship.deploy.targets.container import DockerRunner, scope_of
-        from mlship.deploy.targets.local import LocalTarget, ProcessRunner, ReleaseRunner
-
         env_vars = {"MLFLOW_TRACKING_URI": settings.resolved_tracking_uri}
         state_dir = settings.state_path / "deploy" / env
         # A release with an image (--image) runs as a container, any other as a process.
@@ -37,8 +39,6 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
         local = LocalTarget(state_dir, port=settings.deploy.port, runner=runner, max_body=settings.serve.max_body_bytes)
         return Controller(settings, local, env, golden=_local_golden(settings), schedule_retirement=True)
     if target == "kubernetes":
-        from mlship.deploy.targets.kubernetes import KubernetesTarget
-
         manifests = settings.path(settings.deploy.manifests)
         k8s = KubernetesTarget(
             manifests,
@@ -62,11 +62,20 @@ def controller(settings: Settings, target: str, env: str, namespace: str | None 
     raise ConfigError(f"unknown target {target!r}", hint="use local, kubernetes or gitops")
 
 
+def gitops_target(settings: Settings, env: str, namespace: str | None) -> GitOpsTarget:
+    """The gitops target of one environment: it declares releases in the overlay and compares them with the cluster."""
+    check_env(env)
+    return GitOpsTarget(
+        settings.path(settings.deploy.manifests),
+        env=env,
+        app=settings.deploy.app,
+        namespace=namespace or settings.deploy.namespace_for(env),
+        timeout_s=settings.deploy.ready_timeout_s,
+    )
+
+
 def verified_release(settings: Settings, from_env: str) -> Release:
     """The release `from_env` verified most recently, as its model version's tags record it (any runner reads them)."""
-    from mlship.errors import PipelineRejected
-    from mlship.registry import Registry
-
     registry = Registry.from_settings(settings)
     record = registry.latest_passed(settings.model_name, from_env)
     if record is None:
@@ -89,9 +98,6 @@ def verified_release(settings: Settings, from_env: str) -> Release:
 
 def require_staged(settings: Settings, release: Release, *, from_env: str = "staging") -> None:
     """Production takes only what passed staging: the same model version in the same image (exit 1 otherwise)."""
-    from mlship.errors import PipelineRejected
-    from mlship.registry import Registry
-
     record = None
     if release.name and release.version:
         record = Registry.from_settings(settings).passed_record(release.name, release.version, from_env)
@@ -134,10 +140,6 @@ class PassingStore:
         self.inner.record(release)
         if release.outcome != "live" or not (release.name and release.version and release.image):
             return
-        from mlship.deploy.targets.cluster_state import ci_job, now_rfc3339
-        from mlship.errors import InfraError
-        from mlship.registry import PassedRecord, Registry
-
         record = PassedRecord(
             name=release.name,
             version=release.version,
@@ -159,18 +161,13 @@ class PassingStore:
             ) from None
 
 
-def _local_golden(settings: Settings) -> Callable[[Release], Golden]:
+def _local_golden(settings: Settings) -> GoldenSource:
     """Golden rows of an image release come from the model inside the image, else from the registry."""
-    from mlship.deploy.bluegreen import golden_from_registry
-    from mlship.deploy.image import golden_from_image
-
     from_image = golden_from_image()
 
     def source(release: Release) -> Golden:
         if release.image:
             return from_image(release)
-        from mlship.registry import Registry
-
         return golden_from_registry(Registry.from_settings(settings))(release)
 
     return source

@@ -21,19 +21,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlship.deploy.factory import controller
+from mlship.deploy.process import GUARD_SPEC, ours
+from mlship.deploy.release import _read
 from mlship.errors import MlshipError
+from mlship.settings import settings_from_mapping
 
 POLL_S = 0.1
 
 
 def spec_path(state_dir: Path) -> Path:
-    return state_dir / "guard.json"
+    return state_dir / GUARD_SPEC
 
 
 def _pending_of(state_dir: Path, pid: int) -> dict[str, Any] | None:
     """The pending promotion of `pid` in the state, read without the lock (None: it ended)."""
-    from mlship.deploy.release import _read
-
     try:
         state = _read(state_dir / "state.json") or {}
     except MlshipError:
@@ -44,31 +46,25 @@ def _pending_of(state_dir: Path, pid: int) -> dict[str, Any] | None:
 
 def run(spec_file: Path) -> str:
     """Wait for the promoting command to end; if its promotion is still pending, reconcile (switch back)."""
-    from mlship.deploy.targets.local import _ours
-
     spec = json.loads(spec_file.read_text(encoding="utf-8"))
     state_dir, pid = Path(spec["state_dir"]), int(spec["pid"])
     watched = {"pid": pid, "started": spec["started"]}
     deadline = time.monotonic() + float(spec["max_s"])
-    while _ours(watched):
+    while ours(watched):
         if time.monotonic() > deadline:
             return f"stopped watching pid {pid}: the promotion outlived its bound (the next command reconciles)"
         time.sleep(POLL_S)
     if _pending_of(state_dir, pid) is None:
         return f"pid {pid} ended; its promotion is not pending"
-    from mlship.deploy.factory import controller
-    from mlship.settings import settings_from_mapping
-
     settings = settings_from_mapping(spec["settings"], root=Path(spec["root"]), source=str(spec_file))
-    ctl = controller(settings, spec["target"], spec["env"], spec.get("namespace"))
-    try:
-        with ctl.store.lock():  # the dead command's lock is taken over; a live holder raises LockHeld
-            state = ctl.store.load()
-            if state.pending is None or state.pending.get("pid") != pid:
-                return f"pid {pid} ended; another command already settled its promotion"
-            notes = ctl.reconcile(state)
-    finally:
-        ctl.target.close()
+    with (
+        controller(settings, spec["target"], spec["env"], spec.get("namespace")) as ctl,
+        ctl.store.lock(),  # the dead command's lock is taken over; a live holder raises LockHeld
+    ):
+        state = ctl.store.load()
+        if state.pending is None or state.pending.get("pid") != pid:
+            return f"pid {pid} ended; another command already settled its promotion"
+        notes = ctl.reconcile(state)
     return "; ".join(notes) or f"pid {pid} ended; nothing to undo"
 
 

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlship.deploy.lock import deploy_lock
 from mlship.errors import ConfigError
 from mlship.fsutil import write_json
+from mlship.provenance import git_sha
+
+if TYPE_CHECKING:
+    from mlship.registry import Registry
+    from mlship.settings import Settings
 
 COLORS = ("blue", "green")
 
@@ -191,6 +197,61 @@ def find_release(history: list[Release], version: str) -> Release:
         f"version {version!r} is not in the deploy history",
         hint=f"redeployable: {', '.join(known) or 'none yet'}; or deploy it with `mlship deploy --model`",
     )
+
+
+def resolve_release(
+    registry: Registry, settings: Settings, model_ref: str, *, image: str | None, env: str, target: str
+) -> Release:
+    """A release pinned once: an alias becomes the version it names right now, with the git sha."""
+    resolved = registry.resolve(model_ref)
+    return Release(
+        ref=model_ref,
+        uri=resolved.uri,
+        name=resolved.name,
+        version=resolved.version,
+        run_id=resolved.run_id,
+        image=image,
+        git_sha=git_sha(settings.root),
+        env=env,
+        target=target,
+    )
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    """What `mlship rollback` (without --to) brings back."""
+
+    release: Release
+    color: str | None
+    """The warm previous color it switches to in one step; None: a full blue-green deploy of `release`."""
+
+    @property
+    def warm(self) -> bool:
+        return self.color is not None
+
+
+def rollback_target(state: DeployState, running: Callable[[str], bool], to: str | None = None) -> RollbackTarget | None:
+    """The one rule for what a rollback brings back (`Controller.rollback` acts on it, `status` shows it).
+
+    Without `to`: the previous color when it still runs the release that was live before (one
+    switch); else the newest other release the history records as live (a full deploy); None
+    when nothing is live or nothing else ever was. With `to` (a version or URI): the previous
+    color if it runs that release, else that release from the history (ConfigError if absent).
+    A running canary or shadow is ended by a rollback first (see Controller.rollback).
+    """
+    prev = other(state.live) if state.live else None
+    warm = state.colors.get(prev) if prev is not None and prev in state.colors and running(prev) else None
+    if to is not None:
+        if warm is not None and to in (warm.version, warm.uri):
+            return RollbackTarget(warm, prev)
+        return RollbackTarget(find_release(state.history, to), None)
+    if warm is not None and warm.outcome == "live":
+        return RollbackTarget(warm, prev)
+    current = state.colors.get(state.live) if state.live else None
+    for release in reversed(state.history):
+        if release.outcome == "live" and current is not None and release.uri != current.uri:
+            return RollbackTarget(release, None)
+    return None
 
 
 def _color(value: Any) -> str:

@@ -15,13 +15,18 @@ color, its release URI and the moment the window ends.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from mlship.deploy.factory import controller
 from mlship.deploy.lock import LockHeld
+from mlship.deploy.process import RETIRE_SPEC
+from mlship.deploy.release import _read
 from mlship.errors import MlshipError
+from mlship.settings import settings_from_mapping
 
 POLL_S = 1.0
 LOCK_PATIENCE_S = 900.0
@@ -29,7 +34,7 @@ LOCK_PATIENCE_S = 900.0
 
 
 def spec_path(state_dir: Path) -> Path:
-    return state_dir / "retire.json"
+    return state_dir / RETIRE_SPEC
 
 
 def superseded(state_dir: Path, spec: dict[str, Any], pid: int) -> str | None:
@@ -37,8 +42,6 @@ def superseded(state_dir: Path, spec: dict[str, Any], pid: int) -> str | None:
 
     While a deploy holds the lock the state is in flux, so nothing is decided then.
     """
-    from mlship.deploy.release import _read
-
     if not state_dir.is_dir():
         return "the environment's state directory is gone"
     if (state_dir / "deploy.lock").exists():
@@ -72,20 +75,14 @@ def wait_for_window(state_dir: Path, spec: dict[str, Any], pid: int) -> str | No
 
 def run(spec_file: Path) -> str:
     """Wait for the window, then retire the color through the controller (under the deploy lock)."""
-    import os
-
-    from mlship.deploy.factory import controller
-    from mlship.settings import settings_from_mapping
-
     spec = json.loads(spec_file.read_text(encoding="utf-8"))
     state_dir = Path(spec["state_dir"])
     reason = wait_for_window(state_dir, spec, os.getpid())
     if reason is not None:
         return f"not retiring {spec['color']}: {reason}"
     settings = settings_from_mapping(spec["settings"], root=Path(spec["root"]), source=str(spec_file))
-    ctl = controller(settings, spec["target"], spec["env"], spec.get("namespace"))
     deadline = time.monotonic() + LOCK_PATIENCE_S
-    try:
+    with controller(settings, spec["target"], spec["env"], spec.get("namespace")) as ctl:
         while True:
             try:
                 return ctl.retire(spec["color"], spec["uri"], float(spec["until"]))
@@ -93,8 +90,6 @@ def run(spec_file: Path) -> str:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(POLL_S)
-    finally:
-        ctl.target.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ class Golden:
 
 def golden_from_dir(model_dir: Path) -> Golden:
     """The model's logged input example, and what the model itself predicts for it (no example: no rows)."""
-    from mlship.registry import load_model_dir, model_input_example
+    from mlship.registry import load_model_dir, model_input_example  # noqa: PLC0415 - pulls in the heavy stack of its stage: kept off `--help`
 
     example = model_input_example(model_dir)
     if example is None or example.empty:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import cast
 
 SYNTHETIC_HEADER = "x-mlship-synthetic"
 PROOF_HEADER = "x-mlship-synthetic-proof"
@@ -48,9 +47,3 @@ def headers(purpose: str, token: str | None = None) -> dict[str, str]:
     if token:
         out[PROOF_HEADER] = proof(token, purpose)
     return out
-
-
-def headers_for(target: object, purpose: str) -> dict[str, str]:
-    """The marker for requests to `target`'s traffic URL: with the router's proof where a router is in between."""
-    make = getattr(target, "synthetic_headers", None)
-    return cast(dict[str, str], make(purpose)) if callable(make) else headers(purpose)

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from mlship.deploy import synthetic
 from mlship.deploy.faults import checkpoint
 from mlship.deploy.smoke import Golden
 from mlship.deploy.targets.base import Signal, Target
@@ -79,7 +78,7 @@ def verify(
     delta: Signal | None = Signal(0, 0, before.buckets, before.bounds_ms)
     halfway = started + window_s / 2
     lost = False
-    headers = synthetic.headers_for(target, "verify")  # through the router: with its proof
+    headers = target.synthetic_headers("verify")  # through the router: with its proof
     with httpx.Client(base_url=target.traffic_url(color), timeout=5.0, headers=headers) as client:
         while True:
             tick = time.monotonic()

@@ -24,8 +24,8 @@ def classification_metrics(y_true: npt.ArrayLike, proba: npt.ArrayLike, threshol
 
     Ranking metrics are NaN when only one class is present (undefined, not zero).
     """
-    import numpy as np
-    from sklearn import metrics as skm
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from sklearn import metrics as skm  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     y = np.asarray(y_true).astype(int)
     p = np.clip(np.asarray(proba, dtype=float), 1e-15, 1 - 1e-15)
@@ -44,7 +44,7 @@ def classification_metrics(y_true: npt.ArrayLike, proba: npt.ArrayLike, threshol
 
 def positive_proba(model: object, X: object) -> np.ndarray:
     """P(class 1) from any fitted sklearn classifier (the pipeline's last step decides)."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     proba = np.asarray(model.predict_proba(X))  # type: ignore[attr-defined]
     return proba[:, 1] if proba.ndim == 2 else proba

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship import provenance
+from mlship.data.io import fingerprint, read_table
+from mlship.data.validation import record_training_kinds
 from mlship.errors import ConfigError
-from mlship.fsutil import ordinary_permissions, write_json
+from mlship.fsutil import ordinary_permissions, write_json, write_with
+from mlship.model.metrics import classification_metrics, positive_proba
+from mlship.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,7 +91,7 @@ def check_frame(settings: Settings, df: pd.DataFrame, what: str = "data") -> Non
 
 def split(settings: Settings, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The deterministic stratified train/test split every stage agrees on."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     train_df, test_df = train_test_split(
         df, test_size=settings.test_size, stratify=df[settings.target], random_state=settings.seed
@@ -125,12 +130,6 @@ def build_estimator(settings: Settings) -> Any:
 
 def train(settings: Settings, data_path: Path | None = None, out: Path | None = None) -> TrainResult:
     """Fit the configured estimator on the training split, evaluate, and log everything to MLflow."""
-    from mlship import provenance
-    from mlship.data.io import fingerprint, read_table
-    from mlship.data.validation import record_training_kinds
-    from mlship.model.metrics import classification_metrics, positive_proba
-    from mlship.registry import Registry
-
     started = time.perf_counter()
     path = data_path or settings.data_path
     df = read_table(path)
@@ -208,14 +207,12 @@ def export(registry: Any, model_uri: str, out: Path, metrics: dict[str, Any]) ->
 
 def training_plots(y_true: Any, proba: Any, folder: Path) -> list[Path]:
     """ROC and precision-recall curves plus the score distribution by class, as one PNG."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
-
-    from mlship.fsutil import write_with
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     folder.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))

@@ -25,6 +25,8 @@ from typing import Literal
 
 import numpy as np
 
+from mlship.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AbDecision:
@@ -45,7 +47,7 @@ def required_n(baseline: float, mde: float, alpha: float, power: float, max_look
     With ``max_looks > 1`` this is the maximum n of the sequential plan (the last look): the
     fixed-horizon n times the spending design's inflation factor.
     """
-    from scipy.stats import norm
+    from scipy.stats import norm  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     p1, p2 = baseline, min(baseline + mde, 1 - 1e-9)
     za, zb = float(norm.isf(alpha)), float(norm.isf(1 - power))
@@ -57,7 +59,7 @@ def required_n(baseline: float, mde: float, alpha: float, power: float, max_look
 
 def obf_spent(t: float, alpha: float) -> float:
     """Cumulative one-sided alpha spent at information fraction t (O'Brien-Fleming-type)."""
-    from scipy.stats import norm
+    from scipy.stats import norm  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     return 0.0 if t <= 0 else float(2 - 2 * norm.cdf(norm.isf(alpha / 2) / math.sqrt(min(t, 1.0))))
 
@@ -89,7 +91,7 @@ class _Walk:
 
     def crossing(self, c: float, t: float, drift: float) -> float:
         """Probability of first crossing z boundary ``c`` at information time ``t``."""
-        from scipy.special import ndtr
+        from scipy.special import ndtr  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
         step = t - self.t
         return float(self.dens @ ndtr((self.grid + drift * step - c * math.sqrt(t)) / math.sqrt(step)))
@@ -106,8 +108,8 @@ class _Walk:
 @lru_cache(maxsize=64)
 def sequential_boundaries(max_looks: int, alpha: float) -> tuple[float, ...]:
     """Exact O'Brien-Fleming-type Lan-DeMets z boundaries for ``max_looks`` equally spaced looks."""
-    from scipy.optimize import brentq
-    from scipy.stats import norm
+    from scipy.optimize import brentq  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
+    from scipy.stats import norm  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     walk, bounds = _Walk.start(), []
     for k in range(1, max_looks + 1):
@@ -125,8 +127,8 @@ def sequential_boundaries(max_looks: int, alpha: float) -> tuple[float, ...]:
 @lru_cache(maxsize=64)
 def inflation_factor(max_looks: int, alpha: float, power: float) -> float:
     """Maximum information of the sequential design over the fixed-horizon one at the same power."""
-    from scipy.optimize import brentq
-    from scipy.stats import norm
+    from scipy.optimize import brentq  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
+    from scipy.stats import norm  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     if max_looks <= 1:
         return 1.0
@@ -146,7 +148,7 @@ def inflation_factor(max_looks: int, alpha: float, power: float) -> float:
 
 def boundary(looks_done: int, max_looks: int, alpha: float) -> float:
     """Nominal z boundary at this look (the fixed-horizon critical value when there is one look)."""
-    from scipy.stats import norm
+    from scipy.stats import norm  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     if max_looks <= 1:
         return float(norm.isf(alpha))
@@ -174,15 +176,13 @@ def decide(
     significance, or the treatment is significantly worse. Otherwise ``inconclusive``:
     keep collecting. ``ci`` is the two-sided (1-2*alpha) Wald CI of treatment - control.
     """
-    from scipy.stats import norm
+    from scipy.stats import norm  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     if (
         min(control_n, treatment_n) <= 0
         or not (0 <= control_successes <= control_n)
         or not (0 <= treatment_successes <= treatment_n)
     ):
-        from mlship.errors import ConfigError
-
         raise ConfigError("invalid counts: need 0 <= successes <= n and n > 0", hint="pass S/N per arm")
     pa, pb = control_successes / control_n, treatment_successes / treatment_n
     pool = (control_successes + treatment_successes) / (control_n + treatment_n)
@@ -213,7 +213,7 @@ def decide(
 
 def sample_ratio_mismatch(control_n: int, treatment_n: int, expected_treatment_share: float) -> float:
     """Chi-square goodness-of-fit p-value of the arm counts vs the configured split (SRM if < 0.001)."""
-    from scipy.stats import chisquare
+    from scipy.stats import chisquare  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     total = control_n + treatment_n
     exp = [total * (1 - expected_treatment_share), total * expected_treatment_share]

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlship.errors import ConfigError, InfraError, PipelineRejected
-from mlship.monitoring.events import AbReport, analyse, count_arms, read_events, write_report
+from mlship.monitoring.abtest_analysis import AbReport, analyse, count_arms, read_events, write_report
 
 if TYPE_CHECKING:
-    from mlship.deploy.bluegreen import Controller, DeployResult
+    from mlship.deploy.controller import Controller
+    from mlship.deploy.result import DeployResult
 
 
 @dataclass(frozen=True)

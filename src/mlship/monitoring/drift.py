@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlship.data.io import read_table
 from mlship.errors import ConfigError, PipelineRejected
-from mlship.fsutil import write_json, write_text
+from mlship.fsutil import write_json, write_text, write_with
+from mlship.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,7 +85,7 @@ class DriftReport:
 
 def psi(ref: np.ndarray, cur: np.ndarray) -> float:
     """Population stability index on quantile bins taken from the reference."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     edges = np.unique(np.quantile(ref, np.linspace(0, 1, BINS + 1)[1:-1]))
     r = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1) / len(ref)
@@ -93,7 +95,7 @@ def psi(ref: np.ndarray, cur: np.ndarray) -> float:
 
 
 def _categorical_psi(r: np.ndarray, c: np.ndarray) -> float:
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     r, c = np.maximum(r, EPS), np.maximum(c, EPS)
     return float(np.sum((c - r) * np.log(c / r)))
@@ -105,8 +107,8 @@ def _sample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def numeric_drift(name: str, ref: np.ndarray, cur: np.ndarray, cfg: DriftSettings) -> FeatureDrift:
     """PSI + normalised Wasserstein (full data) + KS p-value (subsample)."""
-    import numpy as np
-    from scipy import stats
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from scipy import stats  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     ref = ref[~np.isnan(ref)]
     cur = cur[~np.isnan(cur)]
@@ -135,7 +137,7 @@ def _n(x: float) -> str:
 
 def _wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
     """W1 between two samples via their quantile functions on a common grid (vectorised)."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     q = np.linspace(0, 1, 2001)
     return float(np.mean(np.abs(np.quantile(a, q, method="linear") - np.quantile(b, q, method="linear"))))
@@ -143,9 +145,9 @@ def _wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
 
 def categorical_drift(name: str, ref: pd.Series, cur: pd.Series, cfg: DriftSettings) -> FeatureDrift:
     """PSI + Jensen-Shannon distance on category frequencies + chi-square p-value."""
-    import numpy as np
-    from scipy import stats
-    from scipy.spatial.distance import jensenshannon
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+    from scipy import stats  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
+    from scipy.spatial.distance import jensenshannon  # noqa: PLC0415 - scipy: heavy, imported where it is used (off `--help` and the light paths)
 
     rc = ref.astype("string").fillna("<NA>").value_counts()
     cc = cur.astype("string").fillna("<NA>").value_counts()
@@ -167,7 +169,7 @@ def categorical_drift(name: str, ref: pd.Series, cur: pd.Series, cfg: DriftSetti
 
 def load_current(path: Path) -> pd.DataFrame:
     """A CSV/Parquet data file, or a JSONL prediction log (features from ``inputs``)."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
     if path.suffix.lower() in {".jsonl", ".ndjson"}:
         if not path.exists():
@@ -182,14 +184,12 @@ def load_current(path: Path) -> pd.DataFrame:
         if "probability" in log.columns:
             frame[PROBABILITY] = pd.to_numeric(log["probability"], errors="coerce")
         return frame
-    from mlship.data.io import read_table
-
     return read_table(path)
 
 
 def compare(settings: Settings, ref: pd.DataFrame, cur: pd.DataFrame, *, ref_name: str, cur_name: str) -> DriftReport:
     """Compare every configured feature present in both frames."""
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
     cfg = settings.drift
     feats: list[FeatureDrift] = []
@@ -284,18 +284,16 @@ def render_markdown(report: DriftReport) -> str:
 
 
 def _plot(ref: pd.Series, cur: pd.Series, kind: str, title: str, dest: Path) -> Path:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mlship.fsutil import write_with
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - matplotlib: heavy, imported where it is used (off `--help` and the light paths)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if kind == "numeric":
         ax.hist([ref.dropna(), cur.dropna()], bins=40, density=True, label=["reference", "current"], alpha=0.7)
     else:
-        import pandas as pd
+        import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
         freq = pd.DataFrame(
             {"reference": ref.value_counts(normalize=True), "current": cur.value_counts(normalize=True)}
@@ -336,14 +334,10 @@ def detect(
     With ``model_ref`` the reference, and the current data when it has no logged
     probabilities, are scored so that prediction drift is reported too.
     """
-    from mlship.data.io import read_table
-
     ref = read_table(reference_path)
     cur = load_current(current_path)
     source = "prediction log" if PROBABILITY in cur.columns else None
     if model_ref is not None:
-        from mlship.registry import Registry
-
         registry = Registry.from_settings(settings)
         resolved = registry.resolve(model_ref)
         model = registry.load_model(resolved)

@@ -17,25 +17,25 @@ import gc
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.requests import ClientDisconnect
 
+from mlship import provenance
 from mlship.redaction import redact
-from mlship.serving import v2
+from mlship.serving import mirror, v2
 from mlship.serving.batching import BatcherClosed, MicroBatcher
+from mlship.serving.body import CLIENT_CLOSED, KEY_HASH_HEADER, SYNTHETIC_HEADER, BodyTooLarge, read_body
 from mlship.serving.columns import Columns
 from mlship.serving.logs import AccessLog, PredictionLog
 from mlship.serving.metrics import ServingMetrics
 from mlship.serving.model import ModelSource, ServedModel, load, resolve_source, warmup_rows
-from mlship.serving.schema import InvalidRequest, RequestSchema, build_schema
-
-if TYPE_CHECKING:
-    from mlship.settings import Settings
+from mlship.serving.schema import InvalidRequest, build_schema
+from mlship.serving.state import ServerState
+from mlship.settings import Settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,52 +43,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-
-SYNTHETIC_HEADER = "x-mlship-synthetic"
-KEY_HASH_HEADER = b"x-mlship-key-hash"
-"""A sticky canary's routing key, hashed by the router: logged so `mlship abtest` can count per key."""
-"""mlship's own requests (smoke, verification, readiness probes) carry it: answered like any
-other, counted apart in the metrics, and kept out of the prediction log (drift sees real traffic)."""
-
-CLIENT_CLOSED = 499
-"""The client went away before its body arrived (nginx's code): a client error, not the server's."""
-
-
-class BodyTooLarge(Exception):
-    """The request body is over `serve.max_body_bytes`."""
-
-
-@dataclass
-class ServerState:
-    """Everything the endpoints share; `ready` flips once, after the warm-up prediction."""
-
-    settings: Settings
-    source: ModelSource | None
-    color: str
-    git_sha: str
-    metrics: ServingMetrics
-    access: AccessLog
-    prediction_log_path: Path | None
-    model: ServedModel | None = None
-    schema: RequestSchema | None = None
-    batcher: MicroBatcher | None = None
-    predictions: PredictionLog | None = None
-    ready: bool = False
-    failure: str | None = None
-    on_fatal: Callable[[BaseException], None] | None = None
-    background: set[asyncio.Task[None]] = field(default_factory=set)
-
-    @property
-    def name(self) -> str:
-        return self.model.name if self.model else self.source.name if self.source else "unknown"
-
-    @property
-    def version(self) -> str:
-        return self.model.version if self.model else self.source.version if self.source else "unknown"
-
-    @property
-    def run_id(self) -> str | None:
-        return self.model.run_id if self.model else self.source.run_id if self.source else None
+INLINE_BELOW_S = 0.001
+"""A batch of a few dozen rows whose last model call took under 1 ms runs on the event loop (see
+`MicroBatcher`): the compiled model answers 1 to 32 rows in about 0.1 ms, less than the thread
+hand-off costs, and a slower model (the uncompiled pipeline: milliseconds) keeps its thread."""
 
 
 def create_app(
@@ -108,10 +66,7 @@ def create_app(
     uses it to stop the server with exit 3). `prediction_log` defaults to
     `<state>/predictions/<color>.jsonl`; the sample rate is `serve.prediction_log_sample`.
     """
-    from mlship import provenance
-    from mlship.settings import Settings as SettingsModel
-
-    settings = settings or SettingsModel()
+    settings = settings or Settings()
     color = color or os.environ.get("MLSHIP_COLOR") or "default"
     loaded = model if isinstance(model, ServedModel) else None
     source = None
@@ -153,8 +108,6 @@ def create_app(
     _routes(app, state)
     app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
     app.add_middleware(ObserveMiddleware, state=state)
-    from mlship.serving import mirror
-
     mirror.install(app)  # a kubernetes shadow: MLSHIP_SHADOW_URL names the preview Service to copy to
     return app
 
@@ -175,6 +128,7 @@ async def _start(state: ServerState) -> None:
             on_batch=state.metrics.observe_batch,
             thread_init=_one_native_thread,
             combine=Columns.concat,
+            inline_below_s=INLINE_BELOW_S,
         )
         state.batcher = batcher
         await batcher.call(_warm(model), warmup_rows(model))
@@ -207,7 +161,7 @@ def _one_native_thread() -> None:
     one-row gradient-boosting call from a worker thread took 23 ms with the default
     threads and 4.4 ms with one.
     """
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # sklearn's own dependency
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # noqa: PLC0415 - heavy, sklearn's own dependency
 
     threadpool_limits(1)
 
@@ -302,7 +256,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get("/metrics", summary="Prometheus metrics.")
     async def metrics() -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
+        from prometheus_client import CONTENT_TYPE_LATEST  # noqa: PLC0415 - prometheus_client: heavy, imported where it is used (off `--help` and the light paths)
 
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -313,7 +267,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             return _json({"detail": state.failure or "the model is not ready yet"}, 503)
         batcher.arriving += 1
         try:
-            raw = await _read_body(request, limit)
+            raw = await read_body(request, limit)
         except BodyTooLarge:
             return _json({"detail": f"request body is larger than {limit} bytes"}, 413)
         except ClientDisconnect:
@@ -343,26 +297,11 @@ def _routes(app: FastAPI, state: ServerState) -> None:
     v2.add_routes(app, state)  # the Open Inference Protocol beside /predict
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (before reading it all) anything over `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _openapi(app: FastAPI, state: ServerState) -> dict[str, Any]:
     """FastAPI's document plus the request body derived from the model signature."""
     if app.openapi_schema:
         return app.openapi_schema
-    from fastapi.openapi.utils import get_openapi
+    from fastapi.openapi.utils import get_openapi  # noqa: PLC0415 - fastapi: heavy, imported where it is used (off `--help` and the light paths)
 
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     if state.schema is None:

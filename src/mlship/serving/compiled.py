@@ -30,15 +30,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from mlship.serving.columns import Columns
+from mlship.serving.forest import Forest, NotCompiled
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Rows = Sequence[dict[str, Any]]
-
-
-class NotCompiled(ValueError):
-    """The pipeline (or this batch) cannot be reproduced exactly by array operations."""
 
 
 @dataclass(frozen=True)
@@ -86,148 +83,25 @@ class _Numeric:
 _Block = _OneHot | _Numeric
 
 
-WALK_MAX_ROWS = 64
-"""Batches up to this many rows walk all trees at once; larger ones go tree by tree (measured
-crossover on the default model: 32 rows 1.8 vs 3.3 ms, 256 rows 13.8 vs 5.9 ms, busy machine)."""
-
-
-class _Forest:
-    """A binary HistGradientBoostingClassifier's trees as flat arrays, walked for all trees at once.
-
-    scikit-learn predicts tree by tree: 200 trees cost 200 Python-level calls (~2 ms here)
-    whatever the number of rows, holding the GIL the server's event loop needs. Here the
-    nodes of every tree live in one set of arrays; each step moves every (row, tree) pair
-    still on a split node to its child with a few vectorised operations, so a batch costs
-    about as many numpy calls as the deepest tree is deep (0.14 ms for one row, 1.4 ms for
-    64, against 2.1 and 2.4 ms). The split rule is sklearn's (`x <= threshold` goes left);
-    the leaf values are added in tree order onto the baseline, as sklearn adds them, so the
-    raw scores are bit-identical — which `verified` checks at load all the same.
-    """
-
-    def __init__(self, clf: Any) -> None:
-        try:
-            predictors = clf._predictors
-            baseline = np.asarray(clf._baseline_prediction, dtype=np.float64)
-            loss = clf._loss
-        except AttributeError as exc:
-            raise NotCompiled(f"this scikit-learn's gradient boosting has no {exc.name}") from exc
-        if clf.n_trees_per_iteration_ != 1 or baseline.size != 1:
-            raise NotCompiled("gradient boosting with more than one tree per iteration (multiclass)")
-        if clf.is_categorical_ is not None and bool(np.any(clf.is_categorical_)):
-            raise NotCompiled("gradient boosting with native categorical splits")
-        roots, feature, threshold, left, right, value = [], [], [], [], [], []
-        offset = 0
-        for (predictor,) in predictors:
-            nodes = predictor.nodes
-            here = np.arange(len(nodes), dtype=np.intp) + offset
-            leaf = nodes["is_leaf"].astype(bool)
-            roots.append(offset)
-            feature.append(np.where(leaf, 0, nodes["feature_idx"]).astype(np.intp))
-            threshold.append(np.where(leaf, 0.0, nodes["num_threshold"]).astype(np.float64))
-            # A leaf is its own child on both sides, so a walk that reached it stays there.
-            left.append(np.where(leaf, here, nodes["left"].astype(np.intp) + offset))
-            right.append(np.where(leaf, here, nodes["right"].astype(np.intp) + offset))
-            value.append(nodes["value"].astype(np.float64))
-            offset += len(nodes)
-        self._roots = np.asarray(roots, dtype=np.intp)
-        self._feature = np.concatenate(feature)
-        self._threshold = np.concatenate(threshold)
-        children = np.stack([np.concatenate(left), np.concatenate(right)], axis=1)
-        self._leaf = children[:, 0] == np.arange(offset)
-        self._children = children.ravel()  # node n's left child at 2n, right at 2n + 1
-        self._value = np.concatenate(value)
-        self._baseline = float(baseline.ravel()[0])
-        self._loss = loss
-        self._trees = [predictor for (predictor,) in predictors]
-        try:
-            self._bitsets = clf._bin_mapper.make_known_categories_bitsets()
-        except AttributeError:  # another scikit-learn: large batches walk too
-            self._trees = []
-
-    def raw(self, features: np.ndarray) -> np.ndarray:
-        """Baseline plus the leaf value of every tree, for each row.
-
-        Up to `WALK_MAX_ROWS` rows all trees are walked at once (a few numpy calls per
-        level); beyond that the per-(row, tree) arrays cost more than scikit-learn's own
-        compiled predictor per tree, whose cost is per row, so that one answers.
-        """
-        if np.isnan(features).any():
-            raise NotCompiled("missing values take sklearn's own missing-value path")
-        if features.shape[0] > WALK_MAX_ROWS and self._trees:
-            return self.raw_by_tree(features)
-        return self.raw_walk(features)
-
-    def raw_walk(self, features: np.ndarray) -> np.ndarray:
-        """All trees at once: every (row, tree) pair still on a split node moves one level per step."""
-        n_rows, n_trees = features.shape[0], len(self._roots)
-        node = np.tile(self._roots, n_rows)  # (row, tree) pairs, row-major
-        flat = np.ascontiguousarray(features).ravel()
-        at = np.repeat(np.arange(n_rows, dtype=np.intp) * features.shape[1], n_trees)
-        active = np.flatnonzero(~self._leaf[node])
-        current, at = node[active], at[active]
-        while active.size:
-            right = flat[at + self._feature[current]] > self._threshold[current]
-            current = self._children[2 * current + right]
-            going = ~self._leaf[current]
-            if not going.all():  # pairs that reached their leaf are written back and dropped
-                done = ~going
-                node[active[done]] = current[done]
-                active, current, at = active[going], current[going], at[going]
-        scores = np.empty((n_rows, n_trees + 1), dtype=np.float64)
-        scores[:, 0] = self._baseline
-        scores[:, 1:] = self._value[node].reshape(n_rows, n_trees)
-        return np.cumsum(scores, axis=1)[:, -1]  # strictly left to right, like sklearn's +=
-
-    def raw_by_tree(self, features: np.ndarray) -> np.ndarray:
-        """scikit-learn's own per-tree predictor, summed as its `_raw_predict` sums (zeros, += baseline,
-        += each tree in order), without the pipeline's input checks and DataFrame handling."""
-        known, f_idx_map = self._bitsets
-        total = np.zeros(features.shape[0], dtype=np.float64)
-        total += self._baseline
-        for tree in self._trees:
-            total += tree.predict(features, known, f_idx_map, 1)
-        return total
-
-    def paths(self) -> list[Callable[[np.ndarray], np.ndarray]]:
-        """Every way `raw` may answer: `verified` checks each against scikit-learn."""
-        return [self.raw_walk, self.raw_by_tree] if self._trees else [self.raw_walk]
-
-    def predict_proba(self, features: np.ndarray, raw: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-        scores = (raw or self.raw)(features)
-        return np.asarray(self._loss.predict_proba(scores.reshape(-1, 1)))
-
-    def boundary_rows(self, base: np.ndarray, per_feature: int = 16) -> np.ndarray:
-        """`base` with one feature set exactly on a split threshold, or just above it.
-
-        The split rule is where a re-implementation would go wrong (`<` for `<=`), and
-        rows drawn from data almost never sit on a threshold: these do.
-        """
-        rows = []
-        split = ~self._leaf
-        for feature in np.unique(self._feature[split]).tolist():
-            thresholds = np.unique(self._threshold[split & (self._feature == feature)])
-            picked = thresholds[np.linspace(0, len(thresholds) - 1, min(per_feature, len(thresholds))).astype(int)]
-            for value in [*picked.tolist(), *np.nextafter(picked, np.inf).tolist()]:
-                row = base.copy()
-                row[feature] = value
-                rows.append(row)
-        return np.asarray(rows, dtype=np.float64).reshape(-1, base.shape[0])
-
-
 class CompiledPipeline:
     """Request rows → the pipeline's feature matrix → the final estimator's probabilities."""
 
     def __init__(self, blocks: list[_Block], final: Any) -> None:
-        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
         self._blocks = blocks
-        self._final: Any = _Forest(final) if isinstance(final, HistGradientBoostingClassifier) else final
         self._starts: list[int] = []
         width = 0
         for block in blocks:
             self._starts.append(width)
             width += block.width if isinstance(block, _OneHot) else 1
         self.n_features = width
+        groups = [
+            list(range(start, start + block.width))
+            for block, start in zip(blocks, self._starts, strict=True)
+            if isinstance(block, _OneHot)
+        ]
+        self._final: Any = Forest(final, groups) if isinstance(final, HistGradientBoostingClassifier) else final
         self.order: Literal["C", "F"] = "C"
         """Memory order of the feature matrix: that of the real preprocessor's (set by `verified`)."""
 
@@ -237,8 +111,8 @@ class CompiledPipeline:
         return self._final
 
     @property
-    def forest(self) -> _Forest | None:
-        return self._final if isinstance(self._final, _Forest) else None
+    def forest(self) -> Forest | None:
+        return self._final if isinstance(self._final, Forest) else None
 
     def transform(self, rows: Rows | Columns) -> np.ndarray:
         """The feature matrix the fitted preprocessor would produce; NotCompiled if it can't here."""
@@ -263,8 +137,8 @@ def compile_pipeline(estimator: Any, numeric_columns: set[str]) -> CompiledPipel
     `numeric_columns` are the input columns the server parses as numbers: only those may
     pass through or be scaled (a passthrough string column would make an object matrix).
     """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
+    from sklearn.compose import ColumnTransformer  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     if not isinstance(estimator, Pipeline) or len(estimator.steps) != 2:
         raise NotCompiled("not a two-step Pipeline (preprocessor, model)")
@@ -288,7 +162,7 @@ def compile_pipeline(estimator: Any, numeric_columns: set[str]) -> CompiledPipel
 
 
 def _blocks(name: str, transformer: Any, columns: list[str], numeric: set[str]) -> list[_Block]:
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     if isinstance(transformer, OneHotEncoder):
         return _one_hot(name, transformer, columns)
@@ -333,7 +207,7 @@ def probe_rows(estimator: Any, example: list[dict[str, Any]]) -> list[dict[str, 
     model's dot product on it can differ in the last bit from the same numbers in row-major
     order — which only a batch of several distinct rows can reveal.
     """
-    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.preprocessing import OneHotEncoder  # noqa: PLC0415 - sklearn: heavy, imported where it is used (off `--help` and the light paths)
 
     rows = [dict(r) for r in example]
     if not rows:

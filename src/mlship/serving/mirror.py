@@ -3,7 +3,7 @@
 When the deploy sets `MLSHIP_SHADOW_URL` (the preview Service, e.g. `http://app-preview.ns.svc
 .cluster.local`) and `MLSHIP_SHADOW_SAMPLE` on the live Deployment, every live pod copies a
 sample of its real `/predict` requests there *after* answering them, through the same bounded,
-fire-and-forget copier as the local router (`mlship.deploy.shadow`), and compares the answers.
+fire-and-forget copier as the local router (`mlship.traffic.copier`), and compares the answers.
 `GET /shadow` returns this pod's comparison figures (JSON; 404 when no shadow is configured).
 Synthetic requests (smoke tests, probes, other copies) are never copied.
 """
@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from mlship.deploy.shadow import ShadowCopier
 from mlship.errors import ConfigError
+from mlship.traffic.copier import ShadowCopier
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send

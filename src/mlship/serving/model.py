@@ -9,19 +9,22 @@ with the model baked in runs without one.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlship.registry import Registry, load_model_dir, model_dir_info, model_input_example, model_input_schema
+from mlship.serving import compiled as compiler  # the module: tests replace its functions
 from mlship.serving.columns import Columns
+from mlship.serving.forest import NotCompiled
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from mlship.serving.compiled import CompiledPipeline
     from mlship.settings import Settings
 
 Kind = Literal["string", "number", "boolean", "any"]
@@ -71,7 +74,7 @@ class ServedModel:
     run_id: str | None = None
     uri: str = ""
     example: list[dict[str, Any]] = field(default_factory=list)
-    compiled: CompiledPipeline | None = None
+    compiled: compiler.CompiledPipeline | None = None
     """The pipeline as array operations, verified equal at load (see serving/compiled.py)."""
     compile_note: str = "not compiled"
     """Why the pipeline is (not) compiled: said in the server's ready log line."""
@@ -82,8 +85,8 @@ class ServedModel:
 
     def frame(self, rows: list[dict[str, Any]] | Columns) -> pd.DataFrame:
         """Rows (already validated) as the DataFrame the pipeline was trained on, column by column."""
-        import numpy as np
-        import pandas as pd
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
+        import pandas as pd  # noqa: PLC0415 - pandas: heavy, imported where it is used (off `--help` and the light paths)
 
         batch = rows if isinstance(rows, Columns) else Columns.from_rows(rows, [c.name for c in self.columns])
         data: dict[str, Any] = {}
@@ -105,7 +108,7 @@ class ServedModel:
     def predict_columns(self, batch: Columns) -> tuple[Any, np.ndarray]:
         """`predict` on columns, answering with arrays: labels (an array for numeric classes, else a
         list) and the probabilities (the positive class's for a binary model, else rows of them)."""
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         proba = self._compiled_proba(batch)
         if proba is None:
@@ -122,7 +125,7 @@ class ServedModel:
     def _label_array(self) -> np.ndarray:
         """The classes as an array to index with the argmax: all-int, all-float and all-bool classes
         as such arrays (JSON-encoded without a Python object each), anything else as Python objects."""
-        import numpy as np
+        import numpy as np  # noqa: PLC0415 - numpy: heavy, imported where it is used (off `--help` and the light paths)
 
         classes = self.classes
         for kind, dtype in ((bool, bool), (int, np.int64), (float, np.float64)):
@@ -152,11 +155,10 @@ class ServedModel:
         an error of the compiler itself on a pipeline it did not foresee — the plain pipeline is
         served and `compile_note` (the `ready` log line) says why.
         """
-        from mlship.serving.compiled import NotCompiled, compile_pipeline, probe_rows, verified
 
         try:
-            compiled = compile_pipeline(self.estimator, {c.name for c in self.columns if c.kind == "number"})
-            verified(compiled, self.estimator, self.frame, probe_rows(self.estimator, self.example))
+            compiled = compiler.compile_pipeline(self.estimator, {c.name for c in self.columns if c.kind == "number"})
+            compiler.verified(compiled, self.estimator, self.frame, compiler.probe_rows(self.estimator, self.example))
         except NotCompiled as exc:
             self.compiled, self.compile_note = None, f"not compiled: {exc}"
             return
@@ -170,8 +172,6 @@ def resolve_source(ref: str, settings: Settings) -> ModelSource:
     """Pin `ref` (an alias becomes the version it names now); unknown models raise ModelNotFound."""
     path = Path(ref)
     if (path / "MLmodel").is_file():
-        from mlship.registry import model_dir_info
-
         info = model_dir_info(path)
         return ModelSource(
             ref=ref,
@@ -181,8 +181,6 @@ def resolve_source(ref: str, settings: Settings) -> ModelSource:
             run_id=info["run_id"],
             directory=path.resolve(),
         )
-    from mlship.registry import Registry
-
     resolved = Registry.from_settings(settings).resolve(ref)
     return ModelSource(
         ref=ref,
@@ -195,8 +193,6 @@ def resolve_source(ref: str, settings: Settings) -> ModelSource:
 
 def load(source: ModelSource, settings: Settings) -> ServedModel:
     """Download (when remote) and load the native estimator, its input schema and example."""
-    from mlship.registry import Registry
-
     if source.directory is not None:
         return _from_dir(source.directory, source, settings)
     with tempfile.TemporaryDirectory(prefix="mlship-serve-") as tmp:
@@ -205,8 +201,6 @@ def load(source: ModelSource, settings: Settings) -> ServedModel:
 
 
 def _from_dir(directory: Path, source: ModelSource, settings: Settings) -> ServedModel:
-    from mlship.registry import load_model_dir
-
     return served_view(load_model_dir(directory), directory, source, settings)
 
 
@@ -215,8 +209,6 @@ def served_view(estimator: Any, directory: Path, source: ModelSource, settings: 
 
     The latency gate times this very object, so it measures the path that ships.
     """
-    from mlship.registry import model_input_example, model_input_schema
-
     columns = [Column(name, kind) for name, kind in model_input_schema(directory)]
     if not columns:  # a model logged without a signature: fall back to the configured features
         columns = [Column(c, "string") for c in settings.categorical_features]
@@ -241,7 +233,6 @@ def served_view(estimator: Any, directory: Path, source: ModelSource, settings: 
 def request_rows(model: ServedModel, frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of `frame` as `/predict` hands them to the model (JSON types); rows a client could not
     send — a missing number — are left out."""
-    import math
 
     rows = []
     for record in frame.to_dict(orient="records"):

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlship.errors import ConfigError, InfraError, MlshipError
+from mlship.serving.app import create_app
+from mlship.serving.model import resolve_source
 
 if TYPE_CHECKING:
     from mlship.settings import Settings
@@ -62,10 +64,7 @@ def serve(
     prediction_log: Path | None = None,
 ) -> int:
     """Serve `model` on host:port until SIGTERM/SIGINT; in-flight requests are drained first."""
-    import uvicorn
-
-    from mlship.serving.app import create_app
-    from mlship.serving.model import resolve_source
+    import uvicorn  # noqa: PLC0415 - uvicorn: heavy, imported where it is used (off `--help` and the light paths)
 
     source = resolve_source(model, settings)
     if prediction_log is not None:
@@ -115,7 +114,7 @@ def _server_class() -> Any:
     uvicorn re-raises the signal after its graceful shutdown, so the process would die by
     it (or print "interrupted"); for mlship a drained stop is a clean stop.
     """
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 - uvicorn: heavy, imported where it is used (off `--help` and the light paths)
 
     class DrainingServer(uvicorn.Server):
         @contextlib.contextmanager

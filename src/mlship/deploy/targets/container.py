@@ -16,9 +16,9 @@ import hashlib
 from pathlib import Path
 
 from mlship.deploy.image import Completed, docker_cli
+from mlship.deploy.process import Handle, spawn, terminate
 from mlship.deploy.release import Release
 from mlship.deploy.targets.base import ColorFailed
-from mlship.deploy.targets.local import Handle, spawn, terminate
 from mlship.errors import InfraError
 from mlship.redaction import DOCKER_SECRETS
 

@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 
 from mlship.deploy.release import COLORS, Release, other
-from mlship.deploy.targets.kubernetes import COLOR_LABEL, RELEASE_ANNOTATION, KubernetesTarget
+from mlship.deploy.targets.k8s_manifests import COLOR_LABEL, RELEASE_ANNOTATION
+from mlship.deploy.targets.kubernetes import KubernetesTarget
 from mlship.errors import ConfigError
 from mlship.fsutil import write_text
 

@@ -65,7 +65,7 @@ def _named(config: dict[str, Any], section: str, name: str, path: Path) -> dict[
 
 def inspect_kubeconfig(path: Path, context: str | None = None) -> KubeconfigInfo:
     """Read `path` as kubectl would (ConfigError, exit 2, if it cannot be used at all)."""
-    import yaml
+    import yaml  # noqa: PLC0415 - yaml: heavy, imported where it is used (off `--help` and the light paths)
 
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -25,72 +25,37 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from mlship.deploy.release import COLORS, Release
-from mlship.deploy.targets.base import ColorFailed, Signal
+from mlship.deploy.targets.base import ColorFailed, Signal, Target
 from mlship.deploy.targets.cluster_state import ClusterStore, forbidden, kubectl_error
+from mlship.deploy.targets.k8s_manifests import (
+    COLOR_LABEL,
+    CONTAINER_PORT,
+    SERVICE_PORT,
+    SHARED_KINDS,
+    WEIGHTS_ANNOTATION,
+    deployment_name,
+    live_service_name,
+    rollout_budget_s,
+    with_release,
+)
+from mlship.deploy.targets.k8s_metrics import parse_metrics
 from mlship.errors import ConfigError, InfraError
 from mlship.redaction import KUBECTL_SECRETS, env_for_child
+from mlship.serving.mirror import SAMPLE_VAR, URL_VAR
 
-COLOR_LABEL = "mlship.dev/color"
-WEIGHTS_ANNOTATION = "mlship.dev/weights"
-RELEASE_ANNOTATION = "mlship.dev/release"
 _FORWARDING = re.compile(rb"Forwarding from 127\.0\.0\.1:(\d+)")
-CONTAINER_PORT = 8000
-"""The serving image's port (deployment/Dockerfile CMD, the manifests' containerPort `http`)."""
-SERVICE_PORT = 80
-"""The Services' port; kubectl port-forward maps it to the pods' targetPort `http`."""
-
-
-ENV_LABEL = "mlship.dev/env"
-SHARED_KINDS = ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy")
-"""Objects of the overlay applied with every color (they name no release)."""
 _PULL_SECRETS = re.compile(r"image pull secrets \(([^)]*)\)")
 
 
-def probe_budget_s(container: dict[str, Any]) -> float:
-    """The longest one pod may take to be ready under its probes (kubernetes.io/docs/concepts/workloads/pods/
-    pod-lifecycle/#container-probes): the startupProbe may fail failureThreshold times, periodSeconds
-    apart, after initialDelaySeconds; the readinessProbe then needs successThreshold passes."""
-    total = 0.0
-    for name in ("startupProbe", "readinessProbe"):
-        probe = container.get(name)
-        if not isinstance(probe, dict):
-            continue
-        period = float(probe.get("periodSeconds", 10))
-        total += float(probe.get("initialDelaySeconds", 0)) + float(probe.get("timeoutSeconds", 1))
-        if name == "startupProbe":
-            total += period * float(probe.get("failureThreshold", 3))
-        else:
-            total += period * float(probe.get("successThreshold", 1))
-    return total
-
-
-def rollout_budget_s(deployment: dict[str, Any]) -> float:
-    """A Deployment's pods come up maxSurge at a time (the rolling update the manifests declare)."""
-    spec = deployment.get("spec", {})
-    containers = spec.get("template", {}).get("spec", {}).get("containers", [])
-    per_pod = max((probe_budget_s(c) for c in containers), default=0.0)
-    replicas = max(1, int(spec.get("replicas", 1) or 1))
-    surge = (spec.get("strategy", {}).get("rollingUpdate") or {}).get("maxSurge", 1)
-    step = max(1, int(surge)) if isinstance(surge, int) else 1
-    return per_pod * -(-replicas // step)
-
-
-def deployment_name(app: str, color: str, env: str) -> str:
-    """A color's Deployment as the overlay names it (`nameSuffix: -<env>`)."""
-    return f"{app}-{color}-{env}"
-
-
-def live_service_name(app: str, env: str) -> str:
-    """The Service users call, as the overlay names it."""
-    return f"{app}-{env}"
-
-
-class KubernetesTarget:
+class KubernetesTarget(Target):
     """Blue-green on a cluster, driven by kubectl."""
 
     name = "kubernetes"
+    namespace: str
+    supports_shadow = True
 
     def __init__(
         self,
@@ -159,8 +124,6 @@ class KubernetesTarget:
 
     def render(self) -> list[dict[str, Any]]:
         """The overlay's objects, as kustomize renders them."""
-        import yaml
-
         if not (self.overlay / "kustomization.yaml").is_file():
             raise ConfigError(f"no kustomize overlay at {self.overlay}", hint="see deployment/k8s/overlays")
         done = self._run("kustomize", str(self.overlay))
@@ -198,21 +161,7 @@ class KubernetesTarget:
             raise ConfigError("the kubernetes target needs an image", hint="pass --image REGISTRY/NAME@sha256:…")
         objects = self.render()
         deployment = self._object(objects, "Deployment", self._deployment(color))
-        meta = deployment.setdefault("metadata", {})
-        meta.setdefault("annotations", {})[RELEASE_ANNOTATION] = json.dumps(
-            {"uri": release.uri, "version": release.version, "git_sha": release.git_sha}
-        )
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        container["image"] = release.image
-        env = [e for e in container.get("env", []) if e.get("name") not in ("MLSHIP_MODEL_URI", "MLSHIP_GIT_SHA")]
-        env += [
-            {"name": "MLSHIP_MODEL_URI", "value": release.uri},
-            {"name": "MLSHIP_GIT_SHA", "value": release.git_sha},
-        ]
-        container["env"] = env
-        if self.pull_secret:  # a private registry: the kubelet pulls with this docker-registry Secret
-            pod = deployment["spec"]["template"]["spec"]
-            pod["imagePullSecrets"] = [{"name": self.pull_secret}]
+        with_release(deployment, release, pull_secret=self.pull_secret)
         preview = self._object(objects, "Service", self.preview_service)
         preview["spec"]["selector"][COLOR_LABEL] = color
         shared = [o for o in objects if o.get("kind") in SHARED_KINDS]
@@ -403,8 +352,6 @@ class KubernetesTarget:
         (surge first, as the manifests' rolling update says) and waits for them to be ready.
         An unchanged environment is not patched, so nothing restarts for nothing.
         """
-        from mlship.serving.mirror import SAMPLE_VAR, URL_VAR
-
         live = self._live_color()
         if live is None:
             if color is None:
@@ -435,8 +382,6 @@ class KubernetesTarget:
 
     def shadowing(self) -> str | None:
         """The color the live pods copy to (the preview Service's), None when they copy nothing."""
-        from mlship.serving.mirror import URL_VAR
-
         live = self._live_color()
         obj = self._get("deployment", self._deployment(live)) if live else None
         if obj is None:
@@ -535,46 +480,6 @@ class KubernetesTarget:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
         self._forwards.clear()
-
-
-def parse_metrics(text: str) -> Signal | None:
-    """Requests, 5xx and latency from a model server's Prometheus text.
-
-    Reads a counter whose name contains "request" with a `status` (or `code`) label and a
-    histogram whose name contains "latency" or "duration" (seconds); None if either is absent.
-    """
-    from prometheus_client.parser import text_string_to_metric_families
-
-    requests = errors = 0
-    found_counter = False
-    buckets: dict[float, float] = {}
-    try:
-        families = list(text_string_to_metric_families(text))
-    except ValueError:
-        return None
-    for family in families:
-        if family.type == "counter" and "request" in family.name:
-            for sample in family.samples:
-                if not sample.name.endswith("_total"):
-                    continue
-                status = sample.labels.get("status") or sample.labels.get("code") or sample.labels.get("status_code")
-                if status is None:
-                    continue
-                found_counter = True
-                requests += int(sample.value)
-                if str(status).startswith("5"):
-                    errors += int(sample.value)
-        elif family.type == "histogram" and ("latency" in family.name or "duration" in family.name):
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    le = float(sample.labels["le"])
-                    buckets[le] = buckets.get(le, 0.0) + sample.value
-    if not found_counter or not buckets:
-        return None
-    bounds = sorted(b for b in buckets if b != float("inf"))
-    cumulative = [buckets[b] for b in bounds] + [buckets.get(float("inf"), buckets[bounds[-1]] if bounds else 0.0)]
-    counts = [int(cumulative[0])] + [int(cumulative[i] - cumulative[i - 1]) for i in range(1, len(cumulative))]
-    return Signal(requests, errors, tuple(counts), tuple(b * 1000.0 for b in bounds))
 
 
 def _first_line(text: str) -> str:

@@ -3,9 +3,8 @@
 Layout under `.mlship/deploy/<env>/`: `local.json` (router and color handles: pid, port,
 process start time), `route.json` (the router's persisted route), `<color>.log` and
 `router.log`. Only processes recorded there (pid *and* start time match) are ever stopped.
-How a color runs is a small pluggable `ColorRunner`: a process (`ProcessRunner`) or a
-container of the release's image (`targets.container.DockerRunner`); `ReleaseRunner` picks
-one per release, so a history mixing both still rolls back.
+How a color runs is a small pluggable `ColorRunner` (`targets.runners`): a process or a
+container of the release's image, picked per release.
 """
 
 from __future__ import annotations
@@ -14,40 +13,26 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from mlship.deploy import synthetic
-from mlship.deploy.lock import pid_alive
+from mlship.deploy.process import Handle, ours, spawn, terminate
 from mlship.deploy.release import COLORS, Release
 from mlship.deploy.router import MAX_BODY, MAX_CONNECTIONS
-from mlship.deploy.targets.base import ColorFailed, Signal
+from mlship.deploy.targets.base import ColorFailed, Signal, Target
+from mlship.deploy.targets.runners import ColorRunner, ProcessRunner, describe
 from mlship.errors import InfraError
 from mlship.fsutil import write_json
 from mlship.notify import WEBHOOK_ENV
-from mlship.redaction import MLFLOW_CLIENT_SECRETS, env_for_child
 
-Handle = dict[str, Any]
 SYNTHETIC = synthetic.headers("ready-probe")
 """For requests straight to a color's own port (not the public one): no proof needed."""
-
-
-class ColorRunner(Protocol):
-    """Starts and stops one color's server; the handle it returns must be JSON-serialisable."""
-
-    def start(self, color: str, release: Release, port: int, log: Path) -> Handle: ...
-
-    def alive(self, handle: Handle) -> bool: ...
-
-    def stop(self, handle: Handle) -> None: ...
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -64,123 +49,6 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _ours(handle: Handle) -> bool:
-    """The recorded process still runs and is the one we started (pid reuse guard)."""
-    pid = int(handle.get("pid", 0))
-    return pid_alive(pid) and _start_time(pid) == handle.get("started")
-
-
-def spawn(
-    argv: list[str],
-    log: Path,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-    secrets: Iterable[str] = (),
-) -> Handle:
-    """Start a detached process (own session, so it outlives the CLI) logging to `log`.
-
-    It inherits the environment less every secret not named in `secrets` (redaction.env_for_child).
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env_for_child(secrets, extra=env),
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ColorFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
-    return {"pid": proc.pid, "started": _start_time(proc.pid), "argv": argv}
-
-
-def terminate(handle: Handle, grace_s: float = 10.0) -> None:
-    """SIGTERM (the server drains), then SIGKILL after `grace_s`; only if the process is ours."""
-    if not _ours(handle):
-        return
-    pid = int(handle["pid"])
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not pid_alive(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def default_serve_command() -> list[str]:
-    """`mlship serve` from the same installation as the running mlship."""
-    script = Path(sys.executable).parent / "mlship"
-    if script.is_file():
-        return [str(script), "serve"]
-    return [sys.executable, "-c", "from mlship.cli import main; main()", "serve"]
-
-
-class ProcessRunner:
-    """A color is `<serve_command> --model URI --host 127.0.0.1 --port P --color C` as a process."""
-
-    def __init__(
-        self, serve_command: list[str] | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
-    ) -> None:
-        self.serve_command = serve_command or default_serve_command()
-        self.env = env or {}
-        self.cwd = cwd
-
-    def start(self, color: str, release: Release, port: int, log: Path) -> Handle:
-        argv = [*self.serve_command, "--model", release.uri, "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--color", color]
-        env = {**self.env, "MLSHIP_COLOR": color, "MLSHIP_GIT_SHA": release.git_sha}
-        return {"kind": "process", **spawn(argv, log, env=env, cwd=self.cwd, secrets=MLFLOW_CLIENT_SECRETS)}
-
-    def alive(self, handle: Handle) -> bool:
-        return _ours(handle)
-
-    def stop(self, handle: Handle) -> None:
-        terminate(handle)
-
-
-class ReleaseRunner:
-    """A release with an image runs as a container, any other as a process; handles say which."""
-
-    def __init__(self, process: ColorRunner, container: ColorRunner | None = None) -> None:
-        self.process = process
-        self.container = container
-
-    def _for(self, handle: Handle) -> ColorRunner | None:
-        return self.container if handle.get("kind") == "container" else self.process
-
-    def start(self, color: str, release: Release, port: int, log: Path) -> Handle:
-        if not release.image:
-            return self.process.start(color, release, port, log)
-        if self.container is None:
-            raise ColorFailed(f"{release.label} is an image, and this target has no container runner")
-        return self.container.start(color, release, port, log)
-
-    def alive(self, handle: Handle) -> bool:
-        runner = self._for(handle)
-        return runner is not None and runner.alive(handle)
-
-    def stop(self, handle: Handle) -> None:
-        runner = self._for(handle)
-        if runner is not None:
-            runner.stop(handle)
 
 
 SATURATED_FOR_S = 60.0
@@ -209,17 +77,12 @@ def saturation(state: dict[str, Any], url: str, *, refused_now: bool = False) ->
     )
 
 
-def describe(handle: Handle) -> str:
-    """How `mlship down` names what it stopped: a pid or a container."""
-    if handle.get("kind") == "container":
-        return f"container {handle.get('name') or str(handle.get('id', ''))[:12]}"
-    return f"pid {handle.get('pid')}"
-
-
-class LocalTarget:
+class LocalTarget(Target):
     """Two colors on loopback, one supervised router owning the live port."""
 
     name = "local"
+    supports_shadow = True
+    supports_sticky = True
 
     def __init__(
         self,
@@ -319,7 +182,7 @@ class LocalTarget:
 
     def supervisor_alive(self) -> bool:
         router = self._load().get("router")
-        return router is not None and _ours(router)
+        return router is not None and ours(router)
 
     def router_info(self) -> dict[str, Any]:
         """For `status`: is the router up and supervised, what it routes, and any failover it made."""
@@ -372,7 +235,7 @@ class LocalTarget:
         """Start the supervised router if it is not running (a restarted one restores its route)."""
         data = self._load()
         old = data.get("router")
-        if old and _ours(old):  # the supervisor runs: its router answers, or is being restarted
+        if old and ours(old):  # the supervisor runs: its router answers, or is being restarted
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline:
                 if self._router_state() is not None:
@@ -400,7 +263,7 @@ class LocalTarget:
         while time.monotonic() < deadline:
             if self._router_state() is not None:
                 return
-            if not _ours(data["router"]):
+            if not ours(data["router"]):
                 break
             time.sleep(0.05)
         raise InfraError("the router did not come up", hint=f"see {self.dir / 'router.log'}")
@@ -619,7 +482,7 @@ class LocalTarget:
         self._save(data)
         router = data.get("router")
         if router:
-            if _ours(router):
+            if ours(router):
                 stopped.append(f"router (pid {router['pid']})")
             terminate(router, grace_s=5.0)
         for color in list(data["colors"]):
