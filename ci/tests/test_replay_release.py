@@ -237,6 +237,9 @@ def test_the_first_release_through_dagger_call_staging_production_rollback_and_b
         production = release_world.make_cluster(clusters_dir, "production", "mlship-production", kubeconfigs, pod_env)
         stack.callback(kill_double_servers, staging.state)
         stack.callback(kill_double_servers, production.state)
+        # each cluster's pods run on its node, on this machine, and outlive the exec that created them
+        stack.enter_context(release_world.node(staging, servers.gateway_address()))
+        stack.enter_context(release_world.node(production, servers.gateway_address()))
         stack.enter_context(double_clusters(tier, clusters_dir, kubeconfigs))
         times["world up (mlflow, moto, clusters)"] = round(time.monotonic() - start, 1)
         # The CI secrets, as the runners hold them: environment variables, handed over as env://

@@ -6,7 +6,8 @@
   that does not arrive byte-exact fails the stage that needed it.
 - moto's S3 server (server mode) on 127.0.0.1.
 - Two clusters: two kubectl-double state files with their own kubeconfig each (a token and a CA,
-  so a leak of either can be looked for), their namespaces created as a platform engineer does.
+  so a leak of either can be looked for), their namespaces created as a platform engineer does,
+  and a node each (`node`) that runs their pods on this machine, apart from the job containers.
 
 A container reaches a host server as it reaches a host service on the engine: through a TCP
 forwarder on the Docker bridge's gateway (replay/interpreter.py host_tunnel), never the host's
@@ -153,10 +154,15 @@ class Servers:
     gateway: str = ""
     _forwarders: list[Any] = field(default_factory=list)
 
-    def container_url(self, port: int) -> str:
-        """http://<bridge gateway>:<port>, forwarded to 127.0.0.1:<port> (what a container dials)."""
+    def gateway_address(self) -> str:
+        """The Docker bridge's gateway: the host, as a container dials it."""
         if not self.gateway:
             self.gateway = interpreter._bridge_gateway()
+        return self.gateway
+
+    def container_url(self, port: int) -> str:
+        """http://<bridge gateway>:<port>, forwarded to 127.0.0.1:<port> (what a container dials)."""
+        self.gateway_address()
         forwarder = interpreter._Forwarder(self.gateway, port, "127.0.0.1", port)
         self.stack.callback(forwarder.close)
         return f"http://{self.gateway}:{port}"
@@ -226,6 +232,17 @@ def make_cluster(
     kubeconfig.write_text(yaml.safe_dump(config))
     kubeconfig.chmod(0o600)
     return Cluster(env, state, kubeconfig, token, ca_data)
+
+
+@contextlib.contextmanager
+def node(cluster: Cluster, address: str) -> Iterator[None]:
+    """The cluster's node (tests/support/deploy_doubles/kubelet.py): its pods run here, on the host,
+    reached at `address` (the bridge's gateway), so they outlive the job container whose kubectl
+    created them, as a real cluster's pods outlive `dagger call`."""
+    from tests.support.deploy_doubles.harness import run_node
+
+    with run_node(cluster.state, address):
+        yield
 
 
 def secret_hits(data: bytes, needles: dict[str, bytes]) -> list[str]:
