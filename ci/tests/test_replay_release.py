@@ -40,6 +40,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from xml.etree import ElementTree
 
 import dagger
 import pytest
@@ -294,6 +295,27 @@ def test_the_first_release_through_dagger_call_staging_production_rollback_and_b
         assert _container(blue)["image"] == image1 and _model_uri(blue) == f"models:/{MODEL}/1"
         passed = host_registry.passed_record(MODEL, "1", "staging")
         assert passed is not None and passed.image == image1 and passed.namespace == "mlship-staging"
+        # `--tests=replay`: `test ok` above is the stage's plumbing, not the suite (the `all` test's in
+        # test_replay_pipeline.py runs the unit and Spark tiers): pytest collected the replay tier, none
+        # failed, and what needs an engine skipped for want of a Docker daemon, as it must in a
+        # container. The test-report of the same selection is the same chain: all's run, read back.
+        execs_before = tier.interp.execs_run
+
+        async def test_reports() -> str:
+            directory = await pipeline(checkout).test_report(selection=TESTS)
+            return await directory.export(str(tmp_path / "test-reports"))
+
+        junit = ElementTree.parse(Path(tier.run(test_reports)) / "junit.xml").getroot()
+        assert tier.interp.execs_run == execs_before, "test-report re-used all's test run"
+        cases = list(junit.iter("testcase"))
+        bad = [c.get("name") for c in cases if c.find("failure") is not None or c.find("error") is not None]
+        skips = [skip for c in cases if (skip := c.find("skipped")) is not None]
+        assert cases and skips and not bad, (len(cases), len(skips), bad)
+        assert all("replay tier needs a Docker daemon" in skip.get("message", "") for skip in skips), [
+            skip.get("message") for skip in skips
+        ]
+        with capsys.disabled():
+            print(f"all's test stage (--tests={TESTS}): {len(cases) - len(skips)} passed, {len(skips)} skipped")
 
         # 2. production: GitHub's job outputs and GitLab's dotenv hand over the same pair
         release_step = next(s for s in jobs["staging"]["steps"] if s.get("id") == "release")
@@ -365,8 +387,13 @@ def test_the_first_release_through_dagger_call_staging_production_rollback_and_b
         rollback_argv = gitlab_argv(gitlab["rollback"]["script"][-1], variables)
         name, kwargs, _ = call_words(rollback_argv)
         assert name == "rollback" and kwargs["approve"] is True
+        blue_key = "Deployment/mlship-production/mlship-model-blue-production"
+        blue_pod = json.loads(production.state.read_text())["servers"][blue_key]
         out = stage("rollback production", lambda: pipeline(checkout).rollback(**kwargs))
-        assert f"{MODEL} v1 is live on blue" in out, out
+        # one switch to the warm blue (the function's promise: no cold start), not a new deploy of v1
+        assert f"rollback: {MODEL} v1 is live on blue (kubernetes/production)" in out, out
+        after = json.loads(production.state.read_text())["servers"][blue_key]
+        assert after["pid"] == blue_pod["pid"] and "exited" not in after, (blue_pod, after)
         objects = double_objects(production.state)
         service = objects["Service/mlship-production/mlship-model-production"]
         assert service["spec"]["selector"]["mlship.dev/color"] == "blue", "production answers from v1's color again"
@@ -415,7 +442,7 @@ def test_the_first_release_through_dagger_call_staging_production_rollback_and_b
             s3.download_file("mlship-batch", key, str(tmp_path / "part.parquet"))
             scored += len(pd.read_parquet(tmp_path / "part.parquet"))
         assert scored == rows, (scored, rows, parts)
-        assert gate.allowed > 0 and gate.refused == 0, "every tracking request carried the token"
+        assert gate.allowed > 0 and gate.refused == 0, f"every tracking request carried the token: {gate.refusals}"
         times["scenario (wall)"] = round(time.monotonic() - scenario_start, 1)
 
         # 5. no secret's bytes anywhere

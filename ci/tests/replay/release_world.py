@@ -49,6 +49,7 @@ class TokenGate:
         self.token = token
         self.allowed = 0
         self.refused = 0
+        self.refusals: list[str] = []  # what was refused: method, path, client, User-Agent
         gate = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +61,11 @@ class TokenGate:
             def _forward(self) -> None:
                 if self.headers.get("Authorization") != f"Bearer {gate.token}":
                     gate.refused += 1
+                    said = self.headers.get("Authorization")
+                    gate.refusals.append(
+                        f"{self.command} {self.path} from {self.client_address[0]} "
+                        f"({self.headers.get('User-Agent')}; {'a wrong' if said else 'no'} Authorization)"
+                    )
                     body = b'{"error_code": "UNAUTHENTICATED", "message": "missing or wrong bearer token"}'
                     self.send_response(401)
                     self.send_header("Content-Type", "application/json")
