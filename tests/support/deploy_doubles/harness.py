@@ -6,7 +6,10 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +146,53 @@ def create_namespaces(state_file: Path, *names: str) -> None:
 def kill_double_servers(state_file: Path) -> None:
     if not state_file.is_file():
         return
+    from tests.support.deploy_doubles.kubectl import PID_NAMESPACE
+
     for server in json.loads(state_file.read_text()).get("servers", {}).values():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(server["pid"]), signal.SIGKILL)
+        # a pid recorded in another pid namespace (a container's) names some other process here
+        if server.get("node") or str(server.get("pidns", PID_NAMESPACE)) == PID_NAMESPACE:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(server["pid"]), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def run_node(state_file: Path, address: str = "127.0.0.1") -> Iterator[None]:
+    """The cluster's node (kubelet.py) runs its pods, reached at `address`, until the block ends.
+
+    Its log is `kubelet.log` beside the state; it has started once it recorded itself there."""
+    log = state_file.with_name("kubelet.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.support.deploy_doubles.kubelet",
+            "--state",
+            str(state_file),
+            "--address",
+            address,
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "KUBECTL_DOUBLE_STATE"},
+    )
+    try:
+        deadline = time.monotonic() + 120  # an upper bound: importing mlship on a loaded machine
+        while "node" not in json.loads(state_file.read_text()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                said = state_file.with_name("kubelet.log").read_text()[-2000:]
+                raise RuntimeError(f"the kubectl double's node did not start: {said}")
+            time.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
 
 
 def double_objects(state_file: Path) -> dict[str, Any]:

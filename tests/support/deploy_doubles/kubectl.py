@@ -11,6 +11,11 @@ state stands for an image that was built broken); `port-forward` prints kubectl'
 "Forwarding from" line for that process's port, after mapping a Service port to the pod's
 targetPort and checking the container declares it.
 
+With a node (kubelet.py, recorded in the state as `node`), the pods are the node's: it starts
+them apart from any kubectl, so they outlive the client (and the container) that created them,
+as a cluster's do; `rollout status` waits for the node's readiness report, and `port-forward`
+forwards a local port to the pod's address for real.
+
 Like the API server, every write bumps `metadata.resourceVersion`; `replace` (and `apply`)
 of an object that carries a stale resourceVersion fails with 409 Conflict, `create` of an
 existing object with 409 AlreadyExists.
@@ -212,8 +217,15 @@ nothing of ours, or some other process."""
 
 
 def pod_running(server: dict[str, Any]) -> bool:
-    """The pod's process runs: started in this pid namespace, and alive."""
+    """The pod's process runs: the node's says so (kubelet.py), or it was started in this pid namespace and is alive."""
+    if server.get("node"):
+        return "exited" not in server
     return str(server.get("pidns", PID_NAMESPACE)) == PID_NAMESPACE and alive(int(server["pid"]))
+
+
+def on_node(state: dict[str, Any]) -> bool:
+    """A node runs this cluster's pods (kubelet.py): kubectl only records what it wants and watches."""
+    return bool(state.get("node"))
 
 
 def alive(pid: int) -> bool:
@@ -231,7 +243,7 @@ def alive(pid: int) -> bool:
 
 def stop_server(state: dict[str, Any], k: str) -> None:
     server = state["servers"].pop(k, None)
-    if server and pod_running(server):
+    if server and not server.get("node") and pod_running(server):  # the node ends its own pods
         with contextlib.suppress(ProcessLookupError):
             os.kill(server["pid"], signal.SIGKILL)
 
@@ -285,6 +297,8 @@ def with_status(state: dict[str, Any], k: str, obj: dict[str, Any]) -> dict[str,
     server = state["servers"].get(k)
     replicas = int(obj["spec"].get("replicas", 1))
     up = bool(server and pod_running(server) and server["hash"] == template_hash(obj) and replicas > 0)
+    if server and server.get("node"):  # available: the node's readiness probe passes
+        up = up and bool(server.get("ready"))
     return {**obj, "status": {"replicas": replicas, "availableReplicas": replicas if up else 0}}
 
 
@@ -526,6 +540,8 @@ def server_ready(state: dict[str, Any], k: str, deployment: dict[str, Any]) -> b
     server = state["servers"].get(k)
     if not (server and server.get("port") and pod_running(server) and server["hash"] == template_hash(deployment)):
         return False
+    if server.get("node"):  # the node probes it
+        return bool(server.get("ready"))
     image = str(pod_container(deployment).get("image", ""))
     delay = float(state.get("images", {}).get(image, {}).get("ready_after_s", 0))
     if time.time() < float(server.get("started", 0)) + delay:
@@ -720,6 +736,8 @@ def cmd_rollout(state: dict[str, Any], ns: str, args: list[str]) -> int | dict[s
     if blocked(state, ns, obj) is not None:  # never scheduled or never pulled: nothing starts
         stop_server(state, k)
         return {"name": name, "key": k, "blocked": True}
+    if on_node(state):  # the node starts it (kubelet.py); the wait is for its report
+        return {"name": name, "key": k, "node": True, "hash": template_hash(obj)}
     server = state["servers"].get(k)
     if not (server and pod_running(server) and server["hash"] == template_hash(obj)):
         stop_server(state, k)
@@ -774,6 +792,8 @@ def wait_rollout(started: dict[str, Any], args: list[str]) -> int:
         while time.monotonic() < deadline:
             time.sleep(0.1)
         return fail(f"error: timed out waiting for the condition on deployments/{name}")
+    if started.get("node"):
+        return wait_node_rollout(started, deadline)
     not_before = time.monotonic() + float(started.get("ready_after_s", 0))
     server = started.get("server")
     proc = started.get("proc")
@@ -813,6 +833,64 @@ def wait_rollout(started: dict[str, Any], args: list[str]) -> int:
                 return 0
         time.sleep(0.1)
     return fail(f"error: timed out waiting for the condition on deployments/{name}")
+
+
+def wait_node_rollout(started: dict[str, Any], deadline: float) -> int:
+    """`rollout status` of a cluster whose node runs the pods: wait for the node to report the pod ready."""
+    name, k = started["name"], started["key"]
+    while time.monotonic() < deadline:
+        state = load()  # every write is an atomic rename: a read needs no lock
+        obj = state["objects"].get(k)
+        if obj is None or template_hash(obj) != started["hash"]:
+            return fail(f'error: deployment "{name}" was changed during the rollout')
+        server = state["servers"].get(k)
+        if server and server.get("hash") == started["hash"]:
+            if "exited" in server:
+                return fail(f'error: deployment "{name}" exceeded its progress deadline (CrashLoopBackOff)')
+            if server.get("ready"):
+                print(f'deployment "{name}" successfully rolled out')
+                return 0
+        time.sleep(0.1)
+    return fail(f"error: timed out waiting for the condition on deployments/{name}")
+
+
+def forward(server: dict[str, Any], port: int) -> int:
+    """kubectl's port-forward for a pod on a node: a local port whose connections reach the pod."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    target = (str(server["address"]), int(server["port"]))
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            with contextlib.suppress(OSError):
+                while chunk := src.recv(65536):
+                    dst.sendall(chunk)
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(target, timeout=10)
+            except OSError as exc:  # kubectl logs the failed connection and keeps forwarding
+                print(f"E1207 portforward.go: an error occurred forwarding {port}: {exc}", file=sys.stderr, flush=True)
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    print(f"Forwarding from 127.0.0.1:{listener.getsockname()[1]} -> {port}", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    listener.close()
+    return 0
 
 
 def container_port(deployment: dict[str, Any], port: str) -> int | None:
@@ -860,6 +938,8 @@ def cmd_port_forward(state: dict[str, Any], ns: str, args: list[str]) -> int:
             port = container_port(d, remote)
             if port is None:
                 return fail(f"error: {tk.split('/')[2]} does not expose port {remote}")
+            if server.get("node"):
+                return forward(server, port)
             print(f"Forwarding from 127.0.0.1:{server['port']} -> {port}", flush=True)
             signal.sigwait({signal.SIGTERM, signal.SIGINT})
             return 0
