@@ -181,7 +181,12 @@ def moto_server(stack: contextlib.ExitStack) -> int:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     stack.callback(server.stop)
-    return int(server.get_host_and_port()[1])
+    port = int(server.get_host_and_port()[1])
+    # moto keeps its backends per process, not per server: a bucket another test of this pytest
+    # session filled (tests/integration/test_batch_dataset.py uses the same name) is still there
+    # in a "new" server. The scenario's batch must score only its own files: start empty.
+    httpx.post(f"http://127.0.0.1:{port}/moto-api/reset", timeout=30).raise_for_status()
+    return port
 
 
 @dataclass(frozen=True)
